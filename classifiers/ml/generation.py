@@ -1,0 +1,423 @@
+"""Chat generator backends: a local Hugging Face model and an OpenAI-compatible API.
+
+Both implement `types.ChatGenerator`: `chat(conversations, ...) -> list[str]`, one
+reply per conversation. Stage I data generation (data.py) and the LLM-based
+augmentations only ever talk to this protocol, so a run can switch from the bundled
+SmolLM2 to a vLLM / llama.cpp / hosted endpoint without touching anything else.
+
+LocalGenerator decodes by hand instead of calling `model.generate` so that the
+batching behaviour is explicit and testable: left padding, position ids derived from
+the attention mask, one forward pass per step for the whole batch with the KV cache,
+and a seeded torch.Generator so that the same seed gives the same text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from classifiers.ml.types import Message
+
+logger = logging.getLogger(__name__)
+
+# Tokens that end an assistant turn in common chat templates, besides eos_token_id.
+CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+class GeneratorError(RuntimeError):
+    """A generator backend failed in a way the user has to fix (one-line message)."""
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------
+# Sampling
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.0  # 0 = greedy (argmax); >0 divides the logits
+    top_p: float = 1.0  # nucleus: keep the smallest set of tokens with mass >= top_p
+
+
+def sample_next_token(
+    logits: torch.Tensor,  # (B, V) logits of the last position
+    sampling: SamplingConfig,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Pick one token per row: greedy at temperature 0, else temperature + top-p."""
+    if sampling.temperature <= 0:
+        return logits.argmax(dim=-1)  # (B,)
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)  # (B, V)
+    if sampling.top_p < 1.0:
+        sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)  # (B, V)
+        cumulative = sorted_probs.cumsum(dim=-1)  # (B, V)
+        # Drop a token when the mass *before* it already reaches top_p; this always
+        # keeps the most likely token, so a row can never end up all-zero.
+        drop = (cumulative - sorted_probs) >= sampling.top_p  # (B, V)
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, sorted_idx, sorted_probs)  # (B, V)
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------
+# Local model
+
+
+class LocalGenerator:
+    """Batched sampling from a local causal LM with a chat template."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        name: str | None = None,
+    ) -> None:
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, batch_size)
+        self.name = name or f"local:{getattr(model.config, 'name_or_path', '') or 'model'}"
+        self.stop_ids = self._stop_token_ids()
+        self.pad_id = self._pad_token_id()
+
+    @classmethod
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        batch_size: int = 8,
+    ) -> LocalGenerator:
+        """Load a model + tokenizer from a local directory (never from a hub)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").exists():
+            raise GeneratorError(f"no Hugging Face model in {model_dir} (no config.json)")
+        resolved = pick_device(device)
+        if dtype is None:
+            # bf16 halves memory and is fast on GPUs; CPUs are faster and exact in fp32.
+            dtype = torch.bfloat16 if resolved.type == "cuda" else torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, local_files_only=True
+        )
+        return cls(
+            model, tokenizer, device=resolved, batch_size=batch_size,
+            name=f"local:{model_dir.name}",
+        )
+
+    # -- token bookkeeping -------------------------------------------------
+
+    def _stop_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        candidates: list[Any] = [self.tokenizer.eos_token_id]
+        gen_cfg = getattr(self.model, "generation_config", None)
+        if gen_cfg is not None:
+            candidates.append(getattr(gen_cfg, "eos_token_id", None))
+        for cand in candidates:
+            if isinstance(cand, int):
+                ids.add(cand)
+            elif isinstance(cand, (list, tuple)):
+                ids.update(int(c) for c in cand)
+        vocab = self.tokenizer.get_vocab()
+        for token in CHAT_END_TOKENS:
+            if token in vocab:
+                ids.add(int(vocab[token]))
+        return ids
+
+    def _pad_token_id(self) -> int:
+        for cand in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if isinstance(cand, int):
+                return cand
+        return min(self.stop_ids) if self.stop_ids else 0
+
+    def encode_conversation(self, conversation: list[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+        # The chat template already contains any BOS it wants.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- generation --------------------------------------------------------
+
+    def chat(
+        self,
+        conversations: list[list[Message]],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        if not conversations:
+            return []
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        sampling = SamplingConfig(temperature=temperature, top_p=top_p)
+        prompts = [self.encode_conversation(c) for c in conversations]
+        replies: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start : start + self.batch_size]
+            token_lists = self.generate_ids(chunk, max_new_tokens, sampling, generator)
+            replies.extend(
+                self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                for ids in token_lists
+            )
+        return replies
+
+    @torch.inference_mode()
+    def generate_ids(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        sampling: SamplingConfig,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Decode a batch of tokenised prompts; returns the new ids without stop ids."""
+        batch_size = len(prompts)
+        longest = max(len(p) for p in prompts)
+        # Left padding keeps every row's last real token in the last column, so one
+        # logits slice serves the whole batch and new tokens append uniformly.
+        input_ids = torch.full((batch_size, longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, longest), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, longest - len(ids) :] = 1
+        input_ids = input_ids.to(self.device)  # (B, T)
+        attention_mask = attention_mask.to(self.device)  # (B, T)
+        # Positions count real tokens only, so a padded row sees the same positions
+        # as it would alone; this is what makes batched == unbatched.
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+
+        stop_ids = torch.tensor(sorted(self.stop_ids), dtype=torch.long, device=self.device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=self.device)  # (B,)
+        generated: list[torch.Tensor] = []
+        past_key_values = None
+        step_ids = input_ids
+        for _ in range(max_new_tokens):
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            past_key_values = out.past_key_values
+            logits = out.logits[:, -1, :]  # (B, V)
+            next_ids = sample_next_token(logits, sampling, generator)  # (B,)
+            # Rows that already stopped keep feeding pad; their output is discarded.
+            next_ids = torch.where(finished, torch.full_like(next_ids, self.pad_id), next_ids)
+            generated.append(next_ids)
+            if stop_ids.numel():
+                finished |= torch.isin(next_ids, stop_ids)
+            if bool(finished.all()):
+                break
+            step_ids = next_ids.unsqueeze(-1)  # (B, 1)
+            attention_mask = torch.cat(
+                [attention_mask, attention_mask.new_ones((batch_size, 1))], dim=-1
+            )  # (B, T+1)
+            position_ids = position_ids[:, -1:] + 1  # (B, 1)
+
+        if not generated:
+            return [[] for _ in prompts]
+        new_tokens = torch.stack(generated, dim=-1).tolist()  # (B, N)
+        results: list[list[int]] = []
+        for row in new_tokens:
+            kept: list[int] = []
+            for tok in row:
+                if tok in self.stop_ids:
+                    break
+                kept.append(tok)
+            results.append(kept)
+        return results
+
+
+# ---------------------------------------------------------------------------
+# OpenAI-compatible HTTP endpoint
+
+
+class _Retryable(Exception):
+    """Internal: a failure worth another attempt; `message` is the final error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _server_error_message(response: httpx.Response) -> str:
+    """The server's own error text, from OpenAI's {"error": {"message": ...}} shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            return str(err)[:200]
+    return json.dumps(body)[:200]
+
+
+class OpenAICompatGenerator:
+    """Calls `POST {base_url}/chat/completions` once per conversation, in parallel."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        concurrency: int = 4,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"
+        self.model = model
+        self.timeout = timeout
+        self.max_retries = max(0, max_retries)
+        self.backoff = backoff
+        self.concurrency = max(1, concurrency)
+        self.name = f"openai:{model}@{self.base_url}"
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        # One client shared by the worker threads (httpx.Client is thread-safe);
+        # the pool size matches the concurrency so connections are reused.
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
+        self._client = httpx.Client(timeout=timeout, headers=headers, limits=limits)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAICompatGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check(self) -> None:
+        """One tiny request; raises GeneratorError when the endpoint is not usable."""
+        self.chat(
+            [[{"role": "user", "content": "Reply with OK."}]],
+            max_new_tokens=4,
+            temperature=0.0,
+        )
+
+    def chat(
+        self,
+        conversations: list[list[Message]],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        if not conversations:
+            return []
+
+        def one(index: int) -> str:
+            payload: dict[str, Any] = {
+                "model": self.model,
+                "messages": conversations[index],
+                "max_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+            }
+            if seed is not None:
+                # A distinct seed per conversation: identical prompts in one batch
+                # (common in Stage I) must still give different samples.
+                payload["seed"] = int(seed) + index
+            return self._request(payload)
+
+        if len(conversations) == 1:
+            return [one(0)]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            # map() re-raises the first GeneratorError in input order.
+            return list(pool.map(one, range(len(conversations))))
+
+    def _request(self, payload: dict[str, Any]) -> str:
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * (2 ** (attempt - 1)))
+            try:
+                return self._attempt(payload)
+            except _Retryable as err:
+                last_error = err.message
+                logger.warning(
+                    "%s (attempt %d/%d)", err.message, attempt + 1, self.max_retries + 1
+                )
+        raise GeneratorError(f"{last_error} (after {self.max_retries + 1} attempts)")
+
+    def _attempt(self, payload: dict[str, Any]) -> str:
+        try:
+            response = self._client.post(self.url, json=payload)
+        except httpx.ConnectError as err:
+            reason = _connect_reason(err)
+            raise _Retryable(f"cannot reach {self.url}: {reason}") from err
+        except httpx.TimeoutException as err:
+            raise _Retryable(
+                f"{self.url} did not answer within {self.timeout:g}s"
+            ) from err
+        except httpx.TransportError as err:
+            raise _Retryable(f"cannot reach {self.url}: {err}") from err
+
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Retryable(
+                f"{self.url} answered HTTP {status}: {_server_error_message(response)}"
+            )
+        if status >= 400:
+            raise GeneratorError(
+                f"{self.url} answered HTTP {status}: {_server_error_message(response)}"
+            )
+        try:
+            body = response.json()
+            content = body["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            snippet = response.text[:200].replace("\n", " ")
+            raise GeneratorError(f"{self.url} answered garbage: {snippet!r}") from err
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            snippet = response.text[:200].replace("\n", " ")
+            raise GeneratorError(f"{self.url} answered garbage: {snippet!r}")
+        return content.strip()
+
+
+def _connect_reason(err: httpx.ConnectError) -> str:
+    text = str(err)
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused"
+    if "name or service not known" in lowered or "nodename" in lowered:
+        return "unknown host"
+    return text or "connection failed"
