@@ -35,7 +35,7 @@ class ServerStats:
 
 
 class OpenAITestServer:
-    """`with OpenAITestServer(gen) as server: server.base_url` -> http://127.0.0.1:P/v1"""
+    """Use as `with OpenAITestServer(gen) as server:`; see `base_url`."""
 
     def __init__(self, generator: ChatGenerator) -> None:
         self.generator = generator
@@ -46,7 +46,9 @@ class OpenAITestServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
         )
 
     @property
@@ -120,7 +122,9 @@ class OpenAITestServer:
                     )
                     return
                 if sw.garbage:
-                    self._send_raw(200, b"<html>definitely not json</html>", "text/html")
+                    self._send_raw(
+                        200, b"<html>definitely not json</html>", "text/html"
+                    )
                     return
                 payload = json.loads(raw)
                 with owner._lock:
