@@ -46,9 +46,14 @@ def make_tokenizer():
 
 def tiny_lm(vocab_size: int, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -78,7 +83,9 @@ def test_wrapper_values_shape_layers_and_skip_lm_head():
 
 
 def test_resolve_hidden_size_order_and_error():
-    assert resolve_hidden_size(SimpleNamespace(word_embed_proj_dim=7, hidden_size=9)) == 7
+    assert (
+        resolve_hidden_size(SimpleNamespace(word_embed_proj_dim=7, hidden_size=9)) == 7
+    )
     assert resolve_hidden_size(SimpleNamespace(hidden_size=9)) == 9
     text = SimpleNamespace(hidden_size=11)
     assert resolve_hidden_size(SimpleNamespace(text_config=text)) == 11
@@ -113,8 +120,13 @@ def test_lora_starts_as_identity_and_trains_only_adapters():
 
 
 def test_ml_modules_do_not_import_django():
-    code = ("import sys, classifiers.ml.value_head, classifiers.ml.output_classifier, "
-            "classifiers.ml.streaming, classifiers.ml.cascade; "
-            "assert 'django' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   cwd=Path(__file__).resolve().parents[2])
+    code = (
+        "import sys, classifiers.ml.value_head, classifiers.ml.output_classifier, "
+        "classifiers.ml.streaming, classifiers.ml.cascade; "
+        "assert 'django' not in sys.modules"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
