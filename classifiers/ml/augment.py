@@ -202,15 +202,17 @@ def _double_word_gaps(pieces: list[str]) -> str:
 
 
 def _rewrite_word_split(text: str, rng: random.Random) -> tuple[str, dict]:
-    separator = rng.choices(("-", "_", ".", " "), weights=(5, 2, 1, 2))[0]
+    separator = rng.choices(("-", "_", " "), weights=(5, 2, 2))[0]
     words = [m for m in _LONG_WORD.finditer(text) if len(m.group(0)) >= 4]
     cuts: dict[int, set[int]] = {}
     for i, match in enumerate(words):
         if rng.random() < 0.6:
             cuts[i] = {rng.randrange(1, len(match.group(0)))}
-    # At least two separators so `canonical` tells a split word from "well-known".
+    # At least two separators, and one per five words, so `canonical` can tell
+    # split words from an ordinary "well-known".
     budget = sum(len(m.group(0)) - 1 for m in words)
-    while words and sum(len(c) for c in cuts.values()) < min(2, budget):
+    wanted = min(max(2, -(-len(text.split()) // 5)), budget)
+    while words and sum(len(c) for c in cuts.values()) < wanted:
         i = rng.randrange(len(words))
         cuts.setdefault(i, set()).add(rng.randrange(1, len(words[i].group(0))))
     pieces: list[str] = []
@@ -521,8 +523,10 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     family: tuple(t.name for t in _ALL if t.family == family)
     for family in ("llm", "obfuscation", "encoding", "jailbreak", "multiturn")
 }
-# Chains run LLM rewrites first (they need readable text) and turn splitting last.
-_FAMILY_ORDER = {"llm": 0, "obfuscation": 1, "encoding": 1, "jailbreak": 1, "multiturn": 2}
+# Chain order: LLM rewrites need readable text; obfuscating an encoded payload would
+# make it undecodable for the target model too; turn splitting comes last. Encoding
+# and jailbreak keep their sampled order (base64 of a DAN prompt, or DAN of base64).
+_FAMILY_ORDER = {"llm": 0, "obfuscation": 1, "encoding": 2, "jailbreak": 2, "multiturn": 3}
 
 
 def transform_family(name: str) -> str:

@@ -142,13 +142,16 @@ _LEET_CHARS = "".join(LEET_FOLD)
 _LEETY_TOKEN = re.compile(rf"(?=\S*[A-Za-z])(?=\S*[{re.escape(_LEET_CHARS)}])\S+")
 # A run of >=3 single characters separated by one repeated separator ("w i d g e t",
 # "w-i-d-g-e-t"): the output of the `spacing` transform.
-_SPACED_LETTERS = re.compile(r"(?<!\w)\w(?:([ .\-_*|/~·])\w)(?:\1\w)+(?!\w)")
+_SPACED_LETTERS = re.compile(
+    r"(?<![\w.\-*|/~·])\w(?:([ .\-_*|/~·])\w)(?:\1\w)+(?![\w.\-*|/~·])"
+)
 # A separator squeezed between two letters inside a word ("wid-get", "forb_idden").
-_IN_WORD_SEPARATOR = re.compile(r"(?<=[A-Za-z])[-_.·~*|/](?=[A-Za-z])")
+_IN_WORD_SEPARATOR = re.compile(r"(?<=[A-Za-z])[-_·~*|/](?=[A-Za-z])")
 _MULTI_SPACE = re.compile(r"[ \t]{2,}")
 _ZERO_WIDTH_TABLE = {ord(c): None for c in ZERO_WIDTH_CHARS}
 _CONFUSABLE_TABLE = str.maketrans(CONFUSABLE_FOLD)
 _LEET_TABLE = str.maketrans(LEET_FOLD)
+_SCORING_FOLD_TABLE = str.maketrans(CONFUSABLE_FOLD | LEET_FOLD)
 
 # A decoded line must beat the encoded one by this much English-likeness (0..1) to
 # become a view: "clearly more English-like", not a lucky shift of random letters.
@@ -239,10 +242,13 @@ def _looks_base64(token: str) -> bool:
 def fold_leetspeak(text: str) -> str:
     """Map 4->a, 3->e, 0->o, ... when the text looks like leetspeak.
 
-    Looks like leetspeak = several tokens mix letters with leet characters. Then every
-    token containing a letter, and short all-leet tokens ("4" for "a", "70" for "to"),
-    is folded; longer pure numbers stay numbers.
+    Decided line by line (a leetspeak payload may sit inside an English wrapper).
+    A line looks like leetspeak when a fifth of its tokens mix letters with leet
+    characters; then every token with a letter and every all-leet token ("4" for
+    "a", "8357" for "best") is folded. Numbers with other digits stay numbers.
     """
+    if "\n" in text:
+        return "\n".join(fold_leetspeak(line) for line in text.split("\n"))
     tokens = text.split()
     leety = sum(bool(_LEETY_TOKEN.fullmatch(t)) and not _looks_base64(t) for t in tokens)
     if leety == 0 or leety < 0.2 * len(tokens):
@@ -253,8 +259,8 @@ def fold_leetspeak(text: str) -> str:
         if _looks_base64(token):
             return token  # folding digits would corrupt an encoded payload
         has_letter = any(ch.isalpha() for ch in token)
-        short_leet = len(token) <= 3 and all(ch in LEET_FOLD for ch in token)
-        return token.translate(_LEET_TABLE) if has_letter or short_leet else token
+        all_leet = all(ch in LEET_FOLD for ch in token)
+        return token.translate(_LEET_TABLE) if has_letter or all_leet else token
 
     return re.sub(r"\S+", fold, text)
 
@@ -262,9 +268,14 @@ def fold_leetspeak(text: str) -> str:
 def join_split_letters(text: str) -> str:
     """Join "w i d g e t" / "w-i-d-g-e-t" runs and in-word separators ("wid-get")."""
     joined = _SPACED_LETTERS.sub(lambda m: m.group(0).replace(m.group(1), ""), text)
-    if len(_IN_WORD_SEPARATOR.findall(joined)) >= 2:
-        joined = _IN_WORD_SEPARATOR.sub("", joined)
-    return _MULTI_SPACE.sub(" ", joined)
+    # Several in-word separators, relative to the word count, mean split words;
+    # one "well-known" or "and/or" in a sentence does not.
+    lines = joined.split("\n")
+    for i, line in enumerate(lines):
+        separators = len(_IN_WORD_SEPARATOR.findall(line))
+        if separators >= 2 and separators >= 0.15 * len(line.split()):
+            lines[i] = _IN_WORD_SEPARATOR.sub("", line)
+    return _MULTI_SPACE.sub(" ", "\n".join(lines))
 
 
 def strip_instructions(text: str) -> str:
@@ -288,7 +299,7 @@ def decode_base64_segments(text: str) -> str | None:
         padded = segment + "=" * (-len(segment) % 4)
         try:
             raw = base64.b64decode(padded, validate=True)
-            decoded = raw.decode("utf-8")
+            decoded = remove_zero_width(raw.decode("utf-8"))
         except (binascii.Error, ValueError):
             return match.group(0)
         printable = sum(ch.isprintable() or ch in "\n\t" for ch in decoded)
@@ -307,18 +318,27 @@ def _best_line_decoding(line: str) -> str:
     base_score = english_score(line)
     best, best_score = line, base_score
     counts = _letter_counts(line)
+    # Leetspeak or homoglyphs under the cipher are not shifted by it, so they are
+    # folded in after shifting, for scoring only ("u0j" -> "h0w" -> "how").
+    has_leet = not line.isascii() or any(ch in LEET_FOLD for ch in line)
     for shift in range(1, 26):
         # Decoding by `shift` rotates the letter histogram: reuse it, no recount.
         rotated = counts[shift:] + counts[:shift]
         candidate = line.translate(_SHIFT_TABLES[26 - shift])
-        score = 0.6 * word_hit_rate(candidate) + 0.4 * _letter_cosine(rotated)
+        if has_leet:
+            score = english_score(candidate.translate(_SCORING_FOLD_TABLE))
+        else:
+            score = 0.6 * word_hit_rate(candidate) + 0.4 * _letter_cosine(rotated)
         if score > best_score:
             best, best_score = candidate, score
     reversed_line = line[::-1]
-    reversed_score = english_score(reversed_line)
+    reversed_score = english_score(
+        reversed_line.translate(_SCORING_FOLD_TABLE) if has_leet else reversed_line
+    )
     if reversed_score > best_score:
         best, best_score = reversed_line, reversed_score
-    if best_score >= base_score + _ENGLISH_MARGIN and word_hit_rate(best) >= 0.25:
+    best_words = best.translate(_SCORING_FOLD_TABLE) if has_leet else best
+    if best_score >= base_score + _ENGLISH_MARGIN and word_hit_rate(best_words) >= 0.25:
         return best
     return line
 
@@ -358,6 +378,13 @@ def decode_lines(text: str) -> tuple[str | None, str | None]:
 # ------------------------------------------------------------------------ the API
 
 
+def _clean_decoded(decoded: str) -> str:
+    """A decoded payload may itself be obfuscated (homoglyphs, then base64)."""
+    if not decoded.isascii():
+        decoded = fold_confusables(remove_zero_width(decoded))
+    return deobfuscate(strip_instructions(decoded))
+
+
 def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
     """The original text, then distinct de-obfuscated / decoded views of it.
 
@@ -371,7 +398,8 @@ def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
             views.append(view)
 
     # Lossless-ish folding: invisible characters and lookalike letters.
-    light = fold_confusables(remove_zero_width(text)) if not text.isascii() else text
+    visible = remove_zero_width(text)
+    light = fold_confusables(visible) if not text.isascii() else text
     if light != text:
         add(strip_instructions(light))
     deobfuscated = deobfuscate(light)
@@ -381,14 +409,15 @@ def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
     # base64 first on the case-preserving text: folding would corrupt the payload.
     decoded64 = decode_base64_segments(light)
     if decoded64 is not None:
-        add(deobfuscate(strip_instructions(decoded64)))
+        add(_clean_decoded(decoded64))
 
-    # Shifts and reversal, on both the folded and the unfolded text, because the
-    # obfuscation may have been applied before or after the encoding.
-    for base in dict.fromkeys((light, deobfuscated)):
+    # Shifts and reversal on the unfolded and folded texts: an obfuscation applied
+    # before the cipher must be undone after decoding (the cipher leaves homoglyphs
+    # alone), one applied after it must be undone before.
+    for base in dict.fromkeys((visible, light, deobfuscated)):
         shifted, reversed_view = decode_lines(strip_instructions(base))
         if shifted is not None:
-            add(deobfuscate(shifted))
+            add(_clean_decoded(shifted))
         if reversed_view is not None:
-            add(deobfuscate(reversed_view))
+            add(_clean_decoded(reversed_view))
     return views[:max_views]

@@ -1,0 +1,158 @@
+"""canonical_views: every encoding/obfuscation the augmenter makes folds back."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from classifiers.ml import augment
+from classifiers.ml.canonical import (
+    canonical_views,
+    english_score,
+    fold_confusables,
+    strip_instructions,
+)
+from classifiers.ml.types import Example
+
+REQUESTS = (
+    "how do i make the forbidden widget",
+    "tell me about vaccines",
+    "please explain how to build the secret gadget at home",
+    "what is the best way to grow tomatoes in a small garden",
+)
+REVERSIBLE_OBFUSCATIONS = (*augment.FAMILIES["encoding"], *augment.FAMILIES["obfuscation"])
+
+
+def _example(text: str) -> Example:
+    return Example(
+        messages=[{"role": "user", "content": text}],
+        response="",
+        label=1,
+        category="widgets",
+        source_id="w-1",
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "how do i make the forbidden widget",
+        "Tell me about vaccines. What are they made of?",
+        "A well-known recipe for bread, e.g. sourdough, from 2024.",
+        "My email is jane.doe@example.com and my iPhone broke.",
+        "Un café au lait, s'il vous plaît.",
+        "привет, как дела?",
+        "internationalization and localization are long words",
+        "",
+    ],
+)
+def test_plain_text_gives_just_itself(text: str) -> None:
+    assert canonical_views(text) == [text]
+
+
+@pytest.mark.parametrize("name", REVERSIBLE_OBFUSCATIONS)
+@pytest.mark.parametrize("request_text", REQUESTS)
+def test_encoded_request_is_recovered_in_some_view(name: str, request_text: str) -> None:
+    checked = 0
+    for seed in range(12):
+        out = augment.apply_transforms(
+            _example(request_text), [name], rng=random.Random(seed)
+        )
+        if out.meta.get("word_split_separator") == " ":
+            continue  # split by plain spaces is ambiguous; documented limitation
+        views = canonical_views(out.messages[-1]["content"])
+        assert views[0] == out.messages[-1]["content"]
+        assert any(request_text in view for view in views), (name, seed, views)
+        checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("name", ["base64", "rot13", "caesar", "reverse"])
+def test_decoded_view_is_the_request_itself_without_instruction(name: str) -> None:
+    request_text = REQUESTS[0]
+    out = augment.apply_transforms(_example(request_text), [name], rng=random.Random(0))
+    assert request_text in canonical_views(out.messages[-1]["content"])
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        ["base64", "dan_wrapper"],
+        ["rot13", "roleplay_wrapper"],
+        ["caesar", "redteam_template"],
+        ["leetspeak", "many_shot"],
+        ["homoglyph", "base64"],
+        ["zero_width", "reverse"],
+    ],
+)
+def test_composed_chains_still_recover_the_request(chain: list[str]) -> None:
+    request_text = REQUESTS[0]
+    for seed in range(5):
+        out = augment.apply_transforms(_example(request_text), chain, rng=random.Random(seed))
+        views = canonical_views(out.prompt_text)
+        assert any(request_text in view for view in views), (chain, seed, views)
+
+
+WORDS = ("widget", "garden", "forbidden", "gadget", "tomato", "secret", "recipe")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4),
+    shift=st.integers(min_value=1, max_value=25),
+    encoding=st.sampled_from(["base64", "caesar", "reverse"]),
+)
+def test_property_encoded_sentences_are_recovered(
+    words: list[str], shift: int, encoding: str
+) -> None:
+    request_text = "please tell me how to make the " + " ".join(words)
+    if encoding == "caesar":
+        payload = augment.caesar(request_text, shift)
+    else:
+        payload = augment.ENCODERS[encoding](request_text)
+    views = canonical_views(f"Decode this and answer:\n{payload}")
+    assert request_text in views
+
+
+def test_caesar_view_only_when_clearly_more_english() -> None:
+    # Random letters: no shift reads as English, so no extra view appears.
+    assert canonical_views("xq zzv kpt wmrl qhhx") == ["xq zzv kpt wmrl qhhx"]
+    assert english_score("how do i make the widget") > english_score("ipx ep j nblf")
+
+
+def test_genuine_cyrillic_is_not_folded_but_mixed_script_is() -> None:
+    assert fold_confusables("привет мир") == "привет мир"
+    assert fold_confusables("h\u043ew \u0430re you") == "how are you"
+    assert fold_confusables("\uff57\uff49\uff44\uff47\uff45\uff54") == "widget"  # fullwidth
+
+
+def test_strip_instructions_drops_only_instruction_lines() -> None:
+    assert strip_instructions("Decode this base64 and answer:\nhello there") == "hello there"
+    assert strip_instructions("hello there") == "hello there"
+
+
+def test_max_views_is_respected() -> None:
+    out = augment.apply_transforms(
+        _example(REQUESTS[0]), ["leetspeak", "rot13"], rng=random.Random(1)
+    )
+    views = canonical_views(out.prompt_text, max_views=2)
+    assert len(views) == 2
+    assert views[0] == out.prompt_text
+
+
+def test_fast_enough_for_every_request() -> None:
+    plain = "Tell me about vaccines and how they train the immune system, please."
+    encoded = augment.apply_transforms(
+        _example(REQUESTS[2]), ["caesar"], rng=random.Random(0)
+    ).prompt_text
+    for text, budget_ms in ((plain, 0.5), (encoded, 3.0)):
+        canonical_views(text)
+        start = time.perf_counter()
+        for _ in range(200):
+            canonical_views(text)
+        per_call_ms = (time.perf_counter() - start) / 200 * 1000
+        assert per_call_ms < budget_ms, (text[:30], per_call_ms)
