@@ -122,13 +122,17 @@ class Thresholds:
         return cls(
             global_threshold=number(data["global_threshold"]),
             target_fpr=float(data["target_fpr"]),
-            per_category={k: number(v) for k, v in data.get("per_category", {}).items()},
+            per_category={
+                k: number(v) for k, v in data.get("per_category", {}).items()
+            },
             per_category_fpr={
                 k: float(v) for k, v in data.get("per_category_fpr", {}).items()
             },
             achieved_fpr=float(data.get("achieved_fpr", 0.0)),
             achieved_tpr=(
-                None if data.get("achieved_tpr") is None else float(data["achieved_tpr"])
+                None
+                if data.get("achieved_tpr") is None
+                else float(data["achieved_tpr"])
             ),
             achieved_category_fpr={
                 k: float(v) for k, v in data.get("achieved_category_fpr", {}).items()

@@ -16,7 +16,9 @@ from classifiers.ml.calibrate import (
 
 # Scores on a coarse grid so hypothesis produces plenty of ties.
 grid_scores = st.lists(
-    st.integers(min_value=0, max_value=20).map(lambda k: k / 20), min_size=1, max_size=60
+    st.integers(min_value=0, max_value=20).map(lambda k: k / 20),
+    min_size=1,
+    max_size=60,
 )
 any_scores = st.lists(
     st.floats(min_value=0.0, max_value=1.0, allow_nan=False), min_size=1, max_size=60
@@ -77,7 +79,9 @@ def test_achieved_fpr_within_target_and_threshold_is_smallest(
 
 @settings(max_examples=150, deadline=None)
 @given(benign=grid_scores, a=fprs, b=fprs)
-def test_threshold_is_monotone_in_target(benign: list[float], a: float, b: float) -> None:
+def test_threshold_is_monotone_in_target(
+    benign: list[float], a: float, b: float
+) -> None:
     low, high = sorted((a, b))
     assert threshold_for_fpr(benign, high) <= threshold_for_fpr(benign, low)
 
