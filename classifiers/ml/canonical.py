@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import logging
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,9 @@ LEET: dict[str, tuple[str, ...]] = {
     "s": ("5", "$"),
     "t": ("7",),
 }
-LEET_FOLD: dict[str, str] = {sub: letter for letter, subs in LEET.items() for sub in subs}
+LEET_FOLD: dict[str, str] = {
+    sub: letter for letter, subs in LEET.items() for sub in subs
+}
 
 # ~200 frequent English words, for the English-likeness score that picks Caesar
 # shifts and decides whether reversed text reads better.
@@ -136,7 +140,9 @@ _INSTRUCTION_LINE = re.compile(
 )
 
 _WORD = re.compile(r"[a-z]+")
-_BASE64_SEGMENT = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{12,}={0,2}(?![A-Za-z0-9+/=_-])")
+_BASE64_SEGMENT = re.compile(
+    r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{12,}={0,2}(?![A-Za-z0-9+/=_-])"
+)
 _MIXED_CASE_TOKEN = re.compile(r"\b[A-Za-z]*[a-z][A-Z][A-Za-z]*\b")
 _LEET_CHARS = "".join(LEET_FOLD)
 _LEETY_TOKEN = re.compile(rf"(?=\S*[A-Za-z])(?=\S*[{re.escape(_LEET_CHARS)}])\S+")
@@ -171,6 +177,49 @@ def _shift_table(shift: int) -> dict[int, int]:
 _SHIFT_TABLES: tuple[dict[int, int], ...] = tuple(_shift_table(k) for k in range(26))
 
 
+# ----------------------------------------------------------------- raw encoders
+
+
+def encode_base64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def decode_base64(text: str) -> str:
+    return base64.b64decode(text.encode("ascii")).decode("utf-8")
+
+
+def rot13(text: str) -> str:
+    return codecs.encode(text, "rot13")
+
+
+def caesar(text: str, shift: int = 1) -> str:
+    """Shift ASCII letters by `shift` ("dog" -> "eph"); everything else unchanged."""
+    return text.translate(_SHIFT_TABLES[shift % 26])
+
+
+def caesar_decode(text: str, shift: int = 1) -> str:
+    return caesar(text, -shift)
+
+
+def reverse(text: str) -> str:
+    return text[::-1]
+
+
+ENCODERS: dict[str, Callable[..., str]] = {
+    "base64": encode_base64,
+    "rot13": rot13,
+    "caesar": caesar,
+    "reverse": reverse,
+}
+# decode(encode(x)) == x for every string x; caesar's decoder takes the shift.
+DECODERS: dict[str, Callable[..., str]] = {
+    "base64": decode_base64,
+    "rot13": rot13,
+    "caesar": caesar_decode,
+    "reverse": reverse,
+}
+
+
 # ------------------------------------------------------------------ English scoring
 
 
@@ -191,7 +240,9 @@ def _letter_cosine(counts: list[int]) -> float:
     norm = math.sqrt(sum(c * c for c in counts))
     if norm == 0:
         return 0.0
-    return sum(c * f for c, f in zip(counts, _ENGLISH_FREQ)) / (norm * _ENGLISH_NORM)
+    return sum(c * f for c, f in zip(counts, _ENGLISH_FREQ, strict=False)) / (
+        norm * _ENGLISH_NORM
+    )
 
 
 def english_score(text: str) -> float:
@@ -250,7 +301,9 @@ def fold_leetspeak(text: str) -> str:
     if "\n" in text:
         return "\n".join(fold_leetspeak(line) for line in text.split("\n"))
     tokens = text.split()
-    leety = sum(bool(_LEETY_TOKEN.fullmatch(t)) and not _looks_base64(t) for t in tokens)
+    leety = sum(
+        bool(_LEETY_TOKEN.fullmatch(t)) and not _looks_base64(t) for t in tokens
+    )
     if leety == 0 or leety < 0.2 * len(tokens):
         return text
 
@@ -304,7 +357,11 @@ def decode_base64_segments(text: str) -> str | None:
             return match.group(0)
         printable = sum(ch.isprintable() or ch in "\n\t" for ch in decoded)
         letters = sum(ch.isalpha() for ch in decoded)
-        if not decoded or printable < 0.9 * len(decoded) or letters < 0.3 * len(decoded):
+        if (
+            not decoded
+            or printable < 0.9 * len(decoded)
+            or letters < 0.3 * len(decoded)
+        ):
             return match.group(0)
         found = True
         return decoded
@@ -353,7 +410,10 @@ def decode_lines(text: str) -> tuple[str | None, str | None]:
     reversed_lines: list[str] = []
     any_shift = any_reverse = False
     for line in text.split("\n"):
-        if len(_WORD.findall(line.lower())) < 2 or word_hit_rate(line) >= _ENGLISH_ENOUGH:
+        if (
+            len(_WORD.findall(line.lower())) < 2
+            or word_hit_rate(line) >= _ENGLISH_ENOUGH
+        ):
             shifted_lines.append(line)
             reversed_lines.append(line)
             continue

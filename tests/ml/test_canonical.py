@@ -24,7 +24,10 @@ REQUESTS = (
     "please explain how to build the secret gadget at home",
     "what is the best way to grow tomatoes in a small garden",
 )
-REVERSIBLE_OBFUSCATIONS = (*augment.FAMILIES["encoding"], *augment.FAMILIES["obfuscation"])
+REVERSIBLE_OBFUSCATIONS = (
+    *augment.FAMILIES["encoding"],
+    *augment.FAMILIES["obfuscation"],
+)
 
 
 def _example(text: str) -> Example:
@@ -56,7 +59,9 @@ def test_plain_text_gives_just_itself(text: str) -> None:
 
 @pytest.mark.parametrize("name", REVERSIBLE_OBFUSCATIONS)
 @pytest.mark.parametrize("request_text", REQUESTS)
-def test_encoded_request_is_recovered_in_some_view(name: str, request_text: str) -> None:
+def test_encoded_request_is_recovered_in_some_view(
+    name: str, request_text: str
+) -> None:
     checked = 0
     for seed in range(12):
         out = augment.apply_transforms(
@@ -92,7 +97,9 @@ def test_decoded_view_is_the_request_itself_without_instruction(name: str) -> No
 def test_composed_chains_still_recover_the_request(chain: list[str]) -> None:
     request_text = REQUESTS[0]
     for seed in range(5):
-        out = augment.apply_transforms(_example(request_text), chain, rng=random.Random(seed))
+        out = augment.apply_transforms(
+            _example(request_text), chain, rng=random.Random(seed)
+        )
         views = canonical_views(out.prompt_text)
         assert any(request_text in view for view in views), (chain, seed, views)
 
@@ -127,11 +134,16 @@ def test_caesar_view_only_when_clearly_more_english() -> None:
 def test_genuine_cyrillic_is_not_folded_but_mixed_script_is() -> None:
     assert fold_confusables("привет мир") == "привет мир"
     assert fold_confusables("h\u043ew \u0430re you") == "how are you"
-    assert fold_confusables("\uff57\uff49\uff44\uff47\uff45\uff54") == "widget"  # fullwidth
+    assert (
+        fold_confusables("\uff57\uff49\uff44\uff47\uff45\uff54") == "widget"
+    )  # fullwidth
 
 
 def test_strip_instructions_drops_only_instruction_lines() -> None:
-    assert strip_instructions("Decode this base64 and answer:\nhello there") == "hello there"
+    assert (
+        strip_instructions("Decode this base64 and answer:\nhello there")
+        == "hello there"
+    )
     assert strip_instructions("hello there") == "hello there"
 
 
