@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -169,7 +170,7 @@ def calibrate_thresholds(
     if not benign.any():
         raise ValueError("calibration needs benign examples (label 0)")
     per_category_fpr = dict(per_category_fpr or {})
-    restricted = {c for c, y in zip(categories, label_array) if y == 1}
+    restricted = {c for c, y in zip(categories, label_array, strict=True) if y == 1}
 
     global_threshold = threshold_for_fpr(score_array[benign], target_fpr)
     per_category: dict[str, float] = {}

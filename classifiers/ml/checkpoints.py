@@ -22,7 +22,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ def save_artifact(
         manifest = {
             "format_version": FORMAT_VERSION,
             "code_version": code_version,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "config": config,
             "files": files,
             "checksum": checksum,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -260,10 +261,12 @@ def evaluation_report(
         report["tpr_at_1pct_fpr"] = _clean(tpr_at_fpr(score_array, label_array, 0.01))
         fpr, tpr, roc_thresholds = roc_curve(score_array, label_array)
         roc_points = _downsample(fpr, tpr, roc_thresholds)
-        report["roc"] = dict(zip(("fpr", "tpr", "thresholds"), roc_points))
+        report["roc"] = dict(zip(("fpr", "tpr", "thresholds"), roc_points, strict=True))
         precision, recall, pr_thresholds = pr_curve(score_array, label_array)
         pr_points = _downsample(precision, recall, pr_thresholds)
-        report["pr"] = dict(zip(("precision", "recall", "thresholds"), pr_points))
+        report["pr"] = dict(
+            zip(("precision", "recall", "thresholds"), pr_points, strict=True)
+        )
     return report
 
 

