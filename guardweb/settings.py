@@ -1,0 +1,236 @@
+"""Guardweb settings: one file, driven by environment variables.
+
+Every variable is listed in docker/.env.example. With DATABASE_URL / REDIS_URL
+unset, the embedded PostgreSQL and Redis under GUARDWEB_DATA_DIR are started (or
+found) here, so every entry point (web, worker, manage.py, tests) shares them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from guardweb import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.getenv(name, default).strip().lower()
+    if value not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return value in {"true", "1", "yes"}
+
+
+def envint(name: str, default: str) -> int:
+    value = os.getenv(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {value!r}") from None
+
+
+def envsecret(name: str, default: str | None = None) -> str | None:
+    """Read NAME, or the contents of the file named by NAME_FILE (docker secrets)."""
+    path = os.getenv(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.getenv(name, default)
+
+
+DEBUG = envbool("GUARDWEB_DEBUG", "false")
+TESTING = "pytest" in sys.modules or envbool("GUARDWEB_TESTING", "false")
+DATA_DIR = Path(os.getenv("GUARDWEB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+ARTIFACTS_DIR = DATA_DIR / "artifacts"
+MODELS_DIR = DATA_DIR / "models"
+
+_secret = envsecret("SECRET_KEY")
+if not _secret:
+    if not (DEBUG or TESTING or envbool("GUARDWEB_DEMO", "true")):
+        raise embedded.StartupError("SECRET_KEY is required when GUARDWEB_DEMO=false")
+    # Demo installs get a stable random key kept in the data dir.
+    embedded.check_writable(DATA_DIR)
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(os.urandom(32).hex())
+        key_file.chmod(0o600)
+    _secret = key_file.read_text().strip()
+SECRET_KEY = _secret
+
+ALLOWED_HOSTS = os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+SECURE_COOKIES = envbool("GUARDWEB_SECURE_COOKIES", "false")
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+
+INSTALLED_APPS = [
+    "daphne",  # its runserver is ASGI; production uses uvicorn (manage.py serve)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "guardweb",
+    "constitutions",
+    "classifiers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "guardweb.urls"
+ASGI_APPLICATION = "guardweb.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "guardweb.context.roles",
+            ],
+        },
+    },
+]
+
+# --- Services -----------------------------------------------------------------
+
+DATABASE_URL = os.getenv("DATABASE_URL", "")
+if DATABASE_URL:
+    _db = urlsplit(DATABASE_URL)
+    if _db.scheme not in {"postgres", "postgresql"}:
+        raise embedded.StartupError(
+            f"DATABASE_URL must be a postgres:// URL, not {_db.scheme}://"
+        )
+    _db_params = {
+        "HOST": _db.hostname or "",
+        "PORT": str(_db.port or 5432),
+        "USER": _db.username or "postgres",
+        "PASSWORD": _db.password or "",
+        "NAME": (_db.path or "/guardweb").lstrip("/") or "guardweb",
+    }
+else:
+    _db_params = embedded.ensure_postgres(DATA_DIR)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        **_db_params,
+        "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", "0"),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": 5},
+        # Per-process test database: concurrent runs on one server never collide.
+        "TEST": {"NAME": os.getenv("GUARDWEB_TEST_DB_NAME") or f"test_guardweb_{os.getpid()}"},
+    }
+}
+
+REDIS_URL = os.getenv("REDIS_URL", "") or embedded.ensure_redis(DATA_DIR)
+# Separates concurrent users of one Redis (e.g. two test runs on CI's shared server).
+# Test runs default to a per-process prefix so they never see each other's messages.
+REDIS_PREFIX = os.getenv(
+    "GUARDWEB_REDIS_PREFIX", f"guardweb-test-{os.getpid()}" if TESTING else "guardweb"
+)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": f"{REDIS_PREFIX}:channels",
+            "capacity": 2000,
+            "expiry": 15,
+        },
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"{REDIS_PREFIX}:celery:",
+    # A task whose worker died is redelivered after this long (acks_late tasks).
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "3600"),
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "classifiers.tasks.generate_dataset": {"queue": "gpu"},
+    "classifiers.tasks.train_classifier": {"queue": "gpu"},
+}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{REDIS_PREFIX}:cache",
+    }
+}
+
+# --- Auth, i18n, static ---------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns when it is absent
+WHITENOISE_USE_FINDERS = True  # serve straight from the apps; no collectstatic step
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Models ----------------------------------------------------------------------
+
+# Any local Hugging Face model directory may replace the packaged defaults.
+GENERATOR_MODEL_DIR = os.getenv("GUARDWEB_GENERATOR_DIR", "")
+ENCODER_MODEL_DIR = os.getenv("GUARDWEB_ENCODER_DIR", "")
+TORCH_THREADS = envint("GUARDWEB_TORCH_THREADS", "0")  # 0 = torch's default
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

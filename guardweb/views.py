@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from guardweb import health
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    from constitutions.models import Constitution
+
+    constitutions = Constitution.objects.order_by("name")
+    return render(request, "home.html", {"constitutions": constitutions})
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks = {
+        "postgres": health.check_postgres(),
+        "redis": health.check_redis(settings.REDIS_URL),
+    }
+    # Without a broker there is nobody to ask about workers.
+    if checks["redis"]["ok"]:
+        checks["celery"] = health.check_celery()
+    else:
+        checks["celery"] = {"ok": False, "error": "redis is down", "queues": {}}
+    ok = all(check["ok"] for check in checks.values())
+    return JsonResponse({"status": "ok" if ok else "down", **checks}, status=200 if ok else 503)
