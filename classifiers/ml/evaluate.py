@@ -127,10 +127,13 @@ def tpr_at_fpr(
 
 
 def confusion(
-    scores: Sequence[float], labels: Sequence[int], threshold: float
+    scores: Sequence[float],
+    labels: Sequence[int],
+    threshold: float | Sequence[float] | np.ndarray,
 ) -> dict[str, int]:
+    """tp/fp/tn/fn counts; `threshold` is one number or one per example."""
     score_array, label_array = _arrays(scores, labels)
-    flagged = score_array >= threshold
+    flagged = score_array >= np.asarray(threshold, dtype=np.float64)
     harmful = label_array == 1
     return {
         "tp": int(np.sum(flagged & harmful)),
@@ -194,11 +197,13 @@ def evaluation_report(
     labels: Sequence[int],
     categories: Sequence[str],
     transforms: Sequence[str] | None = None,
-    threshold: float,
+    threshold: float | Sequence[float],
     name: str,
 ) -> dict[str, Any]:
     """Everything the evaluation page shows about one classifier on one test set.
 
+    `threshold` is one number, or one per example (e.g. per-category thresholds:
+    `[t.for_category(c) for c in predicted_categories]`).
     Restricted categories are those that carry harmful labels; their recall is
     reported. Permitted categories (benign labels) get their false-positive rate.
     """
@@ -209,7 +214,10 @@ def evaluation_report(
         transforms = ["original"] * score_array.size
     if len(transforms) != score_array.size:
         raise ValueError("transforms must match scores in length")
-    flagged = score_array >= threshold
+    applied = np.broadcast_to(
+        np.asarray(threshold, dtype=np.float64), score_array.shape
+    )
+    flagged = score_array >= applied
     harmful = label_array == 1
     category_array = np.asarray(list(categories), dtype=object)
 
@@ -234,13 +242,14 @@ def evaluation_report(
             "fpr": _rate(flagged[mask & ~harmful]),
         }
 
-    counts = confusion(score_array, label_array, threshold)
+    counts = confusion(score_array, label_array, applied)
     report: dict[str, Any] = {
         "name": name,
         "n": int(score_array.size),
         "positives": int(harmful.sum()),
         "negatives": int((~harmful).sum()),
-        "threshold": _clean(float(threshold)),
+        # A per-example threshold list is not repeated in the report.
+        "threshold": _clean(float(threshold)) if np.ndim(threshold) == 0 else None,
         "auroc": None,
         "average_precision": None,
         "tpr_at_threshold": _rate(flagged[harmful]),

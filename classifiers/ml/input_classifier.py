@@ -150,7 +150,11 @@ class InputClassifier(nn.Module):
         if not cfg.categories:
             raise ValueError("InputClassifierConfig.categories must not be empty")
         self.cfg = cfg
-        self.backbone = backbone or AutoModel.from_pretrained(cfg.backbone_dir)
+        if backbone is None:
+            # float32 explicitly: the head and the CPU path assume it, whatever
+            # dtype the checkpoint was saved in.
+            backbone = AutoModel.from_pretrained(cfg.backbone_dir, dtype=torch.float32)
+        self.backbone = backbone
         embedding_dim = int(self.backbone.config.hidden_size)
         self.head = InputHead(
             embedding_dim, cfg.hidden, len(cfg.categories), cfg.dropout
@@ -724,7 +728,7 @@ def load_input_classifier(
                 f"encoder at {cfg.backbone_dir} differs from the one the head was "
                 "trained on (weight fingerprint mismatch)"
             )
-        backbone = AutoModel.from_pretrained(cfg.backbone_dir)
+        backbone = AutoModel.from_pretrained(cfg.backbone_dir, dtype=torch.float32)
     else:
         backbone_config = dict(config["backbone_config"])
         model_type = backbone_config.pop("model_type")

@@ -217,3 +217,19 @@ def test_refusal_baseline() -> None:
     replies = ["I can't help with that.", "Sure, here is a poem."]
     scores = refusal_baseline_scores(replies, lambda r: r.startswith("I can't"))
     assert scores == [1.0, 0.0]
+
+
+def test_report_with_per_example_thresholds() -> None:
+    # e.g. per-category thresholds looked up by each example's predicted category
+    report = evaluation_report(
+        scores=[0.6, 0.6, 0.3, 0.3],
+        labels=[1, 0, 1, 0],
+        categories=["widgets", "gardening", "widgets", "gardening"],
+        transforms=None,
+        threshold=[0.2, 0.7, 0.2, 0.7],
+        name="per-category",
+    )
+    assert report["threshold"] is None
+    assert report["confusion"] == {"tp": 2, "fp": 0, "tn": 2, "fn": 0}
+    assert report["per_category"]["widgets"]["recall"] == 1.0
+    assert report["per_transform"]["original"] == {"n": 4, "recall": 1.0, "fpr": 0.0}
