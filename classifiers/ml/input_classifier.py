@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -712,7 +712,11 @@ def load_input_classifier(
     config = artifact.config
     if config.get("kind") != ARTIFACT_KIND:
         raise ArtifactError(f"{directory} is not an input classifier artifact")
-    cfg = InputClassifierConfig(**config["classifier"])
+    # Ignore fields this code does not know (an artifact from a newer version).
+    known = {f.name for f in fields(InputClassifierConfig)}
+    cfg = InputClassifierConfig(
+        **{k: v for k, v in config["classifier"].items() if k in known}
+    )
     tokenizer_dir = Path(config["tokenizer_dir"])
     if backbone_dir is not None:
         if tokenizer_dir == Path(cfg.backbone_dir) or not tokenizer_dir.exists():
