@@ -1,8 +1,16 @@
-from django.urls import path
+"""Each area's views module declares its own `urlpatterns`; they share one namespace."""
 
-from classifiers import views
+from __future__ import annotations
+
+import importlib
 
 app_name = "classifiers"
-urlpatterns: list = [
-    path("", views.overview, name="overview"),
-]
+urlpatterns: list = []
+for area in ("overview", "datasets", "training", "guard"):
+    try:
+        module = importlib.import_module(f"classifiers.views.{area}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"classifiers.views.{area}":
+            raise
+        continue
+    urlpatterns += module.urlpatterns

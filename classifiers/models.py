@@ -1,1 +1,0 @@
-"""Datasets, training runs and model versions (filled in by the data and training issues)."""

@@ -1,0 +1,10 @@
+"""Datasets, training runs, model versions (and the guard's records, in guard.py)."""
+
+from classifiers.models.datasets import (  # noqa: F401
+    Dataset,
+    DatasetExample,
+    GeneratorEndpoint,
+    JailbreakTemplate,
+)
+from classifiers.models.jobs import Job, JobStatus  # noqa: F401
+from classifiers.models.training import ActiveModel, ModelVersion, TrainingRun  # noqa: F401

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from classifiers import consumers
+
+websocket_urlpatterns = [
+    path("ws/jobs/<str:kind>/<int:pk>/", consumers.JobProgressConsumer.as_asgi()),
+]

@@ -1,0 +1,1 @@
+"""Views by area: datasets (generation), training (models, reports), guard (playground, API)."""
