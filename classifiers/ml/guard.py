@@ -1,0 +1,360 @@
+"""The guard engine: input classifier before generation, streaming output classifier during.
+
+Plain Python + torch. Given a conversation it
+
+1. scores the prompt with the input classifier and, in enforce mode, blocks before
+   generating when the score crosses the (per-category) threshold;
+2. otherwise streams tokens while the output classifier scores every prefix, and
+   halts at the first token whose aggregated (cumulative-max) score crosses the
+   output threshold, ending the reply with a refusal.
+
+Two generator paths:
+- local: the generator is the output classifier's own backbone, so the value head
+  reads the generator's hidden states (`streaming.generate_with_scores`: one forward
+  per token, shared activations);
+- upstream: text streamed from an OpenAI-compatible endpoint is re-tokenised and
+  scored incrementally by a separate classifier with its own KV cache
+  (`streaming.StreamingScorer.push_text`).
+
+Modes: "enforce" blocks and halts; "shadow" scores and reports what it would have
+done but never changes the reply; "off" generates without scoring.
+Scores are reproducible: greedy decoding by default, fixed seeds when sampling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from classifiers.ml.calibrate import Thresholds
+from classifiers.ml.streaming import StreamingScorer, TokenScore, generate_plain
+from classifiers.ml.streaming import generate_with_scores as _generate_with_scores
+from classifiers.ml.types import Message, render_messages
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["enforce", "shadow", "off"]
+MODES: tuple[str, ...] = ("enforce", "shadow", "off")
+DEFAULT_REFUSAL = (
+    "I can't help with that. This request falls under content our usage policy "
+    "restricts."
+)
+
+
+@dataclass
+class GuardConfig:
+    mode: str = "enforce"  # enforce | shadow | off
+    max_new_tokens: int = 128  # cap on the reply length
+    temperature: float = 0.0  # 0 = greedy, so the same conversation scores the same
+    top_p: float = 1.0  # nucleus sampling cut-off when temperature > 0
+    seed: int | None = 0  # sampling seed (reproducible scores when sampling)
+    near_margin: float = 0.1  # scores within this of a threshold are "near-threshold"
+    refusal: str = DEFAULT_REFUSAL  # what a blocked or halted reply ends with
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+
+
+@dataclass
+class InputDecision:
+    score: float  # max over the prompt's canonical views, 0..1
+    category: str  # the most likely category (multi-class head)
+    category_prob: float
+    threshold: float  # the threshold that applied (per-category when set)
+    flagged: bool  # score >= threshold
+    blocked: bool  # flagged and the mode enforces
+    view: str = ""  # the canonical view that gave the max (decoded text, say)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GuardResult:
+    """Everything about one guarded reply, for storage and review."""
+
+    text: str = ""  # the reply as delivered (refusal appended when halted/blocked)
+    generated: str = ""  # what the model generated (before halting)
+    input: InputDecision | None = None
+    tokens: list[TokenScore] = field(default_factory=list)
+    output_threshold: float | None = None
+    finish_reason: str = ""  # stop | length | blocked | halted | cancelled
+    would_block: bool = False  # shadow mode: enforce would have blocked/halted here
+    halted_at: int | None = None  # token index where the output classifier crossed
+    max_output_score: float | None = None
+    near_threshold: bool = False
+
+    @property
+    def flag_reason(self) -> str | None:
+        if self.finish_reason == "blocked" or (self.input and self.input.flagged):
+            return "input_blocked"
+        if self.halted_at is not None:
+            return "output_halted"
+        if self.near_threshold:
+            return "near_threshold"
+        return None
+
+
+@dataclass
+class GuardEvent:
+    """One step of a guarded stream: "input", "token", or "end"."""
+
+    kind: str
+    input: InputDecision | None = None
+    token: TokenScore | None = None
+    result: GuardResult | None = None
+
+
+class InputGuard:
+    """The input classifier plus its calibrated thresholds."""
+
+    def __init__(self, model: Any, tokenizer: Any, thresholds: Thresholds):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.thresholds = thresholds
+
+    def decide(self, conversations: list[list[Message]], *, mode: str) -> list[InputDecision]:
+        """Batch-score prompts (all canonical views in one pass)."""
+        from classifiers.ml.input_classifier import score_texts
+
+        texts = [render_messages(messages) for messages in conversations]
+        scores = score_texts(self.model, self.tokenizer, texts)
+        decisions = []
+        for s in scores:
+            threshold = self.thresholds.for_category(s.category)
+            flagged = s.score >= threshold
+            decisions.append(
+                InputDecision(
+                    score=s.score, category=s.category, category_prob=s.category_prob,
+                    threshold=threshold, flagged=flagged,
+                    blocked=flagged and mode == "enforce",
+                    view=s.view if s.view_index else "",
+                )  # fmt: skip
+            )
+        return decisions
+
+
+class GuardEngine:
+    """Input + output classifiers around a generator. Thread-safe: one stream at a
+    time per engine (a lock), since one set of weights serves every request."""
+
+    def __init__(
+        self,
+        *,
+        input_guard: InputGuard | None,
+        output_model: Any | None,  # CausalLMWithValueHead (shares the generator)
+        output_thresholds: Thresholds | None,
+        lm: Any,  # the generator (bare causal LM); output_model.lm when it exists
+        tokenizer: Any,
+        aggregator: str = "cummax",
+        ema_alpha: float | None = None,
+    ) -> None:
+        self.input_guard = input_guard
+        self.output_model = output_model
+        self.output_thresholds = output_thresholds
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.aggregator = aggregator
+        self.ema_alpha = ema_alpha
+        self.lock = threading.Lock()
+
+    # -- input only -------------------------------------------------------------------
+
+    def classify(self, conversations: list[list[Message]], *, mode: str = "enforce") -> list[InputDecision]:
+        if self.input_guard is None:
+            raise RuntimeError("no input classifier is active for this constitution")
+        return self.input_guard.decide(conversations, mode=mode)
+
+    # -- local generation, shared activations -------------------------------------------
+
+    def stream(
+        self,
+        messages: list[Message],
+        config: GuardConfig,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        input_decision: InputDecision | None = None,
+    ) -> Iterator[GuardEvent]:
+        """Guarded generation with the local model; yields input, tokens, end."""
+        result = GuardResult()
+        guarded = config.mode != "off"
+        if guarded and self.input_guard is not None:
+            decision = input_decision or self.input_guard.decide([messages], mode=config.mode)[0]
+            result.input = decision
+            yield GuardEvent("input", input=decision)
+            if decision.flagged and config.mode == "shadow":
+                result.would_block = True
+            if decision.blocked:
+                result.finish_reason = "blocked"
+                result.text = config.refusal
+                yield GuardEvent("end", result=result)
+                return
+        threshold = self._output_threshold(result.input)
+        if guarded and self.output_model is not None and math.isfinite(threshold):
+            result.output_threshold = threshold
+        with self.lock:
+            if guarded and self.output_model is not None:
+                tokens = _generate_with_scores(
+                    self.output_model, self.tokenizer, messages,
+                    max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                    top_p=config.top_p, seed=config.seed, threshold=threshold,
+                    halt=config.mode == "enforce", should_stop=should_stop,
+                    aggregator=self.aggregator, **self._ema_kwargs(),
+                )  # fmt: skip
+            else:
+                tokens = generate_plain(
+                    self.lm, self.tokenizer, messages,
+                    max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                    top_p=config.top_p, seed=config.seed, should_stop=should_stop,
+                )  # fmt: skip
+            yield from self._follow(tokens, result, config, threshold, should_stop)
+
+    # -- upstream generation, separate classifier ------------------------------------------
+
+    def stream_upstream(
+        self,
+        messages: list[Message],
+        chunks: Iterable[str],
+        config: GuardConfig,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[GuardEvent]:
+        """Guard text streamed by another model: re-tokenise and score incrementally."""
+        result = GuardResult()
+        guarded = config.mode != "off"
+        if guarded and self.input_guard is not None:
+            decision = self.input_guard.decide([messages], mode=config.mode)[0]
+            result.input = decision
+            yield GuardEvent("input", input=decision)
+            result.would_block = decision.flagged and config.mode == "shadow"
+            if decision.blocked:
+                result.finish_reason = "blocked"
+                result.text = config.refusal
+                yield GuardEvent("end", result=result)
+                return
+        threshold = self._output_threshold(result.input)
+        scorer = None
+        if guarded and self.output_model is not None:
+            result.output_threshold = threshold if math.isfinite(threshold) else None
+            scorer = StreamingScorer(
+                self.output_model, self.tokenizer, aggregator=self.aggregator,
+                **self._ema_kwargs(),
+            )  # fmt: skip
+            scorer.start(messages)
+
+        def scored() -> Iterator[TokenScore]:
+            # The delivered text is exactly the upstream text: each chunk's text rides
+            # on the last token it completed (a chunk that completes none still goes
+            # out, carrying the current score), so re-tokenisation never garbles it.
+            index = 0
+            pending = ""
+            last_score = 0.0 if scorer is not None else math.nan
+            for final, chunk in _with_final(chunks):
+                if scorer is None:
+                    yield TokenScore(index, -1, math.nan, math.nan, chunk)
+                    index += 1
+                    continue
+                pending += chunk
+                new = scorer.push_text(chunk) + (scorer.finish() if final else [])
+                if not new:
+                    continue
+                for position, token in enumerate(new):
+                    last_score = token.score
+                    token.index = index
+                    index += 1
+                    token.halted = (
+                        config.mode == "enforce" and token.score >= threshold
+                    )
+                    if token.halted or position == len(new) - 1:
+                        token.text, pending = pending, ""
+                    yield token
+                    if token.halted:
+                        return
+            if pending:
+                yield TokenScore(index, -1, last_score, last_score, pending)
+
+        with self.lock:
+            yield from self._follow(scored(), result, config, threshold, should_stop)
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def _follow(
+        self,
+        tokens: Iterable[TokenScore],
+        result: GuardResult,
+        config: GuardConfig,
+        threshold: float,
+        should_stop: Callable[[], bool] | None,
+    ) -> Iterator[GuardEvent]:
+        pieces: list[str] = []
+        for token in tokens:
+            result.tokens.append(token)
+            pieces.append(token.text)
+            if not math.isnan(token.score):
+                result.max_output_score = max(result.max_output_score or 0.0, token.score)
+                if token.score >= threshold and result.halted_at is None:
+                    result.halted_at = token.index
+                    if config.mode == "shadow":
+                        result.would_block = True
+            yield GuardEvent("token", token=token)
+            if token.halted:
+                break
+        result.generated = "".join(pieces)
+        if result.halted_at is not None and config.mode == "enforce":
+            result.finish_reason = "halted"
+            result.text = result.generated + ("\n\n" if result.generated else "") + config.refusal
+        else:
+            result.text = result.generated
+            if should_stop is not None and should_stop():
+                result.finish_reason = "cancelled"
+            elif len(result.tokens) >= config.max_new_tokens:
+                result.finish_reason = "length"
+            else:
+                result.finish_reason = "stop"
+        margin = config.near_margin
+        near_input = result.input is not None and (
+            result.input.score >= result.input.threshold - margin
+        )
+        near_output = result.output_threshold is not None and (
+            (result.max_output_score or 0.0) >= result.output_threshold - margin
+        )
+        result.near_threshold = near_input or near_output
+        yield GuardEvent("end", result=result)
+
+    def _output_threshold(self, decision: InputDecision | None) -> float:
+        if self.output_thresholds is None:
+            return math.inf
+        category = decision.category if decision else None
+        return self.output_thresholds.for_category(category)
+
+    def _ema_kwargs(self) -> dict[str, Any]:
+        return {"ema_alpha": self.ema_alpha} if self.ema_alpha else {}
+
+
+def _with_final(chunks: Iterable[str]) -> Iterator[tuple[bool, str]]:
+    """(is_last, chunk) pairs, so the scorer can flush its held-back token."""
+    iterator = iter(chunks)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for upcoming in iterator:
+        yield False, current
+        current = upcoming
+    yield True, current
+
+
+def run_to_end(events: Iterable[GuardEvent]) -> GuardResult:
+    """Drain a stream and return its result (non-streaming callers)."""
+    result = None
+    for event in events:
+        if event.kind == "end":
+            result = event.result
+    if result is None:
+        raise RuntimeError("guard stream ended without a result")
+    return result
