@@ -8,3 +8,10 @@ from classifiers.models.datasets import (  # noqa: F401
 )
 from classifiers.models.jobs import Job, JobStatus  # noqa: F401
 from classifiers.models.training import ActiveModel, ModelVersion, TrainingRun  # noqa: F401
+from classifiers.models.guard import (  # noqa: F401
+    ApiToken,
+    Conversation,
+    GuardMode,
+    GuardPolicy,
+    Turn,
+)

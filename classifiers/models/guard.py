@@ -1,0 +1,179 @@
+"""The live guard's records: per-constitution policy, API tokens, conversations."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class GuardMode(models.TextChoices):
+    ENFORCE = "enforce", "Enforce (block and halt)"
+    SHADOW = "shadow", "Shadow (score and flag, never block)"
+    OFF = "off", "Off"
+
+
+class GuardPolicy(models.Model):
+    """How the guard runs for one constitution."""
+
+    constitution = models.OneToOneField(
+        "constitutions.Constitution", on_delete=models.CASCADE, related_name="guard_policy"
+    )
+    mode = models.CharField(max_length=10, choices=GuardMode.choices, default=GuardMode.ENFORCE)
+    # A candidate model scored beside the active one on live traffic, never enforcing.
+    shadow_input_model = models.ForeignKey(
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    shadow_output_model = models.ForeignKey(
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    max_message_chars = models.PositiveIntegerField(default=4000)
+    max_new_tokens = models.PositiveIntegerField(default=128)
+    requests_per_minute = models.PositiveIntegerField(default=30)
+
+    def __str__(self) -> str:
+        return f"guard policy of {self.constitution.slug}: {self.mode}"
+
+    @classmethod
+    def for_constitution(cls, constitution: object) -> GuardPolicy:
+        policy, _ = cls.objects.get_or_create(constitution=constitution)
+        return policy
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A per-user API token; only its SHA-256 is stored (the raw one is shown once)."""
+
+    PREFIX = "gw_"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_prefix = models.CharField(max_length=16)  # shown in lists to tell tokens apart
+    key_hash = models.CharField(max_length=64, unique=True)
+    constitution = models.ForeignKey(
+        "constitutions.Constitution", null=True, blank=True, on_delete=models.CASCADE,
+        help_text="Default constitution for requests that name none.",
+    )  # fmt: skip
+    # Blank = the constitution's mode; else this token's own (e.g. shadow for a trial).
+    mode = models.CharField(max_length=10, choices=GuardMode.choices, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…)"
+
+    @classmethod
+    def issue(cls, *, user: object, name: str, **fields: object) -> tuple[ApiToken, str]:
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            user=user, name=name, key_prefix=raw[:10], key_hash=hash_token(raw), **fields
+        )
+        return token, raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> ApiToken | None:
+        if not raw.startswith(cls.PREFIX):
+            return None
+        token = (
+            cls.objects.select_related("user", "constitution")
+            .filter(key_hash=hash_token(raw), revoked_at__isnull=True)
+            .first()
+        )
+        if token is not None and token.user.is_active:
+            return token
+        return None
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Conversation(models.Model):
+    class Source(models.TextChoices):
+        PLAYGROUND = "playground", "Playground"
+        API = "api", "API"
+
+    class FlagReason(models.TextChoices):
+        INPUT_BLOCKED = "input_blocked", "Input blocked"
+        OUTPUT_HALTED = "output_halted", "Output halted"
+        NEAR_THRESHOLD = "near_threshold", "Near threshold"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    constitution = models.ForeignKey(
+        "constitutions.Constitution", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="conversations",
+    )  # fmt: skip
+    source = models.CharField(max_length=20, choices=Source.choices)
+    api_token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL)
+    mode = models.CharField(max_length=10, choices=GuardMode.choices)
+    input_model = models.ForeignKey(
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    output_model = models.ForeignKey(
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    flagged = models.BooleanField(default=False, db_index=True)
+    flag_reason = models.CharField(max_length=20, choices=FlagReason.choices, blank=True)
+    max_score = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"conversation #{self.pk} ({self.source})"
+
+    def messages_for_model(self) -> list[dict[str, str]]:
+        """The conversation so far as chat messages (guarded replies as delivered)."""
+        messages: list[dict[str, str]] = []
+        for turn in self.turns.filter(variant=Turn.Variant.GUARDED).order_by("index"):
+            messages.append({"role": "user", "content": turn.user_content})
+            if turn.reply:
+                messages.append({"role": "assistant", "content": turn.reply})
+        return messages
+
+
+class Turn(models.Model):
+    """One user message and the reply to it, with the guard's scores and decisions."""
+
+    class Variant(models.TextChoices):
+        GUARDED = "guarded", "Guarded"
+        UNGUARDED = "unguarded", "Unguarded"  # side-by-side comparison only
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveIntegerField()
+    variant = models.CharField(max_length=10, choices=Variant.choices, default=Variant.GUARDED)
+    user_content = models.TextField()
+    reply = models.TextField(blank=True)  # as delivered (refusal appended if halted)
+    generated = models.TextField(blank=True)  # what the model produced
+    input_score = models.FloatField(null=True, blank=True)
+    input_category = models.CharField(max_length=200, blank=True)
+    input_threshold = models.FloatField(null=True, blank=True)
+    output_threshold = models.FloatField(null=True, blank=True)
+    token_scores = models.JSONField(default=list, blank=True)  # [[text, score], ...]
+    finish_reason = models.CharField(max_length=20, blank=True)
+    halted_at = models.IntegerField(null=True, blank=True)
+    would_block = models.BooleanField(default=False)
+    flag_reason = models.CharField(max_length=20, blank=True)
+    shadow = models.JSONField(default=dict, blank=True)  # the shadow model's decisions
+    latency_ms = models.FloatField(null=True, blank=True)
+    first_token_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["conversation", "index", "variant"]
