@@ -1,0 +1,241 @@
+"""Glue between the guard engine (classifiers.ml.guard) and the database.
+
+Loads the active (and shadow) models once per process and caches them by model
+version id, so a request costs a cheap query; a newly activated model is picked up
+on the next request. Fast-mode output classifiers share one generator backbone
+(the value head is all that differs), so two constitutions cost one LM in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from classifiers.ml.calibrate import Thresholds
+from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputGuard
+from classifiers.models import ActiveModel, Conversation, GuardPolicy, ModelVersion, Turn
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_input_guards: dict[int, InputGuard] = {}
+_output_models: dict[int, tuple[Any, Thresholds, Any]] = {}
+_shared_lm: dict[str, tuple[Any, Any]] = {}
+
+
+class GuardUnavailable(Exception):
+    """No model can serve this request; the message says what to do."""
+
+
+def _device() -> str:
+    from classifiers.ml.registry import pick_device
+
+    return pick_device()
+
+
+def shared_generator() -> tuple[Any, Any]:
+    """The local generator (SmolLM2 unless configured), loaded once per process."""
+    from classifiers.ml.output_classifier import load_backbone
+    from classifiers.ml.registry import generator_dir
+
+    import torch
+
+    directory = str(generator_dir(settings.GENERATOR_MODEL_DIR or None, data_dir=settings.DATA_DIR))
+    with _lock:
+        if directory not in _shared_lm:
+            if settings.TORCH_THREADS:
+                torch.set_num_threads(settings.TORCH_THREADS)
+            lm, tokenizer = load_backbone(directory, torch.device(_device()))
+            lm.requires_grad_(False)
+            _shared_lm[directory] = (lm, tokenizer)
+        return _shared_lm[directory]
+
+
+def artifact_dir(model: ModelVersion) -> Any:
+    return settings.ARTIFACTS_DIR / model.path
+
+
+def input_guard_for(model: ModelVersion) -> InputGuard:
+    from classifiers.ml.input_classifier import load_input_classifier
+
+    with _lock:
+        if model.pk not in _input_guards:
+            loaded = load_input_classifier(artifact_dir(model), device=_device())
+            thresholds = loaded.thresholds or Thresholds.from_dict(model.thresholds)
+            _input_guards[model.pk] = InputGuard(loaded.model, loaded.tokenizer, thresholds)
+        return _input_guards[model.pk]
+
+
+def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
+    """(CausalLMWithValueHead, thresholds, classifier config) for a model version."""
+    from classifiers.ml.checkpoints import load_artifact
+    from classifiers.ml.output_classifier import OutputClassifierConfig, load_output_classifier
+    from classifiers.ml.value_head import CausalLMWithValueHead
+
+    with _lock:
+        if model.pk not in _output_models:
+            artifact = load_artifact(artifact_dir(model))
+            cfg = OutputClassifierConfig.from_dict(artifact.config["classifier"])
+            thresholds = Thresholds.from_dict(
+                artifact.extra.get("thresholds") or model.thresholds
+            )
+            if cfg.mode == "fast":
+                # A probe on the frozen generator: reuse the shared backbone.
+                lm, _ = shared_generator()
+                wrapped = CausalLMWithValueHead(lm, cfg.layers, cfg.dropout)
+                wrapped.load_head_state_dict(artifact.tensors["head"])
+                wrapped.to(lm.device).eval()
+            else:
+                wrapped = load_output_classifier(artifact_dir(model), device=_device()).model
+            _output_models[model.pk] = (wrapped, thresholds, cfg)
+        return _output_models[model.pk]
+
+
+def active_models(constitution: Any) -> tuple[ModelVersion | None, ModelVersion | None]:
+    rows = {
+        a.kind: a.model_version
+        for a in ActiveModel.objects.filter(constitution=constitution).select_related(
+            "model_version"
+        )
+    }
+    return rows.get("input"), rows.get("output")
+
+
+def build_engine(input_model: ModelVersion | None, output_model: ModelVersion | None) -> GuardEngine:
+    lm, tokenizer = shared_generator()
+    input_guard = input_guard_for(input_model) if input_model else None
+    output = output_model_for(output_model) if output_model else None
+    aggregator, ema_alpha = "cummax", None
+    if output is not None:
+        aggregator, ema_alpha = output[2].aggregator, output[2].ema_alpha
+        lm = output[0].lm
+    return GuardEngine(
+        input_guard=input_guard,
+        output_model=output[0] if output else None,
+        output_thresholds=output[1] if output else None,
+        lm=lm,
+        tokenizer=tokenizer,
+        aggregator=aggregator,
+        ema_alpha=ema_alpha,
+    )
+
+
+@dataclass
+class GuardSetup:
+    """Everything a request needs to run the guard for one constitution."""
+
+    constitution: Any
+    policy: GuardPolicy
+    mode: str
+    input_model: ModelVersion | None
+    output_model: ModelVersion | None
+    engine: GuardEngine
+    shadow_engine: GuardEngine | None
+
+    def config(self, *, max_new_tokens: int | None = None, mode: str | None = None) -> GuardConfig:
+        limit = self.policy.max_new_tokens
+        return GuardConfig(
+            mode=mode or self.mode,
+            max_new_tokens=min(max_new_tokens or limit, limit),
+        )
+
+
+def guard_setup(constitution: Any, *, mode: str | None = None, require_models: bool = True) -> GuardSetup:
+    policy = GuardPolicy.for_constitution(constitution)
+    effective = mode or policy.mode
+    input_model, output_model = active_models(constitution)
+    if require_models and effective != "off" and input_model is None and output_model is None:
+        raise GuardUnavailable(
+            f"constitution {constitution.slug!r} has no active classifier yet; "
+            "train one and activate it (or use mode 'off')"
+        )
+    engine = build_engine(input_model, output_model)
+    shadow_engine = None
+    if policy.shadow_input_model_id or policy.shadow_output_model_id:
+        shadow_engine = build_engine(policy.shadow_input_model, policy.shadow_output_model)
+    return GuardSetup(constitution, policy, effective, input_model, output_model, engine, shadow_engine)
+
+
+def shadow_decision(setup: GuardSetup, messages: list[dict[str, str]], reply: str) -> dict[str, Any]:
+    """What the shadow model would have decided on the same prompt and reply."""
+    if setup.shadow_engine is None:
+        return {}
+    from classifiers.ml.guard import run_to_end
+
+    result = run_to_end(
+        setup.shadow_engine.stream_upstream(messages, [reply] if reply else [], GuardConfig(mode="shadow"))
+    )
+    return {
+        "input_score": result.input.score if result.input else None,
+        "input_flagged": bool(result.input and result.input.flagged),
+        "max_output_score": result.max_output_score,
+        "would_block": result.would_block,
+        "input_model": setup.policy.shadow_input_model_id,
+        "output_model": setup.policy.shadow_output_model_id,
+    }
+
+
+def record_turn(
+    *,
+    conversation: Conversation,
+    user_content: str,
+    result: GuardResult,
+    variant: str = Turn.Variant.GUARDED,
+    latency_ms: float | None = None,
+    first_token_ms: float | None = None,
+    shadow: dict[str, Any] | None = None,
+) -> Turn:
+    """Store one turn and update the conversation's flag, in one transaction."""
+    tokens = [[t.text, None if t.score != t.score else round(t.score, 5)] for t in result.tokens]
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        index = locked.turns.filter(variant=variant).count()
+        turn = Turn.objects.create(
+            conversation=locked,
+            index=index,
+            variant=variant,
+            user_content=user_content,
+            reply=result.text,
+            generated=result.generated,
+            input_score=result.input.score if result.input else None,
+            input_category=result.input.category if result.input else "",
+            input_threshold=result.input.threshold if result.input else None,
+            output_threshold=result.output_threshold,
+            token_scores=tokens,
+            finish_reason=result.finish_reason,
+            halted_at=result.halted_at,
+            would_block=result.would_block,
+            flag_reason=result.flag_reason or "",
+            shadow=shadow or {},
+            latency_ms=latency_ms,
+            first_token_ms=first_token_ms,
+        )
+        if variant == Turn.Variant.GUARDED:
+            scores = [s for s in (locked.max_score, result.max_output_score,
+                                  result.input.score if result.input else None) if s is not None]
+            updates: dict[str, Any] = {"max_score": max(scores) if scores else None}
+            reason = result.flag_reason
+            if reason and not locked.flagged:
+                updates.update(flagged=True, flag_reason=reason)
+            Conversation.objects.filter(pk=locked.pk).update(**updates)
+    return turn
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+
+    def mark_first(self) -> None:
+        if self.first is None:
+            self.first = (time.perf_counter() - self.started) * 1000
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
