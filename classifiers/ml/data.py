@@ -306,9 +306,8 @@ def generate_stage1(
     # One deduper across ALL categories: the same query under two categories would
     # get two labels, and author examples must never be re-generated as new ones.
     deduper = MinHashDeduper(threshold=cfg.dedupe_threshold)
-    kept: list[
-        list[tuple[str, str]]
-    ] = []  # per category: (query, "author"|"generated")
+    # Per category: (query, "author" | "generated").
+    kept: list[list[tuple[str, str]]] = []
     for category in constitution.categories:
         authored = [q.strip() for q in category.example_queries if q.strip()]
         for query in authored:
@@ -367,6 +366,8 @@ def generate_stage1(
                 cfg.max_rounds,
             )
 
+    if counter["shortfall"]:  # let the progress bar finish at what was reached
+        _report(on_progress, "queries", done, done, shortfall=counter["shortfall"])
     examples = _make_examples(constitution, kept, generator.name)
     counter["kept"] = len(examples)
     if cfg.responses:

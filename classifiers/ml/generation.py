@@ -93,7 +93,9 @@ class LocalGenerator:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = max(1, batch_size)
-        self.name = name or f"local:{getattr(model.config, 'name_or_path', '') or 'model'}"
+        self.name = (
+            name or f"local:{getattr(model.config, 'name_or_path', '') or 'model'}"
+        )
         self.stop_ids = self._stop_token_ids()
         self.pad_id = self._pad_token_id()
 
@@ -111,7 +113,9 @@ class LocalGenerator:
 
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
-            raise GeneratorError(f"no Hugging Face model in {model_dir} (no config.json)")
+            raise GeneratorError(
+                f"no Hugging Face model in {model_dir} (no config.json)"
+            )
         resolved = pick_device(device)
         if dtype is None:
             # bf16 halves memory and is fast on GPUs; CPUs are faster and exact in fp32.
@@ -121,7 +125,10 @@ class LocalGenerator:
             model_dir, dtype=dtype, local_files_only=True
         )
         return cls(
-            model, tokenizer, device=resolved, batch_size=batch_size,
+            model,
+            tokenizer,
+            device=resolved,
+            batch_size=batch_size,
             name=f"local:{model_dir.name}",
         )
 
@@ -177,14 +184,19 @@ class LocalGenerator:
             generator.manual_seed(int(seed))
         sampling = SamplingConfig(temperature=temperature, top_p=top_p)
         prompts = [self.encode_conversation(c) for c in conversations]
-        replies: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start : start + self.batch_size]
-            token_lists = self.generate_ids(chunk, max_new_tokens, sampling, generator)
-            replies.extend(
-                self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                for ids in token_lists
+        # Batch prompts of similar length together so little compute goes to padding;
+        # the stable sort keeps the order (and so the sampling) deterministic.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        replies: list[str] = [""] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            token_lists = self.generate_ids(
+                [prompts[i] for i in chunk], max_new_tokens, sampling, generator
             )
+            for i, ids in zip(chunk, token_lists, strict=True):
+                replies[i] = self.tokenizer.decode(
+                    ids, skip_special_tokens=True
+                ).strip()
         return replies
 
     @torch.inference_mode()
@@ -211,7 +223,9 @@ class LocalGenerator:
         # as it would alone; this is what makes batched == unbatched.
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
 
-        stop_ids = torch.tensor(sorted(self.stop_ids), dtype=torch.long, device=self.device)
+        stop_ids = torch.tensor(
+            sorted(self.stop_ids), dtype=torch.long, device=self.device
+        )
         finished = torch.zeros(batch_size, dtype=torch.bool, device=self.device)  # (B,)
         generated: list[torch.Tensor] = []
         past_key_values = None
@@ -229,7 +243,9 @@ class LocalGenerator:
             logits = out.logits[:, -1, :]  # (B, V)
             next_ids = sample_next_token(logits, sampling, generator)  # (B,)
             # Rows that already stopped keep feeding pad; their output is discarded.
-            next_ids = torch.where(finished, torch.full_like(next_ids, self.pad_id), next_ids)
+            next_ids = torch.where(
+                finished, torch.full_like(next_ids, self.pad_id), next_ids
+            )
             generated.append(next_ids)
             if stop_ids.numel():
                 finished |= torch.isin(next_ids, stop_ids)

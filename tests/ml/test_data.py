@@ -255,7 +255,9 @@ def test_stage1_without_responses_and_deterministic():
 
 def test_stage1_shortfall_keeps_author_examples():
     gen = ScriptedGenerator(garbage_only=True)
-    examples, _, stats = stage1(gen, max_rounds=2, responses=False)
+    examples, events, stats = stage1(gen, max_rounds=2, responses=False)
+    assert events[-1]["done"] == events[-1]["total"] == 3  # the bar still finishes
+    assert events[-1]["shortfall"] == 9
     assert len(examples) == 3 and all(ex.meta["source"] == "author" for ex in examples)
     assert stats["shortfall"] == 2 * 6 - 3
     assert len([c for c in gen.calls]) == 4  # 2 rounds x 2 categories
