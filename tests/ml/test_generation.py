@@ -72,7 +72,12 @@ CONVERSATIONS = [
         {"role": "system", "content": "you are a careful assistant"},
         {"role": "user", "content": "hi"},
     ],
-    [{"role": "user", "content": "a much longer question about the history of bridges"}],
+    [
+        {
+            "role": "user",
+            "content": "a much longer question about the history of bridges",
+        }
+    ],
 ]
 
 
@@ -83,8 +88,7 @@ def test_top_p_keeps_only_the_nucleus():
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]]))
     gen = torch.Generator().manual_seed(0)
     draws = {
-        int(sample_next_token(logits, SamplingConfig(1.0, 0.5), gen))
-        for _ in range(50)
+        int(sample_next_token(logits, SamplingConfig(1.0, 0.5), gen)) for _ in range(50)
     }
     assert draws == {0}  # 0.6 alone already covers top_p=0.5
     draws = {
@@ -106,7 +110,8 @@ def test_temperature_zero_is_argmax():
 def test_greedy_batched_equals_one_at_a_time(local_gen):
     batched = local_gen.chat(CONVERSATIONS, max_new_tokens=12, temperature=0.0)
     single = [
-        local_gen.chat([c], max_new_tokens=12, temperature=0.0)[0] for c in CONVERSATIONS
+        local_gen.chat([c], max_new_tokens=12, temperature=0.0)[0]
+        for c in CONVERSATIONS
     ]
     assert batched == single
     assert all(isinstance(t, str) for t in batched)
@@ -262,7 +267,9 @@ def test_openai_unreachable_port():
     with pytest.raises(GeneratorError) as info:
         client.check()
     message = str(info.value)
-    assert message.startswith(f"cannot reach {url}/chat/completions: connection refused")
+    assert message.startswith(
+        f"cannot reach {url}/chat/completions: connection refused"
+    )
     assert "\n" not in message
 
 
@@ -291,4 +298,6 @@ def test_openai_concurrency_limit_respected(server):
 
 def test_module_does_not_import_django():
     code = "import sys, classifiers.ml.generation; assert 'django' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2]
+    )
