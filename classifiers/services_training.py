@@ -1,0 +1,752 @@
+"""Training, calibration, evaluation, the model registry and activation.
+
+Keyword-only functions that the views, the Celery task and the management commands
+share. `execute_training` is the whole pipeline of one run (the task only wraps it
+in a JobRunner):
+
+    load examples by split -> input classifier (train, calibrate on the calibration
+    split, evaluate on test + heldout_transforms beside the keyword and refusal
+    baselines) -> output classifier (train, per-token scores, calibrate, evaluate,
+    halting positions) -> save both artifacts atomically -> ModelVersion rows
+    (+ activation) in one transaction.
+
+Nothing half-done survives: a failure or a cancel removes any artifact folder this
+run wrote, creates no rows and leaves the active models alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from classifiers.ml.types import Cancelled, Example
+from classifiers.models import (
+    ActiveModel,
+    Dataset,
+    DatasetExample,
+    JobStatus,
+    ModelVersion,
+    TrainingRun,
+)
+
+logger = logging.getLogger(__name__)
+
+MODES = ("fast", "full")
+OUTPUT_LOSSES = ("running_max", "window")
+REPORT_SPLITS = ("test", "heldout_transforms")
+CLASSIFY_BATCH = 64
+HALTING_BINS = 10
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "input_mode": "fast",
+    "output_mode": "fast",
+    "input_epochs": 20,
+    "output_epochs": 3,
+    "seed": 0,
+    "target_fpr": 0.01,
+    "output_loss": "running_max",
+    "probe_layers": [-1],
+    "output_max_length": 256,
+    "train_output": True,
+}
+
+
+class TrainingError(ValueError):
+    """Bad input for a training run (shown to the user as it is)."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+def normalize_config(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults filled in and every value checked; raises TrainingError."""
+    cfg = {**DEFAULT_CONFIG, **{k: v for k, v in (raw or {}).items() if v is not None}}
+    for key in ("input_mode", "output_mode"):
+        if cfg[key] not in MODES:
+            raise TrainingError(f"{key} must be one of {', '.join(MODES)}")
+    if cfg["output_loss"] not in OUTPUT_LOSSES:
+        raise TrainingError(f"output_loss must be one of {', '.join(OUTPUT_LOSSES)}")
+    for key, high in (("input_epochs", 500), ("output_epochs", 100)):
+        try:
+            cfg[key] = int(cfg[key])
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"{key} must be a whole number") from exc
+        if not 1 <= cfg[key] <= high:
+            raise TrainingError(f"{key} must be between 1 and {high}")
+    try:
+        cfg["seed"] = int(cfg["seed"])
+        cfg["target_fpr"] = float(cfg["target_fpr"])
+        cfg["output_max_length"] = int(cfg["output_max_length"])
+    except (TypeError, ValueError) as exc:
+        raise TrainingError("seed, target_fpr and output_max_length must be numbers") from exc
+    if not 0.0 < cfg["target_fpr"] < 1.0 or not math.isfinite(cfg["target_fpr"]):
+        raise TrainingError("target_fpr must be between 0 and 1 (exclusive)")
+    layers = cfg["probe_layers"]
+    if isinstance(layers, str):
+        layers = [part for part in layers.replace(" ", "").split(",") if part]
+    try:
+        layers = [int(layer) for layer in layers]
+    except (TypeError, ValueError) as exc:
+        raise TrainingError("probe_layers must be integers such as -1 or 6,-1") from exc
+    if not layers or len(layers) > 4:
+        raise TrainingError("give one to four probe layers")
+    cfg["probe_layers"] = layers
+    cfg["train_output"] = bool(cfg["train_output"])
+    return cfg
+
+
+def code_version() -> str:
+    """The git commit of the code (short), else the package version."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5, check=True,
+        )  # fmt: skip
+        if result.stdout.strip():
+            return result.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("guardweb")
+    except Exception:  # not installed as a distribution
+        return "0.1.0"
+
+
+# ------------------------------------------------------------------------ lifecycle
+
+
+def training_start(
+    *,
+    dataset: Dataset,
+    config: dict[str, Any] | None,
+    user: Any,
+    activate_when_done: bool = False,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Create a queued run and (after commit) send it to the gpu queue."""
+    if dataset.status != JobStatus.DONE:
+        raise TrainingError(f"dataset #{dataset.pk} is {dataset.status}, not done")
+    if not DatasetExample.objects.filter(dataset=dataset, split="train").exists():
+        raise TrainingError(f"dataset #{dataset.pk} has no training examples")
+    cfg = normalize_config(config)
+    run = TrainingRun.objects.create(
+        dataset=dataset,
+        config=cfg,
+        activate_when_done=activate_when_done,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    if enqueue:
+        from classifiers.tasks.training import train_classifier
+
+        transaction.on_commit(lambda: train_classifier.delay(run.pk))
+    return run
+
+
+def training_cancel(*, run: TrainingRun) -> bool:
+    return run.request_cancel()
+
+
+def activate_model(*, model_version: ModelVersion, user: Any) -> None:
+    """Switch the live model of this kind for its constitution (rollback = older)."""
+    model_version.activate(user=user)
+    try:
+        from constitutions.models import record
+
+        record(
+            model_version.constitution, user, "activate",
+            f"activated {model_version.kind} model #{model_version.pk}",
+            model_version=model_version.pk,
+        )  # fmt: skip
+    except Exception:  # the audit log is nice to have, never a reason to fail
+        logger.warning("could not record activation", exc_info=True)
+
+
+def active_model(constitution: Any, kind: str) -> ModelVersion | None:
+    row = (
+        ActiveModel.objects.filter(constitution=constitution, kind=kind)
+        .select_related("model_version")
+        .first()
+    )
+    return row.model_version if row else None
+
+
+def artifact_dir(model_version: ModelVersion) -> Path:
+    return Path(settings.ARTIFACTS_DIR) / model_version.path
+
+
+# ------------------------------------------------------------------------- pipeline
+
+
+def _examples_by_split(dataset: Dataset) -> dict[str, list[Example]]:
+    by_split: dict[str, list[Example]] = {}
+    for row in DatasetExample.objects.filter(dataset=dataset).iterator(chunk_size=2000):
+        by_split.setdefault(row.split, []).append(row.to_example())
+    return by_split
+
+
+def _category_fpr_targets(version: Any) -> dict[str, float]:
+    return {
+        c["name"]: float(c["target_fpr"])
+        for c in version.content.get("categories", [])
+        if c.get("target_fpr") is not None
+    }
+
+
+def _with_response_label(examples: Sequence[Example]) -> list[Example]:
+    """Examples that have a response, labelled for the OUTPUT classifier."""
+    from classifiers.ml.data import response_label
+
+    out = []
+    for example in examples:
+        label = response_label(example)
+        if label is not None:
+            out.append(replace(example, label=label))
+    return out
+
+
+def _halting_histogram(
+    positions: Sequence[int | None], lengths: Sequence[int], labels: Sequence[int]
+) -> dict[str, Any]:
+    """Where in the response (as a fraction of its tokens) the guard halted."""
+    edges = [i / HALTING_BINS for i in range(HALTING_BINS + 1)]
+    harmful = [0] * HALTING_BINS
+    benign = [0] * HALTING_BINS
+    absolute: list[int] = []
+    for position, length, label in zip(positions, lengths, labels, strict=True):
+        if position is None:
+            continue
+        absolute.append(int(position))
+        fraction = position / max(length, 1)
+        index = min(int(fraction * HALTING_BINS), HALTING_BINS - 1)
+        (harmful if label == 1 else benign)[index] += 1
+    n_harmful = sum(1 for label in labels if label == 1)
+    halted_harmful = sum(harmful)
+    return {
+        "edges": edges,
+        "harmful": harmful,
+        "benign": benign,
+        "halted": len(absolute),
+        "n": len(positions),
+        "harmful_halted_fraction": halted_harmful / n_harmful if n_harmful else None,
+        "median_token": sorted(absolute)[len(absolute) // 2] if absolute else None,
+    }
+
+
+class _Progress:
+    """Adapts the ML core's callbacks: stage names, history, cancel, console echo."""
+
+    def __init__(
+        self,
+        run: TrainingRun,
+        progress: Callable[..., None] | None,
+        should_cancel: Callable[[], bool] | None,
+        echo: Callable[[str], None] | None,
+    ) -> None:
+        self.run = run
+        self._progress = progress
+        self._should_cancel = should_cancel
+        self._echo = echo
+        self.history: dict[str, list[dict[str, Any]]] = {"input": [], "output": []}
+        self._lock = threading.Lock()
+        self._last_echo = 0.0
+        self._last_stage = ""
+
+    def callback(self, kind: str, rename: dict[str, str]) -> Callable[..., None]:
+        def on_progress(*, stage: str, done: int, total: int, **extra: Any) -> None:
+            name = rename.get(stage, stage)
+            if stage == "train" and "loss" in extra:
+                point = {"step": int(done), **{
+                    k: _finite(extra[k]) for k in
+                    ("loss", "val_loss", "val_auroc", "epoch") if k in extra
+                }}  # fmt: skip
+                with self._lock:
+                    self.history[kind].append(point)
+            self.report(name, done, total)
+
+        return on_progress
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress(stage=stage, done=done, total=total)
+        now = time.monotonic()
+        if self._echo and (stage != self._last_stage or now - self._last_echo > 2.0
+                           or (total and done >= total)):  # fmt: skip
+            self._last_echo, self._last_stage = now, stage
+            self._echo(f"{stage}: {done}/{total}")
+
+    def check(self) -> None:
+        if self._should_cancel is not None and self._should_cancel():
+            raise Cancelled("training cancelled")
+
+    def history_snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            # Keep the JSON small: the live chart needs at most a few hundred points.
+            return {kind: _thin(points) for kind, points in self.history.items()}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _thin(points: list[dict[str, Any]], limit: int = 300) -> list[dict[str, Any]]:
+    if len(points) <= limit:
+        return list(points)
+    stride = math.ceil(len(points) / limit)
+    # Keep every epoch-end point (they carry val_auroc) and every stride-th step.
+    return [p for i, p in enumerate(points) if i % stride == 0 or "val_auroc" in p]
+
+
+def _input_reports(
+    *,
+    loaded_model: Any,
+    tokenizer: Any,
+    splits: dict[str, list[Example]],
+    thresholds: Any,
+    spec: Any,
+    target_fpr: float,
+    progress: _Progress,
+) -> dict[str, Any]:
+    from classifiers.ml.data import is_refusal
+    from classifiers.ml.evaluate import (
+        KeywordBaseline,
+        evaluation_report,
+        refusal_baseline_scores,
+        tpr_at_fpr,
+    )
+    from classifiers.ml.input_classifier import score_texts
+
+    keyword = KeywordBaseline.from_constitution(spec)
+    reports: dict[str, Any] = {}
+    names = [s for s in REPORT_SPLITS if splits.get(s)]
+    for index, split in enumerate(names):
+        progress.check()
+        examples = splits[split]
+        texts = [e.prompt_text for e in examples]
+        labels = [e.label for e in examples]
+        categories = [e.category for e in examples]
+        transforms = [e.transform for e in examples]
+        scored = score_texts(loaded_model, tokenizer, texts)
+        scores = [s.score for s in scored]
+        applied = [thresholds.for_category(s.category) for s in scored]
+        report = evaluation_report(
+            scores=scores, labels=labels, categories=categories,
+            transforms=transforms, threshold=applied, name=f"input classifier / {split}",
+        )  # fmt: skip
+        report["threshold"] = thresholds.global_threshold
+        report["target_fpr"] = target_fpr
+        report["tpr_at_target_fpr"] = _finite(tpr_at_fpr(scores, labels, target_fpr))
+        baselines = {
+            "keyword": evaluation_report(
+                scores=keyword.score(texts), labels=labels, categories=categories,
+                transforms=transforms, threshold=0.5, name=f"keyword blocklist / {split}",
+            ),
+        }  # fmt: skip
+        if any(e.response for e in examples):
+            refusal = refusal_baseline_scores([e.response for e in examples], is_refusal)
+            baselines["refusal"] = evaluation_report(
+                scores=refusal, labels=labels, categories=categories,
+                transforms=transforms, threshold=0.5,
+                name=f"generator's own refusals / {split}",
+            )  # fmt: skip
+        reports[split] = {"classifier": report, "baselines": baselines}
+        progress.report("evaluate input", index + 1, len(names))
+    return reports
+
+
+def _output_reports(
+    *,
+    model: Any,
+    tokenizer: Any,
+    splits: dict[str, list[Example]],
+    threshold: float,
+    target_fpr: float,
+    max_length: int,
+    progress: _Progress,
+) -> dict[str, Any]:
+    from classifiers.ml.evaluate import evaluation_report, tpr_at_fpr
+    from classifiers.ml.output_classifier import (
+        final_scores,
+        halting_positions,
+        score_responses,
+    )
+
+    reports: dict[str, Any] = {}
+    names = [s for s in REPORT_SPLITS if splits.get(s)]
+    for index, split in enumerate(names):
+        progress.check()
+        examples = splits[split]
+        per_token = score_responses(model, tokenizer, examples, max_length=max_length)
+        scores = final_scores(per_token)
+        labels = [e.label for e in examples]
+        report = evaluation_report(
+            scores=scores, labels=labels, categories=[e.category for e in examples],
+            transforms=[e.transform for e in examples], threshold=threshold,
+            name=f"output classifier / {split}",
+        )  # fmt: skip
+        report["target_fpr"] = target_fpr
+        report["tpr_at_target_fpr"] = _finite(tpr_at_fpr(scores, labels, target_fpr))
+        report["halting"] = _halting_histogram(
+            halting_positions(per_token, threshold), [len(s) for s in per_token], labels
+        )
+        reports[split] = {"classifier": report, "baselines": {}}
+        progress.report("evaluate output", index + 1, len(names))
+    return reports
+
+
+def _headline(reports: dict[str, Any], thresholds: dict[str, Any]) -> dict[str, Any]:
+    test = reports.get("test", {}).get("classifier", {})
+    heldout = reports.get("heldout_transforms", {}).get("classifier", {})
+    keyword = reports.get("test", {}).get("baselines", {}).get("keyword", {})
+    return {
+        "auroc": test.get("auroc"),
+        "tpr_at_threshold": test.get("tpr_at_threshold"),
+        "fpr_at_threshold": test.get("fpr_at_threshold"),
+        "tpr_at_target_fpr": test.get("tpr_at_target_fpr"),
+        "target_fpr": thresholds.get("target_fpr"),
+        "threshold": thresholds.get("global_threshold"),
+        "heldout_tpr_at_threshold": heldout.get("tpr_at_threshold"),
+        "keyword_tpr": keyword.get("tpr_at_threshold"),
+        "n_test": test.get("n"),
+    }
+
+
+def execute_training(
+    run: TrainingRun,
+    *,
+    progress: Callable[..., None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    echo: Callable[[str], None] | None = None,
+    set_history: Callable[[Callable[[], dict[str, Any]]], None] | None = None,
+    on_saved: Callable[[], None] | None = None,
+) -> list[ModelVersion]:
+    """Run the whole pipeline for `run`; returns the created ModelVersions.
+
+    `set_history` receives a zero-argument function returning the live history, so
+    the JobRunner can save it with each progress write. `on_saved` runs inside the
+    transaction that creates the rows (the JobRunner marks the run done there), so
+    rows, activation and the run's status commit together.
+    """
+    from classifiers.ml import registry
+    from classifiers.ml.calibrate import calibrate_thresholds
+    from classifiers.ml.input_classifier import (
+        InputClassifierConfig,
+        save_input_classifier,
+        score_texts,
+        train_input_classifier,
+    )
+
+    cfg = normalize_config(run.config)
+    dataset = run.dataset
+    version = dataset.constitution_version
+    constitution = version.constitution
+    spec = version.to_spec()
+    tracker = _Progress(run, progress, should_cancel, echo)
+    if set_history is not None:
+        set_history(tracker.history_snapshot)
+    device = registry.pick_device()
+    target_fpr = cfg["target_fpr"]
+
+    tracker.report("load", 0, 1)
+    splits = _examples_by_split(dataset)
+    if not splits.get("train"):
+        raise TrainingError(f"dataset #{dataset.pk} has no training examples")
+    calibration = splits.get("calibration", [])
+    if not any(e.label == 0 for e in calibration):
+        raise TrainingError(
+            f"dataset #{dataset.pk} has no benign examples in its calibration split; "
+            "thresholds cannot be calibrated"
+        )
+    tracker.report("load", 1, 1)
+
+    # --- input classifier -------------------------------------------------------
+    encoder = registry.encoder_dir(getattr(settings, "ENCODER_MODEL_DIR", "") or None)
+    input_cfg = InputClassifierConfig(
+        backbone_dir=str(encoder),
+        categories=[c.name for c in spec.categories],
+        mode=cfg["input_mode"],
+        epochs=cfg["input_epochs"],
+        seed=cfg["seed"],
+    )
+    trained = train_input_classifier(
+        input_cfg, splits["train"], splits.get("validation", []), device=device,
+        on_progress=tracker.callback("input", {"train": "train input"}),
+        should_cancel=should_cancel,
+    )  # fmt: skip
+    tracker.check()
+    tracker.report("calibrate input", 0, 1)
+    calibration_scores = score_texts(
+        trained.model, trained.tokenizer, [e.prompt_text for e in calibration]
+    )
+    input_thresholds = calibrate_thresholds(
+        [s.score for s in calibration_scores],
+        [e.label for e in calibration],
+        [e.category for e in calibration],
+        target_fpr=target_fpr,
+        per_category_fpr=_category_fpr_targets(version),
+        predicted_categories=[s.category for s in calibration_scores],
+    )
+    tracker.report("calibrate input", 1, 1)
+    input_reports = _input_reports(
+        loaded_model=trained.model, tokenizer=trained.tokenizer, splits=splits,
+        thresholds=input_thresholds, spec=spec, target_fpr=target_fpr, progress=tracker,
+    )  # fmt: skip
+    input_threshold_doc = input_thresholds.to_dict()
+    input_metrics = _headline(input_reports, input_threshold_doc)
+    input_report = {
+        "kind": "input",
+        "splits": input_reports,
+        "thresholds": input_threshold_doc,
+        "history": tracker.history_snapshot()["input"],
+        "training": {
+            "mode": cfg["input_mode"],
+            "epochs": cfg["input_epochs"],
+            "best_epoch": trained.best_epoch,
+            "examples_per_second": trained.examples_per_second,
+            "train_seconds": trained.train_seconds,
+            "embed_seconds": trained.embed_seconds,
+            "n_train": len(splits["train"]),
+            "device": str(device),
+        },
+    }
+
+    # --- output classifier ------------------------------------------------------
+    output_result = None
+    output_threshold_doc: dict[str, Any] = {}
+    output_report: dict[str, Any] = {}
+    output_train = _with_response_label(splits["train"])
+    output_calibration = _with_response_label(calibration)
+    if cfg["train_output"] and output_train and any(
+        e.label == 0 for e in output_calibration
+    ):
+        output_result, output_threshold_doc, output_report = _train_output(
+            cfg, splits, output_train, output_calibration, version, device, tracker,
+            should_cancel,
+        )  # fmt: skip
+    elif cfg["train_output"]:
+        logger.warning("run %s: no responses to train the output classifier on", run.pk)
+
+    # --- save artifacts, then rows (and activation) in one transaction ---------
+    tracker.check()
+    tracker.report("save", 0, 2)
+    version_tag = code_version()
+    base = Path(settings.ARTIFACTS_DIR) / constitution.slug
+    input_rel = f"{constitution.slug}/{run.pk}-input"
+    output_rel = f"{constitution.slug}/{run.pk}-output"
+    written: list[Path] = []
+
+    def claim(path: Path) -> None:
+        # Never delete (on failure) a folder this run did not create.
+        if path.exists():
+            raise TrainingError(f"artifact folder {path} already exists")
+        written.append(path)
+
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        claim(base / f"{run.pk}-input")
+        input_checksum = save_input_classifier(
+            trained.model, encoder, Path(settings.ARTIFACTS_DIR) / input_rel,
+            thresholds=input_thresholds, metrics=input_metrics, code_version=version_tag,
+        )  # fmt: skip
+        tracker.report("save", 1, 2)
+        output_checksum = ""
+        if output_result is not None:
+            from classifiers.ml.output_classifier import save_output_classifier
+
+            claim(base / f"{run.pk}-output")
+            output_checksum = save_output_classifier(
+                output_result.model, Path(settings.ARTIFACTS_DIR) / output_rel,
+                thresholds=output_threshold_doc,
+                metrics=_headline(output_report["splits"], output_threshold_doc),
+                code_version=version_tag, config=output_result.config,
+            )  # fmt: skip
+        tracker.report("save", 2, 2)
+        tracker.check()
+        with transaction.atomic():
+            common = dict(
+                constitution=constitution, constitution_version=version,
+                dataset=dataset, training_run=run, code_version=version_tag,
+            )  # fmt: skip
+            created = [
+                ModelVersion.objects.create(
+                    kind="input", path=input_rel, checksum=input_checksum,
+                    config={"mode": cfg["input_mode"], "run": cfg,
+                            "classifier": _jsonable(trained.config)},
+                    thresholds=input_threshold_doc, metrics=input_metrics,
+                    report=input_report, **common,
+                )
+            ]  # fmt: skip
+            if output_result is not None:
+                created.append(
+                    ModelVersion.objects.create(
+                        kind="output", path=output_rel, checksum=output_checksum,
+                        config={"mode": cfg["output_mode"], "run": cfg,
+                                "classifier": output_result.config.to_dict()},
+                        thresholds=output_threshold_doc,
+                        metrics=_headline(output_report["splits"], output_threshold_doc),
+                        report=output_report, **common,
+                    )
+                )  # fmt: skip
+            if run.activate_when_done:
+                for model_version in created:
+                    activate_model(model_version=model_version, user=run.created_by)
+            TrainingRun.objects.filter(pk=run.pk).update(
+                history=tracker.history_snapshot()
+            )
+            if on_saved is not None:
+                on_saved()
+    except BaseException:
+        # No orphans: whatever this run wrote goes (rows rolled back with the
+        # transaction above).
+        for path in written:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return created
+
+
+def _jsonable(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+def _train_output(
+    cfg: dict[str, Any],
+    splits: dict[str, list[Example]],
+    train: list[Example],
+    calibration: list[Example],
+    version: Any,
+    device: str,
+    tracker: _Progress,
+    should_cancel: Callable[[], bool] | None,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    from classifiers.ml import registry
+    from classifiers.ml.calibrate import calibrate_thresholds
+    from classifiers.ml.output_classifier import (
+        OutputClassifierConfig,
+        final_scores,
+        score_responses,
+        train_output_classifier,
+    )
+
+    backbone = registry.generator_dir(
+        getattr(settings, "GENERATOR_MODEL_DIR", "") or None, data_dir=settings.DATA_DIR
+    )
+    output_cfg = OutputClassifierConfig(
+        backbone_dir=str(backbone),
+        mode=cfg["output_mode"],
+        layers=tuple(cfg["probe_layers"]),
+        loss=cfg["output_loss"],
+        epochs=cfg["output_epochs"],
+        seed=cfg["seed"],
+        max_length=cfg["output_max_length"],
+        batch_size=8,
+    )
+    result = train_output_classifier(
+        output_cfg, train, _with_response_label(splits.get("validation", [])),
+        device=device,
+        on_progress=tracker.callback(
+            "output", {"train": "train output", "encode": "encode"}
+        ),
+        should_cancel=should_cancel,
+    )  # fmt: skip
+    tracker.check()
+    tracker.report("calibrate output", 0, 1)
+    per_token = score_responses(
+        result.model, result.tokenizer, calibration, max_length=output_cfg.max_length
+    )
+    thresholds = calibrate_thresholds(
+        final_scores(per_token),
+        [e.label for e in calibration],
+        [e.category for e in calibration],
+        target_fpr=cfg["target_fpr"],
+    )
+    threshold_doc = thresholds.to_dict()
+    threshold_doc["aggregator"] = output_cfg.aggregator
+    tracker.report("calibrate output", 1, 1)
+    labelled = {
+        split: _with_response_label(splits.get(split, [])) for split in REPORT_SPLITS
+    }
+    reports = _output_reports(
+        model=result.model, tokenizer=result.tokenizer, splits=labelled,
+        threshold=thresholds.global_threshold, target_fpr=cfg["target_fpr"],
+        max_length=output_cfg.max_length, progress=tracker,
+    )  # fmt: skip
+    report = {
+        "kind": "output",
+        "splits": reports,
+        "thresholds": threshold_doc,
+        "history": tracker.history_snapshot()["output"],
+        "epochs": [{k: _finite(v) for k, v in h.items()} for h in result.history],
+        "training": {
+            "mode": output_cfg.mode,
+            "loss": output_cfg.loss,
+            "layers": list(output_cfg.layers),
+            "epochs": output_cfg.epochs,
+            "tokens_per_second": result.tokens_per_s,
+            "n_train": len(train),
+            "device": str(device),
+        },
+    }
+    return result, threshold_doc, report
+
+
+# ------------------------------------------------------------------------- classify
+
+_LOADED: dict[tuple[str, str], Any] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_model(model_version: ModelVersion) -> Any:
+    """The loaded input classifier of a ModelVersion (cached by path + checksum)."""
+    from classifiers.ml.input_classifier import load_input_classifier
+
+    key = (model_version.path, model_version.checksum)
+    with _LOADED_LOCK:
+        if key not in _LOADED:
+            loaded = load_input_classifier(artifact_dir(model_version))
+            if loaded.checksum != model_version.checksum:
+                raise TrainingError(
+                    f"artifact of model #{model_version.pk} does not match its checksum"
+                )
+            _LOADED.clear()  # keep one model in memory
+            _LOADED[key] = loaded
+        return _LOADED[key]
+
+
+def classify_texts(
+    *, constitution: Any, texts: Sequence[str], batch_size: int = CLASSIFY_BATCH
+) -> list[dict[str, Any]]:
+    """Score texts with the ACTIVE input classifier of `constitution`."""
+    from classifiers.ml.calibrate import Thresholds
+    from classifiers.ml.input_classifier import score_texts
+
+    model_version = active_model(constitution, "input")
+    if model_version is None:
+        raise TrainingError(f"constitution {constitution.slug!r} has no active input model")
+    loaded = load_model(model_version)
+    thresholds = Thresholds.from_dict(model_version.thresholds)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        for scored in score_texts(loaded.model, loaded.tokenizer, chunk):
+            results.append({
+                "input_score": round(float(scored.score), 6),
+                "blocked": bool(thresholds.is_flagged(scored.score, scored.category)),
+                "category": scored.category,
+            })  # fmt: skip
+    return results
