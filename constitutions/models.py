@@ -20,8 +20,9 @@ class Constitution(models.Model):
     slug = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=200)
     domain = models.TextField(help_text="What the guarded assistant is for; shown to the generator.")
-    # Bumped on every draft change; saves carry the revision they started from,
-    # so two authors never silently overwrite each other.
+    # The revision of the draft header (name, domain); bumped by header saves and
+    # imports. Saves carry the revision they started from, so two authors never
+    # silently overwrite each other. Categories carry their own `revision`.
     draft_revision = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -65,7 +66,14 @@ class Category(models.Model):
     tags = models.JSONField(default=list, blank=True)
     # A stricter (higher) or looser (lower) false-positive target for this category.
     target_fpr = models.FloatField(null=True, blank=True)
+    # Bumped by every save; a save from a stale revision is a conflict.
     revision = models.PositiveIntegerField(default=0)
+    # Who saved last and when: shown to the other author in a conflict.
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["position", "id"]
