@@ -133,3 +133,54 @@ FAST_CONFIG = {
     "target_fpr": 0.1,
     "output_max_length": 48,
 }
+
+
+def fake_report(kind: str = "input", *, seed: int = 0) -> dict[str, Any]:
+    """A real-shaped report from evaluate.evaluation_report on made-up scores."""
+    import random
+
+    from classifiers.ml.evaluate import evaluation_report
+
+    rng = random.Random(seed)
+    labels = [1] * 10 + [0] * 10
+    scores = [min(1.0, max(0.0, rng.gauss(0.75 if y else 0.25, 0.2))) for y in labels]
+    categories = ["forbidden widgets" if y else "garden care" for y in labels]
+    splits = {}
+    for split in ("test", "heldout_transforms"):
+        report = evaluation_report(
+            scores=scores, labels=labels, categories=categories,
+            transforms=["original"] * 10 + ["rot13"] * 10, threshold=0.5, name=split,
+        )  # fmt: skip
+        report["target_fpr"] = 0.01
+        report["tpr_at_target_fpr"] = report["tpr_at_1pct_fpr"]
+        baselines = {"keyword": evaluation_report(
+            scores=[1.0 if y else 0.0 for y in labels], labels=labels,
+            categories=categories, threshold=0.5, name="keyword",
+        )}  # fmt: skip
+        if kind == "output":
+            report["halting"] = {
+                "edges": [i / 10 for i in range(11)], "harmful": [3, 2, 1] + [0] * 7,
+                "benign": [0] * 10, "halted": 6, "n": 20,
+                "harmful_halted_fraction": 0.6, "median_token": 4,
+            }  # fmt: skip
+        splits[split] = {"classifier": report, "baselines": baselines}
+    return {"kind": kind, "splits": splits, "thresholds": {"global_threshold": 0.5}}
+
+
+def make_model(dataset: Any, kind: str = "input", *, path: str = "", seed: int = 0):
+    """A ModelVersion row (no artifact) with a real-shaped report."""
+    from classifiers.models import ModelVersion, TrainingRun
+
+    run = TrainingRun.objects.create(dataset=dataset, status="done", config={})
+    report = fake_report(kind, seed=seed)
+    test = report["splits"]["test"]["classifier"]
+    return ModelVersion.objects.create(
+        kind=kind, constitution=dataset.constitution_version.constitution,
+        constitution_version=dataset.constitution_version, dataset=dataset,
+        training_run=run, path=path or f"fake/{run.pk}-{kind}", checksum="0" * 64,
+        config={"mode": "fast"},
+        thresholds={"global_threshold": 0.5, "target_fpr": 0.01, "per_category": {}},
+        metrics={"auroc": test["auroc"], "tpr_at_threshold": test["tpr_at_threshold"],
+                 "fpr_at_threshold": test["fpr_at_threshold"], "target_fpr": 0.01},
+        report=report,
+    )  # fmt: skip
