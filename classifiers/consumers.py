@@ -53,3 +53,46 @@ class JobProgressConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _render(self, job: Any) -> str:
         return render_to_string("classifiers/_job_progress.html", {"job": job, "oob": True})
+
+
+class PlaygroundConsumer(AsyncWebsocketConsumer):
+    """Chat with the guard: JSON in, JSON events out (tokens with their scores)."""
+
+    async def connect(self) -> None:
+        user = self.scope["user"]
+        if not user.is_authenticated or not await database_sync_to_async(user_roles)(user):
+            await self.close(code=4403)
+            return
+        from classifiers.playground import PlaygroundSession
+
+        self.session = PlaygroundSession(user, self.send_json)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "session"):
+            self.session.stop()  # a dropped socket stops its generation
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        import json
+
+        try:
+            data = json.loads(text_data or "")
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            await self.send_json({"type": "error", "message": "send a JSON object"})
+            return
+        kind = data.get("type")
+        if kind == "chat":
+            await self.session.chat(data)
+        elif kind == "stop":
+            self.session.stop()
+        elif kind == "resume":
+            await self.session.resume(data)
+        else:
+            await self.send_json({"type": "error", "message": f"unknown message type {kind!r}"})
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        import json
+
+        await self.send(text_data=json.dumps(payload))

@@ -1,0 +1,142 @@
+"""The playground websocket through the real ASGI server (uvicorn) and Redis layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from classifiers.models import Conversation, Turn
+from tests.conftest import PASSWORD
+from tests.guard_models import BENIGN, HARMFUL, constitution_with_models
+
+pytestmark = pytest.mark.slow
+
+
+def session_cookie(client, user) -> str:  # type: ignore[no-untyped-def]
+    assert client.login(username=user.username, password=PASSWORD)
+    return client.cookies["sessionid"].value
+
+
+async def exchange(url: str, cookie: str, messages: list[dict], until: int = 1) -> list[dict]:
+    """Send messages, collect events until `until` "end"/"history"/"error" events."""
+    events: list[dict] = []
+    ws_url = url.replace("http://", "ws://") + "/ws/playground/"
+    async with websockets.connect(
+        ws_url, additional_headers={"Cookie": f"sessionid={cookie}", "Origin": url}
+    ) as socket:
+        for message in messages:
+            await socket.send(json.dumps(message))
+        finished = 0
+        while finished < until:
+            event = json.loads(await asyncio.wait_for(socket.recv(), timeout=120))
+            events.append(event)
+            if event["type"] in {"end", "history", "error"}:
+                finished += 1
+    return events
+
+
+def chat(message: str, **extra: object) -> dict:
+    return {"type": "chat", "constitution": "widgets", "message": message, "max_new_tokens": 8, **extra}
+
+
+def test_a_benign_message_streams_scored_tokens_and_is_stored(asgi_server, live_db, client, alice):
+    constitution_with_models()
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)]))
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[1] == "input" and kinds[-1] == "end", kinds
+    tokens = [t for e in events if e["type"] == "tokens" for t in e["tokens"]]
+    assert tokens and all(0.0 <= score <= 1.0 for _, score, _ in tokens)
+    end = events[-1]
+    assert end["result"]["finish_reason"] in {"stop", "length"}
+    assert end["first_token_ms"] is not None
+    turn = Turn.objects.get()
+    assert turn.conversation.user == alice and turn.conversation.source == "playground"
+    assert len(turn.token_scores) == len(tokens)
+    assert turn.reply == "".join(t[0] for t in tokens)
+
+
+def test_a_harmful_message_is_blocked_before_generating_and_flagged(asgi_server, live_db, client, victor):
+    constitution_with_models()
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, victor), [chat(HARMFUL)]))
+    assert not [e for e in events if e["type"] == "tokens"]
+    end = events[-1]
+    assert end["result"]["finish_reason"] == "blocked"
+    assert end["input"]["blocked"] and end["input"]["category"] == "Widgets"
+    conversation = Conversation.objects.get()
+    assert conversation.flagged and conversation.flag_reason == "input_blocked"
+
+
+def test_the_output_classifier_halts_mid_stream_at_a_low_threshold(asgi_server, live_db, client, alice):
+    constitution_with_models(output_threshold=0.0)
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)]))
+    tokens = [t for e in events if e["type"] == "tokens" for t in e["tokens"]]
+    assert tokens[-1][2] is True  # the last token sent is the one that halted
+    assert events[-1]["result"]["finish_reason"] == "halted"
+    assert events[-1]["result"]["halted_at"] == len(tokens) - 1
+    assert Conversation.objects.get().flag_reason == "output_halted"
+
+
+def test_side_by_side_runs_guarded_and_unguarded_on_the_same_prompt(asgi_server, live_db, client, alice):
+    constitution_with_models()
+    events = asyncio.run(
+        exchange(asgi_server, session_cookie(client, alice), [chat(HARMFUL, side_by_side=True)], until=2)
+    )
+    ends = {e["variant"]: e for e in events if e["type"] == "end"}
+    assert ends["guarded"]["result"]["finish_reason"] == "blocked"
+    assert ends["unguarded"]["result"]["finish_reason"] in {"stop", "length"}
+    assert Turn.objects.filter(variant="unguarded").count() == 1
+
+
+def test_a_reconnect_restores_the_conversation(asgi_server, live_db, client, alice):
+    constitution_with_models()
+    cookie = session_cookie(client, alice)
+    first = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
+    conversation_id = first[0]["conversation_id"]
+    # A new socket (the old one dropped) asks for the conversation back.
+    restored = asyncio.run(
+        exchange(asgi_server, cookie, [{"type": "resume", "conversation_id": conversation_id}])
+    )
+    history = restored[-1]
+    assert history["type"] == "history" and history["conversation_id"] == conversation_id
+    assert history["turns"][0]["user"] == BENIGN
+    # ...and the next message continues the same conversation.
+    second = asyncio.run(exchange(asgi_server, cookie, [chat("and a dessert?", conversation_id=conversation_id)]))
+    assert second[0]["conversation_id"] == conversation_id
+    assert Turn.objects.filter(conversation_id=conversation_id).count() == 2
+
+
+def test_bad_messages_get_a_clear_error_and_change_nothing(asgi_server, live_db, client, alice):
+    constitution_with_models()
+    cookie = session_cookie(client, alice)
+    for bad, expected in [
+        (chat(""), "type a message"),
+        (chat("hi", mode="block-all"), "mode must be"),
+        ({"type": "chat", "constitution": "nope", "message": "hi"}, "unknown constitution"),
+        (chat("x" * 5000), "too long"),
+        ({"type": "dance"}, "unknown message type"),
+    ]:
+        events = asyncio.run(exchange(asgi_server, cookie, [bad]))
+        assert events[-1]["type"] == "error" and expected in events[-1]["message"], events
+    assert Conversation.objects.count() == 0
+
+
+def test_users_without_a_role_and_anonymous_users_are_refused(asgi_server, live_db, client, charlie):
+    async def try_connect(headers: dict) -> int | None:
+        ws_url = asgi_server.replace("http://", "ws://") + "/ws/playground/"
+        try:
+            async with websockets.connect(ws_url, additional_headers=headers) as socket:
+                await socket.recv()
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        except websockets.InvalidStatus as refused:
+            return refused.response.status_code
+        return None
+
+    assert asyncio.run(try_connect({"Origin": asgi_server})) in {4403, 403}
+    cookie = session_cookie(client, charlie)
+    assert asyncio.run(try_connect({"Cookie": f"sessionid={cookie}", "Origin": asgi_server})) in {4403, 403}
+    # A foreign origin is refused even with a valid session.
+    assert asyncio.run(try_connect({"Cookie": f"sessionid={cookie}", "Origin": "http://evil.example"})) in {4403, 403}
