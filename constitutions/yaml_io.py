@@ -45,10 +45,18 @@ class _Dumper(yaml.SafeDumper):
         return True  # our own importer refuses aliases, so never write any
 
 
+# Line breaks other than "\n" are folded to spaces when PyYAML reads them back
+# from plain, single-quoted or block scalars; only double quotes escape them.
+_FRAGILE_BREAKS = frozenset("\r\x85\u2028\u2029")
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     # Multi-line text reads best as a literal block; PyYAML falls back to a
     # quoted style by itself whenever a block could not round-trip exactly.
-    style = "|" if "\n" in value else None
+    if _FRAGILE_BREAKS.intersection(value):
+        style: str | None = '"'
+    else:
+        style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -262,20 +270,21 @@ def _category(
     check: _Checker, node: yaml.Node, seen_names: list[str]
 ) -> dict[str, Any] | None:
     errors_before = len(check.errors)
+    raw_name = None
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if getattr(key_node, "value", None) == "name" and isinstance(
+                value_node, yaml.ScalarNode
+            ):
+                raw_name = check.value(value_node)
+    named = isinstance(raw_name, str) and raw_name
+    label = f"category '{raw_name}'" if named else "category"
+    what = label + ": "
     fields = check.mapping(
-        node, what="category", required=CATEGORY_REQUIRED, optional=CATEGORY_OPTIONAL
+        node, what=label, required=CATEGORY_REQUIRED, optional=CATEGORY_OPTIONAL
     )
     if fields is None:
         return None
-    name_node = fields.get("name")
-    raw_name = (
-        check.value(name_node) if isinstance(name_node, yaml.ScalarNode) else None
-    )
-    what = (
-        f"category '{raw_name}': "
-        if isinstance(raw_name, str) and raw_name
-        else "category: "
-    )
     values: dict[str, Any] = {
         "name": check.text(fields, "name", what),
         "kind": check.text(fields, "kind", what),
