@@ -1,0 +1,298 @@
+"""Synthetic datasets: generator endpoints, starting a build, watching it, browsing.
+
+Policy authors start, cancel and manage endpoints; reviewers and viewers read;
+users with no role get 403 everywhere here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from classifiers import services_datasets as services
+from classifiers.forms_datasets import DatasetStartForm, EndpointForm, ExampleFilterForm
+from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
+from guardweb.roles import POLICY_AUTHOR, has_role, user_roles
+
+EXAMPLES_PER_PAGE = 20
+
+# -------------------------------------------------------------------- permissions
+
+
+def _require_reader(request: HttpRequest) -> None:
+    if not user_roles(request.user):
+        raise PermissionDenied("you need a role to see datasets")
+
+
+def _require_author(request: HttpRequest) -> None:
+    if not has_role(request.user, POLICY_AUTHOR):
+        raise PermissionDenied("only policy authors can do this")
+
+
+def _dataset(request: HttpRequest, pk: int) -> Dataset:
+    _require_reader(request)
+    Dataset.reap_stale()
+    return get_object_or_404(
+        Dataset.objects.select_related(
+            "constitution_version__constitution", "endpoint", "created_by"
+        ),
+        pk=pk,
+    )
+
+
+def _partial(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.boosted
+
+
+# ----------------------------------------------------------------------- datasets
+
+
+@require_GET
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    _require_reader(request)
+    Dataset.reap_stale()
+    datasets = Dataset.objects.select_related(
+        "constitution_version__constitution", "created_by"
+    )
+    return render(
+        request,
+        "classifiers/datasets/list.html",
+        {"datasets": datasets[:200], "can_start": has_role(request.user, POLICY_AUTHOR)},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_new(request: HttpRequest) -> HttpResponse:
+    _require_reader(request)
+    if request.method == "POST":
+        _require_author(request)
+        form = DatasetStartForm(request.POST)
+        if form.is_valid():
+            try:
+                dataset = services.dataset_start(
+                    version=form.cleaned_data["version"],
+                    config=form.config,
+                    endpoint=form.endpoint,
+                    user=request.user,
+                )
+            except services.StartError as err:
+                form.add_error(None, str(err))
+            else:
+                messages.success(request, f"Dataset #{dataset.pk} queued.")
+                return redirect(dataset)
+        return render(
+            request,
+            "classifiers/datasets/new.html",
+            {"form": form, "can_start": True},
+            status=400,
+        )
+    initial: dict[str, Any] = {}
+    if request.GET.get("version"):
+        initial["version"] = request.GET["version"]
+    return render(
+        request,
+        "classifiers/datasets/new.html",
+        {
+            "form": DatasetStartForm(initial=initial),
+            "can_start": has_role(request.user, POLICY_AUTHOR),
+        },
+    )
+
+
+@require_GET
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _dataset(request, pk)
+    filters = ExampleFilterForm(request.GET or None, dataset=dataset)
+    examples = filters.filter(dataset.examples.all())
+    page = Paginator(examples, EXAMPLES_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "dataset": dataset,
+        "job": dataset,
+        "filters": filters,
+        "page": page,
+        "query": query.urlencode(),
+        "can_start": has_role(request.user, POLICY_AUTHOR),
+    }
+    if _partial(request):
+        return render(request, "classifiers/datasets/detail.html#examples", context)
+    bars = services.category_bars(dataset)
+    context.update(
+        bars=bars,
+        bars_height=28 * len(bars) + 4,
+        counts=dataset.counts or {},
+        config=dataset.config or {},
+    )
+    return render(request, "classifiers/datasets/detail.html", context)
+
+
+@require_GET
+def dataset_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polling fallback; 286 tells htmx to stop once the job is over."""
+    dataset = _dataset(request, pk)
+    response = render(request, "classifiers/_job_progress.html", {"job": dataset})
+    if not dataset.is_active:
+        response.status_code = 286
+    return response
+
+
+@require_POST
+def dataset_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _dataset(request, pk)
+    _require_author(request)
+    if dataset.is_active:
+        dataset.request_cancel()
+        messages.info(request, f"Cancelling dataset #{dataset.pk}.")
+    if _partial(request):
+        return render(request, "classifiers/_job_progress.html", {"job": dataset})
+    return redirect(dataset)
+
+
+@require_GET
+def dataset_example(request: HttpRequest, pk: int, example_pk: int) -> HttpResponse:
+    dataset = _dataset(request, pk)
+    example = get_object_or_404(dataset.examples, pk=example_pk)
+    context = {"dataset": dataset, "example": example}
+    if _partial(request):
+        return render(request, "classifiers/datasets/example.html#conversation", context)
+    return render(request, "classifiers/datasets/example.html", context)
+
+
+@require_GET
+def dataset_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponseBase:
+    dataset = _dataset(request, pk)
+    if fmt not in services.EXPORT_FORMATS:
+        return HttpResponse("unknown export format", status=404)
+    file_path = services.export_dataset(dataset, fmt)
+    handle = open(file_path, "rb")  # noqa: SIM115 - FileResponse closes it
+    os.unlink(file_path)  # the open handle keeps the data until the download ends
+    return FileResponse(
+        handle,
+        as_attachment=True,
+        filename=f"{dataset.constitution_version.constitution.slug}"
+        f"-v{dataset.constitution_version.number}-dataset-{dataset.pk}.{fmt}",
+        content_type=services.EXPORT_FORMATS[fmt],
+    )
+
+
+@require_GET
+def template_list(request: HttpRequest) -> HttpResponse:
+    _require_reader(request)
+    templates = JailbreakTemplate.objects.select_related("dataset")
+    source = request.GET.get("source")
+    if source in ("seed", "generated"):
+        templates = templates.filter(source=source)
+    return render(
+        request,
+        "classifiers/datasets/templates.html",
+        {"templates": templates[:500], "source": source},
+    )
+
+
+# ---------------------------------------------------------------------- endpoints
+
+
+@require_http_methods(["GET", "POST"])
+def endpoint_list(request: HttpRequest) -> HttpResponse:
+    _require_reader(request)
+    form = EndpointForm()
+    status = 200
+    if request.method == "POST":
+        _require_author(request)
+        form = EndpointForm(request.POST)
+        if form.is_valid():
+            endpoint = form.save()
+            messages.success(request, f"Endpoint {endpoint.name} added.")
+            return redirect("classifiers:endpoints")
+        status = 400
+    return render(
+        request,
+        "classifiers/datasets/endpoints.html",
+        {
+            "endpoints": GeneratorEndpoint.objects.order_by("name"),
+            "form": form,
+            "can_edit": has_role(request.user, POLICY_AUTHOR),
+        },
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def endpoint_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_reader(request)
+    endpoint = get_object_or_404(GeneratorEndpoint, pk=pk)
+    form = EndpointForm(instance=endpoint)
+    status = 200
+    if request.method == "POST":
+        _require_author(request)
+        form = EndpointForm(request.POST, instance=endpoint)
+        if form.is_valid():
+            form.save()
+            messages.success(request, f"Endpoint {endpoint.name} saved.")
+            return redirect("classifiers:endpoints")
+        status = 400
+    return render(
+        request,
+        "classifiers/datasets/endpoint_edit.html",
+        {
+            "endpoint": endpoint,
+            "form": form,
+            "can_edit": has_role(request.user, POLICY_AUTHOR),
+        },
+        status=status,
+    )
+
+
+@require_POST
+def endpoint_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_reader(request)
+    _require_author(request)
+    endpoint = get_object_or_404(GeneratorEndpoint, pk=pk)
+    endpoint.delete()
+    messages.success(request, f"Endpoint {endpoint.name} deleted.")
+    return redirect("classifiers:endpoints")
+
+
+@require_POST
+def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_reader(request)
+    _require_author(request)
+    endpoint = get_object_or_404(GeneratorEndpoint, pk=pk)
+    result = services.check_endpoint(endpoint)
+    context = {"endpoint": endpoint, "result": result}
+    if _partial(request):
+        return render(request, "classifiers/datasets/endpoints.html#test-result", context)
+    if result == "ok":
+        messages.success(request, f"{endpoint.name}: ok")
+    else:
+        messages.error(request, f"{endpoint.name}: {result}")
+    return redirect("classifiers:endpoints")
+
+
+urlpatterns = [
+    path("datasets/", dataset_list, name="datasets"),
+    path("datasets/new/", dataset_new, name="dataset_new"),
+    path("datasets/templates/", template_list, name="jailbreak_templates"),
+    path("datasets/<int:pk>/", dataset_detail, name="dataset"),
+    path("datasets/<int:pk>/progress/", dataset_progress, name="dataset_progress"),
+    path("datasets/<int:pk>/cancel/", dataset_cancel, name="dataset_cancel"),
+    path(
+        "datasets/<int:pk>/examples/<int:example_pk>/",
+        dataset_example,
+        name="dataset_example",
+    ),
+    path("datasets/<int:pk>/export.<str:fmt>", dataset_export, name="dataset_export"),
+    path("endpoints/", endpoint_list, name="endpoints"),
+    path("endpoints/<int:pk>/", endpoint_edit, name="endpoint_edit"),
+    path("endpoints/<int:pk>/delete/", endpoint_delete, name="endpoint_delete"),
+    path("endpoints/<int:pk>/test/", endpoint_test, name="endpoint_test"),
+]
