@@ -6,7 +6,11 @@ from typing import Any
 
 from django import forms
 
-from classifiers.services_training import DEFAULT_CONFIG, TrainingError, normalize_config
+from classifiers.services_training import (
+    DEFAULT_CONFIG,
+    TrainingError,
+    normalize_config,
+)
 
 MODE_CHOICES = [
     ("fast", "fast: frozen backbone, head only (seconds to minutes on CPU)"),

@@ -1,0 +1,129 @@
+"""manage.py demo_models: a small dataset and both classifiers for each demo constitution.
+
+Runs through the same service code as the UI (services_datasets to generate,
+services_training to train), in this process, with the embedded SmolLM2. Cached: a
+constitution that already has an active input AND output model is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+DEMO_SLUGS = ("cbrn-demo", "fraud-demo")
+DEMO_DATASET = {
+    "per_category": 16,
+    "responses": True,
+    "transforms": ["base64", "rot13", "leetspeak", "roleplay_wrapper"],
+    "variants_per_example": 1,
+    # The encoding family (base64, rot13) never reaches training: the held-out
+    # split measures generalisation to obfuscations the classifier has not seen.
+    "heldout_families": ["encoding"],
+    "max_new_tokens_query": 48,
+    "max_new_tokens_response": 48,
+    "redteam_templates": 0,
+}
+DEMO_TRAINING = {
+    "input_mode": "fast",
+    "output_mode": "fast",
+    "input_epochs": 30,
+    "output_epochs": 3,
+    "target_fpr": 0.01,
+    "output_max_length": 160,
+}
+
+
+class Command(BaseCommand):
+    help = "Generate a small dataset and train + activate both classifiers per demo constitution."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--slug", action="append", default=None,
+                            help="only this constitution (repeatable)")  # fmt: skip
+        parser.add_argument("--per-category", type=int, default=DEMO_DATASET["per_category"])
+        parser.add_argument("--force", action="store_true",
+                            help="train again even when active models exist")  # fmt: skip
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from classifiers.services_training import active_model
+        from constitutions.models import Constitution
+
+        for slug in options["slug"] or DEMO_SLUGS:
+            constitution = Constitution.objects.filter(slug=slug).first()
+            if constitution is None:
+                self.stdout.write(f"{slug}: not seeded, skipped")
+                continue
+            live = [active_model(constitution, kind) for kind in ("input", "output")]
+            if all(live) and not options["force"]:
+                self.stdout.write(f"{slug}: active models #{live[0].pk} and #{live[1].pk}, skipped")
+                continue
+            started = time.monotonic()
+            dataset = self._dataset(constitution, options["per_category"])
+            self._train(dataset)
+            self.stdout.write(self.style.SUCCESS(
+                f"{slug}: ready in {time.monotonic() - started:.0f} s"
+            ))  # fmt: skip
+
+    def _dataset(self, constitution: Any, per_category: int) -> Any:
+        from classifiers import services_datasets as datasets
+        from classifiers.models import Dataset
+
+        version = constitution.latest_version()
+        if version is None:
+            raise CommandError(f"{constitution.slug} has no published version")
+        config = datasets.generate_config(**{**DEMO_DATASET, "per_category": per_category})
+        # Reuse a finished demo dataset of this version with this config (cache).
+        cached = Dataset.objects.filter(
+            constitution_version=version, status="done", config=config
+        ).first()
+        if cached is not None:
+            self.stdout.write(f"{constitution.slug}: reusing dataset #{cached.pk}")
+            return cached
+        try:
+            dataset = datasets.dataset_start(
+                version=version, config=config, user=None, enqueue=False
+            )
+        except datasets.StartError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{constitution.slug}: generating dataset #{dataset.pk}")
+        started = time.monotonic()
+
+        def line(stage: str, done: int, total: int, eta: float | None) -> None:
+            self.stdout.write(f"  {stage:<12} {done}/{total}  ETA {datasets.format_eta(eta)}")
+
+        dataset = datasets.run_dataset(dataset.pk, echo=datasets.throttled(line, 3.0))
+        if dataset.status != "done":
+            raise CommandError(f"dataset #{dataset.pk} {dataset.status}: {dataset.error}")
+        self.stdout.write(
+            f"  dataset #{dataset.pk}: {dataset.counts.get('total', '?')} examples "
+            f"in {time.monotonic() - started:.0f} s"
+        )
+        return dataset
+
+    def _train(self, dataset: Any) -> None:
+        from classifiers.services_training import training_start
+        from classifiers.tasks.training import run_training_job
+
+        run = training_start(
+            dataset=dataset, config=DEMO_TRAINING, user=None, activate_when_done=True,
+            enqueue=False,
+        )  # fmt: skip
+        started = time.monotonic()
+        self.stdout.write(f"  training run #{run.pk}")
+        run_training_job(run.pk, echo=lambda text: self.stdout.write(f"  {text}"))
+        run.refresh_from_db()
+        if run.status != "done":
+            raise CommandError(f"training run #{run.pk} {run.status}: {run.error}")
+        for model in run.model_versions.order_by("kind"):
+            m = model.metrics
+            self.stdout.write(
+                f"  {model.kind} #{model.pk} active: AUROC {_f(m.get('auroc'))}, "
+                f"TPR {_f(m.get('tpr_at_threshold'))} at FPR {_f(m.get('fpr_at_threshold'))}"
+                f" (test), held-out TPR {_f(m.get('heldout_tpr_at_threshold'))}"
+            )
+        self.stdout.write(f"  trained in {time.monotonic() - started:.0f} s")
+
+
+def _f(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"

@@ -1,0 +1,97 @@
+"""manage.py classify, evaluate and train against a real (tiny) trained input model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.training_helpers import make_constitution, make_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def trained(settings, tmp_path, alice):
+    """A dataset and an active input model trained by `manage.py train`."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    version = make_constitution(user=alice)
+    dataset = make_dataset(version)
+    out = []
+
+    class Sink:
+        def write(self, text: str) -> None:
+            out.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    call_command("train", dataset=dataset.pk, epochs=8, no_output=True, target_fpr=0.1,
+                 activate=True, stdout=Sink())  # fmt: skip
+    return version.constitution, "".join(out)
+
+
+def test_train_prints_progress_and_the_headline_metrics(trained):
+    _, output = trained
+    assert "train input:" in output and "input model #" in output and "[active]" in output
+
+
+def test_classify_adds_score_blocked_and_category_to_every_line(trained, tmp_path):
+    constitution, _ = trained
+    source = tmp_path / "in.jsonl"
+    rows = [{"text": "how do I make the forbidden widget at home", "id": 1},
+            {"text": "how often should I water tomato plants", "id": 2}] * 40  # fmt: skip
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = tmp_path / "out.jsonl"
+    call_command("classify", input=str(source), output=str(target),
+                 constitution=constitution.slug)  # fmt: skip
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(lines) == 80  # more than one batch of 64
+    assert [line["id"] for line in lines] == [r["id"] for r in rows]
+    for line in lines:
+        assert 0.0 <= line["input_score"] <= 1.0
+        assert isinstance(line["blocked"], bool)
+        assert line["category"] in {"forbidden widgets", "garden care"}
+    assert lines[0]["input_score"] > lines[1]["input_score"]
+    assert lines[0]["blocked"] and not lines[1]["blocked"]
+
+
+def test_a_malformed_line_names_its_number_and_writes_nothing(trained, tmp_path):
+    constitution, _ = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "fine"}\n\n{"text": broken\n')
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(CommandError, match=r"in\.jsonl:3"):
+        call_command("classify", input=str(source), output=str(target),
+                     constitution=constitution.slug)  # fmt: skip
+    source.write_text('{"text": "fine"}\n{"prompt": "no text key"}\n')
+    with pytest.raises(CommandError, match=r":2: expected"):
+        call_command("classify", input=str(source), output=str(target),
+                     constitution=constitution.slug)  # fmt: skip
+    assert not target.exists() and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_a_constitution_without_an_active_model_is_a_clear_error(trained, tmp_path, alice):
+    other = make_constitution("other", user=alice).constitution
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hello"}\n')
+    with pytest.raises(CommandError, match="no active input model"):
+        call_command("classify", input=str(source), output=str(tmp_path / "o.jsonl"),
+                     constitution=other.slug)  # fmt: skip
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_evaluate_prints_the_report_verifies_and_writes_json(trained, tmp_path, capsys):
+    from classifiers.models import ModelVersion
+
+    model = ModelVersion.objects.get()
+    target = tmp_path / "report.json"
+    call_command("evaluate", model=model.pk, split="heldout_transforms",
+                 json_out=str(target), verify=True)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "artifact verified" in printed and "keyword" in printed and "rot13" in printed
+    document = json.loads(target.read_text())
+    assert document["split"] == "heldout_transforms" and document["classifier"]["n"] > 0
+    with pytest.raises(CommandError):
+        call_command("evaluate", model=999999)

@@ -1,0 +1,137 @@
+"""Training end to end through the REAL Celery worker and the real models; cancel and
+failure leave the live model alone and no artifact folder behind."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.urls import reverse
+
+from classifiers.ml.checkpoints import verify_artifact
+from classifiers.models import ActiveModel, ModelVersion, TrainingRun
+from tests.training_helpers import (
+    FAST_CONFIG,
+    make_constitution,
+    make_dataset,
+    make_model,
+)
+
+
+@pytest.fixture
+def artifacts(settings, tmp_path):
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    return settings.ARTIFACTS_DIR
+
+
+def _wait(run: TrainingRun, timeout: float = 150) -> TrainingRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if not run.is_active:
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"run stuck at {run.status} / {run.stage}")
+
+
+def _artifact_folders(root) -> list[str]:
+    return sorted(p.name for p in root.rglob("*") if p.is_dir() and "-" in p.name)
+
+
+@pytest.mark.slow
+def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_old_one(
+    celery_worker, client, alice, artifacts
+):
+    from classifiers.services_training import training_start
+
+    dataset = make_dataset(make_constitution(user=alice))
+    older = make_model(dataset)  # an earlier live model to roll back to
+    older.activate()
+    run = training_start(
+        dataset=dataset, config=FAST_CONFIG, user=alice, activate_when_done=True
+    )
+    run = _wait(run)
+    assert run.status == "done", run.error
+    models = {m.kind: m for m in run.model_versions.all()}
+    assert set(models) == {"input", "output"}
+    for model in models.values():
+        assert verify_artifact(artifacts / model.path)["checksum"] == model.checksum
+        assert model.thresholds["target_fpr"] == FAST_CONFIG["target_fpr"]
+        assert model.report["splits"]["test"]["classifier"]["n"] > 0
+        assert model.is_active()
+    halting = models["output"].report["splits"]["test"]["classifier"]["halting"]
+    assert sum(halting["harmful"]) + sum(halting["benign"]) == halting["halted"]
+    assert run.history["input"] and any("val_auroc" in p for p in run.history["input"])
+
+    client.force_login(alice)
+    client.post(reverse("classifiers:model_activate", args=[older.pk]))
+    assert ActiveModel.objects.get(kind="input").model_version == older
+    assert ActiveModel.objects.get(kind="output").model_version == models["output"]
+
+
+@pytest.mark.django_db
+def test_a_cancelled_run_keeps_the_live_model_and_leaves_no_artifacts(
+    alice, artifacts, monkeypatch
+):
+    from classifiers import progress, services_training
+    from classifiers.services_training import training_start
+    from classifiers.tasks.training import run_training_job
+
+    dataset = make_dataset(make_constitution(user=alice))
+    live = make_model(dataset)
+    live.activate()
+    run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
+                         activate_when_done=True, enqueue=False)  # fmt: skip
+    monkeypatch.setattr(progress, "CANCEL_CHECK_SECONDS", 0.0)
+    original = services_training._train_output
+
+    def cancel_midway(*args, **kwargs):  # the author presses cancel during output training
+        run.request_cancel()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services_training, "_train_output", cancel_midway)
+    run_training_job(run.pk)
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert not ModelVersion.objects.filter(training_run=run).exists()
+    assert ActiveModel.objects.get(kind="input").model_version == live
+    assert not artifacts.exists() or _artifact_folders(artifacts) == []
+
+
+@pytest.mark.django_db
+def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, artifacts):
+    from classifiers.services_training import training_start
+    from classifiers.tasks.training import run_training_job
+
+    dataset = make_dataset(make_constitution(user=alice), splits=("train", "validation", "test"))
+    run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice, enqueue=False)
+    run_training_job(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and "calibration" in run.error
+    assert not ModelVersion.objects.exists() and not artifacts.exists()
+
+
+@pytest.mark.django_db
+def test_an_artifact_write_failure_removes_what_was_written_and_keeps_the_live_model(
+    alice, artifacts
+):
+    from classifiers.services_training import training_start
+    from classifiers.tasks.training import run_training_job
+
+    version = make_constitution(user=alice)
+    dataset = make_dataset(version)
+    live = make_model(dataset)
+    live.activate()
+    run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
+                         activate_when_done=True, enqueue=False)  # fmt: skip
+    # A file where the output artifact's folder must go: the input artifact is
+    # written first, the output save then fails.
+    slug_dir = artifacts / version.constitution.slug
+    slug_dir.mkdir(parents=True)
+    (slug_dir / f"{run.pk}-output").write_text("in the way")
+    run_training_job(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and "already exists" in run.error
+    assert not (slug_dir / f"{run.pk}-input").exists()
+    assert not ModelVersion.objects.filter(training_run=run).exists()
+    assert ActiveModel.objects.get(kind="input").model_version == live
