@@ -6,7 +6,7 @@ import importlib
 
 app_name = "classifiers"
 urlpatterns: list = []
-for area in ("overview", "datasets", "training", "guard"):
+for area in ("overview", "datasets", "training", "guard", "tokens"):
     try:
         module = importlib.import_module(f"classifiers.views.{area}")
     except ModuleNotFoundError as exc:

@@ -19,6 +19,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("constitutions/", include("constitutions.urls")),
     path("classifiers/", include("classifiers.urls")),
+    path("", include("classifiers.api.urls")),
 ]
 
 websocket_urlpatterns: list = []

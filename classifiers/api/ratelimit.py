@@ -1,0 +1,46 @@
+"""Requests per minute per user and constitution: a fixed-window counter in Redis.
+
+The window is the current wall-clock minute; the counter key expires with it, so
+nothing needs cleaning up. Fixed windows allow a burst of up to 2x the limit
+across a minute boundary, which is acceptable for a demo-grade quota.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.core.cache import cache
+
+from classifiers.api.errors import ApiError
+
+WINDOW_S = 60
+
+
+def check_rate(*, user_id: int, scope: str, limit: int, now: float | None = None) -> int:
+    """Count this request; raise ApiError 429 (with Retry-After) over `limit`.
+
+    Returns the number of requests in the current window, this one included.
+    A limit of 0 means unlimited.
+    """
+    if limit <= 0:
+        return 0
+    now = time.time() if now is None else now
+    window = int(now // WINDOW_S)
+    key = f"api-rate:{user_id}:{scope}:{window}"
+    # add() is a no-op when the key exists; incr() is atomic in Redis.
+    cache.add(key, 0, timeout=WINDOW_S + 5)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=WINDOW_S + 5)
+        count = 1
+    if count > limit:
+        retry_after = max(1, int((window + 1) * WINDOW_S - now) + 1)
+        raise ApiError(
+            429,
+            f"rate limit exceeded: {limit} requests per minute for this constitution; "
+            f"retry in {retry_after} s",
+            code="rate_limit_exceeded",
+            retry_after=retry_after,
+        )
+    return count

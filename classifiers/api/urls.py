@@ -1,0 +1,16 @@
+"""The API at the site root: /api/v1/..., /v1/... (OpenAI-compatible), /api/openapi.json."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from classifiers.api import openapi, views
+
+app_name = "api"
+urlpatterns = [
+    path("api/v1/classify", views.classify, name="classify"),
+    path("v1/chat/completions", views.chat_completions, name="chat-completions"),
+    path("v1/models", views.models, name="models"),
+    path("v1/models/<str:model_id>", views.model_detail, name="model"),
+    path("api/openapi.json", openapi.openapi_json, name="openapi"),
+]

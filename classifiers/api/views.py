@@ -1,0 +1,547 @@
+"""API views: /api/v1/classify, /v1/chat/completions, /v1/models.
+
+All are async. Database work runs through `sync_to_async` (thread-sensitive, as
+Django does for sync views: one thread per request, connections closed with the
+request); model work runs on other threads: classify through the dynamic batcher
+(classifiers.api.batching), generation on `_generation`, whose tokens reach the
+event loop through an asyncio.Queue. The loop itself never runs a model.
+
+Every request that passes validation is stored as a Conversation (source "api")
+with one Turn, so reviewers see API traffic beside the playground's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_not_required
+from django.db import close_old_connections, connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from classifiers import guard_service
+from classifiers.api import batching
+from classifiers.api.auth import authenticate, touch
+from classifiers.api.errors import ApiError, error_response
+from classifiers.api.ratelimit import check_rate
+from classifiers.api.requests import (
+    UNGUARDED_SUFFIX,
+    Target,
+    check_lengths,
+    json_body,
+    last_user_content,
+    optional_number,
+    parse_messages,
+    resolve_constitution,
+    target_for,
+)
+from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputDecision
+from classifiers.ml.types import Message, render_messages
+from classifiers.models import ActiveModel, ApiToken, Conversation, ModelVersion, Turn
+from constitutions.models import Constitution
+from guardweb.roles import POLICY_AUTHOR, has_role
+
+logger = logging.getLogger(__name__)
+
+NEAR_MARGIN = 0.1  # scores this close under a threshold count as near-threshold
+_generation = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-generate")
+_engines: dict[int, GuardEngine] = {}  # input-only engines for classify, per model
+
+
+def api_view(method: str) -> Callable[..., Any]:
+    """Bearer-authenticated JSON endpoint: no session login, no CSRF, errors as
+    OpenAI-shaped JSON, and never a 500 for a client's mistake."""
+
+    def decorate(view: Callable[..., Awaitable[HttpResponse]]) -> Any:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                response = error_response(
+                    ApiError(405, f"use {method} for this endpoint", code="method_not_allowed")
+                )
+                response["Allow"] = method
+                return response
+            try:
+                return await view(request, *args, **kwargs)
+            except ApiError as error:
+                return error_response(error)
+
+        return login_not_required(csrf_exempt(wrapper))
+
+    return decorate
+
+
+def _finite(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def _model_ref(model: ModelVersion | None) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    return {"id": model.pk, "kind": model.kind, "checksum": model.checksum}
+
+
+# ----------------------------------------------------------------------- classify
+
+
+@dataclass
+class ClassifyPlan:
+    token: ApiToken
+    target: Target
+    messages: list[Message]
+    input_model: ModelVersion | None
+    engine: GuardEngine | None  # None in mode "off": nothing is scored
+
+
+def _input_engine(model: ModelVersion) -> GuardEngine:
+    """An engine with only the input classifier (no generator to load)."""
+    engine = _engines.get(model.pk)
+    if engine is None:
+        engine = GuardEngine(
+            input_guard=guard_service.input_guard_for(model), output_model=None,
+            output_thresholds=None, lm=None, tokenizer=None,
+        )  # fmt: skip
+        _engines[model.pk] = engine
+    return engine
+
+
+def _prepare_classify(request: HttpRequest) -> ClassifyPlan:
+    token = authenticate(request)
+    body = json_body(request)
+    constitution = resolve_constitution(token, body.get("constitution"), param="constitution")
+    target = target_for(token, constitution)
+    check_rate(user_id=token.user_id, scope=constitution.slug,
+               limit=target.policy.requests_per_minute)  # fmt: skip
+    if ("text" in body) == ("messages" in body):
+        raise ApiError(400, "send exactly one of text (a string) or messages (an array)",
+                       param="text")  # fmt: skip
+    if "text" in body:
+        if not isinstance(body["text"], str) or not body["text"].strip():
+            raise ApiError(400, "text must be a non-empty string", param="text")
+        messages: list[Message] = [{"role": "user", "content": body["text"]}]
+        check_lengths(messages, target.policy, param="text")
+    else:
+        messages = parse_messages(body["messages"])
+        check_lengths(messages, target.policy, param="messages")
+    input_model = ActiveModel.objects.filter(
+        constitution=constitution, kind="input"
+    ).select_related("model_version").first()
+    model = input_model.model_version if input_model else None
+    if target.mode != "off" and model is None:
+        raise ApiError(
+            503,
+            f"constitution {constitution.slug!r} has no active input classifier yet; "
+            "train one and activate it",
+            code="classifier_unavailable",
+        )  # fmt: skip
+    engine = _input_engine(model) if target.mode != "off" and model else None
+    touch(token)
+    return ClassifyPlan(token, target, messages, model, engine)
+
+
+def _flag_reason(decision: InputDecision | None) -> str:
+    if decision is None:
+        return ""
+    if decision.flagged:
+        return Conversation.FlagReason.INPUT_BLOCKED
+    if decision.score >= decision.threshold - NEAR_MARGIN:
+        return Conversation.FlagReason.NEAR_THRESHOLD
+    return ""
+
+
+def _store_classify(plan: ClassifyPlan, decision: InputDecision | None, latency_ms: float) -> int:
+    """One conversation + one turn per request: cheap enough to keep them all."""
+    reason = _flag_reason(decision)
+    mode = plan.target.mode
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            user=plan.token.user, constitution=plan.target.constitution,
+            source=Conversation.Source.API, api_token=plan.token, mode=mode,
+            input_model=plan.input_model if decision else None,
+            flagged=bool(reason), flag_reason=reason,
+            max_score=decision.score if decision else None,
+        )  # fmt: skip
+        Turn.objects.create(
+            conversation=conversation, index=0,
+            user_content=render_messages(plan.messages),
+            input_score=decision.score if decision else None,
+            input_category=decision.category if decision else "",
+            input_threshold=decision.threshold if decision else None,
+            finish_reason=(
+                "blocked" if decision and decision.blocked else
+                "flagged" if decision and decision.flagged else "classified"
+            ),
+            would_block=bool(decision and decision.flagged and mode == "shadow"),
+            flag_reason=reason, latency_ms=latency_ms,
+        )  # fmt: skip
+    return conversation.pk
+
+
+@api_view("POST")
+async def classify(request: HttpRequest) -> HttpResponse:
+    started = time.perf_counter()
+    plan = await sync_to_async(_prepare_classify)(request)
+    decision: InputDecision | None = None
+    if plan.engine is not None:
+        engine = plan.engine
+        # One decision per request, batched with concurrent ones (mode applied
+        # below: the batch mixes requests whose tokens have different modes).
+        future = batching.classify_one(
+            plan.input_model.pk if plan.input_model else 0,
+            lambda conversations: engine.classify(conversations, mode="enforce"),
+            plan.messages,
+        )
+        decision = await asyncio.wrap_future(future)
+        decision = InputDecision(**{
+            **decision.to_dict(), "blocked": decision.flagged and plan.target.mode == "enforce"
+        })  # fmt: skip
+    latency_ms = (time.perf_counter() - started) * 1000
+    conversation_id = await sync_to_async(_store_classify)(plan, decision, latency_ms)
+    return JsonResponse({
+        "id": f"clf-{conversation_id}",
+        "score": _finite(decision.score) if decision else None,
+        "blocked": bool(decision and decision.blocked),
+        "flagged": bool(decision and decision.flagged),
+        "threshold": _finite(decision.threshold) if decision else None,
+        "category": decision.category if decision else None,
+        "category_prob": _finite(decision.category_prob) if decision else None,
+        "model": _model_ref(plan.input_model) if decision else None,
+        "mode": plan.target.mode,
+        "constitution": plan.target.constitution.slug,
+        "conversation_id": conversation_id,
+    })  # fmt: skip
+
+
+# --------------------------------------------------------------- chat completions
+
+
+@dataclass
+class ChatPlan:
+    token: ApiToken
+    target: Target
+    model_name: str  # echoed back as "model"
+    messages: list[Message]
+    stream: bool
+    setup: guard_service.GuardSetup
+    config: GuardConfig
+
+
+def _split_model(token: ApiToken, model: Any) -> tuple[str | None, bool]:
+    if model is None:
+        return None, False
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model must be a string (a constitution slug)", param="model")
+    if model.endswith(UNGUARDED_SUFFIX):
+        return model[: -len(UNGUARDED_SUFFIX)], True
+    return model, False
+
+
+def _prepare_chat(request: HttpRequest) -> ChatPlan:
+    token = authenticate(request)
+    body = json_body(request)
+    slug, unguarded = _split_model(token, body.get("model"))
+    constitution = resolve_constitution(token, slug, param="model")
+    if unguarded and not has_role(token.user, POLICY_AUTHOR):
+        raise ApiError(403, "only policy authors may use the unguarded model",
+                       param="model", code="unguarded_forbidden")  # fmt: skip
+    target = target_for(token, constitution, unguarded=unguarded)
+    policy = target.policy
+    check_rate(user_id=token.user_id, scope=constitution.slug,
+               limit=policy.requests_per_minute)  # fmt: skip
+    messages = parse_messages(body.get("messages"))
+    check_lengths(messages, policy, param="messages")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream must be true or false", param="stream")
+    name = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    max_tokens = optional_number(body, name, low=1, high=10**9, integer=True)
+    if max_tokens is not None and max_tokens > policy.max_new_tokens:
+        raise ApiError(
+            400,
+            f"{name} is {max_tokens}; this constitution allows at most "
+            f"{policy.max_new_tokens} new tokens",
+            param=name, code="max_tokens_too_large",
+        )  # fmt: skip
+    temperature = optional_number(body, "temperature", low=0, high=2)
+    top_p = optional_number(body, "top_p", low=0, high=1)
+    n = optional_number(body, "n", low=1, high=1, integer=True)
+    del n  # only n=1 is supported; the check above rejects anything else
+    seed = optional_number(body, "seed", low=-(2**63), high=2**63 - 1, integer=True)
+    try:
+        setup = guard_service.guard_setup(constitution, mode=target.mode)
+    except guard_service.GuardUnavailable as exc:
+        raise ApiError(503, str(exc), code="classifier_unavailable") from None
+    config = setup.config(max_new_tokens=int(max_tokens) if max_tokens else None)
+    config.temperature = float(temperature or 0.0)
+    if top_p:
+        config.top_p = float(top_p)
+    if seed is not None:
+        config.seed = int(seed)
+    touch(token)
+    model_name = constitution.slug + (UNGUARDED_SUFFIX if unguarded else "")
+    return ChatPlan(token, target, model_name, messages, stream, setup, config)
+
+
+@dataclass
+class ChatOutcome:
+    result: GuardResult
+    conversation_id: int
+    prompt_tokens: int
+
+
+def _run_chat(
+    plan: ChatPlan,
+    on_event: Callable[[str, Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> ChatOutcome:
+    """Generate on this (worker) thread; store the turn before reporting the end."""
+    watch = guard_service.Stopwatch()
+    try:
+        result: GuardResult | None = None
+        for event in plan.setup.engine.stream(plan.messages, plan.config, should_stop=should_stop):
+            if event.kind == "token":
+                watch.mark_first()
+                if on_event is not None:
+                    on_event("token", event.token)
+            elif event.kind == "end":
+                result = event.result
+        if result is None:
+            raise RuntimeError("the guard stream ended without a result")
+        outcome = ChatOutcome(result, _store_chat(plan, result, watch), _prompt_tokens(plan))
+        if on_event is not None:
+            on_event("end", outcome)
+        return outcome
+    finally:
+        # This thread is ours, not a request's: close its connection ourselves.
+        connections.close_all()
+
+
+def _prompt_tokens(plan: ChatPlan) -> int:
+    from classifiers.ml.output_classifier import prompt_token_ids
+
+    try:
+        return len(prompt_token_ids(plan.setup.engine.tokenizer, plan.messages))
+    except Exception:  # usage is informative; never fail a reply over it
+        return 0
+
+
+def _store_chat(plan: ChatPlan, result: GuardResult, watch: guard_service.Stopwatch) -> int:
+    setup = plan.setup
+    close_old_connections()
+    conversation = Conversation.objects.create(
+        user=plan.token.user, constitution=plan.target.constitution,
+        source=Conversation.Source.API, api_token=plan.token, mode=plan.config.mode,
+        input_model=setup.input_model if plan.config.mode != "off" else None,
+        output_model=setup.output_model if plan.config.mode != "off" else None,
+    )  # fmt: skip
+    shadow = None
+    if setup.shadow_engine is not None:
+        try:
+            shadow = guard_service.shadow_decision(setup, plan.messages, result.generated)
+        except Exception:  # a broken candidate model must not break live traffic
+            logger.exception("shadow model failed on conversation %s", conversation.pk)
+    guard_service.record_turn(
+        conversation=conversation, user_content=last_user_content(plan.messages),
+        result=result, latency_ms=watch.elapsed_ms, first_token_ms=watch.first,
+        shadow=shadow,
+    )  # fmt: skip
+    return conversation.pk
+
+
+def _finish_reason(result: GuardResult) -> str:
+    if result.finish_reason in ("blocked", "halted"):
+        return "content_filter"
+    if result.finish_reason == "length":
+        return "length"
+    return "stop"
+
+
+def _guard_field(plan: ChatPlan, outcome: ChatOutcome) -> dict[str, Any]:
+    result = outcome.result
+    decision = result.input
+    mode = plan.config.mode
+    return {
+        "mode": mode,
+        "blocked": result.finish_reason == "blocked",
+        "halted": result.finish_reason == "halted",
+        "halted_at": result.halted_at,
+        "would_block": result.would_block,
+        "flagged": result.flag_reason is not None,
+        "flag_reason": result.flag_reason,
+        "input_score": _finite(decision.score) if decision else None,
+        "input_category": decision.category if decision else None,
+        "input_threshold": _finite(decision.threshold) if decision else None,
+        "threshold": _finite(result.output_threshold),
+        "max_output_score": _finite(result.max_output_score),
+        "token_scores": [
+            {"text": t.text, "score": _finite(t.score)} for t in result.tokens
+        ],
+        "input_model": _model_ref(plan.setup.input_model) if mode != "off" else None,
+        "output_model": _model_ref(plan.setup.output_model) if mode != "off" else None,
+        "conversation_id": outcome.conversation_id,
+    }
+
+
+def _completion(plan: ChatPlan, outcome: ChatOutcome, ident: str, created: int) -> dict[str, Any]:
+    result = outcome.result
+    filtered = _finish_reason(result) == "content_filter"
+    completion_tokens = len(result.tokens)
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": plan.model_name,
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant", "content": result.text,
+                "refusal": plan.config.refusal if filtered else None,
+            },
+            "finish_reason": _finish_reason(result),
+            "logprobs": None,
+        }],
+        "usage": {
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": outcome.prompt_tokens + completion_tokens,
+        },
+        "guard": _guard_field(plan, outcome),
+    }  # fmt: skip
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, allow_nan=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def _stream_chat(plan: ChatPlan, ident: str, created: int) -> AsyncIterator[bytes]:
+    """SSE chunks in OpenAI's format; the engine runs on a worker thread and hands
+    each token over through an asyncio.Queue. A client that disconnects cancels
+    this generator, whose `finally` tells the engine to stop."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def push(kind: str, payload: Any) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        return _sse({
+            "id": ident, "object": "chat.completion.chunk", "created": created,
+            "model": plan.model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                         "logprobs": None}],
+            **extra,
+        })  # fmt: skip
+
+    work = loop.run_in_executor(_generation, _run_chat, plan, push, stop.is_set)
+    work.add_done_callback(lambda _: events.put_nowait(("done", None)))
+    streamed = ""
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            kind, payload = await events.get()
+            if kind == "token" and payload.text:
+                streamed += payload.text
+                yield chunk({"content": payload.text})
+            elif kind == "end":
+                outcome: ChatOutcome = payload
+                text = outcome.result.text
+                # Blocked: the refusal is all there is; halted: it follows the
+                # partial text already sent.
+                rest = text[len(streamed):] if text.startswith(streamed) else ""
+                if rest:
+                    yield chunk({"content": rest})
+                yield chunk({}, _finish_reason(outcome.result),
+                            guard=_guard_field(plan, outcome))  # fmt: skip
+            elif kind == "done":
+                break
+        error = work.exception()
+        if error is not None:
+            logger.error("chat stream failed", exc_info=error)
+            yield _sse(ApiError(500, f"generation failed: {error}").to_dict())
+        yield _sse("[DONE]")
+    finally:
+        stop.set()
+
+
+@api_view("POST")
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    plan = await sync_to_async(_prepare_chat)(request)
+    ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if plan.stream:
+        response = StreamingHttpResponse(
+            _stream_chat(plan, ident, created), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # proxies must not hold tokens back
+        return response
+    loop = asyncio.get_running_loop()
+    outcome = await loop.run_in_executor(_generation, _run_chat, plan, None, None)
+    return JsonResponse(_completion(plan, outcome, ident, created))
+
+
+# ------------------------------------------------------------------------- models
+
+
+def _model_entries(token: ApiToken) -> list[dict[str, Any]]:
+    active = ActiveModel.objects.select_related("constitution", "model_version")
+    by_constitution: dict[int, dict[str, Any]] = {}
+    for row in active:
+        entry = by_constitution.setdefault(row.constitution_id, {
+            "constitution": row.constitution, "input": None, "output": None,
+        })  # fmt: skip
+        entry[row.kind] = row.model_version
+    unguarded = has_role(token.user, POLICY_AUTHOR)
+    entries = []
+    for entry in sorted(by_constitution.values(), key=lambda e: e["constitution"].slug):
+        constitution: Constitution = entry["constitution"]
+        created = int(constitution.created_at.timestamp())
+        base = {"object": "model", "created": created, "owned_by": "guardweb"}
+        guard = {
+            "constitution": constitution.slug, "name": constitution.name,
+            "input_model": _model_ref(entry["input"]),
+            "output_model": _model_ref(entry["output"]),
+        }  # fmt: skip
+        entries.append({"id": constitution.slug, **base, "guard": {**guard, "guarded": True}})
+        if unguarded:
+            entries.append({"id": constitution.slug + UNGUARDED_SUFFIX, **base,
+                            "guard": {**guard, "guarded": False}})  # fmt: skip
+    return entries
+
+
+def _list_models(request: HttpRequest) -> list[dict[str, Any]]:
+    token = authenticate(request)
+    return _model_entries(token)
+
+
+@api_view("GET")
+async def models(request: HttpRequest) -> HttpResponse:
+    entries = await sync_to_async(_list_models)(request)
+    return JsonResponse({"object": "list", "data": entries})
+
+
+@api_view("GET")
+async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
+    entries = await sync_to_async(_list_models)(request)
+    for entry in entries:
+        if entry["id"] == model_id:
+            return JsonResponse(entry)
+    raise ApiError(404, f"unknown model {model_id!r}", param="model", code="model_not_found")
