@@ -156,7 +156,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 defaults to a 5 s socket timeout, the same as the layer's
+            # 5 s blocking pop, so idle consumers would time out; give reads room.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
             "prefix": f"{REDIS_PREFIX}:channels",
             "capacity": 2000,
             "expiry": 15,

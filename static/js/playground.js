@@ -8,7 +8,7 @@
   let socket = null;
   let retry = 0;
   let streaming = false;
-  let conversationId = JSON.parse($("pg-initial-conversation").textContent || '""') || null;
+  let conversationId = Number(JSON.parse($("pg-initial-conversation").textContent || '""')) || null;
   if (!conversationId) conversationId = Number(sessionStorage.getItem("pg-conversation")) || null;
   const live = {};  // per variant: {bubble, scores, threshold, tokensSeen, halted}
 
@@ -74,7 +74,7 @@
       state.halted = state.scores.length - 1;
       const marker = document.createElement("span");
       marker.className = "halt-marker";
-      marker.textContent = "⏹ halted here";
+      marker.textContent = "halted here";
       marker.setAttribute("data-testid", "halt-marker");
       state.body.appendChild(marker);
     }
