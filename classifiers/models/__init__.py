@@ -15,3 +15,9 @@ from classifiers.models.guard import (  # noqa: F401
     GuardPolicy,
     Turn,
 )
+from classifiers.models.review import (  # noqa: F401
+    Decision,
+    FeedbackExample,
+    ReviewItem,
+    ReviewStatus,
+)
