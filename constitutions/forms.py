@@ -10,6 +10,7 @@ from constitutions import services
 from constitutions.models import Constitution, Kind
 
 LINES_HELP = "One per line."
+RESERVED_SLUGS = frozenset({"import"})
 
 
 class LinesField(forms.CharField):
@@ -39,6 +40,12 @@ class ConstitutionCreateForm(forms.ModelForm):
         fields = ["name", "slug", "domain"]
         widgets = {"domain": forms.Textarea(attrs={"rows": 2})}
         help_texts = {"slug": "Letters, digits, '-' and '_'; used in URLs."}
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if slug in RESERVED_SLUGS:  # would be shadowed by a fixed URL
+            raise forms.ValidationError(f"'{slug}' is reserved; choose another slug.")
+        return slug
 
 
 class HeaderForm(forms.Form):
