@@ -271,7 +271,7 @@ def constitutions(draw: st.DrawFn) -> dict[str, object]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
