@@ -20,6 +20,7 @@ from django.db import transaction
 from classifiers.ml.calibrate import Thresholds
 from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputGuard
 from classifiers.models import ActiveModel, Conversation, GuardPolicy, ModelVersion, Turn
+from classifiers.review import after_turn_recorded
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def record_turn(
             if reason and not locked.flagged:
                 updates.update(flagged=True, flag_reason=reason)
             Conversation.objects.filter(pk=locked.pk).update(**updates)
+        after_turn_recorded(locked)  # review queue item + live dashboard push
     return turn
 
 
