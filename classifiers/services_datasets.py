@@ -28,6 +28,7 @@ from classifiers.ml import redteam
 from classifiers.ml.types import RESTRICTED, ChatGenerator, Example
 from classifiers.models import Dataset, DatasetExample, GeneratorEndpoint, JailbreakTemplate
 from classifiers.progress import JobRunner
+from classifiers.review import feedback_for_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +280,12 @@ def _build_and_save(
         from classifiers.ml.types import Cancelled
 
         raise Cancelled("cancelled before saving")
+    feedback = feedback_for_dataset(dataset)  # reviewed live traffic, train split
+    if feedback:
+        built.examples.extend(feedback)
+        built.counts = ml_data.count_examples(built.examples)
     counts = dict(built.counts)
+    counts["feedback"] = len(feedback)
     counts["stats"] = dict(built.stats)
     counts["category_label"] = _category_label_counts(built.examples)
     counts["total"] = len(built.examples)
@@ -291,7 +297,7 @@ def _build_and_save(
                 [_example_row(dataset, ex) for ex in chunk]
             )
             progress(stage="saving", done=start + len(chunk), total=total)
-        runner.finish(counts=counts)
+        runner.finish(counts=counts, feedback_included=len(feedback))
 
 
 def _category_label_counts(examples: list[Example]) -> dict[str, dict[str, int]]:
