@@ -5,11 +5,13 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
+from classifiers.metrics import metrics_view
 from guardweb import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path(
         "accounts/login/",
         login_not_required(auth_views.LoginView.as_view()),
