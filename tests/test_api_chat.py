@@ -172,3 +172,22 @@ def test_the_unguarded_model_is_for_policy_authors_only(asgi_server, bob, widget
     listed = httpx.get(f"{asgi_server}/v1/models", headers={"Authorization": f"Bearer {raw}"})
     assert [m["id"] for m in listed.json()["data"]] == ["widgets"]
     assert not Conversation.objects.exists()
+
+
+def test_a_client_that_disconnects_stops_the_generation(asgi_server, raw_token):
+    import time
+
+    body = {"model": "widgets", "messages": user(BENIGN_PROMPT), "max_tokens": 128,
+            "stream": True}  # fmt: skip
+    headers = {"Authorization": f"Bearer {raw_token}"}
+    with httpx.stream("POST", f"{asgi_server}/v1/chat/completions", json=body,
+                      headers=headers, timeout=60) as response:  # fmt: skip
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6), strict=False)]
+    assert any('"content"' in line for line in received)
+    deadline = time.monotonic() + 30
+    while not Turn.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    turn = Turn.objects.get()
+    assert turn.finish_reason == "cancelled"
+    assert len(turn.token_scores) < 128
