@@ -89,6 +89,11 @@ def artifacts_root() -> Path:
 @functools.cache
 def input_artifact() -> Artifact:
     """The real MiniLM, frozen, with a trained head; calibrated at 10% FPR."""
+    return train_input_artifact(f"{artifacts_root().name}/input")
+
+
+def train_input_artifact(relative: str) -> Artifact:
+    """Train and save an input classifier at ARTIFACTS_DIR/`relative` (seconds)."""
     from classifiers.ml.calibrate import calibrate_thresholds
     from classifiers.ml.input_classifier import (
         InputClassifierConfig,
@@ -114,7 +119,6 @@ def input_artifact() -> Artifact:
         [s.score for s in scores], [e.label for e in calibration],
         [e.category for e in calibration], target_fpr=0.1,
     )  # fmt: skip
-    relative = f"{artifacts_root().name}/input"
     checksum = save_input_classifier(
         trained.model, cfg.backbone_dir, settings.ARTIFACTS_DIR / relative,
         thresholds=thresholds, metrics={}, code_version="test",
