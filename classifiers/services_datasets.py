@@ -348,7 +348,7 @@ def export_dataset(dataset: Dataset, fmt: str) -> Path:
     return writer(iter_examples(dataset), handle.name)
 
 
-def category_bars(dataset: Dataset, *, width: int = 420) -> list[dict[str, Any]]:
+def category_bars(dataset: Dataset, *, width: int = 340) -> list[dict[str, Any]]:
     """Examples per category, scaled for the page's inline SVG bar chart."""
     rows = list(
         dataset.examples.values("category", "label")

@@ -20,6 +20,7 @@ def make_version(
     restricted: bool = True,
     permitted: bool = True,
     responses: bool = True,
+    queries: int = 2,
 ) -> ConstitutionVersion:
     """A published constitution with (by default) one restricted + one permitted category."""
     constitution = Constitution.objects.create(
@@ -30,7 +31,7 @@ def make_version(
             constitution=constitution, position=0, name="Forbidden widgets",
             kind="restricted",
             description="Requests to build or obtain the forbidden widget.",
-            example_queries=RESTRICTED_QUERIES,
+            example_queries=RESTRICTED_QUERIES[:queries],
             example_responses=(
                 ["I can't help with the forbidden widget."] if responses else []
             ),
@@ -40,7 +41,7 @@ def make_version(
             constitution=constitution, position=1, name="Widget care",
             kind="permitted",
             description="Cleaning, storing and repairing ordinary widgets; health facts.",
-            example_queries=PERMITTED_QUERIES,
+            example_queries=PERMITTED_QUERIES[:queries],
             example_responses=(["Wipe it with a damp cloth."] if responses else []),
         )  # fmt: skip
     return publish(constitution, user=user)

@@ -1,0 +1,66 @@
+"""Alice starts a dataset build in the browser and watches it finish live."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifiers import services_datasets as services
+from classifiers.models import Dataset
+from tests.datasets_helpers import FakeGenerator, make_version
+
+pytestmark = pytest.mark.browser
+
+
+def test_alice_starts_a_run_watches_it_finish_live_and_filters_examples(
+    page, asgi_server, live_db, celery_worker, alice, login, monkeypatch
+):  # type: ignore[no-untyped-def]
+    # The worker thread shares this process: a slowed-down fake generator makes the
+    # progress visible without the cost of the real model (tested elsewhere).
+    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator(delay=1.0))
+    make_version(alice)
+    frames: list[str] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))),
+    )
+    errors: list[str] = []  # uncaught script errors (a mis-ordered htmx extension)
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    login(alice)
+    page.goto(f"{asgi_server}/classifiers/datasets/new/")
+    page.fill("#id_per_category", "12")
+    page.check("input[name=transforms][value=base64]")
+    page.check("input[name=transforms][value=roleplay_wrapper]")
+    page.check("input[name=heldout_families][value=encoding]")
+    page.screenshot(path="/tmp/shots/datasets-form.png", full_page=True)
+    page.click("[data-testid=start]")
+    page.wait_for_url("**/classifiers/datasets/*/")
+    dataset = Dataset.objects.get()
+    progress = f"#job-progress-dataset-{dataset.pk}"
+    page.wait_for_selector(f"{progress}[data-status=running]", timeout=30_000)
+    page.screenshot(path="/tmp/shots/datasets-running.png", full_page=True)
+    page.wait_for_selector(f"{progress}[data-status=done]", timeout=60_000)
+    # The live updates came over the websocket (the 2 s poll is only a fallback).
+    assert any('data-status="running"' in f for f in frames), (frames, errors)
+    assert any('data-status="done"' in f for f in frames)
+    page.wait_for_selector("[data-testid=category-chart]")  # the page reloaded
+    page.screenshot(path="/tmp/shots/datasets-done.png", full_page=True)
+
+    total = dataset.examples.count()
+    harmful = dataset.examples.filter(label=1).count()
+    assert 0 < harmful < total
+    page.select_option("select[name=label]", "1")
+    page.wait_for_function(
+        "n => document.querySelector('#examples p').textContent.trim()"
+        ".startsWith(n + ' matching')",
+        arg=str(harmful),
+    )
+    labels = page.locator("#examples tr.example-row").evaluate_all(
+        "rows => rows.map(r => r.dataset.label)"
+    )
+    assert labels and set(labels) == {"1"}
+    assert "label=1" in page.url  # filters are in the address bar
+    page.locator("#examples tr.example-row a").first.click()
+    page.wait_for_selector("#conversation [data-testid=full-conversation]")
+    assert "label 1" in page.locator("#conversation").inner_text()
+    page.screenshot(path="/tmp/shots/datasets-browser.png", full_page=True)
+    assert not errors
