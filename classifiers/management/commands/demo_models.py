@@ -24,6 +24,10 @@ DEMO_DATASET = {
     "max_new_tokens_query": 48,
     "max_new_tokens_response": 48,
     "redteam_templates": 0,
+    # SmolLM2 often refuses or repeats itself on restricted topics; a few rounds
+    # bound the time, accepting fewer queries than asked for.
+    "max_rounds": 3,
+    "batch_size": 24,
 }
 DEMO_TRAINING = {
     "input_mode": "fast",
