@@ -75,7 +75,9 @@ def ensure_review_item(conversation: Conversation) -> ReviewItem | None:
     turn = _flagged_turn(conversation)
     item, created = ReviewItem.objects.get_or_create(
         conversation=conversation,
-        defaults={"category": turn.input_category if turn else ""},
+        # Age counts from the conversation, so backfilled items are not "new".
+        defaults={"category": turn.input_category if turn else "",
+                  "created_at": conversation.created_at},  # fmt: skip
     )
     if not created and not item.category and turn and turn.input_category:
         ReviewItem.objects.filter(pk=item.pk, category="").update(category=turn.input_category)

@@ -1,0 +1,80 @@
+"""/metrics: login-free Prometheus text format with the guard and review counters."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from classifiers import review
+from tests.review_helpers import flagged_conversation, make_constitution
+
+pytestmark = pytest.mark.django_db
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (-?[0-9.eE+-]+|\+Inf|NaN)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample line, strictly: a line that is neither a comment nor a sample fails."""
+    samples = {}
+    types = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            types[name] = kind
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a valid sample line: {line!r}"
+        labels = frozenset(LABEL.findall(match.group(3) or ""))
+        samples[(match.group(1), labels)] = float(match.group(4))
+    assert types["guardweb_guard_latency_seconds"] == "histogram"
+    assert types["guardweb_conversations_total"] == "counter"
+    return samples
+
+
+def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type: ignore[no-untyped-def]
+    constitution = make_constitution()
+    blocked = flagged_conversation(constitution, prompt="SECRET-PROMPT forbidden widget",
+                                   latency_ms=30.0, first_token_ms=None)  # fmt: skip
+    flagged_conversation(constitution, finish_reason="halted", reason="output_halted",
+                         source="api", latency_ms=700.0, first_token_ms=80.0)  # fmt: skip
+    flagged_conversation(constitution, finish_reason="stop", flagged=False, latency_ms=3000.0,
+                         first_token_ms=120.0)  # fmt: skip
+    review.decide(item_id=blocked.review_item.pk, user=bob, decision="false_positive", version=0)
+
+    response = client.get(reverse("metrics"))  # not logged in
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = response.content.decode()
+    assert "SECRET-PROMPT" not in text and "bob" not in text
+    samples = parse(text)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, frozenset(labels.items()))]
+
+    assert value("guardweb_conversations_total", source="playground", constitution="widgets", decision="blocked") == 1
+    assert value("guardweb_conversations_total", source="api", constitution="widgets", decision="halted") == 1
+    assert value("guardweb_conversations_total", source="playground", constitution="widgets", decision="passed") == 1
+    assert value("guardweb_flagged_conversations_total", reason="input_blocked") == 1
+    assert value("guardweb_flagged_conversations_total", reason="output_halted") == 1
+    assert value("guardweb_review_decisions_total", decision="false_positive") == 1
+    assert value("guardweb_review_queue_size", status="open") == 1
+    assert value("guardweb_turns_total", source="api", finish_reason="halted") == 1
+    # Histograms are cumulative: 30 ms, 700 ms, 3 s.
+    assert value("guardweb_guard_latency_seconds_bucket", le="0.05") == 1
+    assert value("guardweb_guard_latency_seconds_bucket", le="1.0") == 2
+    assert value("guardweb_guard_latency_seconds_bucket", le="5.0") == 3
+    assert value("guardweb_guard_latency_seconds_bucket", le="+Inf") == 3
+    assert value("guardweb_guard_latency_seconds_count") == 3
+    assert value("guardweb_guard_latency_seconds_sum") == pytest.approx(3.73)
+    assert value("guardweb_first_token_latency_seconds_count") == 2  # one had none
+    assert value("guardweb_first_token_latency_seconds_bucket", le="0.1") == 1
+
+
+def test_metrics_of_an_empty_database_still_parse(client):  # type: ignore[no-untyped-def]
+    samples = parse(client.get(reverse("metrics")).content.decode())
+    assert samples[("guardweb_guard_latency_seconds_count", frozenset())] == 0
+    assert samples[("guardweb_review_queue_size", frozenset({("status", "open")}))] == 0
