@@ -65,7 +65,9 @@ def _bench_constitution() -> Any:
         logger.info("training the bench's input classifier (once)")
         relative = f"{BENCH_SLUG}/input-{int(time.time())}"
         artifact = api_helpers.train_input_artifact(relative)
-        api_helpers.activate(constitution.versions.order_by("-number").first(), "input", artifact)
+        api_helpers.activate(
+            constitution.versions.order_by("-number").first(), "input", artifact
+        )
     GuardPolicy.objects.update_or_create(
         constitution=constitution, defaults={"requests_per_minute": 0}
     )
@@ -93,7 +95,9 @@ def _serve() -> tuple[str, Any]:
     return f"http://127.0.0.1:{port}", server
 
 
-async def _load(url: str, raw: str, slug: str, seconds: float, prompts: list[str]) -> dict[str, Any]:
+async def _load(
+    url: str, raw: str, slug: str, seconds: float, prompts: list[str]
+) -> dict[str, Any]:
     """CLIENTS concurrent clients, each sending one request after another."""
     latencies: list[float] = []
     errors = 0
@@ -116,7 +120,9 @@ async def _load(url: str, raw: str, slug: str, seconds: float, prompts: list[str
             else:
                 errors += 1
                 if errors <= 3:
-                    logger.warning("HTTP %s: %s", response.status_code, response.text[:200])
+                    logger.warning(
+                        "HTTP %s: %s", response.status_code, response.text[:200]
+                    )
 
     began = time.perf_counter()
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -143,7 +149,9 @@ async def _load(url: str, raw: str, slug: str, seconds: float, prompts: list[str
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench classify")
     parser.add_argument("--seconds", type=float, default=10.0, help="load per mode")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load first")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="unmeasured load first"
+    )
     parser.add_argument("--constitution", help="slug with an active input classifier")
     parser.add_argument("--url", help="a running server (measures its mode only)")
     parser.add_argument("--scratch-db", action="store_true",
@@ -182,17 +190,27 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     url, server = (args.url, None) if args.url else _serve()
     modes: dict[str, Any] = {}
     try:
-        settings = [("server", None)] if args.url else [("batching_on", True), ("batching_off", False)]
+        settings = (
+            [("server", None)]
+            if args.url
+            else [("batching_on", True), ("batching_off", False)]
+        )
         for name, enabled in settings:
             batching.ENABLED = enabled
             asyncio.run(_load(url, raw, constitution.slug, args.warmup, prompts))
             calls_before = sum(b.calls for b in batching._batchers.values())
             requests_before = sum(b.requests for b in batching._batchers.values())
-            result = asyncio.run(_load(url, raw, constitution.slug, args.seconds, prompts))
+            result = asyncio.run(
+                _load(url, raw, constitution.slug, args.seconds, prompts)
+            )
             calls = sum(b.calls for b in batching._batchers.values()) - calls_before
-            served = sum(b.requests for b in batching._batchers.values()) - requests_before
+            served = (
+                sum(b.requests for b in batching._batchers.values()) - requests_before
+            )
             result["engine_calls"] = calls if enabled else result["requests"]
-            result["mean_batch"] = round(served / calls, 2) if enabled and calls else 1.0
+            result["mean_batch"] = (
+                round(served / calls, 2) if enabled and calls else 1.0
+            )
             modes[name] = result
             logger.info("%s: %s", name, result)
     finally:
@@ -213,6 +231,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     }
     on, off = modes.get("batching_on"), modes.get("batching_off")
     if on and off and off["throughput_rps"] and off["p50_ms"]:
-        report["throughput_ratio_on_off"] = round(on["throughput_rps"] / off["throughput_rps"], 2)
+        report["throughput_ratio_on_off"] = round(
+            on["throughput_rps"] / off["throughput_rps"], 2
+        )
         report["p50_ratio_on_off"] = round(on["p50_ms"] / off["p50_ms"], 2)
     return report

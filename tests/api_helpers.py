@@ -64,12 +64,19 @@ class Artifact:
     config: dict[str, Any]
 
 
-def _examples(queries: list[str], label: int, category: str, response: str) -> list[Any]:
+def _examples(
+    queries: list[str], label: int, category: str, response: str
+) -> list[Any]:
     from classifiers.ml.types import Example
 
     return [
-        Example(messages=[{"role": "user", "content": q}], response=response, label=label,
-                category=category, source_id=f"{category[:4]}-{i}")  # fmt: skip
+        Example(
+            messages=[{"role": "user", "content": q}],
+            response=response,
+            label=label,
+            category=category,
+            source_id=f"{category[:4]}-{i}",
+        )  # fmt: skip
         for i, q in enumerate(queries)
     ]
 
@@ -135,12 +142,23 @@ def _output_probe() -> Any:
     )
 
     lm, tokenizer = shared_generator()
-    harmful = _examples(HARMFUL[:6], 1, CATEGORIES[0], "Sure, the forbidden widget needs the secret part.")
-    benign = _examples(BENIGN[:6], 0, CATEGORIES[1], "Water the plants and keep the soil moist.")
+    harmful = _examples(
+        HARMFUL[:6],
+        1,
+        CATEGORIES[0],
+        "Sure, the forbidden widget needs the secret part.",
+    )
+    benign = _examples(
+        BENIGN[:6], 0, CATEGORIES[1], "Water the plants and keep the soil moist."
+    )
     cfg = OutputClassifierConfig(backbone_dir=str(getattr(lm, "name_or_path", "")),
                                  mode="fast", epochs=2, batch_size=12, max_length=40)  # fmt: skip
     trained = train_output_classifier(
-        cfg, harmful[:5] + benign[:5], harmful[5:] + benign[5:], lm=lm, tokenizer=tokenizer
+        cfg,
+        harmful[:5] + benign[:5],
+        harmful[5:] + benign[5:],
+        lm=lm,
+        tokenizer=tokenizer,
     )
     return trained.model, cfg
 
@@ -153,7 +171,8 @@ def output_artifact(threshold: float | None) -> Artifact:
 
     model, cfg = _output_probe()
     thresholds = Thresholds(
-        global_threshold=float("inf") if threshold is None else threshold, target_fpr=0.1
+        global_threshold=float("inf") if threshold is None else threshold,
+        target_fpr=0.1,
     ).to_dict()
     relative = f"{artifacts_root().name}/output-{uuid.uuid4().hex[:6]}"
     checksum = save_output_classifier(
@@ -191,7 +210,9 @@ def activate(version: Any, kind: str, artifact: Artifact) -> Any:
     dataset = Dataset.objects.create(
         constitution_version=version, status="done", finished_at=timezone.now()
     )
-    run = TrainingRun.objects.create(dataset=dataset, status="done", finished_at=timezone.now())
+    run = TrainingRun.objects.create(
+        dataset=dataset, status="done", finished_at=timezone.now()
+    )
     model = ModelVersion.objects.create(
         kind=kind, constitution=version.constitution, constitution_version=version,
         dataset=dataset, training_run=run, path=artifact.path, checksum=artifact.checksum,
@@ -218,7 +239,9 @@ def guarded_constitution(
     if output:
         activate(version, "output", output_artifact(output_threshold))
     if policy:
-        GuardPolicy.objects.update_or_create(constitution=version.constitution, defaults=policy)
+        GuardPolicy.objects.update_or_create(
+            constitution=version.constitution, defaults=policy
+        )
     return version.constitution
 
 

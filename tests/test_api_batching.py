@@ -66,7 +66,9 @@ def test_a_batch_never_exceeds_max_batch():
 
     batcher = Batcher(classify, max_batch=4, max_wait_s=0.2)
     try:
-        futures = [batcher.submit([{"role": "user", "content": "x"}]) for _ in range(10)]
+        futures = [
+            batcher.submit([{"role": "user", "content": "x"}]) for _ in range(10)
+        ]
         assert all(f.result(timeout=10).score == 0.01 for f in futures)
     finally:
         batcher.close()
@@ -85,7 +87,10 @@ def test_a_failing_engine_call_fails_every_request_in_the_batch():
                 future.result(timeout=10)
         # The thread survives: the next request is served.
         batcher.classify = lambda convs: [fake_decision("ok") for _ in convs]
-        assert batcher.submit([{"role": "user", "content": "x"}]).result(timeout=10).score == 0.02
+        assert (
+            batcher.submit([{"role": "user", "content": "x"}]).result(timeout=10).score
+            == 0.02
+        )
     finally:
         batcher.close()
 
@@ -110,8 +115,13 @@ def test_the_real_classifier_gives_the_same_scores_batched_and_alone():
 
     artifact = input_artifact()
     loaded = load_input_classifier(settings.ARTIFACTS_DIR / artifact.path, device="cpu")
-    guard = InputGuard(loaded.model, loaded.tokenizer, Thresholds.from_dict(artifact.thresholds))
-    alone = [guard.decide([[{"role": "user", "content": t}]], mode="enforce")[0] for t in PROMPTS]
+    guard = InputGuard(
+        loaded.model, loaded.tokenizer, Thresholds.from_dict(artifact.thresholds)
+    )
+    alone = [
+        guard.decide([[{"role": "user", "content": t}]], mode="enforce")[0]
+        for t in PROMPTS
+    ]
     calls: list[int] = []
 
     def classify(conversations):  # type: ignore[no-untyped-def]
@@ -131,7 +141,9 @@ def test_the_real_classifier_gives_the_same_scores_batched_and_alone():
 
 
 @pytest.mark.usefixtures("live_db")
-def test_sixteen_concurrent_api_requests_make_fewer_engine_calls(asgi_server, alice, monkeypatch):
+def test_sixteen_concurrent_api_requests_make_fewer_engine_calls(
+    asgi_server, alice, monkeypatch
+):
     from classifiers.models import ApiToken, Conversation
     from tests.api_helpers import guarded_constitution
 
@@ -161,5 +173,8 @@ def test_sixteen_concurrent_api_requests_make_fewer_engine_calls(asgi_server, al
     assert batcher.calls == calls_before  # the batcher was bypassed
     for one, other in zip(alone, batched, strict=True):
         assert other["score"] == pytest.approx(one["score"], abs=1e-4)
-        assert (other["blocked"], other["category"]) == (one["blocked"], one["category"])
+        assert (other["blocked"], other["category"]) == (
+            one["blocked"],
+            one["category"],
+        )
     assert Conversation.objects.filter(source="api").count() == 1 + 2 * len(PROMPTS)

@@ -38,7 +38,7 @@ def sse_events(response: httpx.Response) -> list[object]:
     for block in response.text.split("\n\n"):
         if block.strip():
             assert block.startswith("data: "), block
-            data = block[len("data: "):]
+            data = block[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
 
@@ -47,13 +47,18 @@ def user(content: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def test_a_benign_prompt_gets_a_guarded_reply_with_per_token_scores(asgi_server, raw_token):
+def test_a_benign_prompt_gets_a_guarded_reply_with_per_token_scores(
+    asgi_server, raw_token
+):
     response = chat(asgi_server, raw_token, messages=user(BENIGN_PROMPT))
     assert response.status_code == 200, response.text
     body = response.json()
     choice = body["choices"][0]
     assert body["object"] == "chat.completion" and body["model"] == "widgets"
-    assert choice["message"]["content"] and choice["finish_reason"] in ("stop", "length")
+    assert choice["message"]["content"] and choice["finish_reason"] in (
+        "stop",
+        "length",
+    )
     guard = body["guard"]
     assert guard["blocked"] is False and guard["halted"] is False
     assert guard["input_category"] == "garden care"
@@ -102,12 +107,18 @@ def test_streaming_sends_sse_chunks_and_the_guard_on_the_last(asgi_server, raw_t
 def test_a_halted_stream_keeps_the_partial_text_then_refuses(asgi_server, alice):
     guarded_constitution("strict", output=True, output_threshold=0.0, user=alice)
     raw = ApiToken.issue(user=alice, name="t")[1]
-    response = chat(asgi_server, raw, model="strict", messages=user(BENIGN_PROMPT), stream=True)
+    response = chat(
+        asgi_server, raw, model="strict", messages=user(BENIGN_PROMPT), stream=True
+    )
     chunks = sse_events(response)[:-1]
     final = chunks[-1]
     assert final["choices"][0]["finish_reason"] == "content_filter"
     guard = final["guard"]
-    assert guard["halted"] is True and guard["halted_at"] == 0 and guard["threshold"] == 0.0
+    assert (
+        guard["halted"] is True
+        and guard["halted_at"] == 0
+        and guard["threshold"] == 0.0
+    )
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     partial = guard["token_scores"][0]["text"]
     assert text.startswith(partial) and text.endswith("usage policy restricts.")
@@ -116,8 +127,12 @@ def test_a_halted_stream_keeps_the_partial_text_then_refuses(asgi_server, alice)
     assert turn.conversation.flag_reason == "output_halted"
 
 
-def test_a_shadow_token_gets_the_normal_reply_and_a_flagged_conversation(asgi_server, alice, widgets):
-    raw = ApiToken.issue(user=alice, name="trial", constitution=widgets, mode="shadow")[1]
+def test_a_shadow_token_gets_the_normal_reply_and_a_flagged_conversation(
+    asgi_server, alice, widgets
+):
+    raw = ApiToken.issue(user=alice, name="trial", constitution=widgets, mode="shadow")[
+        1
+    ]
     body = chat(asgi_server, raw, messages=user(HARMFUL_PROMPT)).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] in ("stop", "length")
@@ -142,7 +157,10 @@ def test_the_openai_client_works_unchanged(asgi_server, raw_token):
     assert completion.model_extra["guard"]["blocked"] is False
     pieces, finish, guard = [], None, None
     for chunk in client.chat.completions.create(
-        model="widgets", messages=user(HARMFUL_PROMPT), max_tokens=MAX_TOKENS, stream=True
+        model="widgets",
+        messages=user(HARMFUL_PROMPT),
+        max_tokens=MAX_TOKENS,
+        stream=True,
     ):
         pieces.append(chunk.choices[0].delta.content or "")
         finish = chunk.choices[0].finish_reason or finish
@@ -154,11 +172,15 @@ def test_the_openai_client_works_unchanged(asgi_server, raw_token):
 def test_the_openai_client_sees_api_errors(asgi_server, raw_token):
     import openai
 
-    client = openai.OpenAI(base_url=f"{asgi_server}/v1", api_key=raw_token, max_retries=0)
+    client = openai.OpenAI(
+        base_url=f"{asgi_server}/v1", api_key=raw_token, max_retries=0
+    )
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=user("hi"))
     with pytest.raises(openai.BadRequestError, match="at most 128"):
-        client.chat.completions.create(model="widgets", messages=user("hi"), max_tokens=500)
+        client.chat.completions.create(
+            model="widgets", messages=user("hi"), max_tokens=500
+        )
     bad = openai.OpenAI(base_url=f"{asgi_server}/v1", api_key="gw_wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
@@ -169,7 +191,9 @@ def test_the_unguarded_model_is_for_policy_authors_only(asgi_server, bob, widget
     raw = ApiToken.issue(user=bob, name="bob", constitution=widgets)[1]
     response = chat(asgi_server, raw, model="widgets:unguarded", messages=user("hi"))
     assert response.status_code == 403
-    listed = httpx.get(f"{asgi_server}/v1/models", headers={"Authorization": f"Bearer {raw}"})
+    listed = httpx.get(
+        f"{asgi_server}/v1/models", headers={"Authorization": f"Bearer {raw}"}
+    )
     assert [m["id"] for m in listed.json()["data"]] == ["widgets"]
     assert not Conversation.objects.exists()
 

@@ -23,7 +23,9 @@ URL = "/api/v1/classify"
 def post(client, raw: str | None, body: object, **extra: str):  # type: ignore[no-untyped-def]
     data = body if isinstance(body, str | bytes) else json.dumps(body)
     headers = bearer(raw) if raw else {}
-    return client.post(URL, data=data, content_type="application/json", **headers, **extra)
+    return client.post(
+        URL, data=data, content_type="application/json", **headers, **extra
+    )
 
 
 @pytest.fixture
@@ -60,7 +62,9 @@ def test_a_benign_prompt_in_messages_form_passes(client, raw_token):
         {"role": "system", "content": "You are a gardening assistant."},
         {"role": "user", "content": BENIGN_PROMPT},
     ]
-    response = post(client, raw_token, {"messages": messages, "constitution": "widgets"})
+    response = post(
+        client, raw_token, {"messages": messages, "constitution": "widgets"}
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["blocked"] is False and body["flagged"] is False
@@ -74,7 +78,10 @@ def test_every_request_is_stored_as_an_api_conversation(client, raw_token, alice
     flagged = Conversation.objects.get(pk=blocked["conversation_id"])
     assert flagged.source == "api" and flagged.user == alice
     assert flagged.flagged and flagged.flag_reason == "input_blocked"
-    assert flagged.api_token.name == "ci" and flagged.input_model_id == blocked["model"]["id"]
+    assert (
+        flagged.api_token.name == "ci"
+        and flagged.input_model_id == blocked["model"]["id"]
+    )
     turn = flagged.turns.get()
     assert turn.user_content == HARMFUL_PROMPT and turn.finish_reason == "blocked"
     assert turn.input_score == pytest.approx(blocked["score"], abs=1e-5)
@@ -83,7 +90,9 @@ def test_every_request_is_stored_as_an_api_conversation(client, raw_token, alice
 
 
 def test_shadow_tokens_flag_but_never_block(client, alice, widgets):
-    raw = ApiToken.issue(user=alice, name="trial", constitution=widgets, mode="shadow")[1]
+    raw = ApiToken.issue(user=alice, name="trial", constitution=widgets, mode="shadow")[
+        1
+    ]
     body = post(client, raw, {"text": HARMFUL_PROMPT}).json()
     assert body["mode"] == "shadow"
     assert body["flagged"] is True and body["blocked"] is False
@@ -121,7 +130,9 @@ def test_off_tokens_score_nothing(client, alice, widgets):
         ({"text": "x" * 4001}, 413, "text"),
     ],
 )
-def test_bad_requests_get_openai_errors_and_write_nothing(client, raw_token, body, status, param):
+def test_bad_requests_get_openai_errors_and_write_nothing(
+    client, raw_token, body, status, param
+):
     error = assert_error(post(client, raw_token, body), status)
     assert error["param"] == param
     assert not Conversation.objects.exists() and not Turn.objects.exists()
@@ -138,7 +149,9 @@ def test_bodies_over_a_megabyte_are_refused(client, raw_token):
     assert not Conversation.objects.exists()
 
 
-@pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer gw_wrong", "Bearer x"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Basic abc", "Bearer gw_wrong", "Bearer x"]
+)
 def test_missing_or_invalid_tokens_get_401(client, widgets, header):
     extra = {"HTTP_AUTHORIZATION": header} if header else {}
     response = client.post(URL, data=json.dumps({"text": "hi"}),
@@ -161,7 +174,9 @@ def test_a_revoked_token_gets_401(client, alice, widgets):
 def test_a_token_without_a_default_needs_a_constitution(client, alice, widgets):
     raw = ApiToken.issue(user=alice, name="bare")[1]
     assert_error(post(client, raw, {"text": "hi"}), 400)
-    assert post(client, raw, {"text": "hi", "constitution": "widgets"}).status_code == 200
+    assert (
+        post(client, raw, {"text": "hi", "constitution": "widgets"}).status_code == 200
+    )
 
 
 def test_no_active_classifier_gives_a_clear_503(client, alice):

@@ -73,7 +73,11 @@ def validate(value: Any, schema: dict[str, Any], where: str = "$") -> None:
     types = schema.get("type")
     if types:
         types = [types] if isinstance(types, str) else types
-        ok = any(isinstance(value, TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool)) for t in types)
+        ok = any(
+            isinstance(value, TYPES[t])
+            and not (t in ("integer", "number") and isinstance(value, bool))
+            for t in types
+        )
         assert ok, f"{where}: {value!r} is not {types}"
     if isinstance(value, dict):
         for name in schema.get("required", []):
@@ -86,8 +90,12 @@ def validate(value: Any, schema: dict[str, Any], where: str = "$") -> None:
             validate(item, schema["items"], f"{where}[{index}]")
 
 
-def response_schema(path: str, method: str, status: int, media: str = "application/json"):
-    return DOCUMENT["paths"][path][method]["responses"][str(status)]["content"][media]["schema"]
+def response_schema(
+    path: str, method: str, status: int, media: str = "application/json"
+):
+    return DOCUMENT["paths"][path][method]["responses"][str(status)]["content"][media][
+        "schema"
+    ]
 
 
 # ----------------------------------------------------------------------- tests
@@ -112,7 +120,9 @@ def response_schema(path: str, method: str, status: int, media: str = "applicati
         ({"messages": user("x" * 4001)}, 413, "messages[0].content"),
     ],
 )
-def test_bad_chat_requests_get_openai_errors_and_write_nothing(client, raw_token, body, status, param):
+def test_bad_chat_requests_get_openai_errors_and_write_nothing(
+    client, raw_token, body, status, param
+):
     response = post(client, CHAT, raw_token, body)
     assert response.status_code == status, response.content
     validate(response.json(), {"$ref": "#/components/schemas/Error"})
@@ -121,7 +131,9 @@ def test_bad_chat_requests_get_openai_errors_and_write_nothing(client, raw_token
 
 
 def test_max_tokens_over_the_policy_names_the_limit(client, raw_token, widgets):
-    GuardPolicy.objects.update_or_create(constitution=widgets, defaults={"max_new_tokens": 16})
+    GuardPolicy.objects.update_or_create(
+        constitution=widgets, defaults={"max_new_tokens": 16}
+    )
     response = post(client, CHAT, raw_token, {"messages": user("hi"), "max_tokens": 17})
     assert response.status_code == 400
     assert "at most 16 new tokens" in response.json()["error"]["message"]
@@ -143,7 +155,9 @@ def test_the_openapi_document_is_served_without_login(client):
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"].startswith("3.1")
-    assert {"/api/v1/classify", "/v1/chat/completions", "/v1/models"} <= set(document["paths"])
+    assert {"/api/v1/classify", "/v1/chat/completions", "/v1/models"} <= set(
+        document["paths"]
+    )
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     for schema in document["components"]["schemas"].values():  # every $ref resolves
         for ref in _refs(schema):
@@ -172,7 +186,10 @@ def test_real_classify_responses_match_the_schema(client, raw_token):
 def test_real_model_lists_match_the_schema(client, raw_token):
     response = client.get("/v1/models", **bearer(raw_token))
     validate(response.json(), response_schema("/v1/models", "get", 200))
-    assert [m["id"] for m in response.json()["data"]] == ["widgets", "widgets:unguarded"]
+    assert [m["id"] for m in response.json()["data"]] == [
+        "widgets",
+        "widgets:unguarded",
+    ]
     one = client.get("/v1/models/widgets", **bearer(raw_token))
     validate(one.json(), response_schema("/v1/models/{model}", "get", 200))
     assert client.get("/v1/models/nope", **bearer(raw_token)).status_code == 404
@@ -198,7 +215,7 @@ def test_real_chat_responses_match_the_schema(asgi_server, alice):
     streamed = httpx.post(url, json={**body, "stream": True, "messages": user(BENIGN_PROMPT)},
                           headers=headers, timeout=60)  # fmt: skip
     chunk_schema = response_schema(CHAT, "post", 200, "text/event-stream")
-    blocks = [b[len("data: "):] for b in streamed.text.split("\n\n") if b.strip()]
+    blocks = [b[len("data: ") :] for b in streamed.text.split("\n\n") if b.strip()]
     assert blocks[-1] == "[DONE]"
     for block in blocks[:-1]:
         validate(json.loads(block), chunk_schema)

@@ -21,7 +21,9 @@ def login(client, user):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def widgets():  # type: ignore[no-untyped-def]
-    return Constitution.objects.create(slug="widgets", name="Widgets policy", domain="Gardens.")
+    return Constitution.objects.create(
+        slug="widgets", name="Widgets policy", domain="Gardens."
+    )
 
 
 def test_the_page_is_named_tokens():
@@ -48,20 +50,31 @@ def test_anonymous_users_are_sent_to_log_in(client):
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
 
-def test_creating_shows_the_raw_token_once_and_stores_only_its_hash(client, bob, widgets):
+def test_creating_shows_the_raw_token_once_and_stores_only_its_hash(
+    client, bob, widgets
+):
     login(client, bob)
-    response = client.post(URL, {"name": "ci", "constitution": widgets.pk, "mode": "shadow"})
+    response = client.post(
+        URL, {"name": "ci", "constitution": widgets.pk, "mode": "shadow"}
+    )
     assert response.status_code == 200
     raw = response.context["raw_token"]
     assert raw.startswith("gw_") and raw.encode() in response.content
     assert response["Cache-Control"] == "no-store"
     token = ApiToken.objects.get()
-    assert (token.user, token.name, token.constitution, token.mode) == (bob, "ci", widgets, "shadow")
+    assert (token.user, token.name, token.constitution, token.mode) == (
+        bob,
+        "ci",
+        widgets,
+        "shadow",
+    )
     row = ApiToken.objects.filter(pk=token.pk).values().get()
     assert all(raw not in str(value) for value in row.values())
     assert ApiToken.authenticate(raw) == token
     again = client.get(URL)
-    assert raw.encode() not in again.content and token.key_prefix.encode() in again.content
+    assert (
+        raw.encode() not in again.content and token.key_prefix.encode() in again.content
+    )
 
 
 def test_an_invalid_form_is_a_400_and_creates_nothing(client, alice):

@@ -70,7 +70,9 @@ class Batcher:
         self.calls = 0  # engine calls made (tests and the bench read these)
         self.requests = 0  # requests served
         self._queue: queue.Queue[_Pending | object] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"batcher-{name}", daemon=True
+        )
         self._thread.start()
 
     def submit(self, messages: list[Message]) -> Future[InputDecision]:
@@ -117,7 +119,9 @@ class Batcher:
             try:
                 decisions = self.classify([p.messages for p in live])
                 if len(decisions) != len(live):
-                    raise RuntimeError("the classifier returned a wrong number of results")
+                    raise RuntimeError(
+                        "the classifier returned a wrong number of results"
+                    )
             except BaseException as exc:  # every caller must hear about it
                 logger.exception("batched classify of %d requests failed", len(live))
                 for pending in live:
@@ -145,7 +149,9 @@ def batcher_for(key: object, classify: ClassifyFn) -> Batcher:
         return batcher
 
 
-def classify_one(key: object, classify: ClassifyFn, messages: list[Message]) -> Future[InputDecision]:
+def classify_one(
+    key: object, classify: ClassifyFn, messages: list[Message]
+) -> Future[InputDecision]:
     """A future for one conversation's decision: batched or direct per the switch."""
     if batching_enabled():
         return batcher_for(key, classify).submit(messages)

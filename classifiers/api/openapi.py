@@ -69,7 +69,11 @@ CLASSIFY_REQUEST = {
     "description": "Exactly one of text or messages.",
     "properties": {
         "text": {"type": "string", "minLength": 1},
-        "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Message"}},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"$ref": "#/components/schemas/Message"},
+        },
         "constitution": {
             "type": "string",
             "description": "Constitution slug; defaults to the token's constitution.",
@@ -152,7 +156,10 @@ CHAT_REQUEST = {
     },
 }  # fmt: skip
 
-FINISH_REASON = {"type": ["string", "null"], "enum": ["stop", "length", "content_filter", None]}
+FINISH_REASON = {
+    "type": ["string", "null"],
+    "enum": ["stop", "length", "content_filter", None],
+}
 
 CHAT_COMPLETION = {
     "type": "object",
@@ -236,7 +243,9 @@ MODEL_LIST = {
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+        },
     }
 
 
@@ -280,7 +289,10 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "Score a prompt with the active input classifier.",
                 "requestBody": {"required": True, "content": _json("ClassifyRequest")},
                 "responses": {
-                    "200": {"description": "The decision.", "content": _json("ClassifyResponse")},
+                    "200": {
+                        "description": "The decision.",
+                        "content": _json("ClassifyResponse"),
+                    },
                     **COMMON_ERRORS,
                 },
             }
@@ -294,14 +306,19 @@ DOCUMENT: dict[str, Any] = {
                     "end with the partial text and a refusal. Both have finish_reason "
                     "content_filter. With stream=true the body is text/event-stream."
                 ),
-                "requestBody": {"required": True, "content": _json("ChatCompletionRequest")},
+                "requestBody": {
+                    "required": True,
+                    "content": _json("ChatCompletionRequest"),
+                },
                 "responses": {
                     "200": {
                         "description": "The completion, or an SSE stream of chunks.",
                         "content": {
                             **_json("ChatCompletion"),
                             "text/event-stream": {
-                                "schema": {"$ref": "#/components/schemas/ChatCompletionChunk"}
+                                "schema": {
+                                    "$ref": "#/components/schemas/ChatCompletionChunk"
+                                }
                             },
                         },
                     },
@@ -315,7 +332,10 @@ DOCUMENT: dict[str, Any] = {
                 "operationId": "listModels",
                 "summary": "Constitutions with an active classifier, as model ids.",
                 "responses": {
-                    "200": {"description": "The models.", "content": _json("ModelList")},
+                    "200": {
+                        "description": "The models.",
+                        "content": _json("ModelList"),
+                    },
                     "401": COMMON_ERRORS["401"],
                 },
             }
@@ -323,8 +343,14 @@ DOCUMENT: dict[str, Any] = {
         "/v1/models/{model}": {
             "get": {
                 "operationId": "retrieveModel",
-                "parameters": [{"name": "model", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],  # fmt: skip
+                "parameters": [
+                    {
+                        "name": "model",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],  # fmt: skip
                 "responses": {
                     "200": {"description": "The model.", "content": _json("Model")},
                     "401": COMMON_ERRORS["401"],

@@ -16,7 +16,9 @@ from classifiers.api.errors import ApiError
 WINDOW_S = 60
 
 
-def check_rate(*, user_id: int, scope: str, limit: int, now: float | None = None) -> int:
+def check_rate(
+    *, user_id: int, scope: str, limit: int, now: float | None = None
+) -> int:
     """Count this request; raise ApiError 429 (with Retry-After) over `limit`.
 
     Returns the number of requests in the current window, this one included.

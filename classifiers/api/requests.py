@@ -48,7 +48,9 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(400, f"the request body is not valid JSON: {exc}",
                        code="invalid_json") from None  # fmt: skip
     if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+        raise ApiError(
+            400, "the request body must be a JSON object", code="invalid_json"
+        )
     return body
 
 
@@ -57,21 +59,29 @@ def _content(value: Any, param: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        isinstance(p, dict)
+        and p.get("type") == "text"
+        and isinstance(p.get("text"), str)
         for p in value
     ):
         return "".join(p["text"] for p in value)
-    raise ApiError(400, f"{param} must be a string (or a list of text parts)", param=param)
+    raise ApiError(
+        400, f"{param} must be a string (or a list of text parts)", param=param
+    )
 
 
 def parse_messages(value: Any, *, param: str = "messages") -> list[Message]:
     if not isinstance(value, list) or not value:
-        raise ApiError(400, f"{param} must be a non-empty array of messages", param=param)
+        raise ApiError(
+            400, f"{param} must be a non-empty array of messages", param=param
+        )
     messages: list[Message] = []
     for index, item in enumerate(value):
         where = f"{param}[{index}]"
         if not isinstance(item, dict):
-            raise ApiError(400, f"{where} must be an object with role and content", param=where)
+            raise ApiError(
+                400, f"{where} must be an object with role and content", param=where
+            )
         role = item.get("role")
         if role not in ROLES:
             raise ApiError(
@@ -79,8 +89,12 @@ def parse_messages(value: Any, *, param: str = "messages") -> list[Message]:
                 param=f"{where}.role",
             )  # fmt: skip
         if "content" not in item:
-            raise ApiError(400, f"{where}.content is required", param=f"{where}.content")
-        messages.append({"role": role, "content": _content(item["content"], f"{where}.content")})
+            raise ApiError(
+                400, f"{where}.content is required", param=f"{where}.content"
+            )
+        messages.append(
+            {"role": role, "content": _content(item["content"], f"{where}.content")}
+        )
     if not any(m["role"] == "user" for m in messages):
         raise ApiError(400, f"{param} needs at least one user message", param=param)
     return messages
@@ -114,7 +128,9 @@ def optional_number(
         wrong_type = wrong_type or not isinstance(value, int)
     if wrong_type or not math.isfinite(value) or not low <= value <= high:
         kind = "an integer" if integer else "a number"
-        raise ApiError(400, f"{name} must be {kind} between {low:g} and {high:g}", param=name)
+        raise ApiError(
+            400, f"{name} must be {kind} between {low:g} and {high:g}", param=name
+        )
     return value
 
 
@@ -152,7 +168,9 @@ def policy_of(constitution: Constitution) -> GuardPolicy:
     )
 
 
-def target_for(token: ApiToken, constitution: Constitution, *, unguarded: bool = False) -> Target:
+def target_for(
+    token: ApiToken, constitution: Constitution, *, unguarded: bool = False
+) -> Target:
     policy = policy_of(constitution)
     # The token's mode overrides the constitution's (e.g. a shadow-mode trial).
     mode = "off" if unguarded else (token.mode or policy.mode)

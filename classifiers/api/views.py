@@ -66,10 +66,16 @@ def api_view(method: str) -> Callable[..., Any]:
 
     def decorate(view: Callable[..., Awaitable[HttpResponse]]) -> Any:
         @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(
+            request: HttpRequest, *args: Any, **kwargs: Any
+        ) -> HttpResponse:
             if request.method != method:
                 response = error_response(
-                    ApiError(405, f"use {method} for this endpoint", code="method_not_allowed")
+                    ApiError(
+                        405,
+                        f"use {method} for this endpoint",
+                        code="method_not_allowed",
+                    )
                 )
                 response["Allow"] = method
                 return response
@@ -122,7 +128,9 @@ def _input_engine(model: ModelVersion) -> GuardEngine:
 def _prepare_classify(request: HttpRequest) -> ClassifyPlan:
     token = authenticate(request)
     body = json_body(request)
-    constitution = resolve_constitution(token, body.get("constitution"), param="constitution")
+    constitution = resolve_constitution(
+        token, body.get("constitution"), param="constitution"
+    )
     target = target_for(token, constitution)
     check_rate(user_id=token.user_id, scope=constitution.slug,
                limit=target.policy.requests_per_minute)  # fmt: skip
@@ -137,9 +145,11 @@ def _prepare_classify(request: HttpRequest) -> ClassifyPlan:
     else:
         messages = parse_messages(body["messages"])
         check_lengths(messages, target.policy, param="messages")
-    input_model = ActiveModel.objects.filter(
-        constitution=constitution, kind="input"
-    ).select_related("model_version").first()
+    input_model = (
+        ActiveModel.objects.filter(constitution=constitution, kind="input")
+        .select_related("model_version")
+        .first()
+    )
     model = input_model.model_version if input_model else None
     if target.mode != "off" and model is None:
         raise ApiError(
@@ -163,7 +173,9 @@ def _flag_reason(decision: InputDecision | None) -> str:
     return ""
 
 
-def _store_classify(plan: ClassifyPlan, decision: InputDecision | None, latency_ms: float) -> int:
+def _store_classify(
+    plan: ClassifyPlan, decision: InputDecision | None, latency_ms: float
+) -> int:
     """One conversation + one turn per request: cheap enough to keep them all."""
     reason = _flag_reason(decision)
     mode = plan.target.mode
@@ -244,7 +256,9 @@ def _split_model(token: ApiToken, model: Any) -> tuple[str | None, bool]:
     if model is None:
         return None, False
     if not isinstance(model, str) or not model:
-        raise ApiError(400, "model must be a string (a constitution slug)", param="model")
+        raise ApiError(
+            400, "model must be a string (a constitution slug)", param="model"
+        )
     if model.endswith(UNGUARDED_SUFFIX):
         return model[: -len(UNGUARDED_SUFFIX)], True
     return model, False
@@ -269,7 +283,9 @@ def _prepare_chat(request: HttpRequest) -> ChatPlan:
         stream = False
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false", param="stream")
-    name = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    name = (
+        "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    )
     max_tokens = optional_number(body, name, low=1, high=10**9, integer=True)
     if max_tokens is not None and max_tokens > policy.max_new_tokens:
         raise ApiError(
@@ -314,7 +330,9 @@ def _run_chat(
     watch = guard_service.Stopwatch()
     try:
         result: GuardResult | None = None
-        for event in plan.setup.engine.stream(plan.messages, plan.config, should_stop=should_stop):
+        for event in plan.setup.engine.stream(
+            plan.messages, plan.config, should_stop=should_stop
+        ):
             if event.kind == "token":
                 watch.mark_first()
                 if on_event is not None:
@@ -323,7 +341,9 @@ def _run_chat(
                 result = event.result
         if result is None:
             raise RuntimeError("the guard stream ended without a result")
-        outcome = ChatOutcome(result, _store_chat(plan, result, watch), _prompt_tokens(plan))
+        outcome = ChatOutcome(
+            result, _store_chat(plan, result, watch), _prompt_tokens(plan)
+        )
         if on_event is not None:
             on_event("end", outcome)
         return outcome
@@ -341,7 +361,9 @@ def _prompt_tokens(plan: ChatPlan) -> int:
         return 0
 
 
-def _store_chat(plan: ChatPlan, result: GuardResult, watch: guard_service.Stopwatch) -> int:
+def _store_chat(
+    plan: ChatPlan, result: GuardResult, watch: guard_service.Stopwatch
+) -> int:
     setup = plan.setup
     close_old_connections()
     conversation = Conversation.objects.create(
@@ -353,7 +375,9 @@ def _store_chat(plan: ChatPlan, result: GuardResult, watch: guard_service.Stopwa
     shadow = None
     if setup.shadow_engine is not None:
         try:
-            shadow = guard_service.shadow_decision(setup, plan.messages, result.generated)
+            shadow = guard_service.shadow_decision(
+                setup, plan.messages, result.generated
+            )
         except Exception:  # a broken candidate model must not break live traffic
             logger.exception("shadow model failed on conversation %s", conversation.pk)
     guard_service.record_turn(
@@ -398,7 +422,9 @@ def _guard_field(plan: ChatPlan, outcome: ChatOutcome) -> dict[str, Any]:
     }
 
 
-def _completion(plan: ChatPlan, outcome: ChatOutcome, ident: str, created: int) -> dict[str, Any]:
+def _completion(
+    plan: ChatPlan, outcome: ChatOutcome, ident: str, created: int
+) -> dict[str, Any]:
     result = outcome.result
     filtered = _finish_reason(result) == "content_filter"
     completion_tokens = len(result.tokens)
@@ -430,7 +456,9 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def _stream_chat(plan: ChatPlan, ident: str, created: int) -> AsyncIterator[bytes]:
+async def _stream_chat(
+    plan: ChatPlan, ident: str, created: int
+) -> AsyncIterator[bytes]:
     """SSE chunks in OpenAI's format; the engine runs on a worker thread and hands
     each token over through an asyncio.Queue. A client that disconnects cancels
     this generator, whose `finally` tells the engine to stop."""
@@ -465,7 +493,7 @@ async def _stream_chat(plan: ChatPlan, ident: str, created: int) -> AsyncIterato
                 text = outcome.result.text
                 # Blocked: the refusal is all there is; halted: it follows the
                 # partial text already sent.
-                rest = text[len(streamed):] if text.startswith(streamed) else ""
+                rest = text[len(streamed) :] if text.startswith(streamed) else ""
                 if rest:
                     yield chunk({"content": rest})
                 yield chunk({}, _finish_reason(outcome.result),
@@ -520,7 +548,9 @@ def _model_entries(token: ApiToken) -> list[dict[str, Any]]:
             "input_model": _model_ref(entry["input"]),
             "output_model": _model_ref(entry["output"]),
         }  # fmt: skip
-        entries.append({"id": constitution.slug, **base, "guard": {**guard, "guarded": True}})
+        entries.append(
+            {"id": constitution.slug, **base, "guard": {**guard, "guarded": True}}
+        )
         if unguarded:
             entries.append({"id": constitution.slug + UNGUARDED_SUFFIX, **base,
                             "guard": {**guard, "guarded": False}})  # fmt: skip
@@ -544,4 +574,6 @@ async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
     for entry in entries:
         if entry["id"] == model_id:
             return JsonResponse(entry)
-    raise ApiError(404, f"unknown model {model_id!r}", param="model", code="model_not_found")
+    raise ApiError(
+        404, f"unknown model {model_id!r}", param="model", code="model_not_found"
+    )

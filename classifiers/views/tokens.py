@@ -22,7 +22,9 @@ from guardweb.roles import user_roles
 
 
 class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. “CI smoke test”.")
+    name = forms.CharField(
+        max_length=100, help_text="What the token is for, e.g. “CI smoke test”."
+    )
     constitution = forms.ModelChoiceField(
         queryset=Constitution.objects.order_by("name"), required=False,
         empty_label="— none: requests must name one —",
@@ -78,7 +80,9 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        messages.success(request, f"Revoked “{token.name}”; requests with it now get 401.")
+        messages.success(
+            request, f"Revoked “{token.name}”; requests with it now get 401."
+        )
     return redirect("classifiers:tokens")
 
 
