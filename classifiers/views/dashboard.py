@@ -50,6 +50,7 @@ class DashboardFilter(forms.Form):
         choices=[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"),
                  ("custom", "Custom")],  # fmt: skip
         required=False,
+        initial="7d",
     )
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))

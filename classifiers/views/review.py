@@ -93,8 +93,9 @@ class QueueFilter(forms.Form):
         choices=[("", "All")] + list(Conversation.FlagReason.choices), required=False
     )
     status = forms.ChoiceField(
-        choices=[("", "All"), ("undecided", "Open or claimed")] + list(ReviewStatus.choices),
+        choices=[("undecided", "Open or claimed"), ("", "All")] + list(ReviewStatus.choices),
         required=False,
+        initial="undecided",
     )
     decision = forms.ChoiceField(choices=[("", "All")] + list(Decision.choices), required=False)
     assignee = forms.ModelChoiceField(queryset=None, required=False, empty_label="Anyone")

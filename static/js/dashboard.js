@@ -16,7 +16,7 @@
     charts[id] = new Chart(canvas, config);
     canvas.dataset.rendered = "true";
   }
-  const line = (label, values, color, extra) => Object.assign({ label: label, data: values, borderColor: color, backgroundColor: color, pointRadius: 1, spanGaps: true, tension: 0.2 }, extra || {});
+  const line = (label, values, color, extra) => Object.assign({ label: label, data: values, borderColor: color, backgroundColor: color, pointRadius: 3, spanGaps: true, tension: 0.2 }, extra || {});
 
   function draw() {
     const s = data("dashboard-series");

@@ -96,7 +96,7 @@
     }
     if (/^[1-4]$/.test(ev.key)) {
       const button = document.querySelector(`#decide-form button[data-key="${ev.key}"]`);
-      if (button) button.closest("form").requestSubmit(button);
+      if (button) button.click();  // a click carries name=decision (requestSubmit may not)
       return true;
     }
     if (ev.key === "Escape" || ev.key === "u") {
