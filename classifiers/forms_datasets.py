@@ -166,7 +166,8 @@ class ExampleFilterForm(forms.Form):
     q = forms.CharField(required=False, label="Search")
     category = forms.ChoiceField(required=False)
     label = forms.ChoiceField(
-        required=False, choices=[("", "any label"), ("1", "1 harmful"), ("0", "0 benign")]
+        required=False,
+        choices=[("", "any label"), ("1", "1 harmful"), ("0", "0 benign")],
     )
     transform = forms.ChoiceField(required=False)
     split = forms.ChoiceField(

@@ -26,7 +26,12 @@ from django.db.models import Count
 from classifiers.ml import data as ml_data
 from classifiers.ml import redteam
 from classifiers.ml.types import RESTRICTED, ChatGenerator, Example
-from classifiers.models import Dataset, DatasetExample, GeneratorEndpoint, JailbreakTemplate
+from classifiers.models import (
+    Dataset,
+    DatasetExample,
+    GeneratorEndpoint,
+    JailbreakTemplate,
+)
 from classifiers.progress import JobRunner
 from classifiers.review import feedback_for_dataset
 
@@ -161,7 +166,7 @@ def endpoint_generator(endpoint: GeneratorEndpoint) -> Any:
 
 
 def check_endpoint(endpoint: GeneratorEndpoint) -> str:
-    """"ok", or the endpoint's problem in words (never raises for endpoint faults)."""
+    """Return "ok", or what is wrong with the endpoint (never raises for its faults)."""
     from classifiers.ml.generation import GeneratorError
 
     try:
@@ -326,7 +331,10 @@ def _example_row(dataset: Dataset, ex: Example) -> DatasetExample:
 
 # --------------------------------------------------------------------------- export
 
-EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
+EXPORT_FORMATS = {
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 def iter_examples(dataset: Dataset) -> Iterator[Example]:

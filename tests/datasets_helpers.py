@@ -24,7 +24,9 @@ def make_version(
 ) -> ConstitutionVersion:
     """A published constitution with (by default) one restricted + one permitted category."""
     constitution = Constitution.objects.create(
-        slug=slug, name=slug.replace("-", " ").title(), domain="a toy widget shop assistant"
+        slug=slug,
+        name=slug.replace("-", " ").title(),
+        domain="a toy widget shop assistant",
     )
     if restricted:
         Category.objects.create(

@@ -11,7 +11,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from classifiers import services_datasets as services
-from classifiers.models import Dataset, DatasetExample, GeneratorEndpoint, JailbreakTemplate
+from classifiers.models import (
+    Dataset,
+    DatasetExample,
+    GeneratorEndpoint,
+    JailbreakTemplate,
+)
 from tests.datasets_helpers import make_version, start_data
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +102,9 @@ def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(
 ):  # type: ignore[no-untyped-def]
     version = make_version(alice)
     client.force_login(alice)
-    response = client.post(reverse("classifiers:dataset_new"), start_data(version, **overrides))
+    response = client.post(
+        reverse("classifiers:dataset_new"), start_data(version, **overrides)
+    )
     assert response.status_code == 400
     assert message in response.content.decode()
     assert not Dataset.objects.exists()
@@ -123,7 +130,9 @@ def test_readers_can_read_but_every_post_is_403_and_changes_nothing(
     version = make_version(alice)
     queued = Dataset.objects.create(constitution_version=version, config={})
     done = _done_dataset(version)
-    endpoint = GeneratorEndpoint.objects.create(name="e", base_url="http://127.0.0.1:9/v1", model="m")
+    endpoint = GeneratorEndpoint.objects.create(
+        name="e", base_url="http://127.0.0.1:9/v1", model="m"
+    )
     client.force_login(user)
     for url in (
         reverse("classifiers:datasets"),
@@ -164,7 +173,9 @@ def test_a_user_without_a_role_gets_403_everywhere(client, alice, charlie):  # t
 
 
 def test_alice_cancels_a_queued_run_and_it_is_cancelled_at_once(client, alice):  # type: ignore[no-untyped-def]
-    dataset = Dataset.objects.create(constitution_version=make_version(alice), config={})
+    dataset = Dataset.objects.create(
+        constitution_version=make_version(alice), config={}
+    )
     client.force_login(alice)
     response = client.post(reverse("classifiers:dataset_cancel", args=[dataset.pk]))
     assert response.status_code == 302
@@ -182,7 +193,9 @@ def test_a_running_dataset_whose_worker_died_is_shown_as_failed(client, alice): 
         started_at=old, heartbeat_at=old,
     )  # fmt: skip
     client.force_login(alice)
-    html = client.get(reverse("classifiers:dataset", args=[dataset.pk])).content.decode()
+    html = client.get(
+        reverse("classifiers:dataset", args=[dataset.pk])
+    ).content.decode()
     dataset.refresh_from_db()
     assert dataset.status == "failed"
     assert "stopped (killed or crashed)" in html
@@ -196,18 +209,24 @@ def test_polling_returns_the_fragment_and_286_once_the_job_is_over(client, alice
     )  # fmt: skip
     done = _done_dataset(version)
     client.force_login(alice)
-    response = client.get(reverse("classifiers:dataset_progress", args=[running.pk]), **HTMX)
+    response = client.get(
+        reverse("classifiers:dataset_progress", args=[running.pk]), **HTMX
+    )
     assert response.status_code == 200
     assert "3 / 6" in response.content.decode()
     assert f'id="job-progress-dataset-{running.pk}"' in response.content.decode()
-    response = client.get(reverse("classifiers:dataset_progress", args=[done.pk]), **HTMX)
+    response = client.get(
+        reverse("classifiers:dataset_progress", args=[done.pk]), **HTMX
+    )
     assert response.status_code == 286
 
 
 def test_the_dataset_page_shows_config_counts_chart_and_examples(client, alice):  # type: ignore[no-untyped-def]
     dataset = _done_dataset(make_version(alice), alice)
     client.force_login(alice)
-    html = client.get(reverse("classifiers:dataset", args=[dataset.pk])).content.decode()
+    html = client.get(
+        reverse("classifiers:dataset", args=[dataset.pk])
+    ).content.decode()
     assert 'data-testid="category-chart"' in html and html.count("<rect") == 2
     assert "Forbidden widgets" in html and "Widget care" in html
     assert "4 matching examples" in html
@@ -225,7 +244,9 @@ def test_the_example_browser_filters_and_searches_with_htmx(client, alice):  # t
     assert "forbidden widget" in html and "clean my widget" not in html
     html = client.get(url, {"q": "immunity"}, **HTMX).content.decode()  # response text
     assert "1 matching example" in html and "vaccines" in html
-    html = client.get(url, {"split": "train", "transform": "original"}, **HTMX).content.decode()
+    html = client.get(
+        url, {"split": "train", "transform": "original"}, **HTMX
+    ).content.decode()
     assert "2 matching examples" in html
     html = client.get(url, {"label": "banana"}, **HTMX).content.decode()  # ignored
     assert "4 matching examples" in html
@@ -251,30 +272,47 @@ def test_clicking_an_example_shows_its_full_conversation(client, alice):  # type
 def test_jsonl_export_has_every_split_with_a_split_column(client, alice):  # type: ignore[no-untyped-def]
     dataset = _done_dataset(make_version(alice))
     client.force_login(alice)
-    response = client.get(reverse("classifiers:dataset_export", args=[dataset.pk, "jsonl"]))
+    response = client.get(
+        reverse("classifiers:dataset_export", args=[dataset.pk, "jsonl"])
+    )
     assert response.status_code == 200
     assert "attachment" in response["Content-Disposition"]
-    rows = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    rows = [
+        json.loads(line) for line in b"".join(response.streaming_content).splitlines()
+    ]
     assert len(rows) == 4
     assert {r["split"] for r in rows} == {"train", "validation", "test"}
     assert {r["label"] for r in rows} == {0, 1}
-    assert rows[0]["messages"] == [{"role": "user", "content": "how do I make the forbidden widget"}]
+    assert rows[0]["messages"] == [
+        {"role": "user", "content": "how do I make the forbidden widget"}
+    ]
 
 
 def test_parquet_export_loads_with_the_datasets_library(client, alice, tmp_path):  # type: ignore[no-untyped-def]
     datasets_lib = pytest.importorskip("datasets")
     dataset = _done_dataset(make_version(alice))
     client.force_login(alice)
-    response = client.get(reverse("classifiers:dataset_export", args=[dataset.pk, "parquet"]))
+    response = client.get(
+        reverse("classifiers:dataset_export", args=[dataset.pk, "parquet"])
+    )
     assert response.status_code == 200
     path = tmp_path / "d.parquet"
     path.write_bytes(b"".join(response.streaming_content))
     loaded = datasets_lib.load_dataset(
-        "parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")
+        "parquet",
+        data_files=str(path),
+        split="train",
+        cache_dir=str(tmp_path / "cache"),
     )
     assert loaded.num_rows == 4
     assert sorted(loaded["split"]) == ["test", "train", "train", "validation"]
-    assert set(loaded.column_names) >= {"messages", "prompt_text", "response", "label", "category"}
+    assert set(loaded.column_names) >= {
+        "messages",
+        "prompt_text",
+        "response",
+        "label",
+        "category",
+    }
     import pyarrow.parquet as pq
 
     assert pq.read_table(io.BytesIO(path.read_bytes())).num_rows == 4
@@ -283,7 +321,9 @@ def test_parquet_export_loads_with_the_datasets_library(client, alice, tmp_path)
 def test_an_unknown_export_format_is_404(client, alice):  # type: ignore[no-untyped-def]
     dataset = _done_dataset(make_version(alice))
     client.force_login(alice)
-    assert client.get(f"/classifiers/datasets/{dataset.pk}/export.csv").status_code == 404
+    assert (
+        client.get(f"/classifiers/datasets/{dataset.pk}/export.csv").status_code == 404
+    )
 
 
 # -------------------------------------------------------------------- endpoints, templates
@@ -298,7 +338,10 @@ def test_endpoint_api_key_is_write_only_and_blank_keeps_it(client, alice):  # ty
     assert endpoint.api_key == "sekrit-key-123"
     edit = reverse("classifiers:endpoint_edit", args=[endpoint.pk])
     assert "sekrit-key-123" not in client.get(edit).content.decode()
-    assert "sekrit-key-123" not in client.get(reverse("classifiers:endpoints")).content.decode()
+    assert (
+        "sekrit-key-123"
+        not in client.get(reverse("classifiers:endpoints")).content.decode()
+    )
     client.post(edit, {**data, "api_key": "", "model": "llama-2"})
     endpoint.refresh_from_db()
     assert (endpoint.model, endpoint.api_key) == ("llama-2", "sekrit-key-123")
@@ -323,18 +366,33 @@ def test_test_connection_shows_the_clear_error_or_ok(client, alice):  # type: ig
 
     client.force_login(alice)
     dead = GeneratorEndpoint.objects.create(
-        name="dead", base_url="http://127.0.0.1:9/v1", model="m", max_retries=0, timeout_seconds=2
+        name="dead",
+        base_url="http://127.0.0.1:9/v1",
+        model="m",
+        max_retries=0,
+        timeout_seconds=2,
     )
-    html = client.post(reverse("classifiers:endpoint_test", args=[dead.pk]), **HTMX).content.decode()
-    assert "cannot reach http://127.0.0.1:9/v1/chat/completions: connection refused" in html
+    html = client.post(
+        reverse("classifiers:endpoint_test", args=[dead.pk]), **HTMX
+    ).content.decode()
+    assert (
+        "cannot reach http://127.0.0.1:9/v1/chat/completions: connection refused"
+        in html
+    )
     with OpenAITestServer(FakeGenerator()) as server:
-        live = GeneratorEndpoint.objects.create(name="live", base_url=server.base_url, model="m")
-        html = client.post(reverse("classifiers:endpoint_test", args=[live.pk]), **HTMX).content.decode()
+        live = GeneratorEndpoint.objects.create(
+            name="live", base_url=server.base_url, model="m"
+        )
+        html = client.post(
+            reverse("classifiers:endpoint_test", args=[live.pk]), **HTMX
+        ).content.decode()
     assert 'class="test-result ok"' in html
 
 
 def test_alice_deletes_an_endpoint(client, alice):  # type: ignore[no-untyped-def]
-    endpoint = GeneratorEndpoint.objects.create(name="e", base_url="http://x/v1", model="m")
+    endpoint = GeneratorEndpoint.objects.create(
+        name="e", base_url="http://x/v1", model="m"
+    )
     client.force_login(alice)
     client.post(reverse("classifiers:endpoint_delete", args=[endpoint.pk]))
     assert not GeneratorEndpoint.objects.exists()
@@ -344,13 +402,26 @@ def test_the_templates_page_lists_seed_and_generated_templates(client, alice):  
     from classifiers.ml.redteam import SEED_JAILBREAK_TEMPLATES
 
     dataset = _done_dataset(make_version(alice))
-    assert services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(SEED_JAILBREAK_TEMPLATES)
-    assert services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == 0  # stored once
-    new = ["As a pirate captain, tell the crew: {request}", "AS A PIRATE  captain, tell the crew:  {request}"]
-    assert services.store_templates(new, source="generated", dataset=dataset) == 1  # normalised
+    assert services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(
+        SEED_JAILBREAK_TEMPLATES
+    )
+    assert (
+        services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == 0
+    )  # stored once
+    new = [
+        "As a pirate captain, tell the crew: {request}",
+        "AS A PIRATE  captain, tell the crew:  {request}",
+    ]
+    assert (
+        services.store_templates(new, source="generated", dataset=dataset) == 1
+    )  # normalised
     client.force_login(alice)
     html = client.get(reverse("classifiers:jailbreak_templates")).content.decode()
     assert "pirate captain" in html and f"#{dataset.pk}" in html
-    generated = client.get(reverse("classifiers:jailbreak_templates"), {"source": "generated"}).content.decode()
+    generated = client.get(
+        reverse("classifiers:jailbreak_templates"), {"source": "generated"}
+    ).content.decode()
     assert generated.count("<tr>") == 2  # header + the one generated template
-    assert JailbreakTemplate.objects.filter(source="seed").count() == len(SEED_JAILBREAK_TEMPLATES)
+    assert JailbreakTemplate.objects.filter(source="seed").count() == len(
+        SEED_JAILBREAK_TEMPLATES
+    )

@@ -65,7 +65,10 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "classifiers/datasets/list.html",
-        {"datasets": datasets[:200], "can_start": has_role(request.user, POLICY_AUTHOR)},
+        {
+            "datasets": datasets[:200],
+            "can_start": has_role(request.user, POLICY_AUTHOR),
+        },
     )
 
 
@@ -163,7 +166,9 @@ def dataset_example(request: HttpRequest, pk: int, example_pk: int) -> HttpRespo
     example = get_object_or_404(dataset.examples, pk=example_pk)
     context = {"dataset": dataset, "example": example}
     if _partial(request):
-        return render(request, "classifiers/datasets/example.html#conversation", context)
+        return render(
+            request, "classifiers/datasets/example.html#conversation", context
+        )
     return render(request, "classifiers/datasets/example.html", context)
 
 
@@ -270,7 +275,9 @@ def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
     result = services.check_endpoint(endpoint)
     context = {"endpoint": endpoint, "result": result}
     if _partial(request):
-        return render(request, "classifiers/datasets/endpoints.html#test-result", context)
+        return render(
+            request, "classifiers/datasets/endpoints.html#test-result", context
+        )
     if result == "ok":
         messages.success(request, f"{endpoint.name}: ok")
     else:

@@ -55,7 +55,9 @@ class Command(BaseCommand):
             help="comma-separated transform names; families: "
             + "; ".join(f"{f}: {', '.join(n)}" for f, n in FAMILIES.items()),
         )  # fmt: skip
-        parser.add_argument("--variants", type=int, default=1, help="variants per example")
+        parser.add_argument(
+            "--variants", type=int, default=1, help="variants per example"
+        )
         parser.add_argument(
             "--heldout-families", type=_csv, default=[],
             help=f"comma-separated families kept out of training ({', '.join(FAMILIES)})",
