@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.http import HttpRequest, HttpResponse
-from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 

@@ -52,7 +52,7 @@ def test_of_eight_reviewers_racing_to_claim_one_item_exactly_one_wins(make_user)
 def test_racing_decisions_on_one_version_keep_one_and_tell_the_others(make_user):  # type: ignore[no-untyped-def]
     reviewers = [make_user(f"reviewer{i}", "reviewer") for i in range(6)]
     decisions = {u.username: d for u, d in zip(reviewers, ["correct_block", "false_positive", "missed_harm",
-                                                             "escalate", "false_positive", "missed_harm"])}  # fmt: skip
+                                                             "escalate", "false_positive", "missed_harm"], strict=True)}  # fmt: skip
     item = flagged_conversation(make_constitution()).review_item
     outcomes = _race(
         reviewers,
