@@ -1,0 +1,105 @@
+"""Shared helpers for the hardening tests: every route, and one object of each kind.
+
+All text is innocuous placeholder content ("forbidden widgets" vs garden soup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+ROLES = ("anonymous", "charlie", "viewer", "reviewer", "policy_author", "admin")
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # "namespace:name", or the pattern for unnamed (admin) routes
+    pattern: str  # the full pattern, e.g. "classifiers/datasets/<int:pk>/"
+
+
+def walk(patterns: list[Any], prefix: str = "", namespace: str = "") -> Iterator[Route]:
+    """Every HTTP route under `patterns`, namespaces included."""
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            inner = namespace + (f"{entry.namespace}:" if entry.namespace else "")
+            yield from walk(entry.url_patterns, prefix + str(entry.pattern), inner)
+        elif isinstance(entry, URLPattern):
+            full = prefix + str(entry.pattern)
+            name = f"{namespace}{entry.name}" if entry.name else full
+            yield Route(name=name, pattern=full)
+
+
+def all_http_routes() -> list[Route]:
+    return list(walk(get_resolver().url_patterns))
+
+
+def all_websocket_routes() -> list[str]:
+    from guardweb.urls import websocket_urlpatterns
+
+    return [str(entry.pattern) for entry in websocket_urlpatterns]
+
+
+@dataclass
+class World:
+    """One of everything a route can point at, and a user per role."""
+
+    users: dict[str, Any]
+    slug: str
+    category: int
+    version: int
+    dataset: int
+    example: int
+    endpoint: int
+    run: int
+    model: int
+    other_model: int
+    token: int  # owned by the policy author
+    review_item: int
+    feedback: int
+
+
+def make_users(make_user: Any) -> dict[str, Any]:
+    users: dict[str, Any] = {"anonymous": None}
+    users["charlie"] = make_user("charlie")
+    users["viewer"] = make_user("victor", "viewer")
+    users["reviewer"] = make_user("bob", "reviewer")
+    users["policy_author"] = make_user("alice", "policy_author")
+    users["admin"] = make_user("root", is_superuser=True, is_staff=True)
+    return users
+
+
+def build_world(make_user: Any) -> World:
+    from classifiers.models import ApiToken, DatasetExample, FeedbackExample, GeneratorEndpoint
+    from constitutions.models import Category
+    from tests.review_helpers import flagged_conversation
+    from tests.training_helpers import make_constitution, make_dataset, make_model
+
+    users = make_users(make_user)
+    version = make_constitution("widgets", user=users["policy_author"])
+    constitution = version.constitution
+    dataset = make_dataset(version)
+    model = make_model(dataset, "input")
+    other = make_model(dataset, "output", seed=1)
+    endpoint = GeneratorEndpoint.objects.create(
+        name="nowhere", base_url="http://127.0.0.1:9/v1", model="none", timeout_seconds=1,
+        max_retries=0,
+    )  # fmt: skip
+    token, _raw = ApiToken.issue(user=users["policy_author"], name="matrix")
+    conversation = flagged_conversation(constitution)
+    item = conversation.review_item
+    feedback = FeedbackExample.objects.create(
+        constitution=constitution, review_item=item, prompt_text="how do I clean my widget",
+        messages=[{"role": "user", "content": "how do I clean my widget"}], label=0,
+        category="garden care", decision="false_positive", created_by=users["reviewer"],
+    )  # fmt: skip
+    return World(
+        users=users, slug=constitution.slug,
+        category=Category.objects.filter(constitution=constitution).first().pk,
+        version=version.number, dataset=dataset.pk,
+        example=DatasetExample.objects.filter(dataset=dataset).first().pk,
+        endpoint=endpoint.pk, run=model.training_run_id, model=model.pk,
+        other_model=other.pk, token=token.pk, review_item=item.pk, feedback=feedback.pk,
+    )  # fmt: skip
