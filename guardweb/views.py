@@ -8,14 +8,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from guardweb import health
+from guardweb.roles import user_roles
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     from constitutions.models import Constitution
 
-    constitutions = Constitution.objects.order_by("name")
-    return render(request, "home.html", {"constitutions": constitutions})
+    # Users without a role see the welcome only: the names are not theirs to read.
+    constitutions = Constitution.objects.order_by("name") if user_roles(request.user) else []
+    return render(
+        request,
+        "home.html",
+        {"constitutions": constitutions, "has_role": bool(user_roles(request.user))},
+    )
 
 
 @login_not_required

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from classifiers.api.errors import ApiError
 from classifiers.models import ApiToken
+from guardweb.roles import user_roles
 
 # last_used_at is informative; writing it at most this often keeps requests cheap.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -32,6 +33,12 @@ def authenticate(request: HttpRequest) -> ApiToken:
     token = ApiToken.authenticate(bearer_token(request))
     if token is None:
         raise ApiError(401, "invalid or revoked API token", code="invalid_api_key")
+    # A token outlives role changes: a user whose roles were all removed keeps
+    # the token row but loses the access it granted.
+    if not user_roles(token.user):
+        raise ApiError(
+            403, "the token's user has no role any more", code="no_role"
+        )
     return token
 
 
