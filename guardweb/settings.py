@@ -64,6 +64,31 @@ CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split("
 SECURE_COOKIES = envbool("GUARDWEB_SECURE_COOKIES", "false")
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
+# HTTPS hardening follows GUARDWEB_SECURE_COOKIES (= "this site is served over
+# HTTPS"); each part can be turned off on its own. HSTS is hard to undo once
+# browsers have cached it, so its length is a setting (0 disables it).
+SECURE_SSL_REDIRECT = envbool("GUARDWEB_SSL_REDIRECT", str(SECURE_COOKIES))
+# Load balancers probe these over plain HTTP; a redirect would read as "down".
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = envint("GUARDWEB_HSTS_SECONDS", "31536000" if SECURE_COOKIES else "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("GUARDWEB_HSTS_INCLUDE_SUBDOMAINS", "true")
+SECURE_HSTS_PRELOAD = envbool("GUARDWEB_HSTS_PRELOAD", "false")
+# Joining the browsers' preload list is the domain owner's decision (and close to
+# permanent), not a default: without it, check --deploy's reminder is silenced.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Behind a TLS-terminating proxy: GUARDWEB_PROXY_SSL_HEADER=X-Forwarded-Proto makes
+# "X-Forwarded-Proto: https" mean the request was secure. Only set it when the
+# proxy always sets (and strips client copies of) that header.
+_proxy_header = os.getenv("GUARDWEB_PROXY_SSL_HEADER", "").strip()
+if _proxy_header:
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _proxy_header.upper().replace("-", "_"),
+        "https",
+    )
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "daphne",  # its runserver is ASGI; production uses uvicorn (manage.py serve)
