@@ -10,7 +10,9 @@ import websockets
 
 from classifiers.models import Conversation, Turn
 from tests.conftest import PASSWORD
-from tests.guard_models import BENIGN, HARMFUL, constitution_with_models
+from tests.api_helpers import BENIGN_PROMPT as BENIGN
+from tests.api_helpers import HARMFUL_PROMPT as HARMFUL
+from tests.api_helpers import guarded_constitution
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +45,7 @@ def chat(message: str, **extra: object) -> dict:
 
 
 def test_a_benign_message_streams_scored_tokens_and_is_stored(asgi_server, live_db, client, alice):
-    constitution_with_models()
+    guarded_constitution(output=True)
     events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)]))
     kinds = [e["type"] for e in events]
     assert kinds[0] == "start" and kinds[1] == "input" and kinds[-1] == "end", kinds
@@ -59,18 +61,18 @@ def test_a_benign_message_streams_scored_tokens_and_is_stored(asgi_server, live_
 
 
 def test_a_harmful_message_is_blocked_before_generating_and_flagged(asgi_server, live_db, client, victor):
-    constitution_with_models()
+    guarded_constitution(output=True)
     events = asyncio.run(exchange(asgi_server, session_cookie(client, victor), [chat(HARMFUL)]))
     assert not [e for e in events if e["type"] == "tokens"]
     end = events[-1]
     assert end["result"]["finish_reason"] == "blocked"
-    assert end["input"]["blocked"] and end["input"]["category"] == "Widgets"
+    assert end["input"]["blocked"] and end["input"]["category"] == "forbidden widgets"
     conversation = Conversation.objects.get()
     assert conversation.flagged and conversation.flag_reason == "input_blocked"
 
 
 def test_the_output_classifier_halts_mid_stream_at_a_low_threshold(asgi_server, live_db, client, alice):
-    constitution_with_models(output_threshold=0.0)
+    guarded_constitution(output=True, output_threshold=0.0)
     events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)]))
     tokens = [t for e in events if e["type"] == "tokens" for t in e["tokens"]]
     assert tokens[-1][2] is True  # the last token sent is the one that halted
@@ -80,7 +82,7 @@ def test_the_output_classifier_halts_mid_stream_at_a_low_threshold(asgi_server, 
 
 
 def test_side_by_side_runs_guarded_and_unguarded_on_the_same_prompt(asgi_server, live_db, client, alice):
-    constitution_with_models()
+    guarded_constitution(output=True)
     events = asyncio.run(
         exchange(asgi_server, session_cookie(client, alice), [chat(HARMFUL, side_by_side=True)], until=2)
     )
@@ -91,7 +93,7 @@ def test_side_by_side_runs_guarded_and_unguarded_on_the_same_prompt(asgi_server,
 
 
 def test_a_reconnect_restores_the_conversation(asgi_server, live_db, client, alice):
-    constitution_with_models()
+    guarded_constitution(output=True)
     cookie = session_cookie(client, alice)
     first = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
     conversation_id = first[0]["conversation_id"]
@@ -109,7 +111,7 @@ def test_a_reconnect_restores_the_conversation(asgi_server, live_db, client, ali
 
 
 def test_bad_messages_get_a_clear_error_and_change_nothing(asgi_server, live_db, client, alice):
-    constitution_with_models()
+    guarded_constitution(output=True)
     cookie = session_cookie(client, alice)
     for bad, expected in [
         (chat(""), "type a message"),

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.guard_models import BENIGN, constitution_with_models
+from tests.api_helpers import BENIGN_PROMPT as BENIGN
+from tests.api_helpers import guarded_constitution
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -10,7 +11,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_a_viewer_watches_coloured_tokens_and_a_halt_in_the_playground(
     page, asgi_server, live_db, victor, login
 ):
-    constitution_with_models(output_threshold=0.0)
+    guarded_constitution(output=True, output_threshold=0.0)
     login(victor)
     page.goto(f"{asgi_server}/classifiers/playground/")
     page.wait_for_selector("#pg-status.ok")
