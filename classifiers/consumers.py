@@ -79,7 +79,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
             data = json.loads(text_data or "")
             if not isinstance(data, dict):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             await self.send_json({"type": "error", "message": "send a JSON object"})
             return
         kind = data.get("type")

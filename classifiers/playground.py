@@ -49,6 +49,9 @@ class ChatRequest:
         message = data.get("message")
         if not isinstance(message, str) or not message.strip():
             raise BadRequest("type a message first")
+        # PostgreSQL cannot store NUL or unpaired surrogates: refuse, don't crash.
+        if "\x00" in message or _unencodable(message):
+            raise BadRequest("the message contains characters that cannot be stored")
         slug = data.get("constitution")
         if not isinstance(slug, str) or not slug:
             raise BadRequest("pick a constitution")
@@ -71,6 +74,14 @@ class ChatRequest:
             side_by_side=bool(data.get("side_by_side")), conversation_id=conversation_id,
             max_new_tokens=max_new,
         )  # fmt: skip
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _score(value: float) -> float | None:

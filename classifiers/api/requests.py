@@ -47,11 +47,37 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}",
                        code="invalid_json") from None  # fmt: skip
+    except RecursionError:  # e.g. 10,000 nested arrays: the parser gives up
+        raise ApiError(400, "the request body is nested too deeply",
+                       code="invalid_json") from None  # fmt: skip
     if not isinstance(body, dict):
         raise ApiError(
             400, "the request body must be a JSON object", code="invalid_json"
         )
+    _check_strings(body)
     return body
+
+
+def _check_strings(body: Any) -> None:
+    """Refuse text PostgreSQL cannot store: NUL characters and lone surrogates
+    (valid JSON escapes, but a 500 when the turn is saved)."""
+    stack = [body]
+    while stack:  # iterative: nesting depth is bounded by the parser, not us
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise ApiError(400, "text must not contain NUL (\\u0000) characters",
+                               code="invalid_text")  # fmt: skip
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "text must not contain unpaired UTF-16 surrogates",
+                               code="invalid_text") from None  # fmt: skip
 
 
 def _content(value: Any, param: str) -> str:
