@@ -72,7 +72,12 @@ def make_users(make_user: Any) -> dict[str, Any]:
 
 
 def build_world(make_user: Any) -> World:
-    from classifiers.models import ApiToken, DatasetExample, FeedbackExample, GeneratorEndpoint
+    from classifiers.models import (
+        ApiToken,
+        DatasetExample,
+        FeedbackExample,
+        GeneratorEndpoint,
+    )
     from constitutions.models import Category
     from tests.review_helpers import flagged_conversation
     from tests.training_helpers import make_constitution, make_dataset, make_model

@@ -271,7 +271,7 @@ def test_malformed_websocket_frames_get_an_error_and_the_socket_stays_usable(ali
     before = row_counts()
     replies = asyncio.run(_send_bad_frames(f"sessionid={client.cookies['sessionid'].value}".encode()))
     assert len(replies) == len(BAD_FRAMES) + 1
-    for (kind, frame), reply in zip(BAD_FRAMES, replies, strict=False):
+    for (_kind, frame), reply in zip(BAD_FRAMES, replies, strict=False):
         assert reply["type"] == "error", (str(frame)[:80], reply)
         assert reply["message"], reply
     assert replies[-1] == {"type": "error", "message": "conversation not found"}
