@@ -16,6 +16,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import close_old_connections, connection
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -169,7 +170,8 @@ class JobRunner:
         """Heartbeat from a thread, so long steps without progress still look alive."""
         model = type(self.job)
         try:
-            while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
+            interval = getattr(settings, "JOB_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
+            while not self._stop_heartbeat.wait(interval):
                 model.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).update(
                     heartbeat_at=timezone.now()
                 )

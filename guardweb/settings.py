@@ -157,6 +157,9 @@ if DATABASE_URL:
     }
 else:
     _db_params = embedded.ensure_postgres(DATA_DIR)
+# Another database on the same server, e.g. a test database for a child worker.
+if os.getenv("GUARDWEB_DB_NAME"):
+    _db_params["NAME"] = os.environ["GUARDWEB_DB_NAME"]
 
 DATABASES = {
     "default": {
@@ -212,6 +215,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# A running job whose worker has not beaten for this long is marked failed (its
+# worker was killed); the worker beats a few times per timeout.
+JOB_HEARTBEAT_TIMEOUT = envint("GUARDWEB_JOB_HEARTBEAT_TIMEOUT", "90")
+JOB_HEARTBEAT_SECONDS = min(10.0, JOB_HEARTBEAT_TIMEOUT / 3)
 
 CACHES = {
     "default": {

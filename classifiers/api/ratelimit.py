@@ -7,6 +7,7 @@ across a minute boundary, which is acceptable for a demo-grade quota.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.core.cache import cache
@@ -14,6 +15,7 @@ from django.core.cache import cache
 from classifiers.api.errors import ApiError
 
 WINDOW_S = 60
+logger = logging.getLogger(__name__)
 
 
 def check_rate(
@@ -29,13 +31,19 @@ def check_rate(
     now = time.time() if now is None else now
     window = int(now // WINDOW_S)
     key = f"api-rate:{user_id}:{scope}:{window}"
-    # add() is a no-op when the key exists; incr() is atomic in Redis.
-    cache.add(key, 0, timeout=WINDOW_S + 5)
     try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=WINDOW_S + 5)
-        count = 1
+        # add() is a no-op when the key exists; incr() is atomic in Redis.
+        cache.add(key, 0, timeout=WINDOW_S + 5)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=WINDOW_S + 5)
+            count = 1
+    except Exception as exc:  # Redis down: serve unmetered rather than fail
+        # A quota is a courtesy; an outage of its counter must not take the API
+        # down with it (healthz reports Redis meanwhile).
+        logger.warning("rate limit not enforced: the cache is unavailable (%s)", exc)
+        return 0
     if count > limit:
         retry_after = max(1, int((window + 1) * WINDOW_S - now) + 1)
         raise ApiError(

@@ -170,6 +170,41 @@ def save_artifact(
     return checksum
 
 
+# Staging folders are ".<name>.tmp-<hex>" beside their target (see save_artifact).
+_STAGING = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+
+
+def remove_partial_artifacts(
+    root: Path | str, *, older_than_seconds: float, max_depth: int = 4
+) -> list[Path]:
+    """Delete staging folders a killed process left under `root`; return them.
+
+    A crash between staging.mkdir() and the rename leaves a hidden folder that no
+    record points at. Only folders untouched for `older_than_seconds` go, so a
+    save still in progress in another process is left alone.
+    """
+    import time
+
+    root = Path(root)
+    cutoff = time.time() - older_than_seconds
+    removed: list[Path] = []
+    frontier = [(root, 0)] if root.is_dir() else []
+    while frontier:
+        folder, depth = frontier.pop()
+        for entry in os.scandir(folder):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            if _STAGING.match(entry.name):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+                    logger.warning("removed a half-written artifact folder %s", path)
+            elif depth + 1 < max_depth and not entry.name.startswith("."):
+                frontier.append((path, depth + 1))
+    return removed
+
+
 def read_manifest(directory: Path | str) -> dict[str, Any]:
     """The parsed manifest of an artifact, without verifying any file."""
     path = Path(directory) / MANIFEST_NAME

@@ -10,7 +10,13 @@ from django.db import models
 from django.utils import timezone
 
 # A running job whose worker has not written a heartbeat for this long is dead.
-HEARTBEAT_TIMEOUT = timedelta(seconds=90)
+HEARTBEAT_TIMEOUT = timedelta(seconds=90)  # default; settings.JOB_HEARTBEAT_TIMEOUT wins
+
+
+def heartbeat_timeout() -> timedelta:
+    from django.conf import settings
+
+    return timedelta(seconds=getattr(settings, "JOB_HEARTBEAT_TIMEOUT", 90))
 
 
 class JobStatus(models.TextChoices):
@@ -93,13 +99,24 @@ class Job(models.Model):
     @classmethod
     def reap_stale(cls) -> int:
         """Mark running jobs whose worker stopped heart-beating as failed."""
-        cutoff = timezone.now() - HEARTBEAT_TIMEOUT
-        return cls.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+        timeout = heartbeat_timeout()
+        cutoff = timezone.now() - timeout
+        reaped = cls.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=JobStatus.FAILED,
             error="the worker running this job stopped (killed or crashed); "
             "nothing it produced was kept",
             finished_at=timezone.now(),
         )
+        if reaped:
+            # A killed worker may have left a half-written artifact folder behind.
+            from django.conf import settings
+
+            from classifiers.ml.checkpoints import remove_partial_artifacts
+
+            remove_partial_artifacts(
+                settings.ARTIFACTS_DIR, older_than_seconds=timeout.total_seconds()
+            )
+        return reaped
 
     def progress_payload(self) -> dict[str, Any]:
         return {
