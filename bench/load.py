@@ -121,7 +121,9 @@ async def _ws_client(
                         first_token = time.perf_counter() - sent
                     elif kind == "end":
                         break
-                stats.latencies_ms["ws_turn"].append((time.perf_counter() - sent) * 1000)
+                stats.latencies_ms["ws_turn"].append(
+                    (time.perf_counter() - sent) * 1000
+                )
                 if first_token is not None:
                     stats.latencies_ms["ws_first_token"].append(first_token * 1000)
                 assert conversation_id is not None
@@ -279,7 +281,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from tests.api_helpers import guarded_constitution
 
         logger.info("training the throwaway guard (seconds)")
-        constitution = guarded_constitution("widgets", output=True, requests_per_minute=0)
+        constitution = guarded_constitution(
+            "widgets", output=True, requests_per_minute=0
+        )
         return _run(args, constitution.slug)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
@@ -322,7 +326,9 @@ def _run(args: argparse.Namespace, slug: str) -> dict[str, Any]:
         server.should_exit = True
         thread.join(timeout=10)
         Conversation.objects.filter(api_token=token).delete()
-        Conversation.objects.filter(user=user).exclude(pk__in=started_conversations).delete()
+        Conversation.objects.filter(user=user).exclude(
+            pk__in=started_conversations
+        ).delete()
         token.delete()
         GuardPolicy.objects.filter(pk=policy.pk).update(requests_per_minute=old_quota)
     report.update({

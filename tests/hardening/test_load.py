@@ -40,4 +40,7 @@ def test_concurrent_playground_and_api_clients_get_no_errors_and_lose_nothing(
     assert lost["stored_turns"] == report["turns"]
     assert lost["stored_api_conversations"] == report["api_requests"]
     assert Conversation.objects.filter(source="playground").count() == len(stats.ended)
-    assert Turn.objects.filter(conversation__source="playground").count() == report["turns"]
+    assert (
+        Turn.objects.filter(conversation__source="playground").count()
+        == report["turns"]
+    )
