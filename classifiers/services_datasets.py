@@ -152,6 +152,24 @@ def local_generator() -> ChatGenerator:
         return _local_generator
 
 
+_embedder: Any = None
+
+
+def relevance_embedder() -> Any:
+    """The input classifier's frozen encoder, for Stage I's relevance filter (cached)."""
+    global _embedder
+    with _local_lock:
+        if _embedder is None:
+            from classifiers.ml import registry
+            from classifiers.ml.input_classifier import sentence_embedder
+
+            _embedder = sentence_embedder(
+                registry.encoder_dir(settings.ENCODER_MODEL_DIR or None),
+                device=registry.pick_device(),
+            )
+        return _embedder
+
+
 def endpoint_generator(endpoint: GeneratorEndpoint) -> Any:
     from classifiers.ml.generation import OpenAICompatGenerator
 
@@ -280,6 +298,7 @@ def _build_and_save(
         templates=templates,
         on_progress=progress,
         should_cancel=runner.should_cancel,
+        embed=relevance_embedder() if cfg.min_relevance > 0 else None,
     )
     if runner.should_cancel():
         from classifiers.ml.types import Cancelled

@@ -22,7 +22,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,11 @@ class GenerateConfig:
     dedupe_threshold: float = 0.8  # MinHash Jaccard at which queries count as dupes
     max_query_chars: int = 600  # longer cleaned queries are rejected as rambling
     response_retries: int = 1  # extra attempts for a degenerate response
+    # With an embedder: a generated query must be at least this cosine-similar to
+    # its category's author examples, and closer to them than to any category of the
+    # other kind (a small generator drifts off topic or writes benign text for a
+    # restricted category; such examples would carry the wrong label).
+    min_relevance: float = 0.25
     transforms: tuple[str, ...] = ()  # augment.TRANSFORMS names; () = no augmentation
     variants_per_example: int = 1  # augmented variants made per original
     max_chain: int = 2  # most transforms chained into one variant
@@ -275,6 +280,23 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-") or "category"
 
 
+# Openers of assistant-style text: a small generator often answers the prompt or
+# greets instead of writing the user's message.
+_ASSISTANT_OPENER = re.compile(
+    r"^(?:i(?:'m| am) (?:here|happy|glad|ready|delighted)|i(?:'d| would) (?:be|love)"
+    r"|sorry|hello|hi\b|hey\b|thank|sure\b|certainly|of course|great|absolutely"
+    r"|that(?:'s| is)|yes\b|no problem|as an?\b|re:|dear\b|note:|here(?:'s| is))",
+    flags=re.IGNORECASE,
+)
+
+
+def looks_like_user_message(text: str, *, min_words: int = 4) -> bool:
+    """A request or question from a user, not an assistant's greeting or reply."""
+    if len(re.findall(r"\w+", text)) < min_words:
+        return False
+    return not _ASSISTANT_OPENER.match(text.strip())
+
+
 def _rejection(query: str, cfg: GenerateConfig) -> str | None:
     if not query:
         return "empty"
@@ -284,7 +306,58 @@ def _rejection(query: str, cfg: GenerateConfig) -> str | None:
         return "refusal"
     if is_degenerate(query):
         return "degenerate"
+    if not looks_like_user_message(query):
+        return "not_a_request"
     return None
+
+
+Embedder = Callable[[Sequence[str]], Any]  # texts -> (N, E) L2-normalised array
+
+
+class RelevanceFilter:
+    """Keeps generated queries that sit with their own category's author examples.
+
+    Each category is represented by the normalised mean embedding of its author
+    examples. A query is kept when its similarity to its own category is at least
+    `min_relevance` AND higher than to every category of the other kind.
+    """
+
+    def __init__(
+        self, constitution: ConstitutionSpec, embed: Embedder, min_relevance: float
+    ) -> None:
+        import numpy as np
+
+        self._np = np
+        self.embed = embed
+        self.min_relevance = min_relevance
+        self.kinds = [c.kind for c in constitution.categories]
+        centroids = []
+        for category in constitution.categories:
+            texts = [q for q in category.example_queries if q.strip()] or [
+                f"{category.name}. {category.description}"
+            ]
+            mean = np.asarray(embed(texts), dtype=np.float32).mean(axis=0)  # (E,)
+            centroids.append(mean / max(float(np.linalg.norm(mean)), 1e-9))
+        self.centroids = np.stack(centroids)  # (C, E)
+
+    def reasons(self, queries: Sequence[str], category_index: int) -> list[str | None]:
+        """None for a kept query, else "off_topic" or "wrong_side"."""
+        if not queries:
+            return []
+        np = self._np
+        sims = np.asarray(self.embed(list(queries)), dtype=np.float32) @ self.centroids.T
+        own_kind = self.kinds[category_index]
+        other = [i for i, kind in enumerate(self.kinds) if kind != own_kind]
+        result: list[str | None] = []
+        for row in sims:  # (C,)
+            own = float(row[category_index])
+            if own < self.min_relevance:
+                result.append("off_topic")
+            elif other and float(row[other].max()) >= own:
+                result.append("wrong_side")
+            else:
+                result.append(None)
+        return result
 
 
 def generate_stage1(
@@ -295,12 +368,17 @@ def generate_stage1(
     on_progress: ProgressCallback | None = None,
     should_cancel: ShouldCancel | None = None,
     stats: dict[str, int] | None = None,
+    embed: Embedder | None = None,
 ) -> list[Example]:
     """Author examples + generated queries (+ responses) for every category.
 
     `stats`, when given, is filled with counters (kept, rejected_<reason>, ...).
+    `embed` (sentence embeddings) enables the RelevanceFilter.
     """
     stats = stats if stats is not None else {}
+    relevance = (
+        RelevanceFilter(constitution, embed, cfg.min_relevance) if embed else None
+    )
     counter: Counter[str] = Counter()
     rng = random.Random(cfg.seed)
     # One deduper across ALL categories: the same query under two categories would
@@ -343,10 +421,14 @@ def generate_stage1(
                 top_p=cfg.top_p,
                 seed=_derive_seed(cfg.seed, ci, round_index),
             )
-            for output in outputs:
+            cleaned = [clean_query(o, max_chars=cfg.max_query_chars) for o in outputs]
+            reasons = [_rejection(query, cfg) for query in cleaned]
+            if relevance is not None:
+                candidates = [q for q, r in zip(cleaned, reasons, strict=True) if r is None]
+                verdicts = iter(relevance.reasons(candidates, ci))
+                reasons = [next(verdicts) if r is None else r for r in reasons]
+            for query, reason in zip(cleaned, reasons, strict=True):
                 counter["candidates"] += 1
-                query = clean_query(output, max_chars=cfg.max_query_chars)
-                reason = _rejection(query, cfg)
                 if reason is None and not deduper.add_if_new(query):
                     reason = "duplicate"
                 if reason is not None:
@@ -619,6 +701,7 @@ def build_dataset(
     templates: Sequence[str] = (),
     on_progress: ProgressCallback | None = None,
     should_cancel: ShouldCancel | None = None,
+    embed: Embedder | None = None,
 ) -> BuiltDataset:
     """Stage I -> augmentation (LLM transforms use the same generator) -> splits."""
     stats: dict[str, int] = {}
@@ -629,6 +712,7 @@ def build_dataset(
         on_progress=on_progress,
         should_cancel=should_cancel,
         stats=stats,
+        embed=embed,
     )
     examples = originals
     if cfg.transforms:

@@ -754,3 +754,21 @@ def load_input_classifier(
         config=config,
         checksum=artifact.checksum,
     )
+
+
+def sentence_embedder(
+    backbone_dir: str | Path, *, device: str | torch.device | None = None
+) -> Callable[[Sequence[str]], Any]:
+    """texts -> (N, E) numpy array of mean-pooled, L2-normalised embeddings.
+
+    The frozen encoder the input classifier uses, without a trained head: Stage I
+    uses it to keep generated queries that sit with their category.
+    """
+    cfg = InputClassifierConfig(backbone_dir=str(backbone_dir), categories=["any"])
+    model = InputClassifier(cfg).to(resolve_device(device))
+    tokenizer = AutoTokenizer.from_pretrained(str(backbone_dir))
+
+    def embed(texts: Sequence[str]) -> Any:
+        return embed_texts(model, tokenizer, list(texts)).cpu().numpy()
+
+    return embed
