@@ -1,10 +1,49 @@
 from __future__ import annotations
 
+import threading
+import time
+
+from django.conf import settings
 from django.http import HttpRequest
 
 from guardweb.roles import user_roles
 
+REDIS_PING_TIMEOUT_S = 0.05  # a page never waits longer than this for the check
+REDIS_CHECK_EVERY_S = 3.0  # per process: at most one ping per interval
+
+_redis_lock = threading.Lock()
+_redis_checked: tuple[float, str, bool] = (-1e9, "", True)  # (monotonic, url, ok)
+
+
+def redis_reachable() -> bool:
+    """Whether Redis answered a PING recently (cached per process, see constants)."""
+    global _redis_checked
+    checked_at, url, ok = _redis_checked
+    now = time.monotonic()
+    if url == settings.REDIS_URL and now - checked_at < REDIS_CHECK_EVERY_S:
+        return ok
+    with _redis_lock:
+        # Another thread may have refreshed it while this one waited.
+        checked_at, url, ok = _redis_checked
+        if url == settings.REDIS_URL and now - checked_at < REDIS_CHECK_EVERY_S:
+            return ok
+        import redis
+
+        try:
+            client = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=REDIS_PING_TIMEOUT_S,
+                socket_connect_timeout=REDIS_PING_TIMEOUT_S,
+            )
+            with client:
+                ok = bool(client.ping())
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            ok = False
+        _redis_checked = (time.monotonic(), settings.REDIS_URL, ok)
+        return ok
+
 
 def roles(request: HttpRequest) -> dict[str, object]:
-    """Expose the user's roles to templates (buttons follow them; views enforce them)."""
-    return {"roles": user_roles(request.user)}
+    """Expose the user's roles to templates (buttons follow them; views enforce them),
+    and whether Redis is down (base.html then shows the outage notice)."""
+    return {"roles": user_roles(request.user), "redis_down": not redis_reachable()}
