@@ -210,3 +210,30 @@ def test_a_postgres_restart_fails_cleanly_during_the_outage_then_serves_again(
     assert body["postgres"]["ok"] is True and body["redis"]["ok"] is True
     history = asyncio.run(_resume(child))
     assert history["type"] == "history" and len(history["turns"]) == 1
+
+
+@pytest.mark.django_db
+def test_the_notice_follows_redis_reachability_and_costs_one_ping_per_interval(
+    client, alice, settings, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from guardweb import context
+
+    # A long interval: a slow, shared machine must not expire the cache mid-test.
+    monkeypatch.setattr(context, "REDIS_CHECK_EVERY_S", 3600.0)
+    client.force_login(alice)
+    assert BANNER not in client.get("/").content.decode()
+    live_url = settings.REDIS_URL
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    started = time.monotonic()
+    assert BANNER in client.get("/constitutions/").content.decode()
+    assert time.monotonic() - started < 5
+    pings = []
+    import redis
+
+    monkeypatch.setattr(redis.Redis, "ping", lambda self: pings.append(1) or True)
+    for _ in range(3):  # cached: no new ping within the interval, still "down"
+        assert BANNER in client.get("/").content.decode()
+    assert pings == []
+    settings.REDIS_URL = live_url  # a new URL is checked at once
+    assert BANNER not in client.get("/").content.decode()
+    assert pings == [1]
