@@ -47,6 +47,10 @@ def redis_reachable() -> bool:
 
 
 def roles(request: HttpRequest) -> dict[str, object]:
-    """Expose the user's roles to templates (buttons follow them; views enforce them),
-    and whether Redis is down (base.html then shows the outage notice)."""
-    return {"roles": user_roles(request.user), "redis_down": not redis_reachable()}
+    """Expose the user's roles to templates (buttons follow them; views enforce them)."""
+    return {"roles": user_roles(request.user)}
+
+
+def service_notice(request: HttpRequest) -> dict[str, object]:
+    """Whether Redis is down (base.html then shows the outage notice)."""
+    return {"redis_down": not redis_reachable()}

@@ -134,6 +134,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "guardweb.context.roles",
+                "guardweb.context.service_notice",
             ],
         },
     },
