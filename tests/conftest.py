@@ -116,28 +116,42 @@ def live_db(transactional_db) -> None:  # type: ignore[no-untyped-def]
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Chromium for one test module.
+
+    Module-scoped, not session-scoped: Playwright's sync API keeps an event loop
+    running in this thread while it is open, which would break every later test
+    that calls asyncio.run() or async_to_sync().
+    """
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is missing: run `make test` (it installs Debian's chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the
-    # tests make around it are ordinary sync code.
+    # Playwright's loop runs in this thread; the ORM calls the tests make around it
+    # are ordinary sync code. Restored afterwards so no later test (or a child
+    # process it starts) inherits it.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
