@@ -14,19 +14,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 DEMO_SLUGS = ("cbrn-demo", "fraud-demo")
 DEMO_DATASET = {
-    "per_category": 16,
+    # Small on purpose: the author's 4-5 examples per category plus a few generated
+    # ones keep the first `make demo` to minutes on 2 CPU cores.
+    "per_category": 8,
     "responses": True,
     "transforms": ["base64", "rot13", "leetspeak", "roleplay_wrapper"],
     "variants_per_example": 1,
     # The encoding family (base64, rot13) never reaches training: the held-out
     # split measures generalisation to obfuscations the classifier has not seen.
     "heldout_families": ["encoding"],
-    "max_new_tokens_query": 48,
-    "max_new_tokens_response": 48,
+    "max_new_tokens_query": 40,
+    "max_new_tokens_response": 40,
     "redteam_templates": 0,
     # SmolLM2 often refuses or repeats itself on restricted topics; a few rounds
     # bound the time, accepting fewer queries than asked for.
-    "max_rounds": 3,
+    "max_rounds": 2,
     "batch_size": 24,
 }
 DEMO_TRAINING = {
