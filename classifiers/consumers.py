@@ -70,7 +70,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "session"):
-            self.session.stop()  # a dropped socket stops its generation
+            self.session.stop(disconnected=True)  # a dropped socket stops its reply
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         import json

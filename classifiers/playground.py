@@ -134,9 +134,22 @@ def turn_payload(turn: Turn) -> dict[str, Any]:
 class PlaygroundSession:
     def __init__(self, user: Any, send: Send) -> None:
         self.user = user
-        self.send = send
+        self._send = send
         self.stop_event = threading.Event()
         self.task: asyncio.Task[None] | None = None
+        self.disconnected = False
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        """Send an event; a client that went away stops the reply but loses nothing:
+        the stream winds down (cancelled) and the turn is still recorded."""
+        if self.disconnected:
+            return
+        try:
+            await self._send(payload)
+        except Exception:  # the socket closed under us (uvicorn's ClientDisconnected)
+            logger.info("playground client disconnected; stopping its reply")
+            self.disconnected = True
+            self.stop_event.set()
 
     # -- entry points from the consumer -----------------------------------------------
 
@@ -153,7 +166,8 @@ class PlaygroundSession:
         self.stop_event.clear()
         self.task = asyncio.create_task(self._run(request, *prepared))
 
-    def stop(self) -> None:
+    def stop(self, *, disconnected: bool = False) -> None:
+        self.disconnected = self.disconnected or disconnected
         self.stop_event.set()
 
     async def resume(self, data: dict[str, Any]) -> None:

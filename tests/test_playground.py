@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 import websockets
@@ -142,3 +143,29 @@ def test_users_without_a_role_and_anonymous_users_are_refused(asgi_server, live_
     assert asyncio.run(try_connect({"Cookie": f"sessionid={cookie}", "Origin": asgi_server})) in {4403, 403}
     # A foreign origin is refused even with a valid session.
     assert asyncio.run(try_connect({"Cookie": f"sessionid={cookie}", "Origin": "http://evil.example"})) in {4403, 403}
+
+
+def test_a_client_that_leaves_mid_reply_stops_it_and_the_turn_is_still_stored(
+    asgi_server, live_db, client, alice
+):
+    guarded_constitution(output=True)
+    cookie = session_cookie(client, alice)
+
+    async def leave_after_first_tokens() -> None:
+        ws_url = asgi_server.replace("http://", "ws://") + "/ws/playground/"
+        async with websockets.connect(
+            ws_url, additional_headers={"Cookie": f"sessionid={cookie}", "Origin": asgi_server}
+        ) as socket:
+            await socket.send(json.dumps(chat(BENIGN, max_new_tokens=64)))
+            while json.loads(await asyncio.wait_for(socket.recv(), 120))["type"] != "tokens":
+                pass
+
+    asyncio.run(leave_after_first_tokens())
+    for _ in range(300):  # the server notices, stops generating, records the turn
+        turn = Turn.objects.first()
+        if turn is not None:
+            break
+        time.sleep(0.1)
+    assert turn is not None, "the turn of a client that left must still be stored"
+    assert turn.finish_reason == "cancelled"
+    assert 0 < len(turn.token_scores) < 64

@@ -219,6 +219,10 @@
       conversation_id: conversationId,
     }));
     $("pg-message").value = "";
+    // Feedback until the "start" event: the first message of a session may wait
+    // a few seconds while the worker process loads the models.
+    setStreaming(true);
+    setStatus("Waiting for the guard… (the first message loads the models)");
   }
 
   $("pg-form").addEventListener("submit", (e) => { e.preventDefault(); send(); });
