@@ -37,8 +37,6 @@ def test_a_dump_and_artifact_tar_restore_into_a_fresh_database_with_identical_da
     from constitutions.models import ConstitutionVersion
     from tests.training_helpers import make_constitution, make_dataset, make_model
 
-    if settings.DATABASE_URL:
-        pytest.skip("uses the embedded server's pg_dump; external PostgreSQL: see the docs")
     version = make_constitution("widgets", user=alice)
     dataset = make_dataset(version)
     relative = f"backup-test-{uuid.uuid4().hex[:8]}/input"
