@@ -184,7 +184,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         Constitution.objects.get(slug=args.constitution) if args.constitution
         else _bench_constitution()
     )  # fmt: skip
+    # API tokens act for their user, who needs a role (a viewer is enough).
+    from django.contrib.auth.models import Group
+
     user, _ = get_user_model().objects.get_or_create(username="bench-classify")
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
     token, raw = ApiToken.issue(user=user, name="bench", constitution=constitution)
     prompts = [p for pair in zip(HARMFUL, BENIGN, strict=True) for p in pair]
     url, server = (args.url, None) if args.url else _serve()
