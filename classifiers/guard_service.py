@@ -19,7 +19,13 @@ from django.db import transaction
 
 from classifiers.ml.calibrate import Thresholds
 from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputGuard
-from classifiers.models import ActiveModel, Conversation, GuardPolicy, ModelVersion, Turn
+from classifiers.models import (
+    ActiveModel,
+    Conversation,
+    GuardPolicy,
+    ModelVersion,
+    Turn,
+)
 from classifiers.review import after_turn_recorded
 
 logger = logging.getLogger(__name__)
@@ -42,10 +48,10 @@ def _device() -> str:
 
 def shared_generator() -> tuple[Any, Any]:
     """The local generator (SmolLM2 unless configured), loaded once per process."""
+    import torch
+
     from classifiers.ml.output_classifier import load_backbone
     from classifiers.ml.registry import generator_dir
-
-    import torch
 
     directory = str(generator_dir(settings.GENERATOR_MODEL_DIR or None, data_dir=settings.DATA_DIR))
     with _lock:
@@ -76,7 +82,10 @@ def input_guard_for(model: ModelVersion) -> InputGuard:
 def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
     """(CausalLMWithValueHead, thresholds, classifier config) for a model version."""
     from classifiers.ml.checkpoints import load_artifact
-    from classifiers.ml.output_classifier import OutputClassifierConfig, load_output_classifier
+    from classifiers.ml.output_classifier import (
+        OutputClassifierConfig,
+        load_output_classifier,
+    )
     from classifiers.ml.value_head import CausalLMWithValueHead
 
     with _lock:

@@ -194,9 +194,8 @@ class PlaygroundSession:
     @database_sync_to_async
     def _prepare(self, request: ChatRequest) -> tuple[Any, ...]:
         """Resolve constitution, models and conversation; load engines (may take seconds)."""
-        from constitutions.models import Constitution
-
         from classifiers import guard_service
+        from constitutions.models import Constitution
 
         constitution = Constitution.objects.filter(slug=request.constitution_slug).first()
         if constitution is None:

@@ -10,10 +10,10 @@ import pytest
 import websockets
 
 from classifiers.models import Conversation, Turn
-from tests.conftest import PASSWORD
 from tests.api_helpers import BENIGN_PROMPT as BENIGN
 from tests.api_helpers import HARMFUL_PROMPT as HARMFUL
 from tests.api_helpers import guarded_constitution
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.slow
 

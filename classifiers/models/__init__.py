@@ -6,8 +6,6 @@ from classifiers.models.datasets import (  # noqa: F401
     GeneratorEndpoint,
     JailbreakTemplate,
 )
-from classifiers.models.jobs import Job, JobStatus  # noqa: F401
-from classifiers.models.training import ActiveModel, ModelVersion, TrainingRun  # noqa: F401
 from classifiers.models.guard import (  # noqa: F401
     ApiToken,
     Conversation,
@@ -15,9 +13,11 @@ from classifiers.models.guard import (  # noqa: F401
     GuardPolicy,
     Turn,
 )
+from classifiers.models.jobs import Job, JobStatus  # noqa: F401
 from classifiers.models.review import (  # noqa: F401
     Decision,
     FeedbackExample,
     ReviewItem,
     ReviewStatus,
 )
+from classifiers.models.training import ActiveModel, ModelVersion, TrainingRun  # noqa: F401

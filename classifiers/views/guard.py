@@ -23,9 +23,8 @@ def _require_any_role(request: HttpRequest) -> None:
 
 @require_GET
 def playground(request: HttpRequest) -> HttpResponse:
-    from constitutions.models import Constitution
-
     from classifiers.models import ActiveModel, GuardPolicy, TrainingRun
+    from constitutions.models import Constitution
 
     _require_any_role(request)
     active = {}
@@ -81,9 +80,8 @@ class GuardPolicyForm(forms.ModelForm):
 @require_http_methods(["GET", "POST"])
 def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
     """Mode (enforce / shadow / off), shadow models and limits for one constitution."""
-    from constitutions.models import Constitution, record
-
     from classifiers.models import GuardPolicy
+    from constitutions.models import Constitution, record
 
     _require_any_role(request)
     constitution = get_object_or_404(Constitution, slug=slug)

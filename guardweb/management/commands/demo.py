@@ -80,7 +80,7 @@ class Command(BaseCommand):
             "",
             "Guardweb demo" + (f" is running at {url}" if running else f" is set up ({url})"),
             f"  admin login:   admin / {password}",
-            f"  also:          alice (policy author), rita (reviewer), victor (viewer); same password",
+            "  also:          alice (policy author), rita (reviewer), victor (viewer); same password",
             f"  health:        {url}healthz",
             f"  data dir:      {settings.DATA_DIR}",
         ]
