@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from tests.api_helpers import HARMFUL as HARMFUL_QUERIES  # noqa: E402
+from tests.api_helpers import HARMFUL as HARMFUL_QUERIES
 
 BENIGN_QUERIES = [
     "how often should I water tomato plants",
