@@ -1,8 +1,8 @@
 """Faults: a killed worker, half-written artifacts, Redis going away.
 
-Restart of the embedded Redis/PostgreSQL under a live server is not automated
-here (see docs/OPERATIONS.md, "Fault behaviour"); a failing artifact write is
-covered in tests/test_training_worker.py (the previous model stays active).
+Restarts of Redis and PostgreSQL under a live server are in test_restarts.py; a
+failing artifact write is covered in tests/test_training_worker.py (the previous
+model stays active).
 """
 
 from __future__ import annotations
@@ -82,6 +82,45 @@ def test_a_worker_killed_mid_generation_leaves_a_failed_dataset_and_no_examples(
     assert dataset.status == "failed"
     assert "worker" in dataset.error
     assert not DatasetExample.objects.filter(dataset=dataset).exists()
+
+
+@pytest.mark.slow
+@override_settings(JOB_HEARTBEAT_TIMEOUT=TIMEOUT_S)
+def test_a_worker_killed_mid_training_fails_the_run_and_keeps_the_live_model(
+    transactional_db, alice
+) -> None:  # type: ignore[no-untyped-def]
+    from classifiers.models import ActiveModel, ModelVersion, TrainingRun
+    from classifiers.services_training import training_start
+    from tests.training_helpers import make_constitution, make_dataset, make_model
+
+    version = make_constitution("widgets", user=alice)
+    dataset = make_dataset(version)
+    live = make_model(dataset, "input")
+    live.activate()
+    worker = start_worker()
+    try:
+        run = training_start(
+            dataset=dataset, user=alice, activate_when_done=True,
+            config={"input_epochs": 200, "output_epochs": 3},
+        )  # fmt: skip
+        _wait(
+            lambda: TrainingRun.objects.get(pk=run.pk).status == "running",
+            120, "the worker to start training",
+        )  # fmt: skip
+        time.sleep(1.0)  # mid-training
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    _wait(lambda: TrainingRun.reap_stale() > 0, TIMEOUT_S * 3, "the reaper")
+    run.refresh_from_db()
+    assert run.status == "failed" and "worker" in run.error
+    assert not ModelVersion.objects.filter(training_run=run).exists()
+    active = ActiveModel.objects.get(constitution=version.constitution, kind="input")
+    assert active.model_version == live
+    run_dirs = list((settings.ARTIFACTS_DIR / version.constitution.slug).glob(f"{run.pk}-*"))
+    assert run_dirs == [], run_dirs  # nothing finished was written for the dead run
 
 
 @override_settings(JOB_HEARTBEAT_TIMEOUT=TIMEOUT_S)
