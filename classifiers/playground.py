@@ -163,6 +163,10 @@ class PlaygroundSession:
         except BadRequest as exc:
             await self.send({"type": "error", "message": str(exc)})
             return
+        except Exception:  # a database hiccup must not take the socket down
+            logger.exception("playground request failed")
+            await self.send({"type": "error", "message": "the guard is unavailable; try again"})
+            return
         self.stop_event.clear()
         self.task = asyncio.create_task(self._run(request, *prepared))
 
@@ -196,7 +200,18 @@ class PlaygroundSession:
         """Resolve constitution, models and conversation; load engines (may take seconds)."""
         from classifiers import guard_service
         from constitutions.models import Constitution
+        from guardweb.roles import POLICY_AUTHOR, has_role
 
+        unguarded_output = (
+            request.models != "active" or request.mode != "enforce" or request.side_by_side
+        )
+        if unguarded_output and not has_role(self.user, POLICY_AUTHOR):
+            # As in the API: unguarded replies, other models and shadow/off modes are
+            # for policy authors; everyone else sees the live guard as enforced.
+            raise BadRequest(
+                "only policy authors may use unguarded, shadow or off modes, other "
+                "models, or side by side"
+            )
         constitution = Constitution.objects.filter(slug=request.constitution_slug).first()
         if constitution is None:
             raise BadRequest(f"unknown constitution {request.constitution_slug!r}")
@@ -235,10 +250,12 @@ class PlaygroundSession:
             raise BadRequest(f"could not load the models: {exc}") from None
         if request.conversation_id is not None:
             conversation = Conversation.objects.filter(
-                pk=request.conversation_id, user=self.user
+                pk=request.conversation_id, user=self.user, constitution=constitution
             ).first()
             if conversation is None:
-                raise BadRequest("conversation not found")
+                raise BadRequest(
+                    "conversation not found for this constitution; start a new one"
+                )
         else:
             conversation = Conversation.objects.create(
                 user=self.user, constitution=constitution, source=Conversation.Source.PLAYGROUND,

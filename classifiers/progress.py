@@ -172,9 +172,13 @@ class JobRunner:
         try:
             interval = getattr(settings, "JOB_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
             while not self._stop_heartbeat.wait(interval):
-                model.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    model.objects.filter(
+                        pk=self.job.pk, status=JobStatus.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                except Exception:  # a database hiccup must not stop the heartbeat
+                    logger.warning("heartbeat of %s failed; retrying", self.job)
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
             close_old_connections()

@@ -165,11 +165,14 @@ def activate_model(*, model_version: ModelVersion, user: Any) -> None:
     try:
         from constitutions.models import record
 
-        record(
-            model_version.constitution, user, "activate",
-            f"activated {model_version.kind} model #{model_version.pk}",
-            model_version=model_version.pk,
-        )  # fmt: skip
+        # A savepoint: a failed audit insert must not abort the caller's
+        # transaction (activation happens inside the run's final one).
+        with transaction.atomic():
+            record(
+                model_version.constitution, user, "activate",
+                f"activated {model_version.kind} model #{model_version.pk}",
+                model_version=model_version.pk,
+            )  # fmt: skip
     except Exception:  # the audit log is nice to have, never a reason to fail
         logger.warning("could not record activation", exc_info=True)
 

@@ -176,3 +176,18 @@ def login(page, asgi_server):  # type: ignore[no-untyped-def]
         return page
 
     return do_login
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Iterator[None]:
+    """A new channel-layer instance per test.
+
+    One channels-redis layer receives in one event loop at a time. Tests run
+    consumers in two loops (the uvicorn thread's and the test's own, for
+    WebsocketCommunicator); a consumer left over from the previous test must not
+    share its layer instance with this test's consumers.
+    """
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield

@@ -169,3 +169,30 @@ def test_a_client_that_leaves_mid_reply_stops_it_and_the_turn_is_still_stored(
     assert turn is not None, "the turn of a client that left must still be stored"
     assert turn.finish_reason == "cancelled"
     assert 0 < len(turn.token_scores) < 64
+
+
+def test_only_policy_authors_get_unguarded_replies(asgi_server, live_db, client, victor):
+    guarded_constitution(output=True)
+    cookie = session_cookie(client, victor)
+    for request in (
+        chat(BENIGN, models="unguarded"),
+        chat(BENIGN, mode="off"),
+        chat(BENIGN, mode="shadow"),
+        chat(BENIGN, side_by_side=True),
+    ):
+        events = asyncio.run(exchange(asgi_server, cookie, [request]))
+        assert events[-1]["type"] == "error" and "policy authors" in events[-1]["message"]
+    assert Conversation.objects.count() == 0
+
+
+def test_a_conversation_cannot_continue_under_another_constitution(
+    asgi_server, live_db, client, alice
+):
+    guarded_constitution(output=True)
+    guarded_constitution("other", output=True)
+    cookie = session_cookie(client, alice)
+    first = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
+    moved = chat("and now?", conversation_id=first[0]["conversation_id"], constitution="other")
+    events = asyncio.run(exchange(asgi_server, cookie, [moved]))
+    assert events[-1]["type"] == "error" and "not found for this constitution" in events[-1]["message"]
+    assert Turn.objects.count() == 1

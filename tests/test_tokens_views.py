@@ -55,7 +55,7 @@ def test_creating_shows_the_raw_token_once_and_stores_only_its_hash(
 ):
     login(client, bob)
     response = client.post(
-        URL, {"name": "ci", "constitution": widgets.pk, "mode": "shadow"}
+        URL, {"name": "ci", "constitution": widgets.pk, "mode": "enforce"}
     )
     assert response.status_code == 200
     raw = response.context["raw_token"]
@@ -66,7 +66,7 @@ def test_creating_shows_the_raw_token_once_and_stores_only_its_hash(
         bob,
         "ci",
         widgets,
-        "shadow",
+        "enforce",
     )
     row = ApiToken.objects.filter(pk=token.pk).values().get()
     assert all(raw not in str(value) for value in row.values())
@@ -117,3 +117,15 @@ def test_revoke_needs_post(client, alice):
     assert login(client, alice).get(f"{URL}{token.pk}/revoke/").status_code == 405
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+@pytest.mark.django_db
+def test_only_policy_authors_create_shadow_or_off_tokens(client, bob, alice):
+    client.force_login(bob)
+    for mode in ("shadow", "off"):
+        response = client.post("/classifiers/tokens/", {"name": "trial", "mode": mode})
+        assert response.status_code == 400
+        assert b"Only policy authors" in response.content
+    assert not ApiToken.objects.filter(user=bob).exists()
+    client.force_login(alice)
+    assert client.post("/classifiers/tokens/", {"name": "trial", "mode": "shadow"}).status_code == 200

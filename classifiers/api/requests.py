@@ -197,7 +197,14 @@ def policy_of(constitution: Constitution) -> GuardPolicy:
 def target_for(
     token: ApiToken, constitution: Constitution, *, unguarded: bool = False
 ) -> Target:
+    from guardweb.roles import POLICY_AUTHOR, has_role
+
     policy = policy_of(constitution)
-    # The token's mode overrides the constitution's (e.g. a shadow-mode trial).
-    mode = "off" if unguarded else (token.mode or policy.mode)
+    # The token's mode overrides the constitution's (e.g. a shadow-mode trial), but
+    # only a policy author's token may weaken enforcement (shadow and off replies
+    # are unguarded), as in the playground.
+    token_mode = token.mode
+    if token_mode in ("shadow", "off") and not has_role(token.user, POLICY_AUTHOR):
+        token_mode = ""
+    mode = "off" if unguarded else (token_mode or policy.mode)
     return Target(constitution, policy, mode, unguarded)

@@ -32,8 +32,24 @@ class TokenForm(forms.Form):
     )  # fmt: skip
     mode = forms.ChoiceField(
         choices=[("", "The constitution's mode"), *GuardMode.choices], required=False,
-        help_text="Overrides the constitution's mode for requests with this token.",
+        help_text="Overrides the constitution's mode for requests with this token "
+        "(shadow and off: policy authors only).",
     )  # fmt: skip
+
+    def __init__(self, *args: object, user: object = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.user = user
+
+    def clean_mode(self) -> str:
+        from guardweb.roles import POLICY_AUTHOR, has_role
+
+        mode = self.cleaned_data["mode"]
+        if mode in ("shadow", "off") and not has_role(self.user, POLICY_AUTHOR):
+            raise forms.ValidationError(
+                "Only policy authors may create shadow or off tokens (their replies "
+                "are not guarded)."
+            )
+        return mode
 
 
 def _require_role(request: HttpRequest) -> None:
@@ -60,7 +76,7 @@ def _page(request: HttpRequest, form: TokenForm, *, raw: str | None = None,
 def token_list(request: HttpRequest) -> HttpResponse:
     _require_role(request)
     if request.method == "POST":
-        form = TokenForm(request.POST)
+        form = TokenForm(request.POST, user=request.user)
         if not form.is_valid():
             return _page(request, form, status=400)
         token, raw = ApiToken.issue(
@@ -68,10 +84,10 @@ def token_list(request: HttpRequest) -> HttpResponse:
             constitution=form.cleaned_data["constitution"], mode=form.cleaned_data["mode"],
         )  # fmt: skip
         # Rendered, not redirected: the raw token exists only in this response.
-        response = _page(request, TokenForm(), raw=raw, new=token)
+        response = _page(request, TokenForm(user=request.user), raw=raw, new=token)
         response["Cache-Control"] = "no-store"
         return response
-    return _page(request, TokenForm())
+    return _page(request, TokenForm(user=request.user))
 
 
 @require_POST

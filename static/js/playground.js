@@ -192,6 +192,12 @@
     }
   }
 
+  // The constitution's mode, when this user may pick it (else the select keeps enforce).
+  function setMode(mode) {
+    const select = $("pg-mode");
+    if (mode && [...select.options].some((o) => o.value === mode)) select.value = mode;
+  }
+
   function setStreaming(on) {
     streaming = on;
     $("pg-send").disabled = on;
@@ -240,9 +246,9 @@
   $("pg-side").addEventListener("change", (e) => setSide(e.target.checked));
   $("pg-constitution").addEventListener("change", (e) => {
     const option = e.target.selectedOptions[0];
-    if (option && option.dataset.mode) $("pg-mode").value = option.dataset.mode;
+    if (option) setMode(option.dataset.mode);
   });
   const first = $("pg-constitution").selectedOptions[0];
-  if (first && first.dataset.mode) $("pg-mode").value = first.dataset.mode;
+  if (first) setMode(first.dataset.mode);
   connect();
 })();
