@@ -54,6 +54,9 @@ def shared_generator() -> tuple[Any, Any]:
     from classifiers.ml.registry import generator_dir
 
     directory = str(generator_dir(settings.GENERATOR_MODEL_DIR or None, data_dir=settings.DATA_DIR))
+    cached = _shared_lm.get(directory)
+    if cached is not None:  # the common case: no lock, so loads elsewhere never stall it
+        return cached
     with _lock:
         if directory not in _shared_lm:
             if settings.TORCH_THREADS:
@@ -71,6 +74,9 @@ def artifact_dir(model: ModelVersion) -> Any:
 def input_guard_for(model: ModelVersion) -> InputGuard:
     from classifiers.ml.input_classifier import load_input_classifier
 
+    cached = _input_guards.get(model.pk)
+    if cached is not None:
+        return cached
     with _lock:
         if model.pk not in _input_guards:
             loaded = load_input_classifier(artifact_dir(model), device=_device())
@@ -88,6 +94,9 @@ def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
     )
     from classifiers.ml.value_head import CausalLMWithValueHead
 
+    cached = _output_models.get(model.pk)
+    if cached is not None:
+        return cached
     with _lock:
         if model.pk not in _output_models:
             artifact = load_artifact(artifact_dir(model))
