@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +35,7 @@ _lock = threading.RLock()
 _input_guards: dict[int, InputGuard] = {}
 _output_models: dict[int, tuple[Any, Thresholds, Any]] = {}
 _shared_lm: dict[str, tuple[Any, Any]] = {}
+_batchers: dict[int, Any] = {}  # id(lm) -> ContinuousBatcher (models are never evicted)
 
 
 class GuardUnavailable(Exception):
@@ -116,6 +118,33 @@ def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
         return _output_models[model.pk]
 
 
+def batcher_for(lm: Any, tokenizer: Any) -> Any | None:
+    """The one ContinuousBatcher of a loaded generator, shared by every request that
+    generates with it; None when batching is off (GUARDWEB_GENERATION_BATCH=1)."""
+    if settings.GENERATION_BATCH <= 1:
+        return None
+    cached = _batchers.get(id(lm))
+    if cached is not None:
+        return cached
+    from classifiers.ml.batched_streaming import ContinuousBatcher
+
+    with _lock:
+        if id(lm) not in _batchers:
+            # A label for /metrics: the model folder's name, numbered if it repeats.
+            name = Path(getattr(lm.config, "_name_or_path", "") or type(lm).__name__).name
+            taken = {b.name for b in _batchers.values()}
+            if name in taken:
+                name = f"{name}-{len(taken) + 1}"
+            _batchers[id(lm)] = ContinuousBatcher(
+                lm, tokenizer, max_batch=settings.GENERATION_BATCH, name=name
+            )
+        return _batchers[id(lm)]
+
+
+def batchers() -> list[Any]:
+    return list(_batchers.values())
+
+
 def active_models(constitution: Any) -> tuple[ModelVersion | None, ModelVersion | None]:
     rows = {
         a.kind: a.model_version
@@ -142,6 +171,7 @@ def build_engine(input_model: ModelVersion | None, output_model: ModelVersion | 
         tokenizer=tokenizer,
         aggregator=aggregator,
         ema_alpha=ema_alpha,
+        batcher=batcher_for(lm, tokenizer),
     )
 
 

@@ -141,7 +141,29 @@ def exposition() -> str:
         "guardweb_first_token_latency_seconds", "Time to the first streamed token.",
         "first_token_ms",
     )  # fmt: skip
+    lines += _batching_families()
     return "\n".join(lines) + "\n"
+
+
+def _batching_families() -> list[str]:
+    """This process's continuous-batching counters (per web process, unlike the
+    database-backed families above): mean batch = rows / steps."""
+    from classifiers.guard_service import batchers
+
+    steps, rows, largest = [], [], []
+    for batcher in batchers():
+        labels = {"model": batcher.name}
+        steps.append(_sample("guardweb_generation_batch_steps_total", batcher.stats.steps, labels))
+        rows.append(_sample("guardweb_generation_batch_rows_total", batcher.stats.row_steps, labels))
+        largest.append(_sample("guardweb_generation_batch_max", batcher.stats.max_batch, labels))
+    return [
+        *_family("guardweb_generation_batch_steps_total", "counter",
+                 "Batched decode steps of the local generator (this process).", steps),
+        *_family("guardweb_generation_batch_rows_total", "counter",
+                 "Tokens decoded in batched steps (this process); / steps = mean batch.", rows),
+        *_family("guardweb_generation_batch_max", "gauge",
+                 "Largest batch of concurrent generations seen (this process).", largest),
+    ]  # fmt: skip
 
 
 @login_not_required

@@ -215,3 +215,38 @@ def test_a_client_that_disconnects_stops_the_generation(asgi_server, raw_token):
     turn = Turn.objects.get()
     assert turn.finish_reason == "cancelled"
     assert len(turn.token_scores) < 128
+
+
+def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
+    asgi_server, raw_token
+):
+    """Dynamic batching: four streams at once share the local model's forwards
+    (the batcher's counters show it), and each gets what it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from classifiers import guard_service
+
+    prompts = [BENIGN_PROMPT, "How do I repot a cactus?", "What is compost made of?",
+               "When should I water tomatoes?"]  # fmt: skip
+    headers = {"Authorization": f"Bearer {raw_token}"}
+
+    def ask(prompt: str) -> dict:
+        response = chat(asgi_server, raw_token, messages=user(prompt), max_tokens=12)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    solo = [ask(p) for p in prompts]
+    [batcher] = guard_service.batchers()
+    before = batcher.stats.max_batch, batcher.stats.admitted
+    batcher.stats.max_batch = 0
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(ask, prompts))
+    assert batcher.stats.admitted - before[1] == len(prompts)
+    assert batcher.stats.max_batch >= 2  # they really shared forwards
+    for alone, shared in zip(solo, together, strict=True):
+        assert shared["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]
+        got = [s["score"] for s in shared["guard"]["token_scores"]]
+        want = [s["score"] for s in alone["guard"]["token_scores"]]
+        assert got == pytest.approx(want, abs=1e-3)
+    metrics = httpx.get(f"{asgi_server}/metrics", headers=headers).text
+    assert 'guardweb_generation_batch_max{model="' in metrics

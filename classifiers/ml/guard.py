@@ -140,8 +140,11 @@ class InputGuard:
 
 
 class GuardEngine:
-    """Input + output classifiers around a generator. Thread-safe: one stream at a
-    time per engine (a lock), since one set of weights serves every request."""
+    """Input + output classifiers around a generator. Thread-safe.
+
+    With a `batcher` (a ContinuousBatcher on `lm`), local generations from any
+    number of threads and engines on the same model are decoded together, one
+    forward per step. Without one, streams on this engine take turns (a lock)."""
 
     def __init__(
         self,
@@ -153,6 +156,7 @@ class GuardEngine:
         tokenizer: Any,
         aggregator: str = "cummax",
         ema_alpha: float | None = None,
+        batcher: Any | None = None,  # batched_streaming.ContinuousBatcher on `lm`
     ) -> None:
         self.input_guard = input_guard
         self.output_model = output_model
@@ -161,6 +165,7 @@ class GuardEngine:
         self.tokenizer = tokenizer
         self.aggregator = aggregator
         self.ema_alpha = ema_alpha
+        self.batcher = batcher
         self.lock = threading.Lock()
 
     # -- input only -------------------------------------------------------------------
@@ -197,8 +202,19 @@ class GuardEngine:
         threshold = self._output_threshold(result.input)
         if guarded and self.output_model is not None and math.isfinite(threshold):
             result.output_threshold = threshold
+        scoring = guarded and self.output_model is not None
+        if self.batcher is not None:
+            tokens = self.batcher.stream(
+                messages, guard=self.output_model if scoring else None,
+                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                top_p=config.top_p, seed=config.seed, threshold=threshold,
+                halt=config.mode == "enforce", should_stop=should_stop,
+                aggregator=self.aggregator, **self._ema_kwargs(),
+            )  # fmt: skip
+            yield from self._follow(tokens, result, config, threshold, should_stop)
+            return
         with self.lock:
-            if guarded and self.output_model is not None:
+            if scoring:
                 tokens = _generate_with_scores(
                     self.output_model, self.tokenizer, messages,
                     max_new_tokens=config.max_new_tokens, temperature=config.temperature,

@@ -1,0 +1,411 @@
+"""Dynamic (continuous) batching of concurrent guarded generations on one local model.
+
+Many playground sessions and API streams may generate from the same local backbone
+at once. Run side by side, each stream does its own one-token forward per step and
+the threads fight over the same cores; batched, ONE forward per step serves every
+active stream, which costs little more than a single stream's forward because a
+one-token step is bound by reading the weights, not by arithmetic
+(`python -m bench concurrent` measures it; docs/BENCHMARKS.md).
+
+How, after vLLM's and TGI's continuous batching, on transformers' DynamicCache:
+- requests join between two steps, never waiting for the batch to drain: the
+  prompts that arrived since the last step are prefilled together (one left-padded
+  forward, giving their KV caches and first logits); then their cache is
+  left-padded to the batch's length, or the batch's to theirs, and concatenated
+  along the batch axis, with attention-mask zeros over the padding;
+- each step samples one token per row (with the row's own seeded generator, so
+  sampling does not depend on who else is in the batch), then runs one forward over
+  all rows with per-row position ids (the row's count of real tokens) and the hidden
+  states of every layer; each row's value head reads its own row, so rows of
+  different constitutions' probes, and unguarded rows, share one forward;
+- a finished row (EOS, length, halt, cancelled, or its reader gone) leaves by
+  index_select on the batch axis, and columns that are padding in every remaining
+  row are cut off.
+
+A row's tokens and scores equal the unbatched path's (`streaming.generate_with_scores`)
+up to float rounding: padding is masked out, positions are per row. Tested in
+tests/ml/test_batched_streaming.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from classifiers.ml.output_classifier import prompt_token_ids
+from classifiers.ml.streaming import (
+    DEFAULT_EMA_ALPHA,
+    IncrementalDecoder,
+    TokenScore,
+    _eos_ids,
+    _sample,
+    make_aggregator,
+)
+from classifiers.ml.value_head import CausalLMWithValueHead
+
+logger = logging.getLogger(__name__)
+
+_END = object()  # end of a row's token stream
+
+
+@dataclass
+class BatcherStats:
+    """Counters for benchmarks, tests and the operations page."""
+
+    steps: int = 0  # batched decode forwards
+    row_steps: int = 0  # sum over steps of the rows in them (tokens decoded)
+    admitted: int = 0  # requests that joined a batch
+    max_batch: int = 0  # largest batch seen
+
+    @property
+    def mean_batch(self) -> float:
+        return self.row_steps / self.steps if self.steps else 0.0
+
+
+@dataclass
+class _Request:
+    messages: list[Any]
+    guard: CausalLMWithValueHead | None
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    threshold: float | None
+    halt: bool
+    should_stop: Callable[[], bool] | None
+    aggregator: str
+    ema_alpha: float
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+
+class _Row:
+    """One request's decoding state while it is in the batch."""
+
+    def __init__(self, request: _Request, tokenizer: Any, eos: set[int]) -> None:
+        self.request = request
+        self.eos = eos
+        self.generator = (
+            torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+        )
+        self.aggregator = make_aggregator(request.aggregator, request.ema_alpha)
+        self.decoder = IncrementalDecoder(tokenizer)
+        self.index = 0  # response tokens emitted so far
+        self.length = 0  # real (unpadded) tokens in this row's cache
+        self.logits: torch.Tensor | None = None  # (V,) logits for the next token
+        self.token = -1  # the token chosen this step (the next forward's input)
+        self.pending: TokenScore | None = None  # ... when it still has to be scored
+        self.finished = False
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.request.out.put(_END)
+
+
+class ContinuousBatcher:
+    """Serves every generation on `lm` from one background thread, batched per step.
+
+    `stream(...)` has the same arguments and yields the same TokenScores as
+    `streaming.generate_with_scores` (with `guard`) or `generate_plain` (without);
+    the caller's thread just reads a queue. Thread-safe.
+    """
+
+    def __init__(self, lm: Any, tokenizer: Any, *, max_batch: int = 8, name: str = "") -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.name = name or type(lm).__name__
+        self.stats = BatcherStats()
+        self._eos = _eos_ids(tokenizer, lm)
+        self._waiting: deque[_Request] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Batch state, touched only by the worker thread.
+        self._rows: list[_Row] = []
+        self._cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B,h,L,d)
+        self._mask: torch.Tensor | None = None  # (B, L) 1 = real token
+
+    # -- caller side ------------------------------------------------------------------
+
+    def stream(
+        self,
+        messages: list[Any],
+        *,
+        guard: CausalLMWithValueHead | None = None,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        threshold: float | None = None,
+        halt: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+        aggregator: str = "cummax",
+        ema_alpha: float = DEFAULT_EMA_ALPHA,
+    ) -> Iterator[TokenScore]:
+        if guard is not None and guard.lm is not self.lm:
+            raise ValueError("the guard's value head must sit on this batcher's model")
+        make_aggregator(aggregator, ema_alpha)  # bad names fail here, in the caller
+        request = _Request(
+            messages, guard, max_new_tokens, temperature, top_p, seed,
+            threshold if guard is not None else None, halt and guard is not None,
+            should_stop, aggregator, ema_alpha,
+        )  # fmt: skip
+        return self._read(request)
+
+    def _read(self, request: _Request) -> Iterator[TokenScore]:
+        self._submit(request)
+        try:
+            while True:
+                item = request.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # The reader stopped (done, or it closed the generator on a disconnect):
+            # the worker drops the row at its next step.
+            request.abandoned.set()
+
+    def _submit(self, request: _Request) -> None:
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._waiting.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"batcher-{self.name}", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # -- worker side ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not self._rows and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                joining = []
+                while self._waiting and len(self._rows) + len(joining) < self.max_batch:
+                    joining.append(self._waiting.popleft())
+            if joining:
+                self._admit(joining)
+            if self._rows:
+                try:
+                    self._step()
+                except Exception as exc:  # a failed forward fails its rows, not the server
+                    logger.exception("batched generation step failed")
+                    self._fail_all(exc)
+        self._fail_all(RuntimeError("the batcher was closed"))
+        for request in self._waiting:
+            request.out.put(RuntimeError("the batcher was closed"))
+
+    @torch.no_grad()
+    def _admit(self, requests: list[_Request]) -> None:
+        """Prefill the joining prompts in one left-padded forward, then join them."""
+        requests = [r for r in requests if not r.abandoned.is_set()]
+        if not requests:
+            return
+        try:
+            device = next(self.lm.parameters()).device
+            prompts = [prompt_token_ids(self.tokenizer, r.messages) for r in requests]
+            length = max(len(ids) for ids in prompts)
+            ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=device)
+            mask = torch.tensor(
+                [[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=device
+            )  # (b, T)
+            out = self.lm(
+                input_ids=ids, attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True, logits_to_keep=1,
+            )  # fmt: skip
+        except Exception as exc:
+            logger.exception("prefill failed")
+            for request in requests:
+                request.out.put(exc)
+            return
+        rows = []
+        for i, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
+            row = _Row(request, self.tokenizer, self._eos)
+            row.length = len(prompt)
+            row.logits = out.logits[i, -1]
+            rows.append(row)
+        self._join(rows, _cache_tensors(out.past_key_values), mask)
+        self.stats.admitted += len(rows)
+
+    def _join(
+        self, rows: list[_Row], cache: list[tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor,
+    ) -> None:  # fmt: skip
+        """Append prefilled rows, left-padding whichever side is shorter."""
+        if not self._rows:
+            self._rows, self._cache, self._mask = rows, cache, mask
+            return
+        assert self._mask is not None
+        length = max(self._mask.shape[1], mask.shape[1])
+        self._cache = [
+            (
+                torch.cat([_left_pad(k_old, length), _left_pad(k_new, length)], dim=0),
+                torch.cat([_left_pad(v_old, length), _left_pad(v_new, length)], dim=0),
+            )
+            for (k_old, v_old), (k_new, v_new) in zip(self._cache, cache, strict=True)
+        ]
+        self._mask = torch.cat([_left_pad(self._mask, length), _left_pad(mask, length)], dim=0)
+        self._rows += rows
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        # 1. Pick each row's next token; unguarded tokens go out at once (as in
+        #    generate_plain), guarded ones after this step's forward has scored them.
+        for row in self._rows:
+            request = row.request
+            if request.abandoned.is_set() or (request.should_stop and request.should_stop()):
+                row.finish()
+                continue
+            assert row.logits is not None
+            token = _sample(row.logits, request.temperature, request.top_p, row.generator)
+            if token in self._eos:
+                row.finish()
+                continue
+            row.token = token
+            row.pending = TokenScore(row.index, token, math.nan, math.nan, row.decoder.add(token))
+            last = row.index == request.max_new_tokens - 1
+            if request.guard is None:
+                request.out.put(row.pending)
+                row.pending = None
+                row.index += 1
+                if last:
+                    row.finish()
+        self._drop_finished()
+        if not self._rows:
+            return
+
+        # 2. One forward for every row.
+        rows = self._rows
+        device = self._cache[0][0].device
+        assert self._mask is not None
+        tokens = [row.token for row in rows]
+        mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long, device=device)], 1)
+        scoring = any(row.request.guard is not None for row in rows)
+        out = self.lm(
+            input_ids=torch.tensor(tokens, device=device).unsqueeze(1),  # (B, 1)
+            attention_mask=mask,  # (B, L+1)
+            position_ids=torch.tensor([[row.length] for row in rows], device=device),
+            past_key_values=_to_cache(self._cache, self.lm.config),
+            use_cache=True,
+            output_hidden_states=scoring,
+            logits_to_keep=1,
+        )
+        self._cache, self._mask = _cache_tensors(out.past_key_values), mask
+        self.stats.steps += 1
+        self.stats.row_steps += len(rows)
+        self.stats.max_batch = max(self.stats.max_batch, len(rows))
+
+        # 3. Score guarded rows with their own heads (grouped: one matmul per head).
+        probs: dict[int, float] = {}
+        if scoring:
+            by_guard: dict[int, list[int]] = {}
+            for i, row in enumerate(rows):
+                if row.request.guard is not None:
+                    by_guard.setdefault(id(row.request.guard), []).append(i)
+            for indices in by_guard.values():
+                guard = rows[indices[0]].request.guard
+                assert guard is not None
+                picked = tuple(h[indices, -1:] for h in out.hidden_states)  # (b, 1, H)
+                values = guard.v_head(guard.select_hidden(picked))[:, -1]  # (b,)
+                for i, p in zip(indices, torch.sigmoid(values).tolist(), strict=True):
+                    probs[i] = p
+
+        # 4. Deliver, decide halting, keep the next logits.
+        for i, row in enumerate(rows):
+            row.length += 1
+            row.logits = out.logits[i, -1]
+            if row.pending is None:
+                continue
+            request, token = row.request, row.pending
+            token.prob = probs[i]
+            token.score = row.aggregator.update(token.prob)
+            token.halted = (
+                request.halt and request.threshold is not None and token.score >= request.threshold
+            )
+            request.out.put(token)
+            row.pending = None
+            row.index += 1
+            if token.halted or row.index >= request.max_new_tokens:
+                row.finish()
+        self._drop_finished()
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, row in enumerate(self._rows) if not row.finished]
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._rows, self._cache, self._mask = [], [], None
+            return
+        assert self._mask is not None
+        index = torch.tensor(keep, device=self._mask.device)
+        mask = self._mask.index_select(0, index)
+        # Columns that are padding in every remaining row carry nothing: cut them.
+        start = int((mask.sum(0) > 0).nonzero()[0])
+        self._mask = mask[:, start:]
+        self._cache = [
+            (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
+            for k, v in self._cache
+        ]
+        self._rows = [self._rows[i] for i in keep]
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for row in self._rows:
+            if not row.finished:
+                row.request.out.put(exc)
+                row.finished = True
+        self._rows, self._cache, self._mask = [], [], None
+
+
+# ------------------------------------------------------------------------ KV cache glue
+
+
+def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad the sequence axis (-2 for K/V (B,h,L,d), -1 for masks (B,L)) on the left."""
+    axis = -2 if tensor.dim() == 4 else -1
+    missing = length - tensor.shape[axis]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+
+
+def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values), each (B, heads, L, head_dim), from a DynamicCache."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers < 4.56
+
+
+def _to_cache(tensors: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=tensors, config=config)
