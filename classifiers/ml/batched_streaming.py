@@ -225,12 +225,20 @@ class ContinuousBatcher:
     @torch.no_grad()
     def _admit(self, requests: list[_Request]) -> None:
         """Prefill the joining prompts in one left-padded forward, then join them."""
-        requests = [r for r in requests if not r.abandoned.is_set()]
+        ready, prompts = [], []
+        for request in requests:
+            if request.abandoned.is_set():
+                continue
+            try:  # a conversation the chat template rejects fails alone
+                prompts.append(prompt_token_ids(self.tokenizer, request.messages))
+                ready.append(request)
+            except Exception as exc:
+                request.out.put(exc)
+        requests = ready
         if not requests:
             return
         try:
             device = next(self.lm.parameters()).device
-            prompts = [prompt_token_ids(self.tokenizer, r.messages) for r in requests]
             length = max(len(ids) for ids in prompts)
             ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=device)
             mask = torch.tensor(
@@ -281,7 +289,16 @@ class ContinuousBatcher:
         #    generate_plain), guarded ones after this step's forward has scored them.
         for row in self._rows:
             request = row.request
-            if request.abandoned.is_set() or (request.should_stop and request.should_stop()):
+            if request.abandoned.is_set() or row.index >= request.max_new_tokens:
+                row.finish()
+                continue
+            try:
+                stop = request.should_stop is not None and request.should_stop()
+            except Exception as exc:  # the caller's callback fails its own row only
+                request.out.put(exc)
+                row.finished = True
+                continue
+            if stop:
                 row.finish()
                 continue
             assert row.logits is not None

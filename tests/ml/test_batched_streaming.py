@@ -236,3 +236,26 @@ def test_a_head_on_another_model_is_refused(models, batcher):
     stranger = CausalLMWithValueHead(tiny_lm(tok.vocab_size, seed=9))
     with pytest.raises(ValueError, match="this batcher's model"):
         batcher.stream(PROMPTS[0], guard=stranger, max_new_tokens=4)
+
+
+def test_a_bad_request_fails_alone(models, batcher):
+    tok, lm, probe, _ = models
+
+    def broken_stop() -> bool:
+        raise RuntimeError("callback broke")
+
+    got = _run_concurrently([
+        lambda: batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS,
+                               should_stop=_slow_first_step()),
+        lambda: _expect_error(batcher.stream(PROMPTS[1], guard=probe, max_new_tokens=N_TOKENS,
+                                             should_stop=broken_stop), "callback broke"),
+        lambda: _expect_error(batcher.stream(None, max_new_tokens=N_TOKENS), None),
+    ])  # fmt: skip
+    _assert_same(got[0], _solo(tok, probe, PROMPTS[0]))
+    assert list(batcher.stream(PROMPTS[1], max_new_tokens=0)) == []
+
+
+def _expect_error(tokens, match):
+    with pytest.raises(Exception, match=match):
+        list(tokens)
+    return []
