@@ -121,12 +121,13 @@ def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
 def batcher_for(lm: Any, tokenizer: Any) -> Any | None:
     """The one ContinuousBatcher of a loaded generator, shared by every request that
     generates with it; None when batching is off (GUARDWEB_GENERATION_BATCH=1)."""
-    if settings.GENERATION_BATCH <= 1:
+    from classifiers.ml.batched_streaming import ContinuousBatcher, supports_batching
+
+    if settings.GENERATION_BATCH <= 1 or not supports_batching(lm.config):
         return None
     cached = _batchers.get(id(lm))
     if cached is not None:
         return cached
-    from classifiers.ml.batched_streaming import ContinuousBatcher
 
     with _lock:
         if id(lm) not in _batchers:
@@ -155,7 +156,10 @@ def active_models(constitution: Any) -> tuple[ModelVersion | None, ModelVersion 
     return rows.get("input"), rows.get("output")
 
 
-def build_engine(input_model: ModelVersion | None, output_model: ModelVersion | None) -> GuardEngine:
+def build_engine(
+    input_model: ModelVersion | None, output_model: ModelVersion | None, *, generates: bool = True
+) -> GuardEngine:
+    """`generates=False` for engines that only score (shadow models): no batcher."""
     lm, tokenizer = shared_generator()
     input_guard = input_guard_for(input_model) if input_model else None
     output = output_model_for(output_model) if output_model else None
@@ -171,7 +175,7 @@ def build_engine(input_model: ModelVersion | None, output_model: ModelVersion | 
         tokenizer=tokenizer,
         aggregator=aggregator,
         ema_alpha=ema_alpha,
-        batcher=batcher_for(lm, tokenizer),
+        batcher=batcher_for(lm, tokenizer) if generates else None,
     )
 
 
@@ -207,7 +211,9 @@ def guard_setup(constitution: Any, *, mode: str | None = None, require_models: b
     engine = build_engine(input_model, output_model)
     shadow_engine = None
     if policy.shadow_input_model_id or policy.shadow_output_model_id:
-        shadow_engine = build_engine(policy.shadow_input_model, policy.shadow_output_model)
+        shadow_engine = build_engine(
+            policy.shadow_input_model, policy.shadow_output_model, generates=False
+        )
     return GuardSetup(constitution, policy, effective, input_model, output_model, engine, shadow_engine)
 
 

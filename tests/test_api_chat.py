@@ -218,10 +218,10 @@ def test_a_client_that_disconnects_stops_the_generation(asgi_server, raw_token):
 
 
 def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
-    asgi_server, raw_token
+    asgi_server, raw_token, settings
 ):
     """Dynamic batching: four streams at once share the local model's forwards
-    (the batcher's counters show it), and each gets what it gets alone."""
+    (the batcher's counters show it), and each gets what it gets unbatched."""
     from concurrent.futures import ThreadPoolExecutor
 
     from classifiers import guard_service
@@ -235,18 +235,20 @@ def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
         assert response.status_code == 200, response.text
         return response.json()
 
-    solo = [ask(p) for p in prompts]
-    [batcher] = guard_service.batchers()
-    before = batcher.stats.max_batch, batcher.stats.admitted
-    batcher.stats.max_batch = 0
+    settings.GENERATION_BATCH = 1  # the unbatched path: a thread per request
+    alone = [ask(p) for p in prompts]
+    settings.GENERATION_BATCH = 8
+    ask(prompts[0])  # makes sure the generator's batcher exists
+    [batcher] = [b for b in guard_service.batchers() if b.lm is guard_service.shared_generator()[0]]
+    admitted, batcher.stats.max_batch = batcher.stats.admitted, 0
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(ask, prompts))
-    assert batcher.stats.admitted - before[1] == len(prompts)
+    assert batcher.stats.admitted - admitted == len(prompts)
     assert batcher.stats.max_batch >= 2  # they really shared forwards
-    for alone, shared in zip(solo, together, strict=True):
-        assert shared["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]
+    for solo, shared in zip(alone, together, strict=True):
+        assert shared["choices"][0]["message"]["content"] == solo["choices"][0]["message"]["content"]
         got = [s["score"] for s in shared["guard"]["token_scores"]]
-        want = [s["score"] for s in alone["guard"]["token_scores"]]
+        want = [s["score"] for s in solo["guard"]["token_scores"]]
         assert got == pytest.approx(want, abs=1e-3)
     metrics = httpx.get(f"{asgi_server}/metrics", headers=headers).text
     assert 'guardweb_generation_batch_max{model="' in metrics

@@ -26,6 +26,7 @@ from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import close_old_connections, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -56,7 +57,10 @@ from guardweb.roles import POLICY_AUTHOR, has_role
 logger = logging.getLogger(__name__)
 
 NEAR_MARGIN = 0.1  # scores this close under a threshold count as near-threshold
-_generation = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-generate")
+# Enough threads to fill a generation batch (they mostly wait on the batcher).
+_generation = ThreadPoolExecutor(
+    max_workers=max(4, settings.GENERATION_BATCH), thread_name_prefix="api-generate"
+)
 _engines: dict[int, GuardEngine] = {}  # input-only engines for classify, per model
 
 

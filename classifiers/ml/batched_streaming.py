@@ -23,8 +23,14 @@ How, after vLLM's and TGI's continuous batching, on transformers' DynamicCache:
   row are cut off.
 
 A row's tokens and scores equal the unbatched path's (`streaming.generate_with_scores`)
-up to float rounding: padding is masked out, positions are per row. Tested in
-tests/ml/test_batched_streaming.py.
+up to float rounding: padding is masked out, positions are per row. In fp32 (CPU)
+that rounding is ~1e-6 and greedy tokens match (tests/ml/test_batched_streaming.py,
+bench/concurrent.py); in bf16 on a GPU, batch composition can shift a near-tie.
+
+Failures stay as small as they can: a bad conversation, a failing callback or a
+broken value head fails its own request; a failed forward fails that step's batch;
+the worker thread itself never dies of it (and a reader whose worker is gone gets
+an error instead of waiting forever).
 """
 
 from __future__ import annotations
@@ -54,12 +60,28 @@ from classifiers.ml.value_head import CausalLMWithValueHead
 logger = logging.getLogger(__name__)
 
 _END = object()  # end of a row's token stream
+_READ_POLL_S = 5.0  # how often a waiting reader checks that the worker still runs
+
+
+class BatchedGenerationError(RuntimeError):
+    """A batched generation failed; the original error is the __cause__."""
+
+
+def supports_batching(config: Any) -> bool:
+    """Whether a model's KV cache is plain full attention in every layer, which is
+    what left-padding and merging caches assume (sliding-window layers keep only
+    their last window of keys and would fall out of step with the mask)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return all(t == "full_attention" for t in layer_types)
+    return not (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
 
 
 @dataclass
 class BatcherStats:
     """Counters for benchmarks, tests and the operations page."""
 
+    submitted: int = 0  # requests received
     steps: int = 0  # batched decode forwards
     row_steps: int = 0  # sum over steps of the rows in them (tokens decoded)
     admitted: int = 0  # requests that joined a batch
@@ -110,6 +132,17 @@ class _Row:
             self.finished = True
             self.request.out.put(_END)
 
+    def fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self.finished = True
+            self.request.out.put(exc)
+
+
+def _stopped(request: _Request) -> bool:
+    # Called on the worker thread before every step of every row: callbacks must be
+    # cheap and thread-safe (an Event's is_set, as the playground and API pass).
+    return request.should_stop is not None and bool(request.should_stop())
+
 
 class ContinuousBatcher:
     """Serves every generation on `lm` from one background thread, batched per step.
@@ -134,7 +167,9 @@ class ContinuousBatcher:
         self._closed = False
         # Batch state, touched only by the worker thread.
         self._rows: list[_Row] = []
-        self._cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B,h,L,d)
+        # The running batch's DynamicCache (per layer (B, heads, L, head_dim)); kept
+        # between steps (the forward appends in place), rebuilt when rows come or go.
+        self._cache: Any = None
         self._mask: torch.Tensor | None = None  # (B, L) 1 = real token
 
     # -- caller side ------------------------------------------------------------------
@@ -168,11 +203,18 @@ class ContinuousBatcher:
         self._submit(request)
         try:
             while True:
-                item = request.out.get()
+                try:
+                    item = request.out.get(timeout=_READ_POLL_S)
+                except queue.Empty:
+                    if self._thread is None or not self._thread.is_alive():
+                        raise BatchedGenerationError("the generation worker stopped") from None
+                    continue
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
-                    raise item
+                    # Each reader raises its own exception: one object raised in many
+                    # threads would tangle their tracebacks.
+                    raise BatchedGenerationError(f"generation failed: {item}") from item
                 yield item
         finally:
             # The reader stopped (done, or it closed the generator on a disconnect):
@@ -184,7 +226,8 @@ class ContinuousBatcher:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
             self._waiting.append(request)
-            if self._thread is None:
+            self.stats.submitted += 1
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name=f"batcher-{self.name}", daemon=True
                 )
@@ -210,50 +253,63 @@ class ContinuousBatcher:
                 joining = []
                 while self._waiting and len(self._rows) + len(joining) < self.max_batch:
                     joining.append(self._waiting.popleft())
-            if joining:
-                self._admit(joining)
-            if self._rows:
-                try:
+            try:
+                if joining:
+                    self._admit(joining)
+                if self._rows:
                     self._step()
-                except Exception as exc:  # a failed forward fails its rows, not the server
-                    logger.exception("batched generation step failed")
-                    self._fail_all(exc)
+            except Exception as exc:  # a failed step fails its batch, not the server
+                logger.exception("batched generation step failed")
+                for request in joining:
+                    request.out.put(exc)
+                self._fail_all(exc)
         self._fail_all(RuntimeError("the batcher was closed"))
         for request in self._waiting:
             request.out.put(RuntimeError("the batcher was closed"))
 
     @torch.no_grad()
     def _admit(self, requests: list[_Request]) -> None:
-        """Prefill the joining prompts in one left-padded forward, then join them."""
+        """Prefill the joining prompts in one left-padded forward, then join them.
+        If that forward fails (one huge prompt out of memory, say) and several
+        joined, each is retried alone so that only the culprit fails."""
         ready, prompts = [], []
         for request in requests:
-            if request.abandoned.is_set():
-                continue
-            try:  # a conversation the chat template rejects fails alone
+            try:  # a bad conversation or a failing callback fails its request alone
+                if request.abandoned.is_set() or _stopped(request):
+                    request.out.put(_END)  # cancelled while waiting for a slot
+                    continue
                 prompts.append(prompt_token_ids(self.tokenizer, request.messages))
                 ready.append(request)
             except Exception as exc:
                 request.out.put(exc)
-        requests = ready
+        try:
+            self._prefill(ready, prompts)
+        except Exception as exc:
+            if len(ready) == 1:
+                logger.exception("prefill failed")
+                ready[0].out.put(exc)
+                return
+            for request, prompt in zip(ready, prompts, strict=True):
+                try:
+                    self._prefill([request], [prompt])
+                except Exception as single:
+                    logger.exception("prefill failed")
+                    request.out.put(single)
+
+    def _prefill(self, requests: list[_Request], prompts: list[list[int]]) -> None:
         if not requests:
             return
-        try:
-            device = next(self.lm.parameters()).device
-            length = max(len(ids) for ids in prompts)
-            ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=device)
-            mask = torch.tensor(
-                [[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=device
-            )  # (b, T)
-            out = self.lm(
-                input_ids=ids, attention_mask=mask,
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1,
-            )  # fmt: skip
-        except Exception as exc:
-            logger.exception("prefill failed")
-            for request in requests:
-                request.out.put(exc)
-            return
+        device = next(self.lm.parameters()).device
+        length = max(len(ids) for ids in prompts)
+        ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor(
+            [[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=device
+        )  # (b, T)
+        out = self.lm(
+            input_ids=ids, attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True, logits_to_keep=1,
+        )  # fmt: skip
         rows = []
         for i, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
             row = _Row(request, self.tokenizer, self._eos)
@@ -269,73 +325,56 @@ class ContinuousBatcher:
     ) -> None:  # fmt: skip
         """Append prefilled rows, left-padding whichever side is shorter."""
         if not self._rows:
-            self._rows, self._cache, self._mask = rows, cache, mask
+            self._rows, self._mask = rows, mask
+            self._cache = _to_cache(cache, self.lm.config)
             return
         assert self._mask is not None
         length = max(self._mask.shape[1], mask.shape[1])
-        self._cache = [
+        merged = [
             (
                 torch.cat([_left_pad(k_old, length), _left_pad(k_new, length)], dim=0),
                 torch.cat([_left_pad(v_old, length), _left_pad(v_new, length)], dim=0),
             )
-            for (k_old, v_old), (k_new, v_new) in zip(self._cache, cache, strict=True)
+            for (k_old, v_old), (k_new, v_new) in zip(
+                _cache_tensors(self._cache), cache, strict=True
+            )
         ]
-        self._mask = torch.cat([_left_pad(self._mask, length), _left_pad(mask, length)], dim=0)
-        self._rows += rows
+        merged_mask = torch.cat([_left_pad(self._mask, length), _left_pad(mask, length)], dim=0)
+        # Assigned only once everything is built: a failure above leaves the batch as it was.
+        self._cache, self._mask = _to_cache(merged, self.lm.config), merged_mask
+        self._rows = self._rows + rows
 
     @torch.no_grad()
     def _step(self) -> None:
         # 1. Pick each row's next token; unguarded tokens go out at once (as in
         #    generate_plain), guarded ones after this step's forward has scored them.
+        #    Whatever goes wrong for one row (its callback, its sampling settings)
+        #    fails that row alone.
         for row in self._rows:
-            request = row.request
-            if request.abandoned.is_set() or row.index >= request.max_new_tokens:
-                row.finish()
-                continue
             try:
-                stop = request.should_stop is not None and request.should_stop()
-            except Exception as exc:  # the caller's callback fails its own row only
-                request.out.put(exc)
-                row.finished = True
-                continue
-            if stop:
-                row.finish()
-                continue
-            assert row.logits is not None
-            token = _sample(row.logits, request.temperature, request.top_p, row.generator)
-            if token in self._eos:
-                row.finish()
-                continue
-            row.token = token
-            row.pending = TokenScore(row.index, token, math.nan, math.nan, row.decoder.add(token))
-            last = row.index == request.max_new_tokens - 1
-            if request.guard is None:
-                request.out.put(row.pending)
-                row.pending = None
-                row.index += 1
-                if last:
-                    row.finish()
+                self._choose(row)
+            except Exception as exc:
+                row.fail(exc)
         self._drop_finished()
         if not self._rows:
             return
 
         # 2. One forward for every row.
         rows = self._rows
-        device = self._cache[0][0].device
         assert self._mask is not None
-        tokens = [row.token for row in rows]
+        device = self._mask.device
         mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long, device=device)], 1)
         scoring = any(row.request.guard is not None for row in rows)
         out = self.lm(
-            input_ids=torch.tensor(tokens, device=device).unsqueeze(1),  # (B, 1)
+            input_ids=torch.tensor([[row.token] for row in rows], device=device),  # (B, 1)
             attention_mask=mask,  # (B, L+1)
             position_ids=torch.tensor([[row.length] for row in rows], device=device),
-            past_key_values=_to_cache(self._cache, self.lm.config),
+            past_key_values=self._cache,
             use_cache=True,
             output_hidden_states=scoring,
             logits_to_keep=1,
         )
-        self._cache, self._mask = _cache_tensors(out.past_key_values), mask
+        self._cache, self._mask = out.past_key_values, mask
         self.stats.steps += 1
         self.stats.row_steps += len(rows)
         self.stats.max_batch = max(self.stats.max_batch, len(rows))
@@ -350,16 +389,19 @@ class ContinuousBatcher:
             for indices in by_guard.values():
                 guard = rows[indices[0]].request.guard
                 assert guard is not None
-                picked = tuple(h[indices, -1:] for h in out.hidden_states)  # (b, 1, H)
-                values = guard.v_head(guard.select_hidden(picked))[:, -1]  # (b,)
-                for i, p in zip(indices, torch.sigmoid(values).tolist(), strict=True):
-                    probs[i] = p
+                try:
+                    picked = tuple(h[indices, -1:] for h in out.hidden_states)  # (b, 1, H)
+                    values = guard.v_head(guard.select_hidden(picked))[:, -1]  # (b,)
+                    probs.update(zip(indices, torch.sigmoid(values).tolist(), strict=True))
+                except Exception as exc:  # one constitution's broken head
+                    for i in indices:
+                        rows[i].fail(exc)
 
         # 4. Deliver, decide halting, keep the next logits.
         for i, row in enumerate(rows):
             row.length += 1
             row.logits = out.logits[i, -1]
-            if row.pending is None:
+            if row.pending is None or row.finished:
                 continue
             request, token = row.request, row.pending
             token.prob = probs[i]
@@ -374,12 +416,31 @@ class ContinuousBatcher:
                 row.finish()
         self._drop_finished()
 
+    def _choose(self, row: _Row) -> None:
+        request = row.request
+        if request.abandoned.is_set() or row.index >= request.max_new_tokens or _stopped(request):
+            row.finish()
+            return
+        assert row.logits is not None
+        token = _sample(row.logits, request.temperature, request.top_p, row.generator)
+        if token in self._eos:
+            row.finish()
+            return
+        row.token = token
+        row.pending = TokenScore(row.index, token, math.nan, math.nan, row.decoder.add(token))
+        if request.guard is None:
+            request.out.put(row.pending)
+            row.pending = None
+            row.index += 1
+            if row.index >= request.max_new_tokens:
+                row.finish()
+
     def _drop_finished(self) -> None:
         keep = [i for i, row in enumerate(self._rows) if not row.finished]
         if len(keep) == len(self._rows):
             return
         if not keep:
-            self._rows, self._cache, self._mask = [], [], None
+            self._rows, self._cache, self._mask = [], None, None
             return
         assert self._mask is not None
         index = torch.tensor(keep, device=self._mask.device)
@@ -387,18 +448,19 @@ class ContinuousBatcher:
         # Columns that are padding in every remaining row carry nothing: cut them.
         start = int((mask.sum(0) > 0).nonzero()[0])
         self._mask = mask[:, start:]
-        self._cache = [
-            (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-            for k, v in self._cache
-        ]
+        self._cache = _to_cache(
+            [
+                (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
+                for k, v in _cache_tensors(self._cache)
+            ],
+            self.lm.config,
+        )
         self._rows = [self._rows[i] for i in keep]
 
     def _fail_all(self, exc: BaseException) -> None:
         for row in self._rows:
-            if not row.finished:
-                row.request.out.put(exc)
-                row.finished = True
-        self._rows, self._cache, self._mask = [], [], None
+            row.fail(exc)
+        self._rows, self._cache, self._mask = [], None, None
 
 
 # ------------------------------------------------------------------------ KV cache glue

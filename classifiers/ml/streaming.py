@@ -223,8 +223,10 @@ def _sample(
     top_p: float,
     generator: torch.Generator | None,
 ) -> int:
-    """Greedy at temperature 0, else nucleus sampling (on CPU, for a seedable RNG)."""
-    if temperature <= 0:
+    """Greedy at temperature 0, else nucleus sampling (on CPU, for a seedable RNG).
+    A temperature under 1e-5 is greedy too: it is the limit, and dividing by it
+    would overflow the softmax into NaNs."""
+    if temperature < 1e-5:
         return int(logits.argmax(-1))
     probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)  # (V,)
     if top_p < 1.0:

@@ -69,18 +69,49 @@ def _assert_same(got, want):
             assert g.score == pytest.approx(w.score, abs=1e-4)
 
 
-def _slow_first_step():
-    """A should_stop that stalls the batcher's first step, so requests sent meanwhile
-    are all waiting when it resumes and join the same batch."""
+def _first_step_waits_for(batcher, n_others):
+    """A should_stop for the first request (made before any is sent): its first
+    check waits until the `n_others` requests sent with it have arrived too, so they
+    all share the first step."""
     calls = [0]
+    everyone = batcher.stats.submitted + n_others + 1
 
     def should_stop() -> bool:
         calls[0] += 1
         if calls[0] == 1:
-            time.sleep(0.3)
+            deadline = time.monotonic() + 20
+            while batcher.stats.submitted < everyone and time.monotonic() < deadline:
+                time.sleep(0.005)
         return False
 
     return should_stop
+
+
+class Parking:
+    """A should_stop that parks the batcher's worker at the start of a step (when
+    `park` is set) until `release()`: the test acts while no step runs."""
+
+    def __init__(self, at_call: int | None = None) -> None:
+        self.calls = 0
+        self.at_call = at_call
+        self.park = threading.Event()
+        self.parked = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls == self.at_call:
+            self.park.set()
+        if self.park.is_set() and not self.gate.is_set():
+            self.parked.set()
+            self.gate.wait(20)
+        return False
+
+    def wait_parked(self) -> None:
+        assert self.parked.wait(20), "the worker never reached the parking step"
+
+    def release(self) -> None:
+        self.gate.set()
 
 
 def _run_concurrently(jobs):
@@ -90,14 +121,12 @@ def _run_concurrently(jobs):
     def run(i, job):
         try:
             results[i] = list(job())
-        except Exception as exc:  # surfaced below
+        except BaseException as exc:  # surfaced below (pytest's failures included)
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
-    for i, thread in enumerate(threads):
+    for thread in threads:
         thread.start()
-        if i == 0:
-            time.sleep(0.05)  # the first one is admitted and stalls its step
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
@@ -107,10 +136,11 @@ def _run_concurrently(jobs):
 def test_concurrent_rows_get_what_they_would_get_alone(models, batcher):
     tok, lm, probe, _ = models
     want = [_solo(tok, probe, m) for m in PROMPTS]
+    hold = _first_step_waits_for(batcher, 2)  # before anyone is sent
     jobs = [
         lambda m=m, i=i: batcher.stream(
             m, guard=probe, max_new_tokens=N_TOKENS,
-            should_stop=_slow_first_step() if i == 0 else None,
+            should_stop=hold if i == 0 else None,
         )  # fmt: skip
         for i, m in enumerate(PROMPTS)
     ]
@@ -126,15 +156,24 @@ def test_a_request_joining_mid_stream_changes_nothing_for_either_row(models, bat
     long_prompt, short_prompt = PROMPTS[2], PROMPTS[1]
     want_long = _solo(tok, probe, long_prompt, max_new_tokens=30)
     want_short = _solo(tok, probe, short_prompt)
-    first = batcher.stream(long_prompt, guard=probe, max_new_tokens=30)
-    got_long = [next(first) for _ in range(8)]  # the long one is 8 tokens in
+    parking = Parking(at_call=9)  # the long one parks 8 tokens in
+    first = batcher.stream(long_prompt, guard=probe, max_new_tokens=30, should_stop=parking)
     second = batcher.stream(short_prompt, guard=probe, max_new_tokens=N_TOKENS)
-    got_short = [next(second)]  # the short one has joined
-    got_long += list(first)
-    got_short += list(second)
+    got: dict[str, list] = {}
+    reader = threading.Thread(target=lambda: got.update(long=list(first)))
+    reader.start()
+    parking.wait_parked()
+    joiner = threading.Thread(target=lambda: got.update(short=list(second)))
+    joiner.start()
+    deadline = time.monotonic() + 20
+    while not batcher._waiting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    parking.release()  # the short one joins the long one's 10th step
+    reader.join(60)
+    joiner.join(60)
     assert batcher.stats.max_batch == 2
-    _assert_same(got_long, want_long)
-    _assert_same(got_short, want_short)
+    _assert_same(got["long"], want_long)
+    _assert_same(got["short"], want_short)
 
 
 def test_rows_with_different_heads_and_unguarded_rows_share_a_batch(models, batcher):
@@ -144,9 +183,10 @@ def test_rows_with_different_heads_and_unguarded_rows_share_a_batch(models, batc
         _solo(tok, other, PROMPTS[1]),
         _solo_plain(tok, lm, PROMPTS[2]),
     ]
+    hold = _first_step_waits_for(batcher, 2)  # before anyone is sent
     got = _run_concurrently([
         lambda: batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS,
-                               should_stop=_slow_first_step()),
+                               should_stop=hold),
         lambda: batcher.stream(PROMPTS[1], guard=other, max_new_tokens=N_TOKENS),
         lambda: batcher.stream(PROMPTS[2], max_new_tokens=N_TOKENS),
     ])  # fmt: skip
@@ -163,9 +203,10 @@ def test_a_row_halts_at_its_own_threshold_while_the_others_go_on(models, batcher
     halt_at = next(t.index for t in reference if t.score >= threshold)
     want_halted = _solo(tok, probe, PROMPTS[0], threshold=threshold)
     assert want_halted[-1].halted and want_halted[-1].index == halt_at
+    hold = _first_step_waits_for(batcher, 1)  # before anyone is sent
     got = _run_concurrently([
         lambda: batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS,
-                               threshold=threshold, should_stop=_slow_first_step()),
+                               threshold=threshold, should_stop=hold),
         lambda: batcher.stream(PROMPTS[1], max_new_tokens=N_TOKENS),
     ])  # fmt: skip
     _assert_same(got[0], want_halted)
@@ -177,34 +218,41 @@ def test_seeded_sampling_does_not_depend_on_the_batch(models, batcher):
     tok, lm, probe, _ = models
     kw = dict(temperature=1.0, top_p=0.9, seed=7)
     want = [_solo(tok, probe, m, **kw) for m in PROMPTS[:2]]
+    hold = _first_step_waits_for(batcher, 1)  # before anyone is sent
     got = _run_concurrently([
         lambda: batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS,
-                               should_stop=_slow_first_step(), **kw),
+                               should_stop=hold, **kw),
         lambda: batcher.stream(PROMPTS[1], guard=probe, max_new_tokens=N_TOKENS, **kw),
     ])  # fmt: skip
     for g, w in zip(got, want, strict=True):
         _assert_same(g, w)
 
 
-def test_a_stopped_or_abandoned_row_leaves_and_the_rest_finish(models, batcher):
+def test_a_stopped_or_abandoned_row_leaves_at_the_next_step(models, batcher):
     tok, lm, probe, _ = models
     want = _solo(tok, probe, PROMPTS[2], max_new_tokens=30)
+    parking = Parking()
     stop = threading.Event()
-    keeps = batcher.stream(PROMPTS[2], guard=probe, max_new_tokens=30)
+    keeps = batcher.stream(PROMPTS[2], guard=probe, max_new_tokens=30, should_stop=parking)
     stops = batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=30, should_stop=stop.is_set)
     leaves = batcher.stream(PROMPTS[1], guard=probe, max_new_tokens=30)
-    got = [next(keeps)]
-    stopped = [next(stops), next(stops)]
-    next(leaves)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(keeps))
+    reader.start()
+    first_of_others = [next(stops), next(leaves)]  # both are in the batch
+    parking.park.set()
+    parking.wait_parked()  # no step runs now
+    row_steps = batcher.stats.row_steps
+    keeps_done = parking.calls - 2  # calls: one at admission, one per step so far
     leaves.close()  # the reader went away (a dropped client)
-    stop.set()
-    stopped += list(stops)
-    got += list(keeps)
+    stop.set()  # the user pressed Stop
+    parking.release()
+    reader.join(60)
     _assert_same(got, want)
-    assert len(stopped) < 30
-    deadline = time.monotonic() + 5
-    while batcher._rows and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # From the parked step on only `keeps` was decoded: the other two left at once.
+    assert batcher.stats.row_steps - row_steps == 30 - keeps_done
+    rest = list(stops)
+    assert len(first_of_others[0:1] + rest) < 30
     assert batcher._rows == []  # nobody left behind decoding for no one
 
 
@@ -244,9 +292,10 @@ def test_a_bad_request_fails_alone(models, batcher):
     def broken_stop() -> bool:
         raise RuntimeError("callback broke")
 
+    hold = _first_step_waits_for(batcher, 2)  # before anyone is sent
     got = _run_concurrently([
         lambda: batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS,
-                               should_stop=_slow_first_step()),
+                               should_stop=hold),
         lambda: _expect_error(batcher.stream(PROMPTS[1], guard=probe, max_new_tokens=N_TOKENS,
                                              should_stop=broken_stop), "callback broke"),
         lambda: _expect_error(batcher.stream(None, max_new_tokens=N_TOKENS), None),
@@ -259,3 +308,89 @@ def _expect_error(tokens, match):
     with pytest.raises(Exception, match=match):
         list(tokens)
     return []
+
+
+def test_a_broken_head_fails_its_own_rows_only(models, batcher):
+    tok, lm, probe, _ = models
+    broken = CausalLMWithValueHead(lm)
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("head weights missing")
+
+    broken.v_head.forward = explode
+    hold = _first_step_waits_for(batcher, 1)  # before anyone is sent
+    got = _run_concurrently([
+        lambda: batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS,
+                               should_stop=hold),
+        lambda: _expect_error(batcher.stream(PROMPTS[1], guard=broken, max_new_tokens=N_TOKENS),
+                              "head weights missing"),
+    ])  # fmt: skip
+    _assert_same(got[0], _solo(tok, probe, PROMPTS[0]))
+
+
+def test_a_request_that_cannot_join_fails_alone(models, batcher):
+    tok, lm, probe, _ = models
+    original = batcher._join
+    calls = [0]
+
+    def flaky_join(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:  # the second request's merge into the batch fails
+            raise RuntimeError("cannot allocate the merged cache")
+        return original(*args, **kwargs)
+
+    batcher._join = flaky_join
+    parking = Parking(at_call=3)
+    first = batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS, should_stop=parking)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(first))
+    reader.start()
+    parking.wait_parked()  # the first is decoding; now the second arrives
+    second = batcher.stream(PROMPTS[1], guard=probe, max_new_tokens=N_TOKENS)
+    failed = threading.Thread(target=_expect_error, args=(second, "cannot allocate"))
+    failed.start()
+    deadline = time.monotonic() + 20
+    while not batcher._waiting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    parking.release()
+    failed.join(60)
+    reader.join(60)
+    _assert_same(got, _solo(tok, probe, PROMPTS[0]))
+
+
+def test_an_unexpected_failure_fails_the_batch_but_not_the_batcher(models, batcher):
+    tok, lm, probe, _ = models
+    original = batcher._drop_finished
+    calls = [0]
+
+    def flaky_drop():
+        calls[0] += 1
+        if calls[0] == 4:
+            raise RuntimeError("bookkeeping bug")
+        return original()
+
+    batcher._drop_finished = flaky_drop
+    hold = _first_step_waits_for(batcher, 1)  # before anyone is sent
+    _run_concurrently([
+        lambda: _expect_error(
+            batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS, should_stop=hold),
+            "bookkeeping bug"),
+        lambda: _expect_error(batcher.stream(PROMPTS[1], max_new_tokens=N_TOKENS),
+                              "bookkeeping bug"),
+    ])  # fmt: skip
+    _assert_same(
+        list(batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS)),
+        _solo(tok, probe, PROMPTS[0]),
+    )
+
+
+def test_only_full_attention_models_are_batched():
+    from types import SimpleNamespace
+
+    from classifiers.ml.batched_streaming import supports_batching
+
+    assert supports_batching(SimpleNamespace(layer_types=["full_attention"] * 2))
+    assert not supports_batching(SimpleNamespace(layer_types=["full_attention", "sliding_attention"]))
+    assert not supports_batching(SimpleNamespace(sliding_window=4096))
+    assert supports_batching(SimpleNamespace(sliding_window=4096, use_sliding_window=False))
+    assert supports_batching(SimpleNamespace())
