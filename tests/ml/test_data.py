@@ -510,3 +510,19 @@ def test_module_does_not_import_django():
     subprocess.run(
         [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2]
     )
+
+
+def test_narration_of_the_task_and_statements_are_not_user_messages():
+    from classifiers.ml.data import GenerateConfig, _rejection
+
+    cfg = GenerateConfig()
+    # What a small generator writes instead of a user's message (seen in real runs).
+    assert _rejection("The user asks about the history of the printing press in Europe.", cfg) == "narration"
+    assert _rejection("AI assistant: you might want to look at the museum archive first?", cfg) == "narration"
+    assert _rejection("Which example messages fit the permitted category best?", cfg) == "narration"
+    assert _rejection("A prestigious school for advanced chemistry and science literacy.", cfg) == "not_a_request"
+    # Real requests pass, questions and instructions alike, and non-English text.
+    assert _rejection("How did the printing press spread across Europe after 1450?", cfg) is None
+    assert _rejection("Explain why bleach and ammonia should never be mixed at home", cfg) is None
+    assert _rejection("i want to understand how vaccines train the immune system", cfg) is None
+    assert _rejection("Объясни, как работают вакцины и почему они безопасны", cfg) is None
