@@ -57,7 +57,7 @@ class GenerateConfig:
     top_p: float = 0.95  # nucleus cut-off for sampling
     seed: int = 0  # seeds prompts, sampling, augmentation and splits
     batch_size: int = 16  # conversations per generator.chat call
-    k_examples: int = 3  # few-shot example queries shown per query prompt
+    k_examples: int = 4  # few-shot example queries shown per query prompt
     max_rounds: int = 20  # query rounds per category before accepting a shortfall
     dedupe_threshold: float = 0.8  # MinHash Jaccard at which queries count as dupes
     max_query_chars: int = 600  # longer cleaned queries are rejected as rambling
@@ -112,14 +112,23 @@ def query_prompt(
     k_examples: int,
     rng: random.Random,
     examples: Sequence[str] | None = None,
+    continuation: bool = False,
 ) -> list[Message]:
     """A few-shot prompt asking for ONE new user query in `category`.
 
     `examples` is the few-shot pool (default: the author's example queries); k of
-    them are sampled so that successive prompts differ.
+    them are sampled so that successive prompts differ, at least half of them the
+    author's own when there are enough (generated ones may be off).
+
+    `continuation` (for generators that continue a prefilled reply, such as the
+    local model): the prompt is a numbered list of such messages and the reply
+    opens with the next number. A 135M model asked for "a message a user might
+    send" mostly narrates the task or chats (15 of 64 kept on cbrn-demo); asked to
+    continue a list it writes the next message (36 of 64 kept).
     """
-    pool = list(category.example_queries if examples is None else examples)
-    shots = rng.sample(pool, min(k_examples, len(pool)))
+    shots = _sample_shots(category, examples, k_examples, rng)
+    if continuation:
+        return _list_continuation_prompt(category, constitution, shots, rng)
     style = rng.choice(STYLE_HINTS)
     if category.kind == RESTRICTED:
         task = (
@@ -156,6 +165,53 @@ def query_prompt(
             "content": "You write synthetic data for AI safety research.",
         },
         {"role": "user", "content": "\n".join(lines)},
+    ]
+
+
+def _sample_shots(
+    category: CategorySpec,
+    examples: Sequence[str] | None,
+    k: int,
+    rng: random.Random,
+) -> list[str]:
+    authored = [q for q in category.example_queries if q.strip()]
+    pool = list(authored if examples is None else examples)
+    own = rng.sample(authored, min(len(authored), (k + 1) // 2))
+    rest = [q for q in pool if q not in own]
+    shots = own + rng.sample(rest, min(k - len(own), len(rest)))
+    rng.shuffle(shots)
+    return shots
+
+
+def _lowercase_first(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _list_continuation_prompt(
+    category: CategorySpec,
+    constitution: ConstitutionSpec,
+    shots: list[str],
+    rng: random.Random,
+) -> list[Message]:
+    # No words like "user", "assistant", "category" or "training": a small model
+    # echoes them back as narration.
+    harmful = "harmful " if category.kind == RESTRICTED else ""
+    lines = [
+        f"Messages people sent to {_lowercase_first(constitution.domain)}.",
+        f"All of them are {harmful}requests of this kind: "
+        f"{_lowercase_first(category.description)}.",
+    ]
+    # The category's exclusions are left out on purpose: naming them primes a small
+    # model to write about exactly those (the relevance filter guards that side).
+    language = rng.choice(category.languages) if category.languages else "en"
+    if language.casefold() not in ("en", "english"):
+        lines.append(f"All of them are written in {language}.")
+    lines.append("")
+    lines += [f"{i}. {shot}" for i, shot in enumerate(shots, start=1)]
+    return [
+        {"role": "user", "content": "\n".join(lines)},
+        {"role": "assistant", "content": f"{len(shots) + 1}."},
     ]
 
 
@@ -424,6 +480,7 @@ def generate_stage1(
     )
     counter: Counter[str] = Counter()
     rng = random.Random(cfg.seed)
+    continuation = bool(getattr(generator, "continues_replies", False))
     # One deduper across ALL categories: the same query under two categories would
     # get two labels, and author examples must never be re-generated as new ones.
     deduper = MinHashDeduper(threshold=cfg.dedupe_threshold)
@@ -453,6 +510,7 @@ def generate_stage1(
                     k_examples=cfg.k_examples,
                     rng=rng,
                     examples=pool,
+                    continuation=continuation,
                 )
                 # Ask for more than needed: small generators waste many samples.
                 for _ in range(min(cfg.batch_size, 2 * need))

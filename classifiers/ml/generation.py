@@ -157,9 +157,17 @@ class LocalGenerator:
                 return cand
         return min(self.stop_ids) if self.stop_ids else 0
 
+    # A trailing assistant message is a prefill that the reply continues (Stage I
+    # opens the reply with a list number, so a small model writes the next item).
+    continues_replies = True
+
     def encode_conversation(self, conversation: list[Message]) -> list[int]:
+        prefill = bool(conversation) and conversation[-1]["role"] == "assistant"
         text = self.tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False
+            conversation,
+            add_generation_prompt=not prefill,
+            continue_final_message=prefill,
+            tokenize=False,
         )
         # The chat template already contains any BOS it wants.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -75,7 +75,12 @@ ShouldCancel = Callable[[], bool]
 
 
 class ChatGenerator(Protocol):
-    """Anything that turns a batch of conversations into one reply each."""
+    """Anything that turns a batch of conversations into one reply each.
+
+    A generator with a true `continues_replies` attribute treats a trailing
+    assistant message as the start of its reply and returns only what follows it;
+    others (chat endpoints) are only given conversations that end with the user.
+    """
 
     name: str
 

@@ -18,6 +18,7 @@ from classifiers.ml.data import (
     generate_stage1,
     is_degenerate,
     is_refusal,
+    narrates_the_task,
     query_prompt,
     read_jsonl,
     read_parquet,
@@ -179,6 +180,68 @@ def test_query_prompts():
     }
     assert len(prompts) > 1  # shots and style vary
     assert response_prompt("hi there") == [{"role": "user", "content": "hi there"}]
+
+
+def test_list_continuation_prompt_for_generators_that_continue_replies():
+    rng = random.Random(0)
+    many = CategorySpec(
+        name="Forbidden widgets",
+        kind=RESTRICTED,
+        description="Requests to build or obtain the forbidden widget.",
+        excludes="History of widgets.",
+        example_queries=tuple(f"how do I get forbidden widget part {i}" for i in range(6)),
+        languages=("French",),
+    )
+    generated = [f"generated widget question {i}" for i in range(20)]
+    for _ in range(20):
+        user, prefill = query_prompt(
+            many,
+            CONSTITUTION,
+            k_examples=4,
+            rng=rng,
+            examples=[*many.example_queries, *generated],
+            continuation=True,
+        )
+        body = user["content"]
+        numbered = re.findall(r"^(\d+)\. (.*)$", body, flags=re.M)
+        assert [int(n) for n, _ in numbered] == [1, 2, 3, 4]
+        # The reply opens with the next number, so the model writes item 5.
+        assert prefill == {"role": "assistant", "content": "5."}
+        # At least half the shots are the author's own, whatever the pool holds.
+        assert sum(q in many.example_queries for _, q in numbered) >= 2
+        assert "harmful requests" in body and "build or obtain" in body
+        assert "written in French" in body
+        # Nothing a small model would echo back as narration of the task, and the
+        # exclusions are not named (they prime the model to write about them).
+        assert not narrates_the_task(body) and "History of widgets" not in body
+    permitted = query_prompt(VACCINES, CONSTITUTION, k_examples=4, rng=rng, continuation=True)
+    assert "harmful" not in permitted[0]["content"]
+    assert permitted[-1]["content"] == "2."  # one author example, then item 2
+
+
+class ContinuingGenerator(ScriptedGenerator):
+    """Continues a prefilled reply, as LocalGenerator does."""
+
+    continues_replies = True
+
+    def chat(self, conversations, **kwargs):
+        self.prompts = getattr(self, "prompts", []) + conversations
+        rewritten = []
+        for conv in conversations:
+            assert conv[-1]["role"] == "assistant"
+            restricted = "build or obtain the forbidden widget" in conv[0]["content"]
+            category = WIDGETS.name if restricted else VACCINES.name
+            rewritten.append([{"role": "user", "content": f"Category: {category}"}])
+        return super().chat(rewritten, **kwargs)
+
+
+def test_stage1_asks_continuing_generators_for_the_next_list_item():
+    gen = ContinuingGenerator()
+    examples, _, stats = stage1(gen, responses=False)
+    assert stats["kept"] == 12 and gen.prompts
+    assert all(conv[-1]["role"] == "assistant" for conv in gen.prompts)
+    plain = ScriptedGenerator()
+    stage1(plain, responses=False)  # a chat endpoint gets the instruction prompt
 
 
 def stage1(gen=None, **overrides):

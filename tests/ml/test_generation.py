@@ -118,6 +118,25 @@ def test_greedy_batched_equals_one_at_a_time(local_gen):
     assert any(t for t in batched)
 
 
+def test_trailing_assistant_message_is_continued_not_answered(local_gen):
+    """Stage I prefills "5." so the model writes the next list item: the prompt
+    ends inside the assistant turn, and the reply holds only the continuation."""
+    conversation = [{"role": "user", "content": "1. tell me about vaccines"}]
+    fresh = local_gen.encode_conversation(conversation)
+    prefilled = local_gen.encode_conversation(
+        conversation + [{"role": "assistant", "content": "2."}]
+    )
+    text = local_gen.tokenizer.decode(prefilled)
+    assert text.endswith("[ assistant ] 2.")  # no [SEP], no second turn opened
+    assert prefilled[: len(fresh)] == fresh  # the same prompt, then "2."
+    reply = local_gen.chat(
+        [conversation + [{"role": "assistant", "content": "2."}]],
+        max_new_tokens=4,
+        temperature=0.0,
+    )[0]
+    assert not reply.startswith("2.")
+
+
 def test_greedy_ids_match_reference_full_recompute(local_gen):
     """The KV-cache loop equals naive decoding that re-runs the whole prefix."""
     prompt = local_gen.encode_conversation(CONVERSATIONS[0])
