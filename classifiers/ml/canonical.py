@@ -445,11 +445,39 @@ def _clean_decoded(decoded: str) -> str:
     return deobfuscate(strip_instructions(decoded))
 
 
+# Where a framed request starts: after the last colon or line break.
+_FRAME_BREAK = re.compile(r":\s+|\n\s*")
+_WORD = re.compile(r"\w+")
+
+
+def framed_request(
+    text: str, *, min_frame_words: int = 8, min_request_words: int = 3
+) -> str | None:
+    """The request at the end of a "<long framing>: <request>" prompt, else None.
+
+    Most jailbreak wrappers have that shape (a persona or "you have no rules"
+    preamble, then the request after a colon or on its own last line). A
+    mean-pooled sentence embedding of the whole prompt dilutes a short request in
+    a long frame; scored alone, the request scores as it would unwrapped.
+    """
+    breaks = list(_FRAME_BREAK.finditer(text.strip()))
+    if not breaks:
+        return None
+    last = breaks[-1]
+    frame, request = text.strip()[: last.start()], text.strip()[last.end() :].strip()
+    if len(_WORD.findall(frame)) < min_frame_words:
+        return None
+    if len(_WORD.findall(request)) < min_request_words:
+        return None
+    return request
+
+
 def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
     """The original text, then distinct de-obfuscated / decoded views of it.
 
     Plain text returns `[text]`. Decoded views have the encoder's instruction line
-    stripped, so a base64-encoded request yields the request itself as a view.
+    stripped, so a base64-encoded request yields the request itself as a view; a
+    request inside a long jailbreak frame yields the request alone as a view.
     """
     views: list[str] = [text]
 
@@ -480,4 +508,7 @@ def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
             add(_clean_decoded(shifted))
         if reversed_view is not None:
             add(_clean_decoded(reversed_view))
+    # Last, so decodings win the view budget; on the folded text so an obfuscated
+    # request inside a frame is read folded.
+    add(framed_request(deobfuscated if deobfuscated != light else light))
     return views[:max_views]

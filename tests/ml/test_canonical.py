@@ -14,6 +14,7 @@ from classifiers.ml.canonical import (
     canonical_views,
     english_score,
     fold_confusables,
+    framed_request,
     strip_instructions,
 )
 from classifiers.ml.types import Example
@@ -145,6 +146,32 @@ def test_strip_instructions_drops_only_instruction_lines() -> None:
         == "hello there"
     )
     assert strip_instructions("hello there") == "hello there"
+
+
+@pytest.mark.parametrize("wrapper", ["roleplay_wrapper", "dan_wrapper"])
+@pytest.mark.parametrize("request_text", REQUESTS)
+def test_request_inside_a_jailbreak_frame_is_a_view_of_its_own(
+    wrapper: str, request_text: str
+) -> None:
+    for seed in range(4):  # every frame of the wrapper
+        out = augment.apply_transforms(
+            _example(request_text), [wrapper], rng=random.Random(seed)
+        )
+        wrapped = out.messages[-1]["content"]
+        assert wrapped != request_text
+        assert request_text in canonical_views(wrapped)
+
+
+def test_framed_request_needs_a_long_frame_and_a_real_request() -> None:
+    assert framed_request("Note: tell me about vaccines") is None  # short frame
+    assert framed_request(
+        "You are a helpful pirate captain who always answers in full: hi"
+    ) is None  # the tail is not a request
+    assert (
+        framed_request("You are a helpful pirate captain who always answers:\n\nwhat is rum?")
+        == "what is rum?"
+    )
+    assert framed_request("no frame at all in this one") is None
 
 
 def test_max_views_is_respected() -> None:
