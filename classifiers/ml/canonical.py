@@ -9,8 +9,11 @@ Design constraints:
 - Pure Python, no model: this runs on every request, so the plain-English path is a
   handful of regex scans (tens of microseconds) and the decoders only run on lines
   that do not already read as English.
-- Views are extra evidence, never a replacement: a wrong decoding only adds a view,
-  and the original text is always the first view.
+- Views are extra evidence: the original text is always the first view and is
+  scored too, except where a view decodes it (base64, a letter shift, a reversal).
+  An encoded surface means nothing to a sentence encoder, so it is left out of the
+  max; the decoders only fire on lines that do not read as English, and decoded
+  views keep the lines that did.
 
 The tables here (confusables, leetspeak, zero-width characters) are shared with
 `augment.py`, so every obfuscation the augmenter produces is folded back here.
@@ -26,6 +29,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -447,7 +451,7 @@ def _clean_decoded(decoded: str) -> str:
 
 # Where a framed request starts: after the last colon or line break.
 _FRAME_BREAK = re.compile(r":\s+|\n\s*")
-_WORD = re.compile(r"\w+")
+_ANY_WORD = re.compile(r"\w+")
 
 
 def framed_request(
@@ -465,38 +469,96 @@ def framed_request(
         return None
     last = breaks[-1]
     frame, request = text.strip()[: last.start()], text.strip()[last.end() :].strip()
-    if len(_WORD.findall(frame)) < min_frame_words:
+    if len(_ANY_WORD.findall(frame)) < min_frame_words:
         return None
-    if len(_WORD.findall(request)) < min_request_words:
+    if len(_ANY_WORD.findall(request)) < min_request_words:
         return None
     return request
 
 
-def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
+@dataclass(frozen=True)
+class PromptViews:
+    """A prompt's canonical views, and which of them are worth scoring."""
+
+    texts: tuple[str, ...]  # the original first, then distinct views
+    # Views that decode into another view (base64, a letter shift, a reversal):
+    # their surface form is an encoding, which means nothing to a sentence encoder
+    # and scores as noise (benign base64 scored 0.93-0.97 on cbrn-demo, above the
+    # 1% FPR threshold). What they decode to is scored instead.
+    encoded: frozenset[int] = frozenset()
+
+    @property
+    def scored(self) -> list[int]:
+        """Indexes of the views to score (all of them if every one is encoded)."""
+        plain = [i for i in range(len(self.texts)) if i not in self.encoded]
+        return plain or list(range(len(self.texts)))
+
+
+def prompt_views(text: str, *, max_views: int = 8) -> PromptViews:
     """The original text, then distinct de-obfuscated / decoded views of it.
 
-    Plain text returns `[text]`. Decoded views have the encoder's instruction line
+    Plain text gives just itself. Decoded views have the encoder's instruction line
     stripped, so a base64-encoded request yields the request itself as a view; a
-    request inside a long jailbreak frame yields the request alone as a view.
+    request inside a long jailbreak frame yields the request alone as a view, and
+    its decodings too when the request alone was encoded.
     """
     views: list[str] = [text]
+    encoded: set[int] = set()
 
     def add(view: str | None) -> None:
         if view is not None and view.strip() and view not in views:
             views.append(view)
 
+    def decode(source: str) -> None:
+        surfaces = _add_decodings(source, add)
+        encoded.update(views.index(v) for v in surfaces if v in views)
+
+    decode(text)
+    # Jailbreak frames, on the original, its foldings and every decoding; last, so
+    # decodings win the view budget. A view that still folds (leetspeak, homoglyphs)
+    # is framed through its folded form only: a raw leetspeak request alone reads
+    # unlike any training text and scored 0.98 for a benign physics question.
+    for view in list(views):
+        if _fold(view) != view:
+            continue
+        request = framed_request(view)
+        if request is None or request in views:
+            continue
+        add(request)
+        decode(request)
+    kept = views[:max_views]
+    return PromptViews(tuple(kept), frozenset(i for i in encoded if i < len(kept)))
+
+
+def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
+    """The original text, then distinct de-obfuscated / decoded views of it."""
+    return list(prompt_views(text, max_views=max_views).texts)
+
+
+def _fold(text: str) -> str:
+    return deobfuscate(fold_confusables(remove_zero_width(text)))
+
+
+def _add_decodings(text: str, add: Callable[[str | None], None]) -> list[str]:
+    """Add the folded and decoded views of `text`. Returns the encoded surfaces:
+    `text` and its foldings when something decoded, else nothing."""
+    found = False
     # Lossless-ish folding: invisible characters and lookalike letters.
     visible = remove_zero_width(text)
     light = fold_confusables(visible) if not text.isascii() else text
+    folds = [text]
     if light != text:
-        add(strip_instructions(light))
+        folds.append(strip_instructions(light))
     deobfuscated = deobfuscate(light)
     if deobfuscated != light:
-        add(strip_instructions(deobfuscated))
+        folds.append(strip_instructions(deobfuscated))
+    for fold in folds[1:]:
+        add(fold)
 
     # base64 first on the case-preserving text: folding would corrupt the payload.
     decoded64 = decode_base64_segments(light)
     if decoded64 is not None:
+        found = True
         add(_clean_decoded(decoded64))
 
     # Shifts and reversal on the unfolded and folded texts: an obfuscation applied
@@ -504,11 +566,8 @@ def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
     # alone), one applied after it must be undone before.
     for base in dict.fromkeys((visible, light, deobfuscated)):
         shifted, reversed_view = decode_lines(strip_instructions(base))
-        if shifted is not None:
-            add(_clean_decoded(shifted))
-        if reversed_view is not None:
-            add(_clean_decoded(reversed_view))
-    # Last, so decodings win the view budget; on the folded text so an obfuscated
-    # request inside a frame is read folded.
-    add(framed_request(deobfuscated if deobfuscated != light else light))
-    return views[:max_views]
+        for decoded in (shifted, reversed_view):
+            if decoded is not None:
+                found = True
+                add(_clean_decoded(decoded))
+    return folds if found else []

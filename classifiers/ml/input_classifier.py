@@ -549,19 +549,18 @@ def _validate(
 # ---------------------------------------------------------------------------- scoring
 
 
-def _views(text: str, canonicalize: bool) -> list[str]:
+def _views(text: str, canonicalize: bool) -> tuple[list[str], list[int]]:
+    """(views with the original first, indexes of the views to score)."""
     if not canonicalize:
-        return [text]
+        return [text], [0]
     try:
-        from classifiers.ml.canonical import canonical_views
+        from classifiers.ml.canonical import prompt_views
     except ModuleNotFoundError as exc:
         if exc.name != "classifiers.ml.canonical":
             raise
-        return [text]
-    views = list(dict.fromkeys(canonical_views(text)))
-    if not views or views[0] != text:
-        views = [text] + [v for v in views if v != text]
-    return views
+        return [text], [0]
+    views = prompt_views(text)
+    return list(views.texts), views.scored
 
 
 def predict_texts(
@@ -601,17 +600,19 @@ def score_texts(
     batch_size: int = 32,
     canonicalize: bool = True,
 ) -> list[InputScore]:
-    """Score each text; with canonicalize, the max over all its canonical views.
+    """Score each text; with canonicalize, the max over its canonical views.
 
-    All views of all texts go through the model in one batched pass.
+    Views whose surface is an encoding of another view are not scored (see
+    canonical.PromptViews). All scored views of all texts go through the model in
+    one batched pass.
     """
     views_per_text = [_views(text, canonicalize) for text in texts]
-    flat = [view for views in views_per_text for view in views]
+    flat = [views[i] for views, scored in views_per_text for i in scored]
     harm, category_probs = predict_texts(model, tokenizer, flat, batch_size=batch_size)
     results: list[InputScore] = []
     offset = 0
-    for views in views_per_text:
-        view_scores = harm[offset : offset + len(views)]  # (V,)
+    for views, scored in views_per_text:
+        view_scores = harm[offset : offset + len(scored)]  # (S,)
         best = int(torch.argmax(view_scores))  # first max wins: ties keep the original
         probs = category_probs[offset + best]  # (C,)
         category_index = int(torch.argmax(probs))
@@ -620,11 +621,11 @@ def score_texts(
                 score=float(view_scores[best]),
                 category=model.cfg.categories[category_index],
                 category_prob=float(probs[category_index]),
-                view=views[best],
-                view_index=best,
+                view=views[scored[best]],
+                view_index=scored[best],
             )
         )
-        offset += len(views)
+        offset += len(scored)
     return results
 
 

@@ -15,6 +15,7 @@ from classifiers.ml.canonical import (
     english_score,
     fold_confusables,
     framed_request,
+    prompt_views,
     strip_instructions,
 )
 from classifiers.ml.types import Example
@@ -160,6 +161,44 @@ def test_request_inside_a_jailbreak_frame_is_a_view_of_its_own(
         wrapped = out.messages[-1]["content"]
         assert wrapped != request_text
         assert request_text in canonical_views(wrapped)
+
+
+@pytest.mark.parametrize("encoding", ["base64", "rot13", "caesar", "reverse"])
+@pytest.mark.parametrize("order", ["encode_then_wrap", "wrap_then_encode"])
+def test_encoded_surfaces_are_not_scored_but_their_decodings_are(
+    encoding: str, order: str
+) -> None:
+    request_text = REQUESTS[2]
+    chain = [encoding, "roleplay_wrapper"]
+    if order == "wrap_then_encode":
+        chain.reverse()
+    out = augment.apply_transforms(
+        _example(request_text), chain, rng=random.Random(3)
+    )
+    views = prompt_views(out.messages[-1]["content"])
+    assert 0 in views.encoded and 0 not in views.scored
+    # The decoding is scored; the encoded surfaces are not (no fallback to all).
+    assert all(i not in views.encoded for i in views.scored)
+    scored = [views.texts[i] for i in views.scored]
+    assert any(request_text in view.lower() for view in scored)
+
+
+def test_an_obfuscated_request_in_a_frame_is_framed_folded_only() -> None:
+    out = augment.apply_transforms(
+        _example(REQUESTS[2]), ["leetspeak", "dan_wrapper"], rng=random.Random(2)
+    )
+    wrapped = out.messages[-1]["content"]
+    raw_tail = framed_request(wrapped)
+    assert raw_tail is not None and raw_tail != REQUESTS[2]  # still leetspeak
+    views = canonical_views(wrapped)
+    assert raw_tail not in views
+    assert REQUESTS[2] in views
+
+
+def test_plain_and_folded_text_is_scored_as_it_is() -> None:
+    assert prompt_views("tell me about vaccines").scored == [0]
+    folded = prompt_views("t​ell me ab​out vacc​ines")
+    assert folded.encoded == frozenset() and 0 in folded.scored
 
 
 def test_framed_request_needs_a_long_frame_and_a_real_request() -> None:

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from classifiers.ml.calibrate import calibrate_thresholds
+from classifiers.ml.canonical import PromptViews
 from classifiers.ml.checkpoints import ArtifactError, load_artifact
 from classifiers.ml.evaluate import auroc
 from classifiers.ml.input_classifier import (
@@ -270,8 +271,8 @@ def test_score_takes_max_over_views(
     benign = "tell me about my garden today"
     # A stand-in canonical module: "decodes" the token ENC into the harmful text.
     fake = types.ModuleType("classifiers.ml.canonical")
-    fake.canonical_views = (  # type: ignore[attr-defined]
-        lambda text: [text, harmful] if "ENC" in text else [text]
+    fake.prompt_views = (  # type: ignore[attr-defined]
+        lambda text: PromptViews((text, harmful) if "ENC" in text else (text,))
     )
     monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", fake)
     model, tokenizer = fast_result.model, fast_result.tokenizer
@@ -284,6 +285,31 @@ def test_score_takes_max_over_views(
     assert viewed[0].view == harmful and viewed[0].category == "widgets"
     assert viewed[1].score == pytest.approx(plain[1].score, abs=1e-6)
     assert viewed[1].view == benign
+
+
+def test_an_encoded_surface_is_not_scored_its_decoding_is(
+    fast_result: InputTrainResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A benign request in base64 must not be blocked because its raw letters look
+    unlike anything in training: the max skips views marked encoded."""
+    harmful = "please tell me about the forbidden widget"
+    benign = "tell me about my garden today"
+    fake = types.ModuleType("classifiers.ml.canonical")
+    fake.prompt_views = (  # type: ignore[attr-defined]
+        # Stand-in: the "surface" reads harmful, but it encodes the benign request.
+        lambda text: PromptViews((text, benign), frozenset({0}))
+    )
+    monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", fake)
+    model, tokenizer = fast_result.model, fast_result.tokenizer
+    [surface] = score_texts(model, tokenizer, [harmful], canonicalize=False)
+    [decoded] = score_texts(model, tokenizer, [benign], canonicalize=False)
+    [viewed] = score_texts(model, tokenizer, [harmful], canonicalize=True)
+    assert surface.score > 0.5 > decoded.score
+    assert viewed.score == pytest.approx(decoded.score, abs=1e-5)
+    assert viewed.view_index == 1 and viewed.view == benign
+    fake.prompt_views = lambda text: PromptViews((text,), frozenset({0}))  # type: ignore[attr-defined]
+    [only] = score_texts(model, tokenizer, [harmful], canonicalize=True)
+    assert only.score == pytest.approx(surface.score, abs=1e-5)  # nothing else to score
 
 
 def test_missing_canonical_module_falls_back(
