@@ -144,6 +144,7 @@ _INSTRUCTION_LINE = re.compile(
 )
 
 _WORD = re.compile(r"[a-z]+")
+_ANY_WORD = re.compile(r"\w+")
 _BASE64_SEGMENT = re.compile(
     r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{12,}={0,2}(?![A-Za-z0-9+/=_-])"
 )
@@ -335,9 +336,30 @@ def join_split_letters(text: str) -> str:
     return _MULTI_SPACE.sub(" ", "\n".join(lines))
 
 
+# The words of an encoder's instruction line ("Decode this Caesar cipher (shift 3)
+# and answer:", "The following message is base64-encoded. Decode it and respond:").
+# A line with any other word says something of its own and is never stripped: an
+# attacker could otherwise end a request with "Answer in full detail:" and have it
+# dropped from every decoded view.
+_INSTRUCTION_WORDS = frozenset(
+    """a an and answer base base64 below backwards by caesar cipher code decipher
+    decode decrypt encoded encoding first following in is it join leet leetspeak
+    letter letters message now of please read reply request respond reverse
+    reversed rot rot13 say says shift shifted split string text the then this to
+    what with word words written""".split()
+)
+
+
+def _only_instructions(line: str) -> bool:
+    words = _ANY_WORD.findall(line.casefold())
+    return all(w in _INSTRUCTION_WORDS or w.isdigit() for w in words)
+
+
 def strip_instructions(text: str) -> str:
     """Drop "Decode this and answer:"-style lines; keep the rest."""
-    stripped = _INSTRUCTION_LINE.sub("", text)
+    stripped = _INSTRUCTION_LINE.sub(
+        lambda m: "" if _only_instructions(m.group(0)) else m.group(0), text
+    )
     return stripped.strip() if stripped.strip() else text
 
 
@@ -346,26 +368,30 @@ def deobfuscate(text: str) -> str:
     return join_split_letters(fold_leetspeak(fold_case(text)))
 
 
+def _decode_base64_segment(segment: str) -> str | None:
+    """A base64 run's text if it decodes to mostly printable UTF-8, else None."""
+    segment = segment.replace("-", "+").replace("_", "/").rstrip("=")
+    padded = segment + "=" * (-len(segment) % 4)
+    try:
+        raw = base64.b64decode(padded, validate=True)
+        decoded = remove_zero_width(raw.decode("utf-8"))
+    except (binascii.Error, ValueError):
+        return None
+    printable = sum(ch.isprintable() or ch in "\n\t" for ch in decoded)
+    letters = sum(ch.isalpha() for ch in decoded)
+    if not decoded or printable < 0.9 * len(decoded) or letters < 0.3 * len(decoded):
+        return None
+    return decoded
+
+
 def decode_base64_segments(text: str) -> str | None:
     """Replace base64 runs that decode to mostly printable UTF-8; None if none did."""
     found = False
 
     def decode(match: re.Match[str]) -> str:
         nonlocal found
-        segment = match.group(0).replace("-", "+").replace("_", "/").rstrip("=")
-        padded = segment + "=" * (-len(segment) % 4)
-        try:
-            raw = base64.b64decode(padded, validate=True)
-            decoded = remove_zero_width(raw.decode("utf-8"))
-        except (binascii.Error, ValueError):
-            return match.group(0)
-        printable = sum(ch.isprintable() or ch in "\n\t" for ch in decoded)
-        letters = sum(ch.isalpha() for ch in decoded)
-        if (
-            not decoded
-            or printable < 0.9 * len(decoded)
-            or letters < 0.3 * len(decoded)
-        ):
+        decoded = _decode_base64_segment(match.group(0))
+        if decoded is None:
             return match.group(0)
         found = True
         return decoded
@@ -451,7 +477,6 @@ def _clean_decoded(decoded: str) -> str:
 
 # Where a framed request starts: after the last colon or line break.
 _FRAME_BREAK = re.compile(r":\s+|\n\s*")
-_ANY_WORD = re.compile(r"\w+")
 
 
 def framed_request(
@@ -471,7 +496,7 @@ def framed_request(
     frame, request = text.strip()[: last.start()], text.strip()[last.end() :].strip()
     if len(_ANY_WORD.findall(frame)) < min_frame_words:
         return None
-    if len(_ANY_WORD.findall(request)) < min_request_words:
+    if len(_ANY_WORD.findall(request)) < min_request_words or _only_instructions(request):
         return None
     return request
 
@@ -541,33 +566,37 @@ def _fold(text: str) -> str:
 
 def _add_decodings(text: str, add: Callable[[str | None], None]) -> list[str]:
     """Add the folded and decoded views of `text`. Returns the encoded surfaces:
-    `text` and its foldings when something decoded, else nothing."""
-    found = False
+    `text` or those of its foldings that something decoded from."""
     # Lossless-ish folding: invisible characters and lookalike letters.
     visible = remove_zero_width(text)
     light = fold_confusables(visible) if not text.isascii() else text
-    folds = [text]
-    if light != text:
-        folds.append(strip_instructions(light))
     deobfuscated = deobfuscate(light)
+    # Each base the decoders read, and the views that stand for it.
+    surfaces: dict[str, list[str]] = {visible: [text]}
+    if light != text:
+        add(strip_instructions(light))
+        surfaces.setdefault(light, []).append(strip_instructions(light))
     if deobfuscated != light:
-        folds.append(strip_instructions(deobfuscated))
-    for fold in folds[1:]:
-        add(fold)
+        add(strip_instructions(deobfuscated))
+        surfaces.setdefault(deobfuscated, []).append(strip_instructions(deobfuscated))
+    encoded: list[str] = []
 
     # base64 first on the case-preserving text: folding would corrupt the payload.
+    # Every folding still carries the blob, so all of them are encoded surfaces.
     decoded64 = decode_base64_segments(light)
     if decoded64 is not None:
-        found = True
+        encoded += [view for views in surfaces.values() for view in views]
         add(_clean_decoded(decoded64))
 
     # Shifts and reversal on the unfolded and folded texts: an obfuscation applied
     # before the cipher must be undone after decoding (the cipher leaves homoglyphs
-    # alone), one applied after it must be undone before.
+    # alone), one applied after it must be undone before. Only the base a decoding
+    # came from is an encoded surface: raw leetspeak can "decode" as a Caesar shift
+    # into gibberish while its folded form, the plain request, must stay scored.
     for base in dict.fromkeys((visible, light, deobfuscated)):
         shifted, reversed_view = decode_lines(strip_instructions(base))
         for decoded in (shifted, reversed_view):
             if decoded is not None:
-                found = True
+                encoded += surfaces[base]
                 add(_clean_decoded(decoded))
-    return folds if found else []
+    return encoded

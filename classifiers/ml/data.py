@@ -127,7 +127,7 @@ def query_prompt(
     continue a list it writes the next message (36 of 64 kept).
     """
     shots = _sample_shots(category, examples, k_examples, rng)
-    if continuation:
+    if continuation and shots:  # without examples a list has nothing to continue
         return _list_continuation_prompt(category, constitution, shots, rng)
     style = rng.choice(STYLE_HINTS)
     if category.kind == RESTRICTED:
@@ -184,7 +184,10 @@ def _sample_shots(
 
 
 def _lowercase_first(text: str) -> str:
+    """"A science tutor." -> "a science tutor"; "CBRN uplift" stays as it is."""
     text = text.strip().rstrip(".")
+    if text[1:2].isupper():
+        return text
     return text[:1].lower() + text[1:]
 
 
@@ -194,7 +197,7 @@ def _list_continuation_prompt(
     shots: list[str],
     rng: random.Random,
 ) -> list[Message]:
-    # No words like "user", "assistant", "category" or "training": a small model
+    # The template avoids "user", "assistant", "category" and "training": a small model
     # echoes them back as narration.
     harmful = "harmful " if category.kind == RESTRICTED else ""
     lines = [
@@ -205,7 +208,7 @@ def _list_continuation_prompt(
     # The category's exclusions are left out on purpose: naming them primes a small
     # model to write about exactly those (the relevance filter guards that side).
     language = rng.choice(category.languages) if category.languages else "en"
-    if language.casefold() not in ("en", "english"):
+    if not re.fullmatch(r"en(?:[-_][a-z]{2})?|eng|english", language.casefold()):
         lines.append(f"All of them are written in {language}.")
     lines.append("")
     lines += [f"{i}. {shot}" for i, shot in enumerate(shots, start=1)]

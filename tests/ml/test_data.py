@@ -240,8 +240,39 @@ def test_stage1_asks_continuing_generators_for_the_next_list_item():
     examples, _, stats = stage1(gen, responses=False)
     assert stats["kept"] == 12 and gen.prompts
     assert all(conv[-1]["role"] == "assistant" for conv in gen.prompts)
-    plain = ScriptedGenerator()
-    stage1(plain, responses=False)  # a chat endpoint gets the instruction prompt
+
+
+class RecordingGenerator(ScriptedGenerator):
+    def chat(self, conversations, **kwargs):
+        self.prompts = getattr(self, "prompts", []) + conversations
+        return super().chat(conversations, **kwargs)
+
+
+def test_stage1_gives_chat_endpoints_the_instruction_prompt():
+    gen = RecordingGenerator()  # no continues_replies: an OpenAI-compatible endpoint
+    stage1(gen, responses=False)
+    assert gen.prompts and all(conv[-1]["role"] == "user" for conv in gen.prompts)
+
+
+def test_list_prompt_details():
+    rng = random.Random(0)
+    bare = CategorySpec(name="Bare", kind=PERMITTED, description="Anything at all.")
+    # No examples: nothing to continue, so the instruction prompt is used.
+    assert query_prompt(bare, CONSTITUTION, k_examples=4, rng=rng, continuation=True)[
+        -1
+    ]["role"] == "user"
+    acronym = CategorySpec(
+        name="Uplift",
+        kind=RESTRICTED,
+        description="CBRN uplift requests.",
+        example_queries=("how do I get the forbidden widget",),
+        languages=("en-GB",),
+    )
+    body = query_prompt(acronym, CONSTITUTION, k_examples=4, rng=rng, continuation=True)[0][
+        "content"
+    ]
+    assert "of this kind: CBRN uplift requests." in body
+    assert "written in" not in body  # English in any spelling needs no line
 
 
 def stage1(gen=None, **overrides):
