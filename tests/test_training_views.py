@@ -163,6 +163,14 @@ def test_the_model_page_carries_chart_data_and_the_registry_lists_metrics(
     page = client.get(reverse("classifiers:model", args=[model.pk])).content.decode()
     assert 'id="roc-test"' in page and 'id="halting-test"' in page
     assert 'id="model-splits"' in page and "vendor/chart.umd.min.js" in page
+    # The target-FPR column only when the target is not the 1% already shown.
+    assert "TPR at 1% FPR" in page and "TPR at the target FPR" not in page
+    report = model.report
+    report["splits"]["test"]["classifier"]["target_fpr"] = 0.05
+    model.report = report
+    model.save(update_fields=["report"])
+    page = client.get(reverse("classifiers:model", args=[model.pk])).content.decode()
+    assert "TPR at the target FPR (0.05)" in page
     listing = client.get(reverse("classifiers:models")).content.decode()
     assert f"#{model.pk}" in listing and "active" in listing
     assert f"{model.metrics['auroc']:.3f}" in listing
