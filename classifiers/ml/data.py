@@ -123,8 +123,8 @@ def query_prompt(
     `continuation` (for generators that continue a prefilled reply, such as the
     local model): the prompt is a numbered list of such messages and the reply
     opens with the next number. A 135M model asked for "a message a user might
-    send" mostly narrates the task or chats (15 of 64 kept on cbrn-demo); asked to
-    continue a list it writes the next message (36 of 64 kept).
+    send" mostly narrates the task or chats; asked to continue a list it writes
+    the next message (`python -m bench stage1_prompts`: 36 of 64 kept vs 12).
     """
     shots = _sample_shots(category, examples, k_examples, rng)
     if continuation and shots:  # without examples a list has nothing to continue

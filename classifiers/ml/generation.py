@@ -80,6 +80,10 @@ def sample_next_token(
 class LocalGenerator:
     """Batched sampling from a local causal LM with a chat template."""
 
+    # A trailing assistant message is a prefill that the reply continues (Stage I
+    # opens the reply with a list number, so a small model writes the next item).
+    continues_replies = True
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -156,10 +160,6 @@ class LocalGenerator:
             if isinstance(cand, int):
                 return cand
         return min(self.stop_ids) if self.stop_ids else 0
-
-    # A trailing assistant message is a prefill that the reply continues (Stage I
-    # opens the reply with a list number, so a small model writes the next item).
-    continues_replies = True
 
     def encode_conversation(self, conversation: list[Message]) -> list[int]:
         prefill = bool(conversation) and conversation[-1]["role"] == "assistant"
