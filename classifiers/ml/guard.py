@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from classifiers.ml.calibrate import Thresholds
 from classifiers.ml.streaming import StreamingScorer, TokenScore, generate_plain
+from classifiers.ml.streaming_cascade import CascadeSettings, StreamingCascade
 from classifiers.ml.streaming import generate_with_scores as _generate_with_scores
 from classifiers.ml.types import Message, render_messages
 
@@ -88,6 +89,8 @@ class GuardResult:
     halted_at: int | None = None  # token index where the output classifier crossed
     max_output_score: float | None = None
     near_threshold: bool = False
+    cascaded: bool = False  # the output was scored by the probe cascade
+    escalated_at: int | None = None  # token index where the heavy classifier joined
 
     @property
     def flag_reason(self) -> str | None:
@@ -139,6 +142,54 @@ class InputGuard:
         return decisions
 
 
+class CascadeGuard:
+    """The heavy half of a served probe cascade: a separate output classifier (own
+    weights, own KV cache per stream) that joins a stream when the probe (the
+    engine's output model) becomes uncertain. See streaming_cascade."""
+
+    def __init__(
+        self,
+        settings: CascadeSettings,
+        heavy_model: Any,  # CausalLMWithValueHead
+        tokenizer: Any,
+        *,
+        aggregator: str = "cummax",
+        ema_alpha: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.heavy_model = heavy_model
+        self.tokenizer = tokenizer
+        self.aggregator = aggregator
+        self.ema_alpha = ema_alpha
+        # One heavy model serves every stream that escalated; its forwards take turns.
+        self.lock = threading.Lock()
+
+    def open(self, messages: list[Message]) -> _HeavyScorerStream:
+        return _HeavyScorerStream(self, messages)
+
+
+class _HeavyScorerStream:
+    """streaming_cascade.HeavyStream over a StreamingScorer: the prompt and the
+    response so far are encoded once at escalation, then one token per forward."""
+
+    def __init__(self, cascade: CascadeGuard, messages: list[Message]) -> None:
+        self.cascade = cascade
+        self.messages = messages
+        kwargs = {"ema_alpha": cascade.ema_alpha} if cascade.ema_alpha else {}
+        self.scorer = StreamingScorer(
+            cascade.heavy_model, cascade.tokenizer, aggregator=cascade.aggregator, **kwargs
+        )
+
+    def start(self, token_ids: list[int]) -> float:
+        with self.cascade.lock:
+            self.scorer.start(self.messages)
+            return self.scorer.push(token_ids)[-1].score
+
+    def push(self, token_id: int) -> float:
+        with self.cascade.lock:
+            return self.scorer.push([token_id])[-1].score
+
+
 class GuardEngine:
     """Input + output classifiers around a generator. Thread-safe.
 
@@ -157,6 +208,7 @@ class GuardEngine:
         aggregator: str = "cummax",
         ema_alpha: float | None = None,
         batcher: Any | None = None,  # batched_streaming.ContinuousBatcher on `lm`
+        cascade: CascadeGuard | None = None,  # output_model is its probe
     ) -> None:
         self.input_guard = input_guard
         self.output_model = output_model
@@ -166,6 +218,7 @@ class GuardEngine:
         self.aggregator = aggregator
         self.ema_alpha = ema_alpha
         self.batcher = batcher
+        self.cascade = cascade if output_model is not None else None
         self.lock = threading.Lock()
 
     # -- input only -------------------------------------------------------------------
@@ -203,14 +256,19 @@ class GuardEngine:
         if guarded and self.output_model is not None and math.isfinite(threshold):
             result.output_threshold = threshold
         scoring = guarded and self.output_model is not None
+        cascading = scoring and self.cascade is not None
+        # With a cascade the probe only scores; the cascade decides where to halt.
+        probe_halts = config.mode == "enforce" and not cascading
         if self.batcher is not None:
             tokens = self.batcher.stream(
                 messages, guard=self.output_model if scoring else None,
                 max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                 top_p=config.top_p, seed=config.seed, threshold=threshold,
-                halt=config.mode == "enforce", should_stop=should_stop,
+                halt=probe_halts, should_stop=should_stop,
                 aggregator=self.aggregator, **self._ema_kwargs(),
             )  # fmt: skip
+            if cascading:
+                tokens = self._cascaded(tokens, messages, config, result, threshold)
             yield from self._follow(tokens, result, config, threshold, should_stop)
             return
         with self.lock:
@@ -219,9 +277,11 @@ class GuardEngine:
                     self.output_model, self.tokenizer, messages,
                     max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                     top_p=config.top_p, seed=config.seed, threshold=threshold,
-                    halt=config.mode == "enforce", should_stop=should_stop,
+                    halt=probe_halts, should_stop=should_stop,
                     aggregator=self.aggregator, **self._ema_kwargs(),
                 )  # fmt: skip
+                if cascading:
+                    tokens = self._cascaded(tokens, messages, config, result, threshold)
             else:
                 tokens = generate_plain(
                     self.lm, self.tokenizer, messages,
@@ -254,6 +314,7 @@ class GuardEngine:
                 yield GuardEvent("end", result=result)
                 return
         threshold = self._output_threshold(result.input)
+        probe_halts = config.mode == "enforce" and self.cascade is None
         scorer = None
         if guarded and self.output_model is not None:
             result.output_threshold = threshold if math.isfinite(threshold) else None
@@ -283,9 +344,7 @@ class GuardEngine:
                     last_score = token.score
                     token.index = index
                     index += 1
-                    token.halted = (
-                        config.mode == "enforce" and token.score >= threshold
-                    )
+                    token.halted = probe_halts and token.score >= threshold
                     if token.halted or position == len(new) - 1:
                         token.text, pending = pending, ""
                     yield token
@@ -294,10 +353,48 @@ class GuardEngine:
             if pending:
                 yield TokenScore(index, -1, last_score, last_score, pending)
 
+        tokens: Iterable[TokenScore] = scored()
+        if scorer is not None and self.cascade is not None:
+            tokens = self._cascaded(tokens, messages, config, result, threshold)
         with self.lock:
-            yield from self._follow(scored(), result, config, threshold, should_stop)
+            yield from self._follow(tokens, result, config, threshold, should_stop)
 
     # -- shared ---------------------------------------------------------------------------------
+
+    def _cascaded(
+        self,
+        tokens: Iterator[TokenScore],
+        messages: list[Message],
+        config: GuardConfig,
+        result: GuardResult,
+        threshold: float,
+    ) -> Iterator[TokenScore]:
+        """Re-score the probe's tokens through the cascade and halt on its score
+        (`threshold` is the cascade's calibrated one, see _output_threshold)."""
+        assert self.cascade is not None
+        cascade = StreamingCascade(self.cascade.settings, lambda: self.cascade.open(messages))
+        result.cascaded = True
+        try:
+            for token in tokens:
+                if token.token_id < 0 or math.isnan(token.score):
+                    # Upstream text that completed no token carries the current score.
+                    token.score = cascade.value
+                    yield token
+                    continue
+                step = cascade.step(token.token_id, token.score)
+                token.heavy = step.heavy_score
+                token.score = step.score
+                if step.escalated_now:
+                    result.escalated_at = token.index
+                token.halted = config.mode == "enforce" and step.score >= threshold
+                yield token
+                if token.halted:
+                    return
+        finally:
+            # Halting here ends the probe's stream too (a batcher drops the row).
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()
 
     def _follow(
         self,
@@ -345,6 +442,10 @@ class GuardEngine:
     def _output_threshold(self, decision: InputDecision | None) -> float:
         if self.output_thresholds is None:
             return math.inf
+        if self.cascade is not None:
+            # One threshold, calibrated on the cascade's own scores: per-category
+            # targets are the probe's and do not carry over to the ensemble.
+            return self.cascade.settings.threshold
         category = decision.category if decision else None
         return self.output_thresholds.for_category(category)
 

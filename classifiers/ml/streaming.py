@@ -37,6 +37,7 @@ class TokenScore:
     score: float  # aggregated score the guard halts on (cummax or EMA)
     text: str = ""  # text this token adds (generation only; "" mid-character)
     halted: bool = False  # generation stopped here because score >= threshold
+    heavy: float | None = None  # a probe cascade's heavy classifier, once escalated
 
 
 # ---------------------------------------------------------------------- aggregators

@@ -1,0 +1,313 @@
+"""The probe cascade as served: a cheap probe scores every token of a stream, and a
+heavier output classifier joins only when the probe becomes uncertain.
+
+After Constitutional Classifiers++ (a linear probe on the policy model screens all
+traffic and escalates a few percent to a stronger classifier; the final score is a
+weighted sum of the two logits), in streaming form:
+
+* the probe is the value head on the generator's own activations (free per token);
+* at the first token whose probe score falls inside the calibrated band [lo, hi],
+  the heavy classifier starts: it encodes the prompt and the response so far once
+  (one prefill), then scores each later token incrementally from its KV cache;
+* from then on each token's score is sigmoid(w * logit(probe) + (1 - w) * logit(heavy));
+  before escalation it is the probe's score alone; the halting score is the running
+  max of these, so the usual rule (halt at the first token above the threshold)
+  applies unchanged;
+* a probe score that jumps from below lo to above hi in one token is confident: it
+  stands alone and the heavy classifier is not consulted.
+
+With a running-max probe every stream that reaches lo escalates, so lo sets the
+escalation rate: it is calibrated so that a chosen fraction of benign traffic
+escalates. hi is the highest probe score any benign calibration stream reached.
+
+Plain Python: the heavy classifier comes in through `HeavyStream`, so the same
+`StreamingCascade` replays precomputed per-token scores for calibration and
+evaluation (`replay`) and runs live in the guard engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from classifiers.ml.calibrate import false_positive_rate, threshold_for_fpr
+from classifiers.ml.evaluate import auroc, tpr_at_fpr
+
+DEFAULT_WEIGHTS = (0.25, 0.5, 0.75)
+
+
+def ensemble_score(probe: float, heavy: float, weight: float) -> float:
+    """Weighted logit average: w = 1 trusts the probe alone, w = 0 the heavy one."""
+    from classifiers.ml.cascade import ensemble_score as _ensemble
+
+    return _ensemble(probe, heavy, weight)
+
+
+class HeavyStream(Protocol):
+    """The heavy classifier on one stream."""
+
+    def start(self, token_ids: list[int]) -> float:
+        """Encode the response tokens so far; the score at the last of them."""
+
+    def push(self, token_id: int) -> float:
+        """Score one more token incrementally."""
+
+
+@dataclass(frozen=True)
+class CascadeSettings:
+    band: tuple[float, float]  # probe scores that escalate
+    weight: float  # the probe's share of the logit ensemble
+    threshold: float  # halting threshold on the cascade's running max
+
+    def __post_init__(self) -> None:
+        lo, hi = self.band
+        if not 0.0 <= lo <= hi:
+            raise ValueError("band must be (lo, hi) with 0 <= lo <= hi")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError("weight must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"band": list(self.band), "weight": self.weight, "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CascadeSettings:
+        lo, hi = data["band"]
+        return cls((float(lo), float(hi)), float(data["weight"]), float(data["threshold"]))
+
+
+@dataclass
+class CascadeStep:
+    score: float  # the halting score: running max of the cascade's per-token scores
+    probe_score: float
+    heavy_score: float | None  # None until the stream escalates
+    escalated_now: bool  # this token started the heavy classifier
+
+
+class StreamingCascade:
+    """One stream's cascade state. `open_heavy` is called at most once."""
+
+    def __init__(self, settings: CascadeSettings, open_heavy: Callable[[], HeavyStream]):
+        self.settings = settings
+        self.open_heavy = open_heavy
+        self.heavy: HeavyStream | None = None
+        self.token_ids: list[int] = []
+        self.escalated_at: int | None = None  # token index where the heavy one joined
+        self.heavy_tokens = 0  # response tokens the heavy classifier encoded
+        self.value = 0.0
+
+    @property
+    def escalated(self) -> bool:
+        return self.heavy is not None
+
+    def step(self, token_id: int, probe_score: float) -> CascadeStep:
+        self.token_ids.append(token_id)
+        lo, hi = self.settings.band
+        heavy_score, now = None, False
+        if self.heavy is not None:
+            heavy_score = self.heavy.push(token_id)
+            self.heavy_tokens += 1
+        elif lo <= probe_score <= hi:
+            self.heavy = self.open_heavy()
+            heavy_score = self.heavy.start(list(self.token_ids))
+            self.heavy_tokens += len(self.token_ids)
+            self.escalated_at, now = len(self.token_ids) - 1, True
+        raw = (
+            probe_score
+            if heavy_score is None
+            else ensemble_score(probe_score, heavy_score, self.settings.weight)
+        )
+        self.value = max(self.value, raw)
+        return CascadeStep(self.value, probe_score, heavy_score, now)
+
+
+class PrecomputedHeavy:
+    """A HeavyStream reading per-token scores computed in advance (one full forward)."""
+
+    def __init__(self, scores: Sequence[float]):
+        self.scores = list(scores)
+        self.position = -1
+
+    def start(self, token_ids: list[int]) -> float:
+        self.position = len(token_ids) - 1
+        return self.scores[self.position]
+
+    def push(self, token_id: int) -> float:
+        self.position += 1
+        return self.scores[self.position]
+
+
+@dataclass
+class Replay:
+    scores: list[float]  # halting score per token
+    escalated_at: int | None
+    heavy_tokens: int
+
+    @property
+    def final(self) -> float:
+        return self.scores[-1] if self.scores else 0.0
+
+
+def replay(
+    probe_scores: Sequence[float], heavy_scores: Sequence[float], settings: CascadeSettings
+) -> Replay:
+    """What the served cascade does on one response, from per-token scores (the
+    probe's and the heavy classifier's running scores, as each serves them)."""
+    cascade = StreamingCascade(settings, lambda: PrecomputedHeavy(heavy_scores))
+    scores = [cascade.step(i, p).score for i, p in enumerate(probe_scores)]
+    return Replay(scores, cascade.escalated_at, cascade.heavy_tokens)
+
+
+# --------------------------------------------------------------- calibration
+
+
+def _finals(per_token: Sequence[Sequence[float]]) -> list[float]:
+    return [max(s) if len(s) else 0.0 for s in per_token]
+
+
+def _check(probe: Sequence[Sequence[float]], heavy: Sequence[Sequence[float]],
+           labels: Sequence[int]) -> None:  # fmt: skip
+    if not (len(probe) == len(heavy) == len(labels)):
+        raise ValueError("probe scores, heavy scores and labels must have one entry per response")
+    for p, h in zip(probe, heavy, strict=True):
+        if len(p) != len(h):
+            raise ValueError("the probe and the heavy classifier must score the same tokens")
+    if not any(y == 0 for y in labels):
+        raise ValueError("calibrating a cascade needs benign responses")
+
+
+@dataclass
+class CascadeRun:
+    """A cascade's scores over a set of responses, with what it cost."""
+
+    finals: list[float]
+    escalated: list[bool]
+    heavy_tokens: int
+    tokens: int
+
+    def escalation_rate(self, labels: Sequence[int] | None = None, label: int | None = None) -> float:
+        picked = [e for e, y in zip(self.escalated, labels or [0] * len(self.escalated),
+                                    strict=True) if label is None or y == label]  # fmt: skip
+        return float(np.mean(picked)) if picked else 0.0
+
+    @property
+    def heavy_token_fraction(self) -> float:
+        """Heavy-classifier tokens over what running it on every token would take."""
+        return self.heavy_tokens / self.tokens if self.tokens else 0.0
+
+
+def run_cascade(
+    probe: Sequence[Sequence[float]], heavy: Sequence[Sequence[float]], settings: CascadeSettings
+) -> CascadeRun:
+    runs = [replay(p, h, settings) for p, h in zip(probe, heavy, strict=True)]
+    return CascadeRun(
+        finals=[r.final for r in runs],
+        escalated=[r.escalated_at is not None for r in runs],
+        heavy_tokens=sum(r.heavy_tokens for r in runs),
+        tokens=sum(len(p) for p in probe),
+    )
+
+
+@dataclass
+class Calibration:
+    settings: CascadeSettings
+    weights: list[dict[str, float]] = field(default_factory=list)  # per candidate weight
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings.to_dict(), "weights": self.weights, "stats": self.stats}
+
+
+def calibrate_cascade(
+    probe: Sequence[Sequence[float]],
+    heavy: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    *,
+    target_fpr: float,
+    escalate_fraction: float,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+) -> Calibration:
+    """Band, weight and threshold from a benign+harmful calibration split.
+
+    lo: the probe score that `escalate_fraction` of benign streams reach; hi: the
+    highest probe score of any benign stream. For each candidate weight the
+    threshold is set on the benign cascade scores to `target_fpr`; the weight with
+    the highest TPR at its threshold wins (ties: the probe-heavier weight, cheaper
+    to trust)."""
+    _check(probe, heavy, labels)
+    if not 0.0 < escalate_fraction <= 1.0:
+        raise ValueError("escalate_fraction must be in (0, 1]")
+    y = np.asarray(labels)
+    probe_finals = np.asarray(_finals(probe))
+    benign_peak = float(probe_finals[y == 0].max())
+    lo = min(threshold_for_fpr(probe_finals[y == 0], escalate_fraction), benign_peak)
+    band = (lo, max(lo, benign_peak))
+    best: tuple[float, float, float, CascadeRun] | None = None
+    table = []
+    for w in sorted(weights, reverse=True):
+        trial = CascadeSettings(band, float(w), 1.0)
+        run = run_cascade(probe, heavy, trial)
+        finals = np.asarray(run.finals)
+        threshold = threshold_for_fpr(finals[y == 0], target_fpr)
+        tpr = float(np.mean(finals[y == 1] >= threshold)) if (y == 1).any() else 0.0
+        table.append({"weight": float(w), "threshold": threshold, "tpr": tpr,
+                      "fpr": false_positive_rate(finals[y == 0], threshold)})  # fmt: skip
+        if best is None or tpr > best[2]:
+            best = (float(w), threshold, tpr, run)
+    assert best is not None
+    weight, threshold, tpr, run = best
+    return Calibration(
+        CascadeSettings(band, weight, threshold),
+        table,
+        {
+            "n": float(len(labels)),
+            "n_benign": float((y == 0).sum()),
+            "escalation_rate_benign": run.escalation_rate(labels, 0),
+            "escalation_rate_harmful": run.escalation_rate(labels, 1),
+            "escalation_rate": run.escalation_rate(),
+            "heavy_token_fraction": run.heavy_token_fraction,
+            "tpr_at_threshold": tpr,
+        },
+    )
+
+
+def _headline(finals: Sequence[float], labels: Sequence[int], threshold: float,
+              target_fpr: float) -> dict[str, float | None]:  # fmt: skip
+    y = np.asarray(labels)
+    s = np.asarray(finals)
+    both = (y == 1).any() and (y == 0).any()
+    return {
+        "auroc": auroc(list(s), list(y)) if both else None,
+        "tpr_at_target_fpr": tpr_at_fpr(list(s), list(y), target_fpr) if both else None,
+        "tpr_at_threshold": float(np.mean(s[y == 1] >= threshold)) if (y == 1).any() else None,
+        "fpr_at_threshold": float(np.mean(s[y == 0] >= threshold)) if (y == 0).any() else None,
+    }
+
+
+def evaluate_cascade(
+    probe: Sequence[Sequence[float]],
+    heavy: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    settings: CascadeSettings,
+    *,
+    probe_threshold: float,
+    heavy_threshold: float,
+    target_fpr: float,
+) -> dict[str, Any]:
+    """Probe alone, heavy alone and the cascade on one split, each at its own
+    calibrated threshold, plus how often (and how much) the heavy one ran."""
+    _check(probe, heavy, labels)
+    run = run_cascade(probe, heavy, settings)
+    return {
+        "n": len(labels),
+        "n_benign": int(sum(1 for y in labels if y == 0)),
+        "probe": _headline(_finals(probe), labels, probe_threshold, target_fpr),
+        "heavy": _headline(_finals(heavy), labels, heavy_threshold, target_fpr),
+        "cascade": _headline(run.finals, labels, settings.threshold, target_fpr),
+        "escalation_rate": run.escalation_rate(),
+        "escalation_rate_benign": run.escalation_rate(labels, 0),
+        "escalation_rate_harmful": run.escalation_rate(labels, 1),
+        "heavy_token_fraction": run.heavy_token_fraction,
+    }
