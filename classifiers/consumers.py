@@ -43,11 +43,11 @@ class JobProgressConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _load(self, user: Any, kind: str, pk: int) -> Any:
-        from classifiers.models import Dataset, TrainingRun
+        from classifiers.models import CascadeCalibration, Dataset, TrainingRun
 
         if not user_roles(user):
             return None
-        model = {"dataset": Dataset, "training": TrainingRun}.get(kind)
+        model = {"dataset": Dataset, "training": TrainingRun, "cascade": CascadeCalibration}.get(kind)
         return model.objects.filter(pk=pk).first() if model else None
 
     @database_sync_to_async

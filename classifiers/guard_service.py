@@ -19,7 +19,13 @@ from django.conf import settings
 from django.db import transaction
 
 from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputGuard
+from classifiers.ml.guard import (
+    CascadeGuard,
+    GuardConfig,
+    GuardEngine,
+    GuardResult,
+    InputGuard,
+)
 from classifiers.models import (
     ActiveModel,
     Conversation,
@@ -156,8 +162,24 @@ def active_models(constitution: Any) -> tuple[ModelVersion | None, ModelVersion 
     return rows.get("input"), rows.get("output")
 
 
+def cascade_guard_for(calibration: Any) -> CascadeGuard:
+    """The heavy half of a served cascade (its model is cached like any output model)."""
+    from classifiers.ml.streaming_cascade import CascadeSettings
+
+    heavy, _, heavy_cfg = output_model_for(calibration.heavy_model)
+    _, tokenizer = shared_generator()
+    return CascadeGuard(
+        CascadeSettings.from_dict(calibration.settings), heavy, tokenizer,
+        aggregator=heavy_cfg.aggregator, ema_alpha=heavy_cfg.ema_alpha,
+    )  # fmt: skip
+
+
 def build_engine(
-    input_model: ModelVersion | None, output_model: ModelVersion | None, *, generates: bool = True
+    input_model: ModelVersion | None,
+    output_model: ModelVersion | None,
+    *,
+    generates: bool = True,
+    cascade: Any = None,  # a served CascadeCalibration whose probe is output_model
 ) -> GuardEngine:
     """`generates=False` for engines that only score (shadow models): no batcher."""
     lm, tokenizer = shared_generator()
@@ -168,6 +190,7 @@ def build_engine(
         aggregator, ema_alpha = output[2].aggregator, output[2].ema_alpha
         lm = output[0].lm
     return GuardEngine(
+        cascade=cascade_guard_for(cascade) if cascade is not None and output else None,
         input_guard=input_guard,
         output_model=output[0] if output else None,
         output_thresholds=output[1] if output else None,
@@ -190,6 +213,7 @@ class GuardSetup:
     output_model: ModelVersion | None
     engine: GuardEngine
     shadow_engine: GuardEngine | None
+    cascade: Any = None  # the served CascadeCalibration, if any
 
     def config(self, *, max_new_tokens: int | None = None, mode: str | None = None) -> GuardConfig:
         limit = self.policy.max_new_tokens
@@ -208,13 +232,18 @@ def guard_setup(constitution: Any, *, mode: str | None = None, require_models: b
             f"constitution {constitution.slug!r} has no active classifier yet; "
             "train one and activate it (or use mode 'off')"
         )
-    engine = build_engine(input_model, output_model)
+    from classifiers.services_cascade import served_cascade
+
+    cascade = served_cascade(policy, output_model)
+    engine = build_engine(input_model, output_model, cascade=cascade)
     shadow_engine = None
     if policy.shadow_input_model_id or policy.shadow_output_model_id:
         shadow_engine = build_engine(
             policy.shadow_input_model, policy.shadow_output_model, generates=False
         )
-    return GuardSetup(constitution, policy, effective, input_model, output_model, engine, shadow_engine)
+    return GuardSetup(
+        constitution, policy, effective, input_model, output_model, engine, shadow_engine, cascade
+    )
 
 
 def shadow_decision(setup: GuardSetup, messages: list[dict[str, str]], reply: str) -> dict[str, Any]:
@@ -265,6 +294,8 @@ def record_turn(
             token_scores=tokens,
             finish_reason=result.finish_reason,
             halted_at=result.halted_at,
+            cascaded=result.cascaded,
+            escalated_at=result.escalated_at,
             would_block=result.would_block,
             flag_reason=result.flag_reason or "",
             shadow=shadow or {},

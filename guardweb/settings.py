@@ -210,6 +210,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "classifiers.tasks.generate_dataset": {"queue": "gpu"},
     "classifiers.tasks.train_classifier": {"queue": "gpu"},
+    "classifiers.tasks.calibrate_cascade": {"queue": "gpu"},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True

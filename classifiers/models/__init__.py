@@ -20,4 +20,9 @@ from classifiers.models.review import (  # noqa: F401
     ReviewItem,
     ReviewStatus,
 )
-from classifiers.models.training import ActiveModel, ModelVersion, TrainingRun  # noqa: F401
+from classifiers.models.training import (  # noqa: F401
+    ActiveModel,
+    CascadeCalibration,
+    ModelVersion,
+    TrainingRun,
+)

@@ -32,6 +32,12 @@ class GuardPolicy(models.Model):
         "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
     )  # fmt: skip
+    # The probe cascade in use (None: the output model alone). Served only while its
+    # probe is still the active output model, so activating another one turns it off.
+    cascade = models.ForeignKey(
+        "classifiers.CascadeCalibration", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
     max_message_chars = models.PositiveIntegerField(default=4000)
     max_new_tokens = models.PositiveIntegerField(default=128)
     requests_per_minute = models.PositiveIntegerField(default=30)
@@ -171,6 +177,9 @@ class Turn(models.Model):
     token_scores = models.JSONField(default=list, blank=True)  # [[text, score], ...]
     finish_reason = models.CharField(max_length=20, blank=True)
     halted_at = models.IntegerField(null=True, blank=True)
+    # The probe cascade scored this reply; escalated_at: where the heavy one joined.
+    cascaded = models.BooleanField(default=False)
+    escalated_at = models.IntegerField(null=True, blank=True)
     would_block = models.BooleanField(default=False)
     flag_reason = models.CharField(max_length=20, blank=True)
     shadow = models.JSONField(default=dict, blank=True)  # the shadow model's decisions

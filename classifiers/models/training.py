@@ -101,3 +101,30 @@ class ActiveModel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["constitution", "kind"], name="one_active_per_kind")
         ]
+
+
+class CascadeCalibration(Job):
+    """Calibrates a probe cascade: the active output model (the probe) escalating to
+    a heavier output model of the same constitution. Its report holds the band,
+    weight and threshold, and what the cascade scored and cost on held-out data;
+    the guard serves it while the policy points at it and the probe is still the
+    active output model."""
+
+    job_kind = "cascade"
+
+    constitution = models.ForeignKey("constitutions.Constitution", on_delete=models.CASCADE)
+    probe_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    heavy_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    config = models.JSONField(default=dict)  # escalate_fraction, target_fpr
+    settings = models.JSONField(default=dict, blank=True)  # band, weight, threshold
+    report = models.JSONField(default=dict, blank=True)
+    use_when_done = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"cascade calibration #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("classifiers:guard-settings", args=[self.constitution.slug])

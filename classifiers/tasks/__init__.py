@@ -21,7 +21,8 @@ for _area in ("datasets", "training", "guard"):
 @worker_ready.connect
 def reap_jobs_of_dead_workers(**_: object) -> None:
     """A (re)started worker marks jobs whose worker died as failed."""
-    from classifiers.models import Dataset, TrainingRun
+    from classifiers.models import CascadeCalibration, Dataset, TrainingRun
 
     Dataset.reap_stale()
     TrainingRun.reap_stale()
+    CascadeCalibration.reap_stale()

@@ -43,3 +43,26 @@ def run_training_job(run_pk: int, *, echo: Callable[[str], None] | None = None) 
 @shared_task(name="classifiers.tasks.train_classifier", bind=True, acks_late=True)
 def train_classifier(self: Any, run_pk: int) -> None:
     run_training_job(run_pk)
+
+
+def run_cascade_job(job_pk: int) -> None:
+    """Run a queued CascadeCalibration under a JobRunner (also used by the command)."""
+    from classifiers.models import CascadeCalibration
+    from classifiers.progress import JobRunner
+    from classifiers.services_cascade import execute_cascade_calibration
+
+    job = CascadeCalibration.objects.select_related(
+        "constitution", "probe_model__dataset", "heavy_model", "created_by"
+    ).get(pk=job_pk)
+    with JobRunner(job) as runner:
+        if runner.skip:
+            return
+        execute_cascade_calibration(
+            job, progress=runner.progress, should_cancel=runner.should_cancel,
+            finish=runner.finish,
+        )  # fmt: skip
+
+
+@shared_task(name="classifiers.tasks.calibrate_cascade", bind=True, acks_late=True)
+def calibrate_cascade(self: Any, job_pk: int) -> None:
+    run_cascade_job(job_pk)

@@ -77,6 +77,47 @@ class GuardPolicyForm(forms.ModelForm):
         self.fields["requests_per_minute"].validators.append(MinValueValidator(1))
 
 
+class CascadeForm(forms.Form):
+    heavy_model = forms.ModelChoiceField(
+        queryset=None, label="Heavy output classifier",
+        help_text="Another output model of this constitution (a full-mode one, say); it "
+        "joins a reply only when the active output model, the probe, is uncertain.",
+    )  # fmt: skip
+    escalate_percent = forms.FloatField(
+        initial=5.0, min_value=0.1, max_value=50, label="Escalate (% of benign replies)",
+        help_text="Sets the band's lower edge on the calibration split.",
+    )  # fmt: skip
+    target_fpr = forms.FloatField(
+        required=False, min_value=0.0001, max_value=0.5, label="Target false-positive rate",
+        help_text="Blank: the probe's own target.",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, constitution: Any, probe: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from classifiers.models import ModelVersion
+
+        models = ModelVersion.objects.filter(constitution=constitution, kind="output")
+        if probe is not None:
+            models = models.exclude(pk=probe.pk)
+        self.fields["heavy_model"].queryset = models
+
+
+def _cascade_context(constitution: Any, policy: Any, cascade_form: CascadeForm | None = None) -> dict[str, Any]:
+    from classifiers.models import CascadeCalibration
+    from classifiers.services_cascade import active_probe, served_cascade
+
+    probe = active_probe(constitution)
+    return {
+        "probe": probe,
+        "served_cascade": served_cascade(policy, probe),
+        "stale_cascade": policy.cascade if policy.cascade_id and probe
+        and policy.cascade.probe_model_id != probe.pk else None,
+        "calibrations": CascadeCalibration.objects.filter(constitution=constitution)
+        .select_related("probe_model", "heavy_model")[:6],
+        "cascade_form": cascade_form or CascadeForm(constitution=constitution, probe=probe),
+    }  # fmt: skip
+
+
 @require_http_methods(["GET", "POST"])
 def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
     """Mode (enforce / shadow / off), shadow models and limits for one constitution."""
@@ -99,11 +140,93 @@ def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, "Guard settings saved.")
             return redirect("classifiers:guard-settings", slug=slug)
         return render(request, "classifiers/guard/settings.html",
-                      {"constitution": constitution, "form": form}, status=400)
-    return render(request, "classifiers/guard/settings.html", {"constitution": constitution, "form": form})
+                      {"constitution": constitution, "form": form,
+                       **_cascade_context(constitution, policy)}, status=400)  # fmt: skip
+    return render(request, "classifiers/guard/settings.html",
+                  {"constitution": constitution, "form": form,
+                   **_cascade_context(constitution, policy)})  # fmt: skip
+
+
+def _author_constitution(request: HttpRequest, slug: str) -> Any:
+    from constitutions.models import Constitution
+
+    _require_any_role(request)
+    constitution = get_object_or_404(Constitution, slug=slug)
+    if not has_role(request.user, POLICY_AUTHOR):
+        raise PermissionDenied("only policy authors change the guard's cascade")
+    return constitution
+
+
+@require_http_methods(["POST"])
+def cascade_start(request: HttpRequest, slug: str) -> HttpResponse:
+    """Start calibrating a probe cascade (a worker on the gpu queue does the work)."""
+    from classifiers.models import GuardPolicy
+    from classifiers.services_cascade import CascadeError, active_probe, start_cascade_calibration
+
+    constitution = _author_constitution(request, slug)
+    policy = GuardPolicy.for_constitution(constitution)
+    form = CascadeForm(request.POST, constitution=constitution, probe=active_probe(constitution))
+    error = None
+    if form.is_valid():
+        try:
+            start_cascade_calibration(
+                constitution=constitution, heavy_model=form.cleaned_data["heavy_model"],
+                escalate_fraction=form.cleaned_data["escalate_percent"] / 100,
+                target_fpr=form.cleaned_data["target_fpr"], user=request.user,
+            )  # fmt: skip
+        except CascadeError as exc:
+            error = str(exc)
+        else:
+            messages.success(request, "Cascade calibration started.")
+            return redirect("classifiers:guard-settings", slug=slug)
+    if error:
+        form.add_error(None, error)
+    return render(request, "classifiers/guard/settings.html",
+                  {"constitution": constitution, "form": GuardPolicyForm(instance=policy),
+                   **_cascade_context(constitution, policy, form)}, status=400)  # fmt: skip
+
+
+@require_http_methods(["POST"])
+def cascade_use(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    from classifiers.models import CascadeCalibration
+    from classifiers.services_cascade import CascadeError, use_cascade
+
+    constitution = _author_constitution(request, slug)
+    job = get_object_or_404(CascadeCalibration, pk=pk, constitution=constitution)
+    try:
+        use_cascade(job=job, user=request.user)
+    except CascadeError as exc:
+        messages.error(request, str(exc))
+        return redirect("classifiers:guard-settings", slug=slug)
+    messages.success(request, f"Cascade #{job.pk} is now served.")
+    return redirect("classifiers:guard-settings", slug=slug)
+
+
+@require_http_methods(["POST"])
+def cascade_off(request: HttpRequest, slug: str) -> HttpResponse:
+    from classifiers.services_cascade import stop_cascade
+
+    constitution = _author_constitution(request, slug)
+    if stop_cascade(constitution=constitution, user=request.user):
+        messages.success(request, "Cascade off: the output model scores alone.")
+    return redirect("classifiers:guard-settings", slug=slug)
+
+
+@require_http_methods(["POST"])
+def cascade_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    from classifiers.models import CascadeCalibration
+
+    constitution = _author_constitution(request, slug)
+    job = get_object_or_404(CascadeCalibration, pk=pk, constitution=constitution)
+    job.request_cancel()
+    return redirect("classifiers:guard-settings", slug=slug)
 
 
 urlpatterns = [
     path("playground/", playground, name="playground"),
     path("guard/<slug:slug>/", guard_settings, name="guard-settings"),
+    path("guard/<slug:slug>/cascade/", cascade_start, name="cascade-start"),
+    path("guard/<slug:slug>/cascade/off/", cascade_off, name="cascade-off"),
+    path("guard/<slug:slug>/cascade/<int:pk>/use/", cascade_use, name="cascade-use"),
+    path("guard/<slug:slug>/cascade/<int:pk>/cancel/", cascade_cancel, name="cascade-cancel"),
 ]

@@ -1,0 +1,288 @@
+"""Probe cascades: start a calibration, run it (in a worker), and serve the result.
+
+The probe is the constitution's active output model (a value head on the generator's
+own activations, so it costs almost nothing per token); the heavy classifier is
+another output model of the same constitution. Calibration scores the probe's
+dataset with both (one full forward per response each), then replays the served
+cascade on those per-token scores (classifiers.ml.streaming_cascade): the band and
+weight and threshold come from the calibration split, the report from the test and
+held-out-transform splits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import transaction
+
+from classifiers.ml.types import Cancelled, Example
+from classifiers.models import CascadeCalibration, GuardPolicy, ModelVersion
+from classifiers.models.jobs import ACTIVE_STATUSES, JobStatus
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ESCALATE_FRACTION = 0.05  # of benign streams; CC++ escalated ~5.5% of traffic
+MAX_ESCALATE_FRACTION = 0.5
+SCORE_BATCH = 8
+
+
+class CascadeError(ValueError):
+    """Bad input for a cascade (shown to the user as it is)."""
+
+
+def active_probe(constitution: Any) -> ModelVersion | None:
+    from classifiers.services_training import active_model
+
+    return active_model(constitution, "output")
+
+
+def start_cascade_calibration(
+    *,
+    constitution: Any,
+    heavy_model: ModelVersion | None,
+    escalate_fraction: float = DEFAULT_ESCALATE_FRACTION,
+    target_fpr: float | None = None,
+    use_when_done: bool = True,
+    user: Any = None,
+    enqueue: bool = True,
+) -> CascadeCalibration:
+    probe = active_probe(constitution)
+    if probe is None:
+        raise CascadeError(
+            "this constitution has no active output classifier: train and activate one "
+            "first (it is the cascade's probe)"
+        )
+    if heavy_model is None:
+        raise CascadeError("choose the heavy output classifier")
+    if heavy_model.kind != "output" or heavy_model.constitution_id != constitution.pk:
+        raise CascadeError(
+            f"model #{heavy_model.pk} is not an output classifier of {constitution.slug!r}"
+        )
+    if heavy_model.pk == probe.pk:
+        raise CascadeError(
+            f"model #{probe.pk} is the active output model, the cascade's probe: "
+            "choose another one as the heavy classifier"
+        )
+    if not 0 < escalate_fraction <= MAX_ESCALATE_FRACTION:
+        raise CascadeError(
+            f"the escalation rate must be above 0 and at most {MAX_ESCALATE_FRACTION:.0%}"
+        )
+    if target_fpr is None:
+        target_fpr = float(probe.thresholds.get("target_fpr", 0.01))
+    if not 0 < target_fpr < 1:
+        raise CascadeError("the target false-positive rate must be between 0 and 1")
+    if CascadeCalibration.objects.filter(
+        constitution=constitution, status__in=ACTIVE_STATUSES
+    ).exists():
+        raise CascadeError("a cascade calibration is already running for this constitution")
+    job = CascadeCalibration.objects.create(
+        constitution=constitution,
+        probe_model=probe,
+        heavy_model=heavy_model,
+        config={"escalate_fraction": escalate_fraction, "target_fpr": target_fpr},
+        use_when_done=use_when_done,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    if enqueue:
+        from classifiers.tasks.training import calibrate_cascade
+
+        transaction.on_commit(lambda: calibrate_cascade.delay(job.pk))
+    return job
+
+
+def stop_cascade(*, constitution: Any, user: Any) -> bool:
+    """Serve the output model alone again. Returns whether a cascade was on."""
+    from constitutions.models import record
+
+    with transaction.atomic():
+        changed = GuardPolicy.objects.filter(
+            constitution=constitution, cascade__isnull=False
+        ).update(cascade=None)
+        if changed:
+            record(constitution, user, "guard", "probe cascade turned off")
+    return bool(changed)
+
+
+def use_cascade(*, job: CascadeCalibration, user: Any) -> None:
+    """Serve a finished calibration (one UPDATE: the next request picks it up)."""
+    from constitutions.models import record
+
+    if job.status != JobStatus.DONE or not job.settings:
+        raise CascadeError(f"calibration #{job.pk} has not finished")
+    probe = active_probe(job.constitution)
+    if probe is None or probe.pk != job.probe_model_id:
+        raise CascadeError(
+            f"calibration #{job.pk} was made for output model #{job.probe_model_id}, "
+            "which is no longer active: calibrate again"
+        )
+    with transaction.atomic():
+        policy = GuardPolicy.for_constitution(job.constitution)
+        policy.cascade = job
+        policy.save()
+        record(
+            job.constitution, user, "guard",
+            f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
+            f"to #{job.heavy_model_id}",
+            cascade=job.pk,
+        )  # fmt: skip
+
+
+def served_cascade(policy: GuardPolicy, output_model: ModelVersion | None) -> CascadeCalibration | None:
+    """The calibration the guard serves, or None (off, or its probe was replaced)."""
+    job = policy.cascade if policy.cascade_id else None
+    if job is None or output_model is None or job.probe_model_id != output_model.pk:
+        return None
+    if job.status != JobStatus.DONE or not job.settings:
+        return None
+    return job
+
+
+# ---------------------------------------------------------------------- the work
+
+
+def _score(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    cfg: Any,
+    *,
+    max_length: int,
+    on_batch: Callable[[int], None],
+    should_cancel: Callable[[], bool],
+) -> tuple[list[list[float]], float]:
+    """Per-token running scores (each model's own aggregator), and seconds spent."""
+    from classifiers.ml.output_classifier import aggregate_scores, score_responses
+
+    per_token: list[list[float]] = []
+    seconds = 0.0
+    for start in range(0, len(examples), SCORE_BATCH):
+        if should_cancel():
+            raise Cancelled()
+        chunk = list(examples[start : start + SCORE_BATCH])
+        t0 = time.perf_counter()
+        probs = score_responses(
+            model, tokenizer, chunk, batch_size=SCORE_BATCH, max_length=max_length
+        )
+        seconds += time.perf_counter() - t0
+        per_token += [aggregate_scores(p, cfg.aggregator, float(cfg.ema_alpha)) for p in probs]
+        on_batch(len(chunk))
+    return per_token, seconds
+
+
+def _parameters(module: Any) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def execute_cascade_calibration(
+    job: CascadeCalibration,
+    *,
+    progress: Callable[..., None],
+    should_cancel: Callable[[], bool],
+    finish: Callable[..., None],
+) -> None:
+    from classifiers.guard_service import output_model_for, shared_generator
+    from classifiers.ml.streaming_cascade import calibrate_cascade, evaluate_cascade
+    from classifiers.services_training import (
+        REPORT_SPLITS,
+        _examples_by_split,
+        _with_response_label,
+    )
+    from constitutions.models import record
+
+    probe_model, heavy_model = job.probe_model, job.heavy_model
+    probe, probe_thresholds, probe_cfg = output_model_for(probe_model)
+    heavy, heavy_thresholds, heavy_cfg = output_model_for(heavy_model)
+    generator, tokenizer = shared_generator()
+    if heavy.lm.config.vocab_size != probe.lm.config.vocab_size:
+        raise CascadeError(
+            f"model #{heavy_model.pk} uses another tokenizer than the probe "
+            f"(vocabulary {heavy.lm.config.vocab_size} vs {probe.lm.config.vocab_size})"
+        )
+    splits = _examples_by_split(probe_model.dataset)
+    wanted = ("calibration",) + REPORT_SPLITS
+    examples = {s: _with_response_label(splits.get(s, [])) for s in wanted}
+    if not any(e.label == 0 for e in examples["calibration"]):
+        raise CascadeError(
+            f"dataset #{probe_model.dataset_id} has no benign responses in its calibration split"
+        )
+    max_length = min(probe_cfg.max_length, heavy_cfg.max_length)
+    total = 2 * sum(len(v) for v in examples.values())
+    done = 0
+
+    def on_batch(n: int, stage: str) -> None:
+        nonlocal done
+        done += n
+        progress(stage=stage, done=done, total=total)
+
+    scores: dict[str, dict[str, list[list[float]]]] = {}
+    seconds = {"probe": 0.0, "heavy": 0.0}
+    for split, items in examples.items():
+        scores[split] = {}
+        for name, model, cfg in (("probe", probe, probe_cfg), ("heavy", heavy, heavy_cfg)):
+            stage = f"{name}: {split}"
+            progress(stage=stage, done=done, total=total)
+            scores[split][name], spent = _score(
+                model, tokenizer, items, cfg, max_length=max_length,
+                on_batch=lambda n, stage=stage: on_batch(n, stage), should_cancel=should_cancel,
+            )  # fmt: skip
+            seconds[name] += spent
+
+    target_fpr = float(job.config["target_fpr"])
+    labels = {s: [e.label for e in items] for s, items in examples.items()}
+    calibration = calibrate_cascade(
+        scores["calibration"]["probe"], scores["calibration"]["heavy"], labels["calibration"],
+        target_fpr=target_fpr, escalate_fraction=float(job.config["escalate_fraction"]),
+    )  # fmt: skip
+    evaluation = {
+        split: evaluate_cascade(
+            scores[split]["probe"], scores[split]["heavy"], labels[split], calibration.settings,
+            probe_threshold=probe_thresholds.global_threshold,
+            heavy_threshold=heavy_thresholds.global_threshold, target_fpr=target_fpr,
+        )  # fmt: skip
+        for split in REPORT_SPLITS
+        if labels[split]
+    }
+    tokens = sum(len(s) for split in scores.values() for s in split["heavy"])
+    heavy_params, generator_params = _parameters(heavy.lm), _parameters(generator)
+    fraction = calibration.stats["heavy_token_fraction"]
+    cost = {
+        # Measured here, on whole responses: what each classifier costs per token.
+        "heavy_seconds_per_token": seconds["heavy"] / tokens if tokens else None,
+        "probe_standalone_seconds_per_token": seconds["probe"] / tokens if tokens else None,
+        "heavy_parameters": heavy_params,
+        "generator_parameters": generator_params,
+        # Served, the probe reads the generator's activations (a 1-output linear
+        # layer per token), so the cascade's extra compute is the heavy classifier on
+        # the escalated share of tokens, in generator forwards (parameter ratio).
+        "heavy_token_fraction": fraction,
+        "extra_compute_vs_generation": fraction * heavy_params / generator_params,
+        "heavy_on_everything_vs_generation": heavy_params / generator_params,
+    }
+    report = {
+        "calibration": calibration.to_dict(),
+        "splits": evaluation,
+        "cost": cost,
+        "probe_model": probe_model.pk,
+        "heavy_model": heavy_model.pk,
+        "target_fpr": target_fpr,
+        "escalate_fraction": float(job.config["escalate_fraction"]),
+    }
+    with transaction.atomic():
+        # The result and the switch in one transaction: a worker killed before the
+        # commit leaves the policy as it was.
+        finish(settings=calibration.settings.to_dict(), report=report, stage="done")
+        job.refresh_from_db()
+        probe_active = active_probe(job.constitution)
+        if job.use_when_done and probe_active is not None and probe_active.pk == probe_model.pk:
+            policy = GuardPolicy.for_constitution(job.constitution)
+            policy.cascade = job
+            policy.save()
+            record(
+                job.constitution, job.created_by, "guard",
+                f"probe cascade #{job.pk} on: output model #{probe_model.pk} escalates "
+                f"to #{heavy_model.pk}",
+                cascade=job.pk,
+            )  # fmt: skip
