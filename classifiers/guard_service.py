@@ -41,6 +41,7 @@ _lock = threading.RLock()
 _input_guards: dict[int, InputGuard] = {}
 _output_models: dict[int, tuple[Any, Thresholds, Any]] = {}
 _shared_lm: dict[str, tuple[Any, Any]] = {}
+_cascade_guards: dict[int, CascadeGuard] = {}  # calibration id -> (settings are immutable)
 _batchers: dict[int, Any] = {}  # id(lm) -> ContinuousBatcher (models are never evicted)
 
 
@@ -163,15 +164,22 @@ def active_models(constitution: Any) -> tuple[ModelVersion | None, ModelVersion 
 
 
 def cascade_guard_for(calibration: Any) -> CascadeGuard:
-    """The heavy half of a served cascade (its model is cached like any output model)."""
+    """The heavy half of a served cascade, one per calibration and process, so every
+    stream that escalates shares its model and the lock its forwards take turns on."""
     from classifiers.ml.streaming_cascade import CascadeSettings
 
+    cached = _cascade_guards.get(calibration.pk)
+    if cached is not None:
+        return cached
     heavy, _, heavy_cfg = output_model_for(calibration.heavy_model)
     _, tokenizer = shared_generator()
-    return CascadeGuard(
-        CascadeSettings.from_dict(calibration.settings), heavy, tokenizer,
-        aggregator=heavy_cfg.aggregator, ema_alpha=heavy_cfg.ema_alpha,
-    )  # fmt: skip
+    with _lock:
+        if calibration.pk not in _cascade_guards:
+            _cascade_guards[calibration.pk] = CascadeGuard(
+                CascadeSettings.from_dict(calibration.settings), heavy, tokenizer,
+                aggregator=heavy_cfg.aggregator, ema_alpha=heavy_cfg.ema_alpha,
+            )  # fmt: skip
+        return _cascade_guards[calibration.pk]
 
 
 def build_engine(

@@ -105,6 +105,18 @@ def exposition() -> str:
          for r in turns),
     )  # fmt: skip
 
+    cascaded = (
+        Turn.objects.filter(variant=Turn.Variant.GUARDED, cascaded=True)
+        .aggregate(n=Count("id"), escalated=Count("id", filter=Q(escalated_at__isnull=False)))
+    )  # fmt: skip
+    counts = {"yes": cascaded["escalated"], "no": cascaded["n"] - cascaded["escalated"]}
+    lines += _family(
+        "guardweb_cascade_turns_total", "counter",
+        "Guarded turns scored by a probe cascade, by whether the heavy classifier joined "
+        "(the live escalation rate is yes / (yes + no)).",
+        (_sample("guardweb_cascade_turns_total", n, {"escalated": k}) for k, n in counts.items()),
+    )  # fmt: skip
+
     flagged = (
         Conversation.objects.filter(flagged=True)
         .values("flag_reason").annotate(n=Count("id")).order_by("flag_reason")

@@ -98,6 +98,10 @@ def result_payload(result: GuardResult) -> dict[str, Any]:
         "output_threshold": result.output_threshold,
         "flag_reason": result.flag_reason,
         "near_threshold": result.near_threshold,
+        # The probe cascade: whether it scored this reply, and where the heavy
+        # classifier joined (None: the probe stayed confident throughout).
+        "cascaded": result.cascaded,
+        "escalated_at": result.escalated_at,
     }
 
 

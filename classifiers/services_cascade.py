@@ -119,15 +119,18 @@ def use_cascade(*, job: CascadeCalibration, user: Any) -> None:
             "which is no longer active: calibrate again"
         )
     with transaction.atomic():
-        policy = GuardPolicy.for_constitution(job.constitution)
-        policy.cascade = job
-        policy.save()
+        _point_policy_at(job)
         record(
             job.constitution, user, "guard",
             f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
             f"to #{job.heavy_model_id}",
             cascade=job.pk,
         )  # fmt: skip
+
+
+def _point_policy_at(job: CascadeCalibration) -> None:
+    # Only the cascade column: a settings form saved meanwhile keeps its changes.
+    GuardPolicy.objects.update_or_create(constitution=job.constitution, defaults={"cascade": job})
 
 
 def served_cascade(policy: GuardPolicy, output_model: ModelVersion | None) -> CascadeCalibration | None:
@@ -277,9 +280,7 @@ def execute_cascade_calibration(
         job.refresh_from_db()
         probe_active = active_probe(job.constitution)
         if job.use_when_done and probe_active is not None and probe_active.pk == probe_model.pk:
-            policy = GuardPolicy.for_constitution(job.constitution)
-            policy.cascade = job
-            policy.save()
+            _point_policy_at(job)
             record(
                 job.constitution, job.created_by, "guard",
                 f"probe cascade #{job.pk} on: output model #{probe_model.pk} escalates "

@@ -9,7 +9,12 @@ import pytest
 from django.urls import reverse
 
 from classifiers.models import CascadeCalibration, GuardPolicy
-from tests.training_helpers import FAST_CONFIG, make_constitution, make_dataset, make_model
+from tests.training_helpers import (
+    FAST_CONFIG,
+    make_constitution,
+    make_dataset,
+    make_model,
+)
 
 HEAVY_CONFIG = {**FAST_CONFIG, "output_mode": "full", "output_epochs": 1, "input_epochs": 1}
 

@@ -45,6 +45,12 @@ def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type:
     flagged_conversation(constitution, finish_reason="stop", flagged=False, latency_ms=3000.0,
                          first_token_ms=120.0)  # fmt: skip
     review.decide(item_id=blocked.review_item.pk, user=bob, decision="false_positive", version=0)
+    # Two of the guarded turns were scored by a probe cascade; one escalated.
+    from classifiers.models import Turn
+
+    turns = list(Turn.objects.filter(variant="guarded").order_by("pk"))
+    Turn.objects.filter(pk=turns[1].pk).update(cascaded=True, escalated_at=3)
+    Turn.objects.filter(pk=turns[2].pk).update(cascaded=True)
 
     response = client.get(reverse("metrics"))  # not logged in
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -63,6 +69,8 @@ def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type:
     assert value("guardweb_review_decisions_total", decision="false_positive") == 1
     assert value("guardweb_review_queue_size", status="open") == 1
     assert value("guardweb_turns_total", source="api", finish_reason="halted") == 1
+    assert value("guardweb_cascade_turns_total", escalated="yes") == 1
+    assert value("guardweb_cascade_turns_total", escalated="no") == 1
     # Histograms are cumulative: 30 ms, 700 ms, 3 s.
     assert value("guardweb_guard_latency_seconds_bucket", le="0.05") == 1
     assert value("guardweb_guard_latency_seconds_bucket", le="1.0") == 2

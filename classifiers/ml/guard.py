@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 from classifiers.ml.calibrate import Thresholds
 from classifiers.ml.streaming import StreamingScorer, TokenScore, generate_plain
-from classifiers.ml.streaming_cascade import CascadeSettings, StreamingCascade
 from classifiers.ml.streaming import generate_with_scores as _generate_with_scores
+from classifiers.ml.streaming_cascade import CascadeSettings, StreamingCascade
 from classifiers.ml.types import Message, render_messages
 
 logger = logging.getLogger(__name__)

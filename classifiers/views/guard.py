@@ -161,7 +161,11 @@ def _author_constitution(request: HttpRequest, slug: str) -> Any:
 def cascade_start(request: HttpRequest, slug: str) -> HttpResponse:
     """Start calibrating a probe cascade (a worker on the gpu queue does the work)."""
     from classifiers.models import GuardPolicy
-    from classifiers.services_cascade import CascadeError, active_probe, start_cascade_calibration
+    from classifiers.services_cascade import (
+        CascadeError,
+        active_probe,
+        start_cascade_calibration,
+    )
 
     constitution = _author_constitution(request, slug)
     policy = GuardPolicy.for_constitution(constitution)

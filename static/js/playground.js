@@ -156,6 +156,11 @@
         const parts = [`finished: ${r.finish_reason}`];
         if (r.max_output_score !== null) parts.push(`max score ${r.max_output_score.toFixed(3)}`);
         if (r.output_threshold !== null) parts.push(`threshold ${r.output_threshold.toFixed(3)}`);
+        if (r.cascaded) {
+          parts.push(r.escalated_at === null || r.escalated_at === undefined
+            ? "cascade: the probe stayed confident"
+            : `cascade: heavy classifier joined at token ${r.escalated_at + 1}`);
+        }
         if (r.would_block) parts.push("shadow: enforce would have stopped this");
         if (msg.first_token_ms !== null) parts.push(`first token ${Math.round(msg.first_token_ms)} ms`);
         if (r.flag_reason) parts.push(`flagged for review: ${r.flag_reason.replace("_", " ")}`);
