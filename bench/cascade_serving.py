@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     messages = [[{"role": "user", "content": p}] for p in PROMPTS]
 
     def midway_settings(prompt_messages: list[dict[str, str]]) -> CascadeSettings:
-        # The band that the probe's running score first enters half-way through.
+        # A band whose lower edge the probe's running max first reaches at or after
+        # the middle of the reply: its first rise from there on (else never).
         result = run_to_end(_engine(probe, tokenizer, None).stream(prompt_messages, config))
-        score = result.tokens[len(result.tokens) // 2].score
-        return CascadeSettings((score, 1.0), 0.5, 2.0)
+        scores = [t.score for t in result.tokens]
+        middle = len(scores) // 2
+        rise = next((scores[i] for i in range(max(middle, 1), len(scores))
+                     if scores[i] > scores[i - 1]), None)  # fmt: skip
+        return CascadeSettings((rise, 1.0) if rise is not None else NEVER, 0.5, 2.0)
 
     midway = [midway_settings(m) for m in messages]
     paths = {

@@ -225,3 +225,25 @@ def test_a_cascade_made_for_a_replaced_probe_is_not_served_and_cannot_be_chosen(
     assert GuardPolicy.for_constitution(constitution).cascade_id == job.pk  # unchanged
     follow = client.get(reverse("classifiers:guard-settings", args=[constitution.slug]))
     assert b"no longer active" in follow.content
+
+
+def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(client, alice, widgets):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    dataset, constitution = widgets
+    make_model(dataset, "output").activate()
+    heavy = make_model(dataset, "output", seed=1)
+    from classifiers.services_cascade import start_cascade_calibration
+
+    job = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
+    CascadeCalibration.objects.filter(pk=job.pk).update(
+        status="running", heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
+    client.force_login(alice)
+    page = client.get(reverse("classifiers:guard-settings", args=[constitution.slug]))
+    job.refresh_from_db()
+    assert job.status == "failed" and "stopped" in job.error
+    assert b"worker running this job stopped" in page.content
+    assert GuardPolicy.for_constitution(constitution).cascade_id is None

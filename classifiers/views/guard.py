@@ -106,6 +106,7 @@ def _cascade_context(constitution: Any, policy: Any, cascade_form: CascadeForm |
     from classifiers.models import CascadeCalibration
     from classifiers.services_cascade import active_probe, served_cascade
 
+    CascadeCalibration.reap_stale()  # a calibration whose worker died shows as failed
     probe = active_probe(constitution)
     return {
         "probe": probe,
