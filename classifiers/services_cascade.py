@@ -5,8 +5,8 @@ own activations, so it costs almost nothing per token); the heavy classifier is
 another output model of the same constitution. Calibration scores the probe's
 dataset with both (one full forward per response each), then replays the served
 cascade on those per-token scores (classifiers.ml.streaming_cascade): the band and
-weight and threshold come from the calibration split, the report from the test and
-held-out-transform splits.
+weight and threshold come from the calibration and validation splits, the report
+from the test and held-out-transform splits.
 """
 
 from __future__ import annotations
@@ -205,11 +205,19 @@ def execute_cascade_calibration(
             f"(vocabulary {heavy.lm.config.vocab_size} vs {probe.lm.config.vocab_size})"
         )
     splits = _examples_by_split(probe_model.dataset)
-    wanted = ("calibration",) + REPORT_SPLITS
-    examples = {s: _with_response_label(splits.get(s, [])) for s in wanted}
+    # Band, weight and threshold are fitted on calibration + validation (neither is
+    # reported on): the calibration split alone is a few dozen replies on small
+    # datasets, too few benign ones to place a band.
+    examples = {
+        "calibration": _with_response_label(
+            splits.get("calibration", []) + splits.get("validation", [])
+        ),
+        **{s: _with_response_label(splits.get(s, [])) for s in REPORT_SPLITS},
+    }
     if not any(e.label == 0 for e in examples["calibration"]):
         raise CascadeError(
-            f"dataset #{probe_model.dataset_id} has no benign responses in its calibration split"
+            f"dataset #{probe_model.dataset_id} has no benign responses in its calibration "
+            "and validation splits"
         )
     max_length = min(probe_cfg.max_length, heavy_cfg.max_length)
     total = 2 * sum(len(v) for v in examples.values())

@@ -231,8 +231,8 @@ def calibrate_cascade(
 ) -> Calibration:
     """Band, weight and threshold from a benign+harmful calibration split.
 
-    lo: the probe score that `escalate_fraction` of benign streams reach; hi: the
-    highest probe score of any benign stream. For each candidate weight the
+    lo: the probe score that `escalate_fraction` of benign streams reach (an
+    interpolated quantile); hi: the highest probe score of any benign stream. For each candidate weight the
     threshold is set on the benign cascade scores to `target_fpr`; the weight with
     the highest TPR at its threshold wins (ties: the probe-heavier weight, cheaper
     to trust)."""
@@ -242,8 +242,10 @@ def calibrate_cascade(
     y = np.asarray(labels)
     probe_finals = np.asarray(_finals(probe))
     benign_peak = float(probe_finals[y == 0].max())
-    lo = min(threshold_for_fpr(probe_finals[y == 0], escalate_fraction), benign_peak)
-    band = (lo, max(lo, benign_peak))
+    # An interpolated quantile, not threshold_for_fpr's conservative count: on a small
+    # split the latter would put lo at the top benign score, a band of one point.
+    lo = float(np.quantile(probe_finals[y == 0], 1.0 - escalate_fraction))
+    band = (min(lo, benign_peak), benign_peak)
     best: tuple[float, float, float, CascadeRun] | None = None
     table = []
     for w in sorted(weights, reverse=True):

@@ -85,7 +85,7 @@ class CascadeForm(forms.Form):
     )  # fmt: skip
     escalate_percent = forms.FloatField(
         initial=5.0, min_value=0.1, max_value=50, label="Escalate (% of benign replies)",
-        help_text="Sets the band's lower edge on the calibration split.",
+        help_text="Sets the band's lower edge on the calibration and validation splits.",
     )  # fmt: skip
     target_fpr = forms.FloatField(
         required=False, min_value=0.0001, max_value=0.5, label="Target false-positive rate",
