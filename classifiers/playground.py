@@ -246,8 +246,12 @@ class PlaygroundSession:
                 f"{constitution.name} has no active classifier yet: train and activate "
                 "one, or pick 'unguarded'"
             )
+        from classifiers.services_cascade import served_cascade
+
+        # The served probe cascade applies whenever its probe is the output model here.
+        cascade = served_cascade(policy, output_model)
         try:
-            engine = guard_service.build_engine(input_model, output_model)
+            engine = guard_service.build_engine(input_model, output_model, cascade=cascade)
             unguarded = guard_service.build_engine(None, None) if request.side_by_side else None
         except Exception as exc:  # a missing model package or a damaged artifact
             logger.exception("could not load the guard")
