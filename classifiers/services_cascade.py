@@ -19,7 +19,12 @@ from typing import Any
 from django.db import transaction
 
 from classifiers.ml.types import Cancelled, Example
-from classifiers.models import CascadeCalibration, GuardPolicy, ModelVersion
+from classifiers.models import (
+    ActiveModel,
+    CascadeCalibration,
+    GuardPolicy,
+    ModelVersion,
+)
 from classifiers.models.jobs import ACTIVE_STATUSES, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -74,18 +79,21 @@ def start_cascade_calibration(
         target_fpr = float(probe.thresholds.get("target_fpr", 0.01))
     if not 0 < target_fpr < 1:
         raise CascadeError("the target false-positive rate must be between 0 and 1")
-    if CascadeCalibration.objects.filter(
-        constitution=constitution, status__in=ACTIVE_STATUSES
-    ).exists():
-        raise CascadeError("a cascade calibration is already running for this constitution")
-    job = CascadeCalibration.objects.create(
-        constitution=constitution,
-        probe_model=probe,
-        heavy_model=heavy_model,
-        config={"escalate_fraction": escalate_fraction, "target_fpr": target_fpr},
-        use_when_done=use_when_done,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
-    )
+    with transaction.atomic():
+        # Lock the constitution row: two submits at once cannot both pass the check.
+        type(constitution).objects.select_for_update().filter(pk=constitution.pk).first()
+        if CascadeCalibration.objects.filter(
+            constitution=constitution, status__in=ACTIVE_STATUSES
+        ).exists():
+            raise CascadeError("a cascade calibration is already running for this constitution")
+        job = CascadeCalibration.objects.create(
+            constitution=constitution,
+            probe_model=probe,
+            heavy_model=heavy_model,
+            config={"escalate_fraction": escalate_fraction, "target_fpr": target_fpr},
+            use_when_done=use_when_done,
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
     if enqueue:
         from classifiers.tasks.training import calibrate_cascade
 
@@ -112,13 +120,14 @@ def use_cascade(*, job: CascadeCalibration, user: Any) -> None:
 
     if job.status != JobStatus.DONE or not job.settings:
         raise CascadeError(f"calibration #{job.pk} has not finished")
-    probe = active_probe(job.constitution)
-    if probe is None or probe.pk != job.probe_model_id:
-        raise CascadeError(
-            f"calibration #{job.pk} was made for output model #{job.probe_model_id}, "
-            "which is no longer active: calibrate again"
-        )
     with transaction.atomic():
+        list(ActiveModel.objects.select_for_update().filter(constitution=job.constitution))
+        probe = active_probe(job.constitution)
+        if probe is None or probe.pk != job.probe_model_id:
+            raise CascadeError(
+                f"calibration #{job.pk} was made for output model #{job.probe_model_id}, "
+                "which is no longer active: calibrate again"
+            )
         _point_policy_at(job)
         record(
             job.constitution, user, "guard",
@@ -193,7 +202,6 @@ def execute_cascade_calibration(
         _examples_by_split,
         _with_response_label,
     )
-    from constitutions.models import record
 
     probe_model, heavy_model = job.probe_model, job.heavy_model
     probe, probe_thresholds, probe_cfg = output_model_for(probe_model)
@@ -281,17 +289,41 @@ def execute_cascade_calibration(
         "target_fpr": target_fpr,
         "escalate_fraction": float(job.config["escalate_fraction"]),
     }
+    if should_cancel():
+        raise Cancelled()
+    save_result(job, settings=calibration.settings.to_dict(), report=report, finish=finish)
+
+
+def save_result(
+    job: CascadeCalibration,
+    *,
+    settings: dict[str, Any],
+    report: dict[str, Any],
+    finish: Callable[..., None],
+) -> None:
+    """Mark the job done with its result and, if asked and its probe is still the
+    active output model, serve it: all in one transaction."""
+    from constitutions.models import record
+
     with transaction.atomic():
-        # The result and the switch in one transaction: a worker killed before the
-        # commit leaves the policy as it was.
-        finish(settings=calibration.settings.to_dict(), report=report, stage="done")
+        # A worker killed before the commit leaves the policy as it was. The row is
+        # locked and re-read, so a cancel that came in late, or a reaper that already
+        # failed the job (its heartbeat lapsed), wins over this result.
+        row = CascadeCalibration.objects.select_for_update().get(pk=job.pk)
+        if row.cancel_requested:
+            raise Cancelled()
+        if row.status != JobStatus.RUNNING:
+            raise CascadeError(f"calibration #{job.pk} is {row.status}; nothing was switched")
+        finish(settings=settings, report=report, stage="done")
         job.refresh_from_db()
+        # Lock the live-model rows too: an activation racing this sees the result.
+        list(ActiveModel.objects.select_for_update().filter(constitution=job.constitution))
         probe_active = active_probe(job.constitution)
-        if job.use_when_done and probe_active is not None and probe_active.pk == probe_model.pk:
+        if job.use_when_done and probe_active is not None and probe_active.pk == job.probe_model_id:
             _point_policy_at(job)
             record(
                 job.constitution, job.created_by, "guard",
-                f"probe cascade #{job.pk} on: output model #{probe_model.pk} escalates "
-                f"to #{heavy_model.pk}",
+                f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
+                f"to #{job.heavy_model_id}",
                 cascade=job.pk,
             )  # fmt: skip

@@ -248,3 +248,67 @@ def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(cl
     assert job.status == "failed" and "stopped" in job.error
     assert b"worker running this job stopped" in page.content
     assert GuardPolicy.for_constitution(constitution).cascade_id is None
+
+
+def _running_job(constitution, probe, heavy, **fields):
+    from classifiers.services_cascade import start_cascade_calibration
+
+    job = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
+    CascadeCalibration.objects.filter(pk=job.pk).update(status="running", **fields)
+    job.refresh_from_db()
+    return job
+
+
+def _finish(job):
+    def finish(**fields):
+        CascadeCalibration.objects.filter(pk=job.pk).update(status="done", **fields)
+
+    return finish
+
+
+RESULT = {"settings": {"band": [0.2, 0.6], "weight": 0.5, "threshold": 0.7}, "report": {}}
+
+
+def test_a_late_cancel_or_a_reaped_job_beats_the_result_and_switches_nothing(widgets):
+    from classifiers.ml.types import Cancelled
+    from classifiers.services_cascade import CascadeError, save_result
+
+    dataset, constitution = widgets
+    probe = make_model(dataset, "output")
+    probe.activate()
+    heavy = make_model(dataset, "output", seed=1)
+    cancelled = _running_job(constitution, probe, heavy, cancel_requested=True)
+    with pytest.raises(Cancelled):
+        save_result(cancelled, **RESULT, finish=_finish(cancelled))
+    CascadeCalibration.objects.filter(pk=cancelled.pk).update(status="cancelled")
+    reaped = _running_job(constitution, probe, heavy)
+    CascadeCalibration.objects.filter(pk=reaped.pk).update(status="failed")
+    with pytest.raises(CascadeError, match="failed"):
+        save_result(reaped, **RESULT, finish=_finish(reaped))
+    assert GuardPolicy.for_constitution(constitution).cascade_id is None
+    assert not CascadeCalibration.objects.filter(status="done").exists()
+
+    fine = _running_job(constitution, probe, heavy)
+    save_result(fine, **RESULT, finish=_finish(fine))
+    assert GuardPolicy.for_constitution(constitution).cascade_id == fine.pk
+
+
+def test_saving_the_guard_settings_keeps_a_cascade_switched_meanwhile(widgets):
+    dataset, constitution = widgets
+    probe = make_model(dataset, "output")
+    probe.activate()
+    job = CascadeCalibration.objects.create(
+        constitution=constitution, probe_model=probe, heavy_model=make_model(dataset, "output", seed=1),
+        status="done", settings=RESULT["settings"],
+    )  # fmt: skip
+    policy = GuardPolicy.objects.create(constitution=constitution)
+    stale = GuardPolicy.objects.get(pk=policy.pk)  # loaded before the switch
+    GuardPolicy.objects.filter(pk=policy.pk).update(cascade=job)
+    from classifiers.views.guard import GuardPolicyForm, save_policy
+
+    form = GuardPolicyForm({"mode": "shadow", "max_message_chars": 4000, "max_new_tokens": 128,
+                            "requests_per_minute": 30}, instance=stale)  # fmt: skip
+    assert form.is_valid(), form.errors
+    save_policy(form)  # what the settings view does with its (now stale) row
+    policy.refresh_from_db()
+    assert policy.mode == "shadow" and policy.cascade_id == job.pk

@@ -189,6 +189,10 @@ class _HeavyScorerStream:
         with self.cascade.lock:
             return self.scorer.push([token_id])[-1].score
 
+    def rollback(self, n_tokens: int) -> None:
+        with self.cascade.lock:
+            self.scorer.rollback(n_tokens)
+
 
 class GuardEngine:
     """Input + output classifiers around a generator. Thread-safe.
@@ -314,8 +318,8 @@ class GuardEngine:
                 yield GuardEvent("end", result=result)
                 return
         threshold = self._output_threshold(result.input)
-        probe_halts = config.mode == "enforce" and self.cascade is None
         scorer = None
+        cascade = None
         if guarded and self.output_model is not None:
             result.output_threshold = threshold if math.isfinite(threshold) else None
             scorer = StreamingScorer(
@@ -323,6 +327,7 @@ class GuardEngine:
                 **self._ema_kwargs(),
             )  # fmt: skip
             scorer.start(messages)
+            cascade = self._new_cascade(messages, result)
 
         def scored() -> Iterator[TokenScore]:
             # The delivered text is exactly the upstream text: each chunk's text rides
@@ -337,14 +342,21 @@ class GuardEngine:
                     index += 1
                     continue
                 pending += chunk
-                new = scorer.push_text(chunk) + (scorer.finish() if final else [])
-                if not new:
-                    continue
+                before = len(scorer.token_ids)
+                new = scorer.push_text(chunk, final=final)
+                # Re-tokenisation may have replaced tokens already scored: the
+                # cascade's heavy classifier drops them too before the new ones.
+                replaced = before - (len(scorer.token_ids) - len(new))
+                if cascade is not None and replaced > 0:
+                    cascade.rollback(replaced)
                 for position, token in enumerate(new):
-                    last_score = token.score
                     token.index = index
                     index += 1
-                    token.halted = probe_halts and token.score >= threshold
+                    if cascade is not None:
+                        self._cascade_step(cascade, token, result, config, threshold)
+                    else:
+                        token.halted = config.mode == "enforce" and token.score >= threshold
+                    last_score = token.score
                     if token.halted or position == len(new) - 1:
                         token.text, pending = pending, ""
                     yield token
@@ -353,11 +365,8 @@ class GuardEngine:
             if pending:
                 yield TokenScore(index, -1, last_score, last_score, pending)
 
-        tokens: Iterable[TokenScore] = scored()
-        if scorer is not None and self.cascade is not None:
-            tokens = self._cascaded(tokens, messages, config, result, threshold)
         with self.lock:
-            yield from self._follow(tokens, result, config, threshold, should_stop)
+            yield from self._follow(scored(), result, config, threshold, should_stop)
 
     # -- shared ---------------------------------------------------------------------------------
 
@@ -371,22 +380,11 @@ class GuardEngine:
     ) -> Iterator[TokenScore]:
         """Re-score the probe's tokens through the cascade and halt on its score
         (`threshold` is the cascade's calibrated one, see _output_threshold)."""
-        assert self.cascade is not None
-        cascade = StreamingCascade(self.cascade.settings, lambda: self.cascade.open(messages))
-        result.cascaded = True
+        cascade = self._new_cascade(messages, result)
+        assert cascade is not None
         try:
             for token in tokens:
-                if token.token_id < 0 or math.isnan(token.score):
-                    # Upstream text that completed no token carries the current score.
-                    token.score = cascade.value
-                    yield token
-                    continue
-                step = cascade.step(token.token_id, token.score)
-                token.heavy = step.heavy_score
-                token.score = step.score
-                if step.escalated_now:
-                    result.escalated_at = token.index
-                token.halted = config.mode == "enforce" and step.score >= threshold
+                self._cascade_step(cascade, token, result, config, threshold)
                 yield token
                 if token.halted:
                     return
@@ -438,6 +436,29 @@ class GuardEngine:
         )
         result.near_threshold = near_input or near_output
         yield GuardEvent("end", result=result)
+
+    def _new_cascade(self, messages: list[Message], result: GuardResult) -> StreamingCascade | None:
+        if self.cascade is None:
+            return None
+        cascade_guard = self.cascade
+        result.cascaded = True
+        return StreamingCascade(cascade_guard.settings, lambda: cascade_guard.open(messages))
+
+    @staticmethod
+    def _cascade_step(
+        cascade: StreamingCascade,
+        token: TokenScore,
+        result: GuardResult,
+        config: GuardConfig,
+        threshold: float,
+    ) -> None:
+        """Re-score one probe token through the cascade; halt on the cascade's score."""
+        step = cascade.step(token.token_id, token.score)
+        token.heavy = step.heavy_score
+        token.score = step.score
+        if step.escalated_now:
+            result.escalated_at = token.index
+        token.halted = config.mode == "enforce" and step.score >= threshold
 
     def _output_threshold(self, decision: InputDecision | None) -> float:
         if self.output_thresholds is None:

@@ -178,6 +178,11 @@ class StreamingScorer:
         """The stream ended: score the held-back last token."""
         return self.push_text("", final=True)
 
+    def rollback(self, n_tokens: int) -> None:
+        """Forget the last n response tokens (KV cache cropped, scores recomputed)."""
+        if n_tokens > 0:
+            self._rollback(n_tokens)
+
     def _rollback(self, n_tokens: int) -> None:
         logger.debug(
             "push_text: re-tokenisation changed %d tokens; rolling back", n_tokens

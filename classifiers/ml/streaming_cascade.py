@@ -55,6 +55,9 @@ class HeavyStream(Protocol):
     def push(self, token_id: int) -> float:
         """Score one more token incrementally."""
 
+    def rollback(self, n_tokens: int) -> None:
+        """Forget the last n tokens (upstream text that re-tokenised differently)."""
+
 
 @dataclass(frozen=True)
 class CascadeSettings:
@@ -122,6 +125,16 @@ class StreamingCascade:
         self.value = max(self.value, raw)
         return CascadeStep(self.value, probe_score, heavy_score, now)
 
+    def rollback(self, n_tokens: int) -> None:
+        """The last n tokens were replaced (upstream re-tokenisation): the heavy
+        classifier forgets them too. The running max keeps what was already
+        reported: a score the stream showed is never taken back."""
+        if n_tokens <= 0:
+            return
+        del self.token_ids[-n_tokens:]
+        if self.heavy is not None:
+            self.heavy.rollback(n_tokens)
+
 
 class PrecomputedHeavy:
     """A HeavyStream reading per-token scores computed in advance (one full forward)."""
@@ -137,6 +150,9 @@ class PrecomputedHeavy:
     def push(self, token_id: int) -> float:
         self.position += 1
         return self.scores[self.position]
+
+    def rollback(self, n_tokens: int) -> None:
+        self.position -= n_tokens
 
 
 @dataclass

@@ -119,6 +119,16 @@ def _cascade_context(constitution: Any, policy: Any, cascade_form: CascadeForm |
     }  # fmt: skip
 
 
+def save_policy(form: GuardPolicyForm) -> None:
+    saved = form.save(commit=False)
+    if saved.pk:
+        # Only the form's own columns: the cascade switch, made elsewhere (a
+        # calibration finishing, say) after this row was read, is not written back.
+        saved.save(update_fields=GuardPolicyForm.Meta.fields)
+    else:
+        saved.save()
+
+
 @require_http_methods(["GET", "POST"])
 def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
     """Mode (enforce / shadow / off), shadow models and limits for one constitution."""
@@ -134,7 +144,7 @@ def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
             raise PermissionDenied("only policy authors change the guard's settings")
         if form.is_valid():
             changed = form.changed_data
-            form.save()
+            save_policy(form)
             if changed:
                 record(constitution, request.user, "guard", f"guard settings: {', '.join(changed)}",
                        **{k: str(form.cleaned_data[k]) for k in changed})

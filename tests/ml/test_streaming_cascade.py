@@ -228,3 +228,45 @@ def test_the_upstream_path_runs_the_cascade_too(models):
     assert result.generated == text
     scored = [t for t in result.tokens if t.heavy is not None]
     assert scored and all(not math.isnan(t.score) for t in result.tokens)
+
+
+def test_upstream_halting_mid_chunk_still_delivers_that_chunk(models):
+    probe, heavy, tok = models
+    tokens, heavy_scores = _probe_and_heavy_scores(models)
+    text = tok.decode([t.token_id for t in tokens])
+    chunks = [text[i:i + 12] for i in range(0, len(text), 12)]
+    first = run_to_end(_engine(models, CascadeSettings((0.0, 1.0), 0.5, 2.0)).stream_upstream(
+        MESSAGES, chunks, GuardConfig()))  # fmt: skip
+    scored = [t for t in first.tokens if t.token_id >= 0]
+    # Halt on a token inside a chunk (not its last, which carries the chunk's text),
+    # where the running max rises, so it is the first to cross.
+    inside = [i for i in range(1, len(scored))
+              if scored[i].text == "" and scored[i].score > scored[i - 1].score]  # fmt: skip
+    assert inside
+    threshold = scored[inside[len(inside) // 2]].score
+    result = run_to_end(_engine(models, CascadeSettings((0.0, 1.0), 0.5, threshold)).stream_upstream(
+        MESSAGES, chunks, GuardConfig(mode="enforce")))  # fmt: skip
+    assert result.finish_reason == "halted" and result.tokens[-1].halted
+    # The halting token carries its chunk's text: what was delivered is whole chunks.
+    assert result.tokens[-1].text
+    assert result.generated and text.startswith(result.generated)
+    assert len(result.generated) % 12 == 0 or result.generated == text
+
+
+def test_a_rollback_makes_the_heavy_classifier_forget_the_replaced_tokens():
+    class RollingHeavy(RecordingHeavy):
+        rolled = 0
+
+        def rollback(self, n):
+            self.rolled += n
+
+    heavy = RollingHeavy([0.5] * 10)
+    cascade = StreamingCascade(CascadeSettings((0.2, 0.8), 0.5, 0.9), lambda: heavy)
+    cascade.step(1, 0.1)
+    cascade.step(2, 0.3)  # escalates on [1, 2]
+    cascade.step(3, 0.3)
+    cascade.rollback(2)
+    assert cascade.token_ids == [1] and heavy.rolled == 2
+    before = cascade.value
+    cascade.rollback(0)
+    assert cascade.value == before  # a score already shown is never taken back

@@ -52,7 +52,8 @@ class Command(BaseCommand):
         try:
             job = start_cascade_calibration(
                 constitution=constitution, heavy_model=heavy,
-                escalate_fraction=options["escalate"] or DEFAULT_ESCALATE_FRACTION,
+                escalate_fraction=DEFAULT_ESCALATE_FRACTION
+                if options["escalate"] is None else options["escalate"],
                 target_fpr=options["target_fpr"], use_when_done=not options["no_use"],
                 enqueue=False,
             )  # fmt: skip
