@@ -59,6 +59,7 @@ class World:
     token: int  # owned by the policy author
     review_item: int
     feedback: int
+    cascade: int  # a finished cascade calibration of the constitution
 
 
 def make_users(make_user: Any) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def make_users(make_user: Any) -> dict[str, Any]:
 def build_world(make_user: Any) -> World:
     from classifiers.models import (
         ApiToken,
+        CascadeCalibration,
         DatasetExample,
         FeedbackExample,
         GeneratorEndpoint,
@@ -100,8 +102,12 @@ def build_world(make_user: Any) -> World:
         messages=[{"role": "user", "content": "how do I clean my widget"}], label=0,
         category="garden care", decision="false_positive", created_by=users["reviewer"],
     )  # fmt: skip
+    cascade = CascadeCalibration.objects.create(
+        constitution=constitution, probe_model=other, heavy_model=other, status="done",
+        settings={"band": [0.2, 0.6], "weight": 0.5, "threshold": 0.7},
+    )  # fmt: skip
     return World(
-        users=users, slug=constitution.slug,
+        users=users, slug=constitution.slug, cascade=cascade.pk,
         category=Category.objects.filter(constitution=constitution).first().pk,
         version=version.number, dataset=dataset.pk,
         example=DatasetExample.objects.filter(dataset=dataset).first().pk,

@@ -83,6 +83,10 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:model_activate": (AUTH_405, AUTHOR),
     "classifiers:playground": (READ, AUTH_405),
     "classifiers:guard-settings": (READ, AUTHOR),
+    "classifiers:cascade-start": (AUTH_405, AUTHOR),
+    "classifiers:cascade-off": (AUTH_405, AUTHOR),
+    "classifiers:cascade-use": (AUTH_405, AUTHOR),
+    "classifiers:cascade-cancel": (AUTH_405, AUTHOR),
     # Any role has API tokens; the sample token is the author's: others get 404.
     "classifiers:tokens": (READ, "login 403 ok ok ok ok"),
     "classifiers:token-revoke": (AUTH_405, "login 403 404 404 ok 404"),
