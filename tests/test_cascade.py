@@ -3,8 +3,6 @@ served by the live guard, refused with clear errors, and never half-switched."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.urls import reverse
 
@@ -14,6 +12,7 @@ from tests.training_helpers import (
     make_constitution,
     make_dataset,
     make_model,
+    wait_for_job,
 )
 
 HEAVY_CONFIG = {**FAST_CONFIG, "output_mode": "full", "output_epochs": 1, "input_epochs": 1}
@@ -23,16 +22,6 @@ HEAVY_CONFIG = {**FAST_CONFIG, "output_mode": "full", "output_epochs": 1, "input
 def artifacts(settings, tmp_path):
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     return settings.ARTIFACTS_DIR
-
-
-def _wait(job, timeout: float = 150):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if not job.is_active:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"{job} stuck at {job.status} / {job.stage}")
 
 
 def _train(dataset, config, *, activate):
@@ -68,7 +57,7 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
         {"heavy_model": heavy.pk, "escalate_percent": 50},
     )
     assert response.status_code == 302
-    job = _wait(CascadeCalibration.objects.get())
+    job = wait_for_job(CascadeCalibration.objects.get())
     assert job.status == "done", job.error
     assert (job.probe_model_id, job.heavy_model_id) == (probe.pk, heavy.pk)
     lo, hi = job.settings["band"]

@@ -3,8 +3,6 @@ failure leave the live model alone and no artifact folder behind."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.urls import reverse
 
@@ -15,6 +13,7 @@ from tests.training_helpers import (
     make_constitution,
     make_dataset,
     make_model,
+    wait_for_job,
 )
 
 
@@ -25,13 +24,7 @@ def artifacts(settings, tmp_path):
 
 
 def _wait(run: TrainingRun, timeout: float = 150) -> TrainingRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if not run.is_active:
-            return run
-        time.sleep(0.3)
-    raise AssertionError(f"run stuck at {run.status} / {run.stage}")
+    return wait_for_job(run, timeout)
 
 
 def _artifact_folders(root) -> list[str]:

@@ -172,3 +172,16 @@ def make_model(dataset: Any, kind: str = "input", *, path: str = "", seed: int =
                  "fpr_at_threshold": test["fpr_at_threshold"], "target_fpr": 0.01},
         report=report,
     )  # fmt: skip
+
+
+def wait_for_job(job: Any, timeout: float = 150) -> Any:
+    """Poll a job row until it leaves queued/running (the real worker runs it)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if not job.is_active:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"{job} stuck at {job.status} / {job.stage}")
