@@ -116,30 +116,35 @@ def stop_cascade(*, constitution: Any, user: Any) -> bool:
 
 def use_cascade(*, job: CascadeCalibration, user: Any) -> None:
     """Serve a finished calibration (one UPDATE: the next request picks it up)."""
-    from constitutions.models import record
-
     if job.status != JobStatus.DONE or not job.settings:
         raise CascadeError(f"calibration #{job.pk} has not finished")
     with transaction.atomic():
-        list(ActiveModel.objects.select_for_update().filter(constitution=job.constitution))
-        probe = active_probe(job.constitution)
-        if probe is None or probe.pk != job.probe_model_id:
+        if not _serve_if_probe_active(job, user):
             raise CascadeError(
                 f"calibration #{job.pk} was made for output model #{job.probe_model_id}, "
                 "which is no longer active: calibrate again"
             )
-        _point_policy_at(job)
-        record(
-            job.constitution, user, "guard",
-            f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
-            f"to #{job.heavy_model_id}",
-            cascade=job.pk,
-        )  # fmt: skip
 
 
-def _point_policy_at(job: CascadeCalibration) -> None:
+def _serve_if_probe_active(job: CascadeCalibration, user: Any) -> bool:
+    """Point the policy at `job` if its probe is still the active output model
+    (the live-model rows locked, so an activation racing this sees the result).
+    Call inside a transaction."""
+    from constitutions.models import record
+
+    list(ActiveModel.objects.select_for_update().filter(constitution=job.constitution))
+    probe = active_probe(job.constitution)
+    if probe is None or probe.pk != job.probe_model_id:
+        return False
     # Only the cascade column: a settings form saved meanwhile keeps its changes.
     GuardPolicy.objects.update_or_create(constitution=job.constitution, defaults={"cascade": job})
+    record(
+        job.constitution, user, "guard",
+        f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
+        f"to #{job.heavy_model_id}",
+        cascade=job.pk,
+    )  # fmt: skip
+    return True
 
 
 def served_cascade(policy: GuardPolicy, output_model: ModelVersion | None) -> CascadeCalibration | None:
@@ -303,8 +308,6 @@ def save_result(
 ) -> None:
     """Mark the job done with its result and, if asked and its probe is still the
     active output model, serve it: all in one transaction."""
-    from constitutions.models import record
-
     with transaction.atomic():
         # A worker killed before the commit leaves the policy as it was. The row is
         # locked and re-read, so a cancel that came in late, or a reaper that already
@@ -316,14 +319,5 @@ def save_result(
             raise CascadeError(f"calibration #{job.pk} is {row.status}; nothing was switched")
         finish(settings=settings, report=report, stage="done")
         job.refresh_from_db()
-        # Lock the live-model rows too: an activation racing this sees the result.
-        list(ActiveModel.objects.select_for_update().filter(constitution=job.constitution))
-        probe_active = active_probe(job.constitution)
-        if job.use_when_done and probe_active is not None and probe_active.pk == job.probe_model_id:
-            _point_policy_at(job)
-            record(
-                job.constitution, job.created_by, "guard",
-                f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
-                f"to #{job.heavy_model_id}",
-                cascade=job.pk,
-            )  # fmt: skip
+        if job.use_when_done:
+            _serve_if_probe_active(job, job.created_by)

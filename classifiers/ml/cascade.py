@@ -12,7 +12,6 @@ which loss) on one feature cache so they can be compared like for like.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -34,25 +33,14 @@ from classifiers.ml.output_classifier import (
     pick_device,
     train_head_on_features,
 )
+from classifiers.ml.streaming_cascade import ensemble_score, logit
 from classifiers.ml.types import Example
 from classifiers.ml.value_head import CausalLMWithValueHead
 
 logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
-_EPS = 1e-6  # clamp before logit() so 0/1 scores stay finite
-
-
-def logit(p: float) -> float:
-    p = min(max(p, _EPS), 1 - _EPS)
-    return math.log(p / (1 - p))
-
-
-def ensemble_score(probe: float, heavy: float, weight: float) -> float:
-    """Weighted logit average: w = 1 trusts the probe alone, w = 0 the heavy one."""
-    z = weight * logit(probe) + (1 - weight) * logit(heavy)
-    return 1 / (1 + math.exp(-z))
-
+__all__ = ["Cascade", "calibrate_band", "cascade_stats", "ensemble_score", "logit"]
 
 @dataclass
 class CascadeResult:

@@ -27,6 +27,7 @@ evaluation (`replay`) and runs live in the guard engine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,15 +36,23 @@ import numpy as np
 
 from classifiers.ml.calibrate import false_positive_rate, threshold_for_fpr
 from classifiers.ml.evaluate import auroc, tpr_at_fpr
+from classifiers.ml.output_classifier import final_scores
 
 DEFAULT_WEIGHTS = (0.25, 0.5, 0.75)
 
 
+_EPS = 1e-6  # clamp before logit() so 0/1 scores stay finite
+
+
+def logit(p: float) -> float:
+    p = min(max(p, _EPS), 1 - _EPS)
+    return math.log(p / (1 - p))
+
+
 def ensemble_score(probe: float, heavy: float, weight: float) -> float:
     """Weighted logit average: w = 1 trusts the probe alone, w = 0 the heavy one."""
-    from classifiers.ml.cascade import ensemble_score as _ensemble
-
-    return _ensemble(probe, heavy, weight)
+    z = weight * logit(probe) + (1 - weight) * logit(heavy)
+    return 1 / (1 + math.exp(-z))
 
 
 class HeavyStream(Protocol):
@@ -179,10 +188,6 @@ def replay(
 # --------------------------------------------------------------- calibration
 
 
-def _finals(per_token: Sequence[Sequence[float]]) -> list[float]:
-    return [max(s) if len(s) else 0.0 for s in per_token]
-
-
 def _check(probe: Sequence[Sequence[float]], heavy: Sequence[Sequence[float]],
            labels: Sequence[int]) -> None:  # fmt: skip
     if not (len(probe) == len(heavy) == len(labels)):
@@ -204,8 +209,8 @@ class CascadeRun:
     tokens: int
 
     def escalation_rate(self, labels: Sequence[int] | None = None, label: int | None = None) -> float:
-        picked = [e for e, y in zip(self.escalated, labels or [0] * len(self.escalated),
-                                    strict=True) if label is None or y == label]  # fmt: skip
+        """Share escalated: of all streams, or of those with `label`."""
+        picked = [e for i, e in enumerate(self.escalated) if label is None or labels[i] == label]
         return float(np.mean(picked)) if picked else 0.0
 
     @property
@@ -256,7 +261,7 @@ def calibrate_cascade(
     if not 0.0 < escalate_fraction <= 1.0:
         raise ValueError("escalate_fraction must be in (0, 1]")
     y = np.asarray(labels)
-    probe_finals = np.asarray(_finals(probe))
+    probe_finals = np.asarray(final_scores(probe))
     benign_peak = float(probe_finals[y == 0].max())
     # An interpolated quantile, not threshold_for_fpr's conservative count: on a small
     # split the latter would put lo at the top benign score, a band of one point.
@@ -321,8 +326,8 @@ def evaluate_cascade(
     return {
         "n": len(labels),
         "n_benign": int(sum(1 for y in labels if y == 0)),
-        "probe": _headline(_finals(probe), labels, probe_threshold, target_fpr),
-        "heavy": _headline(_finals(heavy), labels, heavy_threshold, target_fpr),
+        "probe": _headline(final_scores(probe), labels, probe_threshold, target_fpr),
+        "heavy": _headline(final_scores(heavy), labels, heavy_threshold, target_fpr),
         "cascade": _headline(run.finals, labels, settings.threshold, target_fpr),
         "escalation_rate": run.escalation_rate(),
         "escalation_rate_benign": run.escalation_rate(labels, 0),
