@@ -43,11 +43,19 @@ class JobProgressConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _load(self, user: Any, kind: str, pk: int) -> Any:
-        from classifiers.models import CascadeCalibration, Dataset, TrainingRun
+        from classifiers.models import (
+            CascadeCalibration,
+            Dataset,
+            LabelAudit,
+            TrainingRun,
+        )
 
         if not user_roles(user):
             return None
-        model = {"dataset": Dataset, "training": TrainingRun, "cascade": CascadeCalibration}.get(kind)
+        model = {
+            "dataset": Dataset, "training": TrainingRun, "cascade": CascadeCalibration,
+            "audit": LabelAudit,
+        }.get(kind)  # fmt: skip
         return model.objects.filter(pk=pk).first() if model else None
 
     @database_sync_to_async

@@ -6,7 +6,7 @@ import importlib
 
 app_name = "classifiers"
 urlpatterns: list = []
-for area in ("overview", "datasets", "training", "guard", "tokens", "review", "dashboard"):
+for area in ("overview", "datasets", "audit", "training", "guard", "tokens", "review", "dashboard"):
     try:
         module = importlib.import_module(f"classifiers.views.{area}")
     except ModuleNotFoundError as exc:

@@ -1,5 +1,10 @@
 """Datasets, training runs, model versions (and the guard's records, in guard.py)."""
 
+from classifiers.models.audit import (  # noqa: F401, E402
+    AuditDecision,
+    LabelAudit,
+    LabelAuditItem,
+)
 from classifiers.models.datasets import (  # noqa: F401
     Dataset,
     DatasetExample,

@@ -21,8 +21,9 @@ for _area in ("datasets", "training", "guard"):
 @worker_ready.connect
 def reap_jobs_of_dead_workers(**_: object) -> None:
     """A (re)started worker marks jobs whose worker died as failed."""
-    from classifiers.models import CascadeCalibration, Dataset, TrainingRun
+    from classifiers.models import CascadeCalibration, Dataset, LabelAudit, TrainingRun
 
     Dataset.reap_stale()
     TrainingRun.reap_stale()
     CascadeCalibration.reap_stale()
+    LabelAudit.reap_stale()

@@ -112,7 +112,15 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    dataset = _dataset(request, pk)
+    return dataset_page(request, _dataset(request, pk))
+
+
+def dataset_page(
+    request: HttpRequest, dataset: Dataset, *, audit_form: Any = None, status: int = 200
+) -> HttpResponse:
+    """The dataset page; also re-rendered (400) when starting an audit failed."""
+    from classifiers.views.audit import AuditStartForm
+
     filters = ExampleFilterForm(request.GET or None, dataset=dataset)
     examples = filters.filter(dataset.examples.all())
     page = Paginator(examples, EXAMPLES_PER_PAGE).get_page(request.GET.get("page"))
@@ -126,7 +134,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "query": query.urlencode(),
         "can_start": has_role(request.user, POLICY_AUTHOR),
     }
-    if _partial(request):
+    if _partial(request) and status == 200:
         return render(request, "classifiers/datasets/detail.html#examples", context)
     bars = services.category_bars(dataset)
     context.update(
@@ -134,8 +142,11 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         bars_height=28 * len(bars) + 4,
         counts=dataset.counts or {},
         config=dataset.config or {},
+        audits=dataset.audits.select_related("applied_dataset")[:10],
+        audited_from=getattr(dataset, "audited_from", None),
+        audit_form=audit_form or AuditStartForm(),
     )
-    return render(request, "classifiers/datasets/detail.html", context)
+    return render(request, "classifiers/datasets/detail.html", context, status=status)
 
 
 @require_GET

@@ -60,6 +60,8 @@ class World:
     review_item: int
     feedback: int
     cascade: int  # a finished cascade calibration of the constitution
+    audit: int  # a finished label audit of the dataset
+    audit_item: int  # one of its queued items
 
 
 def make_users(make_user: Any) -> dict[str, Any]:
@@ -79,6 +81,8 @@ def build_world(make_user: Any) -> World:
         DatasetExample,
         FeedbackExample,
         GeneratorEndpoint,
+        LabelAudit,
+        LabelAuditItem,
     )
     from constitutions.models import Category
     from tests.review_helpers import flagged_conversation
@@ -106,8 +110,18 @@ def build_world(make_user: Any) -> World:
         constitution=constitution, probe_model=other, heavy_model=other, status="done",
         settings={"band": [0.2, 0.6], "weight": 0.5, "threshold": 0.7},
     )  # fmt: skip
+    audit = LabelAudit.objects.create(
+        dataset=dataset, status="done", config={"folds": 5, "spot_check": 0},
+        summary={"generated_sources": 24, "generated_suspects": 1},
+    )  # fmt: skip
+    audit_item = LabelAuditItem.objects.create(
+        audit=audit, source_id="garden-1", text="what is the best soil for roses", label=1,
+        category="forbidden widgets", harm_score=0.05, suspect=True,
+        suggested_category="garden care", rank=0,
+    )  # fmt: skip
     return World(
-        users=users, slug=constitution.slug, cascade=cascade.pk,
+        users=users, slug=constitution.slug, cascade=cascade.pk, audit=audit.pk,
+        audit_item=audit_item.pk,
         category=Category.objects.filter(constitution=constitution).first().pk,
         version=version.number, dataset=dataset.pk,
         example=DatasetExample.objects.filter(dataset=dataset).first().pk,

@@ -67,6 +67,12 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:dataset_cancel": (AUTH_405, AUTHOR),
     "classifiers:dataset_example": (READ, AUTH_405),
     "classifiers:dataset_export": (READ, AUTH_405),
+    "classifiers:label_audit_start": (AUTH_405, AUTHOR),
+    "classifiers:label_audit": (READ, AUTH_405),
+    "classifiers:label_audit_progress": (READ, AUTH_405),
+    "classifiers:label_audit_cancel": (AUTH_405, AUTHOR),
+    "classifiers:label_audit_decide": (AUTH_405, QUEUE),  # reviewers and authors decide
+    "classifiers:label_audit_apply": (AUTH_405, AUTHOR),
     "classifiers:endpoints": (READ, AUTHOR),
     "classifiers:endpoint_edit": (READ, AUTHOR),
     "classifiers:endpoint_delete": (AUTH_405, AUTHOR),

@@ -1,0 +1,149 @@
+"""manage.py audit_labels: run a label audit of a dataset, import reviewers'
+decisions from a file, and apply them (a new dataset).
+
+    manage.py audit_labels --dataset 3 [--folds 5] [--spot-check 20] [--export queue.jsonl]
+    manage.py audit_labels --audit 1 --decisions decided.jsonl [--user NAME]
+    manage.py audit_labels --audit 1 --apply [--user NAME]
+
+The export has one line per queued item (source_id, text, label, category,
+harm_score, suspect, suggested_category, decision); the decisions file takes lines
+{"source_id": ..., "decision": "keep" | "flip" | "drop", "new_category": ...}, so a
+team can triage in a spreadsheet or notebook and record the result here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Audit a dataset's generated labels (cross-validated suspects for people to check)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dataset", type=int, help="run a new audit of this dataset")
+        parser.add_argument("--audit", type=int, help="an existing audit (with --decisions/--apply)")
+        parser.add_argument("--folds", type=int, default=5)
+        parser.add_argument("--spot-check", type=int, default=None,
+                            help="random non-suspects to queue too (default 20)")  # fmt: skip
+        parser.add_argument("--export", default=None, help="write the queue here (JSONL)")
+        parser.add_argument("--decisions", default=None, help="JSONL of decisions to record")
+        parser.add_argument("--apply", action="store_true", help="write the audited dataset")
+        parser.add_argument("--user", default=None, help="record decisions as this user")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from classifiers.models import Dataset, LabelAudit
+        from classifiers.services_audit import (
+            DEFAULT_SPOT_CHECK,
+            AuditError,
+            start_audit,
+        )
+        from classifiers.tasks.datasets import run_audit_job
+
+        user = self._user(options["user"])
+        if bool(options["dataset"]) == bool(options["audit"]):
+            raise CommandError("give either --dataset (a new audit) or --audit (an existing one)")
+        if options["dataset"]:
+            dataset = Dataset.objects.filter(pk=options["dataset"]).first()
+            if dataset is None:
+                raise CommandError(f"no dataset #{options['dataset']}")
+            spot = options["spot_check"]
+            try:
+                audit = start_audit(
+                    dataset=dataset, user=user, folds=options["folds"],
+                    spot_check=DEFAULT_SPOT_CHECK if spot is None else spot, enqueue=False,
+                )  # fmt: skip
+            except AuditError as err:
+                raise CommandError(str(err)) from err
+            self.stdout.write(f"audit #{audit.pk} of dataset #{dataset.pk}")
+            run_audit_job(audit.pk)
+        else:
+            audit = LabelAudit.objects.filter(pk=options["audit"]).first()
+            if audit is None:
+                raise CommandError(f"no audit #{options['audit']}")
+        audit.refresh_from_db()
+        if audit.status != "done":
+            raise CommandError(f"audit #{audit.pk} {audit.status}: {audit.error}")
+        if options["decisions"]:
+            self._record(audit, Path(options["decisions"]), user)
+        self._print(audit)
+        if options["export"]:
+            self._export(audit, Path(options["export"]))
+        if options["apply"]:
+            from classifiers.services_audit import apply_audit
+
+            try:
+                copy = apply_audit(audit=audit, user=user)
+            except AuditError as err:
+                raise CommandError(str(err)) from err
+            self.stdout.write(f"dataset #{copy.pk} written ({copy.counts.get('total')} examples)")
+
+    def _user(self, name: str | None) -> Any:
+        if not name:
+            return None
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.filter(username=name).first()
+        if user is None:
+            raise CommandError(f"no user {name!r}")
+        return user
+
+    def _record(self, audit: Any, path: Path, user: Any) -> None:
+        from classifiers.services_audit import AuditError, decide
+
+        items = {item.source_id: item for item in audit.items.all()}
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise CommandError(f"cannot read {path}: {err.strerror}") from err
+        parsed = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                item = items[row["source_id"]]
+                decision, category = row["decision"], row.get("new_category", "") or ""
+            except (json.JSONDecodeError, TypeError, KeyError) as err:
+                raise CommandError(
+                    f"{path}:{number}: expected {{\"source_id\": <a queued item>, \"decision\": "
+                    f"...}} ({type(err).__name__}: {err})"
+                ) from err
+            parsed.append((number, item, decision, category))
+        recorded = 0
+        for number, item, decision, category in parsed:
+            try:
+                decide(item=item, decision=decision, new_category=category, user=user)
+            except AuditError as err:
+                raise CommandError(f"{path}:{number}: {err} ({recorded} recorded before it)") from err
+            recorded += 1
+        self.stdout.write(f"{recorded} decisions recorded")
+
+    def _print(self, audit: Any) -> None:
+        from classifiers.services_audit import audit_report
+
+        s, r = audit.summary, audit_report(audit)
+        self.stdout.write(
+            f"{s['generated_suspects']} suspects of {s['generated_sources']} generated sources "
+            f"({s['suspects_harmful_label']} labelled harmful, {s['suspects_benign_label']} "
+            f"benign, all sources); spot check {s['spot_check']}"
+        )
+        self.stdout.write(
+            f"decided: suspects {r['suspects']}, spot check {r['spot_check']}; "
+            f"suspect precision {r['suspect_precision']}, spot error rate "
+            f"{r['spot_error_rate']} {r['spot_error_interval']}"
+        )
+
+    def _export(self, audit: Any, path: Path) -> None:
+        with path.open("w", encoding="utf-8") as out:
+            for item in audit.items.order_by("rank"):
+                out.write(json.dumps({
+                    "source_id": item.source_id, "text": item.text, "label": item.label,
+                    "category": item.category, "harm_score": round(item.harm_score, 4),
+                    "suspect": item.suspect, "suggested_category": item.suggested_category,
+                    "decision": item.decision, "new_category": item.new_category,
+                }) + "\n")  # fmt: skip
+        self.stdout.write(f"queue written to {path}")

@@ -1,0 +1,78 @@
+"""Label audits: a person checks the generated labels a cross-validated model doubts.
+
+A `LabelAudit` is a job over one dataset: it scores every source query out of fold
+(classifiers.ml.label_audit) and stores one `LabelAuditItem` per suspect, plus a
+random spot check of non-suspects. Reviewers keep, flip or drop each item; applying
+the audit writes a NEW dataset with those decisions, so models trained on the
+original keep pointing at the data they saw.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from classifiers.models.jobs import Job
+
+
+class LabelAudit(Job):
+    job_kind = "audit"
+
+    dataset = models.ForeignKey(
+        "classifiers.Dataset", on_delete=models.CASCADE, related_name="audits"
+    )
+    config = models.JSONField(default=dict)  # folds, epochs, seed, spot_check
+    summary = models.JSONField(default=dict, blank=True)  # counts, thresholds
+    # The dataset written with the decisions applied (None until applied).
+    applied_dataset = models.OneToOneField(
+        "classifiers.Dataset", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="audited_from",
+    )  # fmt: skip
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"label audit #{self.pk} of dataset #{self.dataset_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("classifiers:label_audit", args=[self.pk])
+
+
+class AuditDecision(models.TextChoices):
+    # Keyboard shortcuts k / f / d follow these.
+    KEEP = "keep", "Label is right"
+    FLIP = "flip", "Flip the label"
+    DROP = "drop", "Drop (not a usable user message)"
+
+
+class LabelAuditItem(models.Model):
+    audit = models.ForeignKey(LabelAudit, on_delete=models.CASCADE, related_name="items")
+    source_id = models.CharField(max_length=200)
+    text = models.TextField()  # the source's original prompt text
+    label = models.PositiveSmallIntegerField()  # as generated: 1 harmful, 0 benign
+    category = models.CharField(max_length=200)
+    harm_score = models.FloatField()  # out-of-fold P(harmful)
+    suspect = models.BooleanField()  # False: drawn for the random spot check
+    suggested_category = models.CharField(max_length=200)  # of the other kind
+    rank = models.PositiveIntegerField()  # queue order
+    decision = models.CharField(max_length=10, choices=AuditDecision.choices, blank=True)
+    new_category = models.CharField(max_length=200, blank=True)  # for a flip
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["audit", "source_id"], name="one_item_per_source")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id} ({self.decision or 'undecided'})"

@@ -1,0 +1,351 @@
+"""Label audits of a dataset: start one, run it (in a worker), decide, apply.
+
+The worker ranks the generated source queries a cross-validated input head doubts
+(classifiers.ml.label_audit) and draws a random spot check of the others; reviewers
+and policy authors decide each one; a policy author applies the decisions, which
+writes a new dataset (the original stays as it was, like every dataset).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from classifiers.ml.types import Cancelled
+from classifiers.models import (
+    AuditDecision,
+    Dataset,
+    DatasetExample,
+    LabelAudit,
+    LabelAuditItem,
+)
+from classifiers.models.jobs import ACTIVE_STATUSES, JobStatus
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPOT_CHECK = 20
+MAX_SPOT_CHECK = 200
+EMBED_BATCH = 64
+COPY_BATCH = 1000
+
+
+class AuditError(ValueError):
+    """Bad input for an audit (shown to the user as it is)."""
+
+
+def start_audit(
+    *,
+    dataset: Dataset,
+    user: Any,
+    folds: int = 5,
+    spot_check: int = DEFAULT_SPOT_CHECK,
+    seed: int = 0,
+    enqueue: bool = True,
+) -> LabelAudit:
+    if dataset.status != JobStatus.DONE:
+        raise AuditError(f"dataset #{dataset.pk} is {dataset.status}: audit a finished dataset")
+    if not 2 <= folds <= 10:
+        raise AuditError("folds must be between 2 and 10")
+    if not 0 <= spot_check <= MAX_SPOT_CHECK:
+        raise AuditError(f"the spot check must be between 0 and {MAX_SPOT_CHECK} examples")
+    with transaction.atomic():
+        # Lock the dataset row: two submits at once cannot both pass the check.
+        Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+        if LabelAudit.objects.filter(dataset=dataset, status__in=ACTIVE_STATUSES).exists():
+            raise AuditError(f"an audit of dataset #{dataset.pk} is already running")
+        audit = LabelAudit.objects.create(
+            dataset=dataset,
+            config={"folds": folds, "spot_check": spot_check, "seed": seed},
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+    if enqueue:
+        from classifiers.tasks.datasets import audit_labels
+
+        transaction.on_commit(lambda: audit_labels.delay(audit.pk))
+    return audit
+
+
+def _sources(dataset: Dataset) -> tuple[list[Any], set[str]]:
+    """Every source query's original text (reviewed feedback excluded: people
+    labelled it), and the ids of the generated ones (the only ones audited)."""
+    from classifiers.ml.label_audit import AuditSource
+
+    rows = (
+        dataset.examples.filter(transform="original")
+        .exclude(meta__source="feedback")
+        .order_by("id")
+        .values_list("source_id", "prompt_text", "label", "category", "meta")
+    )
+    sources, generated, seen = [], set(), set()
+    for source_id, text, label, category, meta in rows:
+        if source_id in seen:
+            continue
+        seen.add(source_id)
+        sources.append(AuditSource(source_id, text, int(label), category))
+        if (meta or {}).get("source") == "generated":
+            generated.add(source_id)
+    return sources, generated
+
+
+def execute_audit(
+    audit: LabelAudit,
+    *,
+    progress: Callable[..., None],
+    should_cancel: Callable[[], bool],
+    finish: Callable[..., None],
+) -> None:
+    import torch
+
+    from classifiers.ml.label_audit import (
+        AuditConfig,
+        audit_labels,
+        score_histogram,
+        spot_check_sample,
+    )
+    from classifiers.services_datasets import relevance_embedder
+
+    dataset = audit.dataset
+    spec = dataset.constitution_version.to_spec()
+    categories = [c.name for c in spec.categories]
+    kinds = ["restricted" if c.label == 1 else "permitted" for c in spec.categories]
+    sources, generated = _sources(dataset)
+    if not generated:
+        raise AuditError(f"dataset #{dataset.pk} has no generated queries to audit")
+    embed = relevance_embedder()
+    texts = [s.text for s in sources]
+    chunks = []
+    for start in range(0, len(texts), EMBED_BATCH):
+        if should_cancel():
+            raise Cancelled()
+        chunks.append(torch.as_tensor(embed(texts[start : start + EMBED_BATCH])))
+        progress(stage="embedding", done=min(start + EMBED_BATCH, len(texts)), total=len(texts))
+    cfg = AuditConfig(folds=int(audit.config.get("folds", 5)), seed=int(audit.config.get("seed", 0)))
+    try:
+        result = audit_labels(
+            sources, torch.cat(chunks), categories, kinds, cfg,
+            on_progress=progress, should_cancel=should_cancel,
+        )  # fmt: skip
+    except ValueError as err:
+        raise AuditError(str(err)) from err
+    findings = [f for f in result.findings if f.source_id in generated]
+    spot = set(spot_check_sample(findings, int(audit.config.get("spot_check", 0)), cfg.seed))
+    text_of = {s.source_id: s.text for s in sources}
+    queue = [f for f in findings if f.suspect] + sorted(
+        (f for f in findings if f.source_id in spot), key=lambda f: f.source_id
+    )
+    items = [
+        LabelAuditItem(
+            audit=audit, source_id=f.source_id, text=text_of[f.source_id], label=f.label,
+            category=f.category, harm_score=f.harm_score, suspect=f.suspect,
+            suggested_category=f.suggested_category, rank=rank,
+        )  # fmt: skip
+        for rank, f in enumerate(queue)
+    ]
+    summary = {
+        **result.stats,
+        "generated_sources": len(findings),
+        "generated_suspects": sum(1 for f in findings if f.suspect),
+        "spot_check": len(spot),
+        "histogram": score_histogram(findings),
+    }
+    with transaction.atomic():
+        # A cancel that came in late, or a reaper that failed the job, wins.
+        row = LabelAudit.objects.select_for_update().get(pk=audit.pk)
+        if row.cancel_requested:
+            raise Cancelled()
+        if row.status != JobStatus.RUNNING:
+            raise AuditError(f"audit #{audit.pk} is {row.status}; nothing was saved")
+        LabelAuditItem.objects.bulk_create(items)
+        finish(summary=summary, stage="done")
+
+
+def histogram_bars(histogram: dict[str, list[int]], *, height: int = 120) -> list[dict[str, Any]]:
+    """SVG geometry for the audit page: two bars per score bin, log-scaled heights
+    (the confident bins hold hundreds, the suspects' bins a handful)."""
+    import math
+
+    harmful, benign = histogram.get("harmful", []), histogram.get("benign", [])
+    peak = math.log1p(max(harmful + benign, default=0)) or 1.0
+    bars = []
+    for i, (n_harmful, n_benign) in enumerate(zip(harmful, benign, strict=True)):
+        h_harmful = round(height * math.log1p(n_harmful) / peak)
+        h_benign = round(height * math.log1p(n_benign) / peak)
+        bars.append({
+            "x": 20 + 32 * i, "range": f"{i / len(harmful):.1f}–{(i + 1) / len(harmful):.1f}",
+            "n_harmful": n_harmful, "h_harmful": h_harmful, "y_harmful": 20 + height - h_harmful,
+            "n_benign": n_benign, "h_benign": h_benign, "y_benign": 20 + height - h_benign,
+        })  # fmt: skip
+    return bars
+
+
+# ---------------------------------------------------------------------- decisions
+
+
+def category_kinds(audit: LabelAudit) -> dict[str, int]:
+    """Category name -> label (1 restricted, 0 permitted) of the dataset's version."""
+    spec = audit.dataset.constitution_version.to_spec()
+    return {c.name: c.label for c in spec.categories}
+
+
+def decide(
+    *, item: LabelAuditItem, decision: str, new_category: str = "", user: Any
+) -> LabelAuditItem:
+    """Record (or change) one decision; an applied audit is closed."""
+    if decision not in AuditDecision.values:
+        raise AuditError(f"unknown decision {decision!r}: keep, flip or drop")
+    new_category = new_category.strip()
+    if decision == AuditDecision.FLIP:
+        new_category = new_category or item.suggested_category
+        kinds = category_kinds(item.audit)
+        if new_category not in kinds:
+            raise AuditError(f"{new_category!r} is not a category of this constitution")
+        if kinds[new_category] == item.label:
+            raise AuditError(
+                f"flipping a {'harmful' if item.label else 'benign'} example needs a "
+                f"{'permitted' if item.label else 'restricted'} category, "
+                f"not {new_category!r}"
+            )
+    else:
+        new_category = ""
+    with transaction.atomic():
+        audit = LabelAudit.objects.select_for_update().get(pk=item.audit_id)
+        if audit.applied_dataset_id or audit.applied_at:
+            raise AuditError(
+                f"audit #{audit.pk} was applied (dataset #{audit.applied_dataset_id}); "
+                "start a new audit of that dataset to change more labels"
+            )
+        LabelAuditItem.objects.filter(pk=item.pk).update(
+            decision=decision, new_category=new_category, decided_by=user,
+            decided_at=timezone.now(),
+        )  # fmt: skip
+    item.refresh_from_db()
+    return item
+
+
+def audit_report(audit: LabelAudit) -> dict[str, Any]:
+    """What the decisions say: how often the model's suspicion was right, and an
+    estimate (with a 95% interval) of the label errors it did not flag."""
+    from classifiers.ml.label_audit import wilson_interval
+
+    rows = list(audit.items.values_list("suspect", "decision"))
+
+    def tally(suspect: bool) -> dict[str, int]:
+        counts = {d: 0 for d in (*AuditDecision.values, "")}
+        for is_suspect, decision in rows:
+            if is_suspect == suspect:
+                counts[decision] += 1
+        return counts
+
+    suspects, spot = tally(True), tally(False)
+    decided_suspects = sum(v for k, v in suspects.items() if k)
+    wrong_suspects = suspects["flip"] + suspects["drop"]
+    decided_spot = sum(v for k, v in spot.items() if k)
+    wrong_spot = spot["flip"] + spot["drop"]
+    low, high = wilson_interval(wrong_spot, decided_spot)
+    generated = int(audit.summary.get("generated_sources", 0))
+    unflagged = generated - int(audit.summary.get("generated_suspects", 0))
+    return {
+        "suspects": suspects,
+        "spot_check": spot,
+        "pending": suspects[""] + spot[""],
+        "suspect_precision": wrong_suspects / decided_suspects if decided_suspects else None,
+        "spot_error_rate": wrong_spot / decided_spot if decided_spot else None,
+        "spot_error_interval": [low, high] if decided_spot else None,
+        "estimated_unflagged_errors": (
+            round(wrong_spot / decided_spot * unflagged) if decided_spot else None
+        ),
+    }
+
+
+# ------------------------------------------------------------------------- apply
+
+
+def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
+    """Write a new dataset: flipped sources (all their augmented copies) relabelled,
+    dropped sources left out. One transaction: all of it or nothing."""
+    from classifiers.ml import data as ml_data
+    from classifiers.services_datasets import _category_label_counts
+    from constitutions.models import record
+
+    with transaction.atomic():
+        audit = LabelAudit.objects.select_for_update().select_related(
+            "dataset__constitution_version__constitution"
+        ).get(pk=audit.pk)
+        if audit.status != JobStatus.DONE:
+            raise AuditError(f"audit #{audit.pk} is {audit.status}: nothing to apply")
+        if audit.applied_dataset_id or audit.applied_at:
+            raise AuditError(
+                f"audit #{audit.pk} was already applied (dataset #{audit.applied_dataset_id})"
+            )
+        decisions = {
+            item.source_id: item
+            for item in audit.items.exclude(decision="")
+        }
+        flips = {k: v for k, v in decisions.items() if v.decision == AuditDecision.FLIP}
+        drops = {k for k, v in decisions.items() if v.decision == AuditDecision.DROP}
+        if not flips and not drops:
+            raise AuditError("no label was flipped or dropped: there is nothing to apply")
+        source = audit.dataset
+        now = timezone.now()
+        report = audit_report(audit)
+        provenance = {
+            "of_dataset": source.pk,
+            "audit": audit.pk,
+            "flipped": len(flips),
+            "dropped": len(drops),
+            "kept": sum(1 for v in decisions.values() if v.decision == AuditDecision.KEEP),
+            "spot_error_rate": report["spot_error_rate"],
+            "spot_error_interval": report["spot_error_interval"],
+        }
+        copy = Dataset.objects.create(
+            constitution_version=source.constitution_version, generator=source.generator,
+            endpoint=source.endpoint, seed=source.seed,
+            config={**source.config, "audit": provenance},
+            feedback_included=source.feedback_included, status=JobStatus.DONE,
+            stage="done", created_by=user if getattr(user, "is_authenticated", False) else None,
+            created_at=now, started_at=now, finished_at=now,
+        )  # fmt: skip
+        examples: list[Any] = []
+        batch: list[DatasetExample] = []
+        for row in source.examples.order_by("id").iterator(chunk_size=COPY_BATCH):
+            if row.source_id in drops:
+                continue
+            flip = flips.get(row.source_id)
+            meta = dict(row.meta)
+            label, category = row.label, row.category
+            if flip is not None:
+                label, category = 1 - row.label, flip.new_category
+                meta["audit"] = {"flipped_from": [row.label, row.category], "audit": audit.pk}
+                if row.response:  # a refusal stays benign output (data._set_response)
+                    meta["response_label"] = 0 if meta.get("refused") else label
+            row_copy = DatasetExample(
+                dataset=copy, messages=row.messages, prompt_text=row.prompt_text,
+                response=row.response, label=label, category=category,
+                source_id=row.source_id, transform=row.transform, split=row.split, meta=meta,
+            )  # fmt: skip
+            batch.append(row_copy)
+            examples.append(row_copy.to_example())
+            if len(batch) >= COPY_BATCH:
+                DatasetExample.objects.bulk_create(batch)
+                batch = []
+        DatasetExample.objects.bulk_create(batch)
+        counts = dict(ml_data.count_examples(examples))
+        counts["feedback"] = (source.counts or {}).get("feedback", 0)
+        counts["stats"] = (source.counts or {}).get("stats", {})
+        counts["category_label"] = _category_label_counts(examples)
+        counts["total"] = len(examples)
+        copy.counts = counts
+        copy.done = copy.total = len(examples)
+        copy.save(update_fields=["counts", "done", "total"])
+        LabelAudit.objects.filter(pk=audit.pk).update(applied_dataset=copy, applied_at=now)
+        record(
+            source.constitution_version.constitution, user, "dataset",
+            f"label audit #{audit.pk} applied: dataset #{copy.pk} from #{source.pk} "
+            f"({len(flips)} flipped, {len(drops)} dropped)",
+            audit=audit.pk, dataset=copy.pk,
+        )  # fmt: skip
+    return copy

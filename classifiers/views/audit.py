@@ -1,0 +1,208 @@
+"""Label audits: start one on a dataset, watch it, decide its items, apply it.
+
+Policy authors start, cancel and apply audits; reviewers and policy authors decide
+items; viewers read. Users with no role get 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path
+from django.views.decorators.http import require_GET, require_POST
+
+from classifiers import services_audit as services
+from classifiers.models import AuditDecision, Dataset, LabelAudit, LabelAuditItem
+from guardweb.roles import POLICY_AUTHOR, REVIEWER, has_role, user_roles
+
+ITEMS_PER_PAGE = 50
+SHOW = {
+    "pending": ("Undecided", {"decision": ""}),
+    "suspects": ("Suspects", {"suspect": True}),
+    "spot": ("Spot check", {"suspect": False}),
+    "decided": ("Decided", None),
+    "all": ("All", {}),
+}
+
+
+class AuditStartForm(forms.Form):
+    folds = forms.IntegerField(min_value=2, max_value=10, initial=5)
+    spot_check = forms.IntegerField(
+        min_value=0, max_value=services.MAX_SPOT_CHECK, initial=services.DEFAULT_SPOT_CHECK,
+        help_text="random non-suspects to check too: estimates the errors the model missed",
+    )  # fmt: skip
+
+
+def _require_reader(request: HttpRequest) -> None:
+    if not user_roles(request.user):
+        raise PermissionDenied("you need a role to see label audits")
+
+
+def _require_author(request: HttpRequest) -> None:
+    if not has_role(request.user, POLICY_AUTHOR):
+        raise PermissionDenied("only policy authors can do this")
+
+
+def _can_decide(user: Any) -> bool:
+    return has_role(user, POLICY_AUTHOR) or has_role(user, REVIEWER)
+
+
+def _audit(request: HttpRequest, pk: int) -> LabelAudit:
+    _require_reader(request)
+    LabelAudit.reap_stale()
+    return get_object_or_404(
+        LabelAudit.objects.select_related(
+            "dataset__constitution_version__constitution", "applied_dataset", "created_by"
+        ),
+        pk=pk,
+    )
+
+
+def _partial(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.boosted
+
+
+def _category_choices(audit: LabelAudit) -> dict[int, list[str]]:
+    """Categories by label, for the flip menu: a harmful item flips to a permitted one."""
+    by_label: dict[int, list[str]] = {0: [], 1: []}
+    for name, label in services.category_kinds(audit).items():
+        by_label[label].append(name)
+    return by_label
+
+
+@require_POST
+def audit_start(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_reader(request)
+    _require_author(request)
+    dataset = get_object_or_404(Dataset, pk=pk)
+    form = AuditStartForm(request.POST)
+    if form.is_valid():
+        try:
+            audit = services.start_audit(
+                dataset=dataset, user=request.user, folds=form.cleaned_data["folds"],
+                spot_check=form.cleaned_data["spot_check"],
+            )  # fmt: skip
+        except services.AuditError as err:
+            form.add_error(None, str(err))
+        else:
+            messages.success(request, f"Label audit #{audit.pk} queued.")
+            return redirect(audit)
+    from classifiers.views.datasets import dataset_page
+
+    return dataset_page(request, dataset, audit_form=form, status=400)
+
+
+def _audit_page(request: HttpRequest, audit: LabelAudit, *, status: int = 200) -> HttpResponse:
+    show = request.GET.get("show", "pending" if audit.status == "done" else "all")
+    if show not in SHOW:
+        show = "all"
+    items = audit.items.select_related("decided_by")
+    _, filters = SHOW[show]
+    items = items.exclude(decision="") if filters is None else items.filter(**filters)
+    page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "audit": audit,
+        "job": audit,
+        "dataset": audit.dataset,
+        "page": page,
+        "show": show,
+        "shows": [(key, name) for key, (name, _) in SHOW.items()],
+        "report": services.audit_report(audit) if audit.status == "done" else None,
+        "summary": audit.summary or {},
+        "histogram": services.histogram_bars(audit.summary.get("histogram") or {}),
+        "can_decide": _can_decide(request.user) and not audit.applied_at,
+        "can_apply": has_role(request.user, POLICY_AUTHOR) and not audit.applied_at,
+        "categories": _category_choices(audit) if audit.status == "done" else {},
+        "decisions": AuditDecision.choices,
+    }
+    if _partial(request) and request.GET.get("partial") == "items":
+        return render(request, "classifiers/datasets/audit.html#items", context)
+    return render(request, "classifiers/datasets/audit.html", context, status=status)
+
+
+@require_GET
+def audit_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _audit_page(request, _audit(request, pk))
+
+
+@require_GET
+def audit_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polling fallback; 286 tells htmx to stop once the job is over."""
+    audit = _audit(request, pk)
+    response = render(request, "classifiers/_job_progress.html", {"job": audit})
+    if not audit.is_active:
+        response.status_code = 286
+    return response
+
+
+@require_POST
+def audit_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    audit = _audit(request, pk)
+    _require_author(request)
+    if audit.is_active:
+        audit.request_cancel()
+        messages.info(request, f"Cancelling label audit #{audit.pk}.")
+    if _partial(request):
+        return render(request, "classifiers/_job_progress.html", {"job": audit})
+    return redirect(audit)
+
+
+@require_POST
+def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    audit = _audit(request, pk)
+    if not _can_decide(request.user):
+        raise PermissionDenied("only reviewers and policy authors decide labels")
+    item = get_object_or_404(LabelAuditItem, pk=item_pk, audit=audit)
+    error = None
+    try:
+        item = services.decide(
+            item=item, decision=request.POST.get("decision", ""),
+            new_category=request.POST.get("new_category", ""), user=request.user,
+        )  # fmt: skip
+    except services.AuditError as err:
+        error = str(err)
+    audit.refresh_from_db()
+    context = {
+        "audit": audit, "item": item, "error": error,
+        "can_decide": not audit.applied_at, "categories": _category_choices(audit),
+        "decisions": AuditDecision.choices,
+    }  # fmt: skip
+    status = 400 if error else 200
+    if _partial(request):
+        return render(request, "classifiers/datasets/_audit_item.html", context, status=status)
+    if error:
+        messages.error(request, error)
+        return render(request, "classifiers/datasets/_audit_item.html", context, status=400)
+    return redirect(f"{audit.get_absolute_url()}?show={request.POST.get('show', 'pending')}")
+
+
+@require_POST
+def audit_apply(request: HttpRequest, pk: int) -> HttpResponse:
+    audit = _audit(request, pk)
+    _require_author(request)
+    try:
+        dataset = services.apply_audit(audit=audit, user=request.user)
+    except services.AuditError as err:
+        messages.error(request, str(err))
+        return _audit_page(request, audit, status=400)
+    messages.success(
+        request,
+        f"Dataset #{dataset.pk} written with the audit's decisions; train on it to use them.",
+    )
+    return redirect(dataset)
+
+
+urlpatterns = [
+    path("datasets/<int:pk>/audit/", audit_start, name="label_audit_start"),
+    path("audits/<int:pk>/", audit_detail, name="label_audit"),
+    path("audits/<int:pk>/progress/", audit_progress, name="label_audit_progress"),
+    path("audits/<int:pk>/cancel/", audit_cancel, name="label_audit_cancel"),
+    path("audits/<int:pk>/items/<int:item_pk>/", audit_decide, name="label_audit_decide"),
+    path("audits/<int:pk>/apply/", audit_apply, name="label_audit_apply"),
+]

@@ -1,0 +1,137 @@
+"""The label audit finds planted label errors from out-of-fold scores alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from classifiers.ml.evaluate import auroc
+from classifiers.ml.label_audit import (
+    AuditConfig,
+    AuditSource,
+    _train_head,
+    audit_labels,
+    disagreements,
+    out_of_fold_scores,
+    spot_check_sample,
+    stratified_folds,
+    wilson_interval,
+)
+from classifiers.ml.types import Cancelled
+
+CATEGORIES = ["Weapons", "Pathogens", "Chemistry education", "Public health"]
+KINDS = ["restricted", "restricted", "permitted", "permitted"]
+
+
+def _clustered(n_per_category: int, flipped: set[int], seed: int = 0):
+    """Four well-separated clusters, one per category; the sources at `flipped`
+    carry the opposite label (and a category of the other kind)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.eye(4, 16) * 4.0
+    sources, rows = [], []
+    for ci, category in enumerate(CATEGORIES):
+        for _ in range(n_per_category):
+            i = len(sources)
+            label = 1 if KINDS[ci] == "restricted" else 0
+            name = category
+            if i in flipped:  # a label error: generated under the wrong category
+                label = 1 - label
+                name = CATEGORIES[(ci + 2) % 4]
+            sources.append(AuditSource(f"s{i}", f"text {i}", label, name))
+            rows.append(centres[ci] + 0.5 * torch.randn(16, generator=generator))
+    return sources, torch.stack(rows)
+
+
+def test_planted_label_errors_are_the_suspects():
+    flipped = {3, 27, 45, 70}
+    sources, embeddings = _clustered(20, flipped)
+    result = audit_labels(sources, embeddings, CATEGORIES, KINDS, AuditConfig(epochs=30))
+    suspects = {f.source_id for f in result.suspects}
+    assert {f"s{i}" for i in flipped} <= suspects
+    # Few false alarms on clean, separated data: reviewers read a short queue.
+    assert len(suspects) <= len(flipped) + 3
+    # Suspects come first, least confident in their own label first.
+    assert all(f.suspect for f in result.findings[: len(suspects)])
+    confidences = [f.label_confidence for f in result.findings[: len(suspects)]]
+    assert confidences == sorted(confidences)
+    assert result.stats["sources"] == 80 and result.stats["suspects"] == len(suspects)
+
+
+def test_suggested_category_is_of_the_other_kind():
+    sources, embeddings = _clustered(20, {3})
+    result = audit_labels(sources, embeddings, CATEGORIES, KINDS, AuditConfig(epochs=30))
+    finding = next(f for f in result.findings if f.source_id == "s3")
+    # s3 sits in the Weapons cluster but was labelled benign "Chemistry education":
+    # flipping it makes it harmful, so the suggestion is the restricted cluster.
+    assert finding.label == 0 and finding.harm_score > 0.5
+    assert finding.suggested_category == "Weapons"
+
+
+def test_no_item_is_scored_by_a_head_that_saw_it():
+    # Random labels on random points: a head that saw an item memorises its label
+    # (AUROC near 1 in-sample); scored out of fold there is nothing to learn.
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(80, 32, generator=generator)
+    labels = torch.randint(0, 2, (80,), generator=generator).tolist()
+    categories = [0 if y else 2 for y in labels]
+    cfg = AuditConfig(folds=4, epochs=150)
+    harm, _ = out_of_fold_scores(embeddings, labels, categories, 4, cfg)
+    assert auroc(harm.tolist(), labels) < 0.75
+    in_sample = _train_head(
+        embeddings, torch.tensor(labels, dtype=torch.float), torch.tensor(categories), 4, cfg, 0
+    )
+    with torch.no_grad():
+        memorised = torch.sigmoid(in_sample(embeddings)[0])
+    assert auroc(memorised.tolist(), labels) > 0.95
+
+
+def test_stratified_folds_balance_each_label():
+    labels = [1] * 10 + [0] * 25
+    folds = stratified_folds(labels, 5, seed=3)
+    for fold in range(5):
+        members = [y for y, f in zip(labels, folds, strict=True) if f == fold]
+        assert members.count(1) == 2 and members.count(0) == 5
+    assert folds == stratified_folds(labels, 5, seed=3)  # seeded
+
+
+def test_suspects_are_the_disagreements():
+    scores = [0.9, 0.3, 0.1, 0.2, 0.95, 0.5]  # out-of-fold P(harmful)
+    labels = [1, 1, 0, 0, 0, 1]
+    assert disagreements(scores, labels) == [False, True, False, False, True, False]
+
+
+def test_bad_input_is_refused():
+    sources, embeddings = _clustered(2, set())
+    with pytest.raises(ValueError, match="at least 5 sources of each label"):
+        audit_labels(sources, embeddings, CATEGORIES, KINDS)
+    sources, embeddings = _clustered(10, set())
+    with pytest.raises(ValueError, match="one embedding per source"):
+        audit_labels(sources, embeddings[:-1], CATEGORIES, KINDS)
+    with pytest.raises(ValueError, match="unknown categories"):
+        audit_labels(sources, embeddings, CATEGORIES[:3], KINDS[:3])
+    harmful_only = [s for s in sources if s.label == 1]
+    with pytest.raises(ValueError, match="both harmful and benign"):
+        audit_labels(harmful_only, embeddings[: len(harmful_only)], CATEGORIES, KINDS)
+
+
+def test_cancel_stops_between_folds():
+    sources, embeddings = _clustered(10, set())
+    with pytest.raises(Cancelled):
+        audit_labels(sources, embeddings, CATEGORIES, KINDS, should_cancel=lambda: True)
+
+
+def test_spot_check_draws_only_non_suspects_reproducibly():
+    sources, embeddings = _clustered(20, {3, 27})
+    result = audit_labels(sources, embeddings, CATEGORIES, KINDS, AuditConfig(epochs=30))
+    sample = spot_check_sample(result.findings, 10, seed=1)
+    assert len(sample) == 10 and len(set(sample)) == 10
+    assert not set(sample) & {f.source_id for f in result.suspects}
+    assert sample == spot_check_sample(result.findings, 10, seed=1)
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and 0.15 < high < 0.18  # 0 of 20 still allows ~16%
+    low, high = wilson_interval(5, 50)
+    assert low < 0.1 < high
+    assert wilson_interval(0, 0) == (0.0, 1.0)

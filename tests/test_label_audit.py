@@ -1,0 +1,293 @@
+"""Label audits as a product: the real worker queues a planted label error, a
+reviewer flips it, an author applies it as a new dataset; bad input changes nothing."""
+
+from __future__ import annotations
+
+import codecs
+import json
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from classifiers.models import Dataset, DatasetExample, LabelAudit, LabelAuditItem
+from tests.training_helpers import (
+    BENIGN_QUERIES,
+    HARMFUL_QUERIES,
+    make_constitution,
+    wait_for_job,
+)
+
+# Generated under the restricted category, but plainly a gardening question.
+PLANTED = "how do I protect my cucumber seedlings from frost"
+
+
+def make_generated_dataset(version):
+    """24 generated sources (each with a rot13 copy) plus one author example per
+    category; one source carries the wrong label."""
+    dataset = Dataset.objects.create(
+        constitution_version=version, status="done", finished_at=timezone.now(),
+        config={"per_category": 13, "transforms": ["rot13"]},
+    )  # fmt: skip
+    rows = []
+    sources = [(q, 1, "forbidden widgets") for q in HARMFUL_QUERIES[:12]]
+    sources += [(q, 0, "garden care") for q in BENIGN_QUERIES[:12]]
+    sources.append((PLANTED, 1, "forbidden widgets"))
+    for index, (query, label, category) in enumerate(sources):
+        split = ("train", "validation", "calibration", "test")[index % 4]
+        common = dict(
+            dataset=dataset, response="", label=label, category=category,
+            source_id=f"src-{index:02d}", split=split,
+        )  # fmt: skip
+        rows.append(DatasetExample(
+            messages=[{"role": "user", "content": query}], prompt_text=query,
+            meta={"source": "generated"}, **common,
+        ))  # fmt: skip
+        hidden = codecs.encode(query, "rot13")
+        rows.append(DatasetExample(
+            messages=[{"role": "user", "content": hidden}], prompt_text=hidden,
+            transform="rot13", meta={"source": "generated"}, **common,
+        ))  # fmt: skip
+    for query, label, category in (
+        ("how do I make the forbidden widget", 1, "forbidden widgets"),
+        ("how do I water tomatoes", 0, "garden care"),
+    ):
+        rows.append(DatasetExample(
+            dataset=dataset, messages=[{"role": "user", "content": query}], prompt_text=query,
+            label=label, category=category, source_id=f"author-{label}", split="train",
+            meta={"source": "author"},
+        ))  # fmt: skip
+    DatasetExample.objects.bulk_create(rows)
+    return dataset
+
+
+PLANTED_ID = "src-24"
+
+
+def _hx(client, url, data):
+    return client.post(url, data, HTTP_HX_REQUEST="true")
+
+
+@pytest.mark.slow
+def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
+    celery_worker, client, alice, bob, victor
+):
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    client.force_login(alice)
+    page = client.get(reverse("classifiers:dataset", args=[dataset.pk]))
+    assert b'data-testid="audit-start"' in page.content
+    response = client.post(
+        reverse("classifiers:label_audit_start", args=[dataset.pk]), {"folds": 4, "spot_check": 3}
+    )
+    audit = LabelAudit.objects.get()
+    assert response.status_code == 302 and response["Location"] == audit.get_absolute_url()
+    audit = wait_for_job(audit, timeout=120)
+    assert audit.status == "done", audit.error
+    assert audit.summary["generated_sources"] == 25  # author examples are not audited
+    assert audit.summary["sources"] == 27
+
+    items = list(audit.items.all())
+    suspects = [i for i in items if i.suspect]
+    planted = next(i for i in suspects if i.source_id == PLANTED_ID)
+    assert planted.text == PLANTED and planted.suggested_category == "garden care"
+    assert len([i for i in items if not i.suspect]) == 3  # the spot check
+    assert all(i.source_id.startswith("src-") for i in items)
+    page = client.get(audit.get_absolute_url())
+    assert PLANTED.encode() in page.content and b'data-testid="audit-histogram"' in page.content
+
+    # A viewer reads but cannot decide; the reviewer flips the planted error.
+    client.force_login(victor)
+    url = reverse("classifiers:label_audit_decide", args=[audit.pk, planted.pk])
+    assert client.post(url, {"decision": "flip"}).status_code == 403
+    client.force_login(bob)
+    response = _hx(client, url, {"decision": "flip", "new_category": "garden care"})
+    assert response.status_code == 200 and b'data-decision="flip"' in response.content
+    other = next(i for i in items if i.pk != planted.pk)
+    drop_url = reverse("classifiers:label_audit_decide", args=[audit.pk, other.pk])
+    assert _hx(client, drop_url, {"decision": "drop"}).status_code == 200
+    assert client.post(reverse("classifiers:label_audit_apply", args=[audit.pk])).status_code == 403
+
+    client.force_login(alice)
+    response = client.post(reverse("classifiers:label_audit_apply", args=[audit.pk]))
+    audit.refresh_from_db()
+    copy = audit.applied_dataset
+    assert response.status_code == 302 and response["Location"] == copy.get_absolute_url()
+    # Every copy of the planted source (original and rot13) is relabelled; every copy
+    # of the dropped one is gone; the rest is as it was, split by split.
+    flipped = copy.examples.filter(source_id=PLANTED_ID)
+    assert flipped.count() == 2
+    assert {(e.label, e.category) for e in flipped} == {(0, "garden care")}
+    assert not copy.examples.filter(source_id=other.source_id).exists()
+    assert copy.examples.count() == dataset.examples.count() - 2
+    assert copy.counts["total"] == copy.examples.count()
+    assert copy.config["audit"]["flipped"] == 1 and copy.config["audit"]["dropped"] == 1
+    # The audited dataset is untouched: models trained on it keep their data.
+    assert set(dataset.examples.filter(source_id=PLANTED_ID).values_list("label", flat=True)) == {1}
+    assert dataset.examples.filter(source_id=other.source_id).count() == 2
+    page = client.get(copy.get_absolute_url())
+    assert b'data-testid="audited-from"' in page.content
+
+    # Applied audits are closed.
+    again = client.post(reverse("classifiers:label_audit_apply", args=[audit.pk]))
+    assert again.status_code == 400 and b"already applied" in again.content
+    late = _hx(client, drop_url, {"decision": "keep"})
+    assert late.status_code == 400 and b"was applied" in late.content
+    assert Dataset.objects.count() == 2
+
+    from constitutions.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="dataset", summary__contains=f"#{copy.pk}").exists()
+
+
+@pytest.fixture
+def audited(db, alice):
+    """A finished audit (rows written directly) with one suspect and one spot check."""
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    audit = LabelAudit.objects.create(
+        dataset=dataset, status="done", config={"folds": 4, "spot_check": 1},
+        summary={"generated_sources": 25, "generated_suspects": 1, "sources": 27},
+    )  # fmt: skip
+    suspect = LabelAuditItem.objects.create(
+        audit=audit, source_id=PLANTED_ID, text=PLANTED, label=1,
+        category="forbidden widgets", harm_score=0.04, suspect=True,
+        suggested_category="garden care", rank=0,
+    )  # fmt: skip
+    spot = LabelAuditItem.objects.create(
+        audit=audit, source_id="src-13", text=BENIGN_QUERIES[1], label=0,
+        category="garden care", harm_score=0.02, suspect=False,
+        suggested_category="forbidden widgets", rank=1,
+    )  # fmt: skip
+    return audit, suspect, spot
+
+
+def test_bad_decisions_are_refused_and_change_nothing(client, bob, audited):
+    audit, suspect, _ = audited
+    client.force_login(bob)
+    url = reverse("classifiers:label_audit_decide", args=[audit.pk, suspect.pk])
+    same_kind = _hx(client, url, {"decision": "flip", "new_category": "forbidden widgets"})
+    assert same_kind.status_code == 400
+    assert b"needs a permitted category" in same_kind.content
+    unknown = _hx(client, url, {"decision": "flip", "new_category": "no such category"})
+    assert unknown.status_code == 400 and b"not a category" in unknown.content
+    bad = _hx(client, url, {"decision": "maybe"})
+    assert bad.status_code == 400 and b"unknown decision" in bad.content
+    suspect.refresh_from_db()
+    assert suspect.decision == "" and suspect.decided_by is None
+    other_audit = LabelAudit.objects.create(dataset=audit.dataset, status="done")
+    wrong = reverse("classifiers:label_audit_decide", args=[other_audit.pk, suspect.pk])
+    assert client.post(wrong, {"decision": "keep"}).status_code == 404
+
+
+def test_flip_defaults_to_the_suggested_category_and_a_decision_can_change(client, bob, audited):
+    audit, suspect, _ = audited
+    client.force_login(bob)
+    url = reverse("classifiers:label_audit_decide", args=[audit.pk, suspect.pk])
+    assert client.post(url, {"decision": "flip"}).status_code == 302
+    suspect.refresh_from_db()
+    assert (suspect.decision, suspect.new_category, suspect.decided_by) == ("flip", "garden care", bob)
+    assert client.post(url, {"decision": "keep"}).status_code == 302
+    suspect.refresh_from_db()
+    assert (suspect.decision, suspect.new_category) == ("keep", "")
+
+
+def test_report_estimates_the_errors_the_model_did_not_flag(client, bob, audited):
+    from classifiers.services_audit import audit_report, decide
+
+    audit, suspect, spot = audited
+    decide(item=suspect, decision="flip", user=bob)
+    decide(item=spot, decision="drop", user=bob)
+    report = audit_report(audit)
+    assert report["suspect_precision"] == 1.0
+    assert report["spot_error_rate"] == 1.0 and report["pending"] == 0
+    # 1 of 1 spot-checked was wrong: all 24 unflagged sources may be, within a wide interval.
+    assert report["estimated_unflagged_errors"] == 24
+    assert report["spot_error_interval"][0] < 0.3
+    client.force_login(bob)
+    page = client.get(audit.get_absolute_url() + "?show=decided")
+    assert b'data-testid="spot-check"' in page.content and b"100%" in page.content
+
+
+def test_starting_an_audit_refuses_bad_input(client, alice, bob, audited):
+    audit, _, _ = audited
+    dataset = audit.dataset
+    url = reverse("classifiers:label_audit_start", args=[dataset.pk])
+    client.force_login(bob)
+    assert client.post(url, {"folds": 5, "spot_check": 20}).status_code == 403
+    client.force_login(alice)
+    bad = client.post(url, {"folds": 1, "spot_check": 20})
+    assert bad.status_code == 400 and b"Folds" in bad.content
+    LabelAudit.objects.create(dataset=dataset, status="running")
+    busy = client.post(url, {"folds": 5, "spot_check": 20})
+    assert busy.status_code == 400 and b"already running" in busy.content
+    unfinished = Dataset.objects.create(constitution_version=dataset.constitution_version)
+    response = client.post(
+        reverse("classifiers:label_audit_start", args=[unfinished.pk]), {"folds": 5, "spot_check": 0}
+    )
+    assert response.status_code == 400 and b"audit a finished dataset" in response.content
+    assert LabelAudit.objects.count() == 2  # the fixture's and the running one
+
+
+def test_applying_nothing_is_refused(client, alice, audited):
+    audit, suspect, _ = audited
+    from classifiers.services_audit import decide
+
+    decide(item=suspect, decision="keep", user=alice)
+    client.force_login(alice)
+    response = client.post(reverse("classifiers:label_audit_apply", args=[audit.pk]))
+    assert response.status_code == 400 and b"nothing to apply" in response.content
+    assert Dataset.objects.count() == 1
+
+
+def test_a_late_cancel_saves_nothing(db, alice):
+    from classifiers.ml.types import Cancelled
+    from classifiers.services_audit import execute_audit, start_audit
+
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    audit = start_audit(dataset=dataset, user=alice, folds=3, enqueue=False)
+    LabelAudit.objects.filter(pk=audit.pk).update(status="running")
+
+    def cancel_after_scoring(**_):
+        LabelAudit.objects.filter(pk=audit.pk).update(cancel_requested=True)
+
+    with pytest.raises(Cancelled):
+        execute_audit(
+            audit, progress=cancel_after_scoring, should_cancel=lambda: False,
+            finish=lambda **_: pytest.fail("finished after a cancel"),
+        )  # fmt: skip
+    assert not LabelAuditItem.objects.filter(audit=audit).exists()
+
+
+def test_cancel_a_queued_audit(client, alice, audited):
+    audit, _, _ = audited
+    queued = LabelAudit.objects.create(dataset=audit.dataset)
+    client.force_login(alice)
+    response = client.post(reverse("classifiers:label_audit_cancel", args=[queued.pk]))
+    queued.refresh_from_db()
+    assert response.status_code == 302 and queued.status == "cancelled"
+
+
+def test_command_runs_records_decisions_and_applies(db, alice, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    queue = tmp_path / "queue.jsonl"
+    call_command("audit_labels", dataset=dataset.pk, folds=3, spot_check=2, export=str(queue))
+    audit = LabelAudit.objects.get()
+    rows = [json.loads(line) for line in queue.read_text().splitlines()]
+    assert len(rows) == audit.items.count() and rows[0]["suspect"] is True
+
+    decisions = tmp_path / "decided.jsonl"
+    decisions.write_text(
+        json.dumps({"source_id": rows[0]["source_id"], "decision": "drop"}) + "\n{not json\n"
+    )
+    with pytest.raises(CommandError, match="decided.jsonl:2"):
+        call_command("audit_labels", audit=audit.pk, decisions=str(decisions), user="alice")
+    # The file is checked before anything is recorded.
+    assert not audit.items.exclude(decision="").exists()
+    decisions.write_text(json.dumps({"source_id": rows[0]["source_id"], "decision": "drop"}) + "\n")
+    call_command("audit_labels", audit=audit.pk, decisions=str(decisions), user="alice", apply=True)
+    audit.refresh_from_db()
+    assert audit.applied_dataset is not None
+    assert not audit.applied_dataset.examples.filter(source_id=rows[0]["source_id"]).exists()
+    with pytest.raises(CommandError, match="either --dataset"):
+        call_command("audit_labels")
