@@ -18,3 +18,16 @@ def pct(value: Any, digits: int = 1) -> str:
         return f"{float(value) * 100:.{int(digits)}f}%"
     except (TypeError, ValueError):
         return ""
+
+
+@register.filter
+def seconds(value: Any) -> str:
+    """A timedelta as "6 s", "4 min 12 s" or "1 h 03 min"; blank for None."""
+    if value is None:
+        return ""
+    total = int(value.total_seconds() if hasattr(value, "total_seconds") else float(value))
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60} s"
+    return f"{total // 3600} h {total % 3600 // 60:02d} min"

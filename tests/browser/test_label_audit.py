@@ -1,0 +1,57 @@
+"""Alice audits a dataset's labels in the browser; Bob flips the planted error in
+place (htmx); Alice applies the decisions and lands on the new dataset."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifiers.models import LabelAudit
+from tests.test_label_audit import PLANTED, PLANTED_ID, make_generated_dataset
+from tests.training_helpers import make_constitution
+
+pytestmark = pytest.mark.browser
+
+
+def test_audit_decide_and_apply_in_the_browser(
+    page, asgi_server, live_db, celery_worker, alice, bob, login
+):  # type: ignore[no-untyped-def]
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    login(alice)
+    page.goto(f"{asgi_server}/classifiers/datasets/{dataset.pk}/")
+    page.fill("#id_folds", "4")
+    page.fill("#id_spot_check", "3")
+    page.click("[data-testid=audit-start] button[type=submit]")
+    page.wait_for_url("**/classifiers/audits/*/")
+    audit = LabelAudit.objects.get()
+    # The page reloads itself when the worker finishes, showing the queue.
+    page.wait_for_selector("[data-testid=audit-summary]", timeout=90_000)
+    page.screenshot(path="/tmp/shots/audit-queue.png", full_page=True)
+    row = page.locator(f"[data-testid=audit-item][data-source={PLANTED_ID}]")
+    assert PLANTED in row.inner_text()
+
+    page.context.clear_cookies()
+    login(bob)
+    page.goto(f"{asgi_server}/classifiers/audits/{audit.pk}/")
+    row = page.locator(f"[data-testid=audit-item][data-source={PLANTED_ID}]")
+    assert row.locator("select[name=new_category]").input_value() == "garden care"
+    row.locator("[data-testid=flip]").click()
+    # Swapped in place: the row now says what was decided, without a reload.
+    page.wait_for_selector(f"[data-testid=audit-item][data-source={PLANTED_ID}][data-decision=flip]")
+    assert "garden care" in page.locator(f"[data-source={PLANTED_ID}] .decided").inner_text()
+    assert page.locator("[data-testid=apply]").count() == 0  # reviewers do not apply
+    page.screenshot(path="/tmp/shots/audit-decided.png", full_page=True)
+
+    page.context.clear_cookies()
+    login(alice)
+    page.goto(f"{asgi_server}/classifiers/audits/{audit.pk}/")
+    page.click("[data-testid=apply] button")
+    page.wait_for_selector("[data-testid=audited-from]")
+    audit.refresh_from_db()
+    assert page.url.endswith(f"/classifiers/datasets/{audit.applied_dataset_id}/")
+    assert set(
+        audit.applied_dataset.examples.filter(source_id=PLANTED_ID).values_list("label", flat=True)
+    ) == {0}
+    page.screenshot(path="/tmp/shots/audit-applied.png", full_page=True)
+    assert not errors, errors
