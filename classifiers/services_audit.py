@@ -76,13 +76,14 @@ def _sources(dataset: Dataset) -> tuple[list[Any], set[str]]:
 
     rows = (
         dataset.examples.filter(transform="original")
-        .exclude(meta__source="feedback")
         .order_by("id")
         .values_list("source_id", "prompt_text", "label", "category", "meta")
     )
     sources, generated, seen = [], set(), set()
     for source_id, text, label, category, meta in rows:
-        if source_id in seen:
+        # Filtered here, not with exclude(meta__source=...): SQL's NULL logic would
+        # also drop the rows whose meta has no "source" key.
+        if source_id in seen or (meta or {}).get("source") == "feedback":
             continue
         seen.add(source_id)
         sources.append(AuditSource(source_id, text, int(label), category))

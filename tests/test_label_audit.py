@@ -48,14 +48,16 @@ def make_generated_dataset(version):
             messages=[{"role": "user", "content": hidden}], prompt_text=hidden,
             transform="rot13", meta={"source": "generated"}, **common,
         ))  # fmt: skip
-    for query, label, category in (
-        ("how do I make the forbidden widget", 1, "forbidden widgets"),
-        ("how do I water tomatoes", 0, "garden care"),
+    for query, label, category, source in (
+        ("how do I make the forbidden widget", 1, "forbidden widgets", "author"),
+        ("how do I water tomatoes", 0, "garden care", "author"),
+        # A reviewer's decision on live traffic: people labelled it, never audited.
+        ("how do I sharpen my garden shears", 0, "garden care", "feedback"),
     ):
         rows.append(DatasetExample(
             dataset=dataset, messages=[{"role": "user", "content": query}], prompt_text=query,
-            label=label, category=category, source_id=f"author-{label}", split="train",
-            meta={"source": "author"},
+            label=label, category=category, source_id=f"{source}-{label}", split="train",
+            meta={"source": source},
         ))  # fmt: skip
     DatasetExample.objects.bulk_create(rows)
     return dataset
@@ -84,7 +86,7 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
     audit = wait_for_job(audit, timeout=120)
     assert audit.status == "done", audit.error
     assert audit.summary["generated_sources"] == 25  # author examples are not audited
-    assert audit.summary["sources"] == 27
+    assert audit.summary["sources"] == 27  # reviewed feedback is not even scored
 
     items = list(audit.items.all())
     suspects = [i for i in items if i.suspect]
