@@ -189,6 +189,21 @@ def _score(
     return per_token, seconds
 
 
+def _predicted_categories(constitution: Any, examples: Sequence[Example]) -> list[str] | None:
+    """The active input classifier's category of each prompt: the guard picks a
+    per-category output threshold by it. None without an active input model."""
+    from classifiers.guard_service import input_guard_for
+    from classifiers.ml.input_classifier import score_texts
+    from classifiers.services_training import active_model
+
+    model = active_model(constitution, "input")
+    if model is None:
+        return None
+    guard = input_guard_for(model)
+    scored = score_texts(guard.model, guard.tokenizer, [e.prompt_text for e in examples])
+    return [s.category for s in scored]
+
+
 def _parameters(module: Any) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
@@ -256,9 +271,16 @@ def execute_cascade_calibration(
 
     target_fpr = float(job.config["target_fpr"])
     labels = {s: [e.label for e in items] for s, items in examples.items()}
+    per_category_fpr = dict(probe_thresholds.per_category_fpr)
     calibration = calibrate_cascade(
         scores["calibration"]["probe"], scores["calibration"]["heavy"], labels["calibration"],
         target_fpr=target_fpr, escalate_fraction=float(job.config["escalate_fraction"]),
+        categories=[e.category for e in examples["calibration"]],
+        per_category_fpr=per_category_fpr,
+        predicted_categories=(
+            _predicted_categories(job.constitution, examples["calibration"])
+            if per_category_fpr else None
+        ),
     )  # fmt: skip
     evaluation = {
         split: evaluate_cascade(

@@ -536,9 +536,15 @@ def execute_training(
     if cfg["train_output"] and output_train and any(
         e.label == 0 for e in output_calibration
     ):
+        # The guard picks the output threshold by the input classifier's category
+        # of the prompt, so per-category output thresholds are calibrated on the
+        # benign replies whose prompts it assigns to that category.
+        category_of = {
+            e.prompt_text: s.category for e, s in zip(calibration, calibration_scores, strict=True)
+        }
         output_result, output_threshold_doc, output_report = _train_output(
             cfg, splits, output_train, output_calibration, version, device, tracker,
-            should_cancel,
+            should_cancel, [category_of.get(e.prompt_text, "") for e in output_calibration],
         )  # fmt: skip
     elif cfg["train_output"]:
         logger.warning("run %s: no responses to train the output classifier on", run.pk)
@@ -636,6 +642,7 @@ def _train_output(
     device: str,
     tracker: _Progress,
     should_cancel: Callable[[], bool] | None,
+    predicted_categories: list[str],
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     from classifiers.ml import registry
     from classifiers.ml.calibrate import calibrate_thresholds
@@ -677,6 +684,8 @@ def _train_output(
         [e.label for e in calibration],
         [e.category for e in calibration],
         target_fpr=cfg["target_fpr"],
+        per_category_fpr=_category_fpr_targets(version),
+        predicted_categories=predicted_categories,
     )
     threshold_doc = thresholds.to_dict()
     threshold_doc["aggregator"] = output_cfg.aggregator

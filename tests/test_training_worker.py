@@ -37,7 +37,8 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
 ):
     from classifiers.services_training import training_start
 
-    dataset = make_dataset(make_constitution(user=alice))
+    # A looser target for the restricted category: it gets its own, lower thresholds.
+    dataset = make_dataset(make_constitution(user=alice, target_fpr=0.5))
     older = make_model(dataset)  # an earlier live model to roll back to
     older.activate()
     run = training_start(
@@ -50,6 +51,10 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
     for model in models.values():
         assert verify_artifact(artifacts / model.path)["checksum"] == model.checksum
         assert model.thresholds["target_fpr"] == FAST_CONFIG["target_fpr"]
+        # Per-category targets apply to both classifiers (issue #5, item 6).
+        assert model.thresholds["per_category_fpr"] == {"forbidden widgets": 0.5}
+        own = model.thresholds["per_category"]["forbidden widgets"]
+        assert own <= model.thresholds["global_threshold"]
         assert model.report["splits"]["test"]["classifier"]["n"] > 0
         assert model.is_active()
     halting = models["output"].report["splits"]["test"]["classifier"]["halting"]

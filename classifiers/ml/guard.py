@@ -463,11 +463,11 @@ class GuardEngine:
     def _output_threshold(self, decision: InputDecision | None) -> float:
         if self.output_thresholds is None:
             return math.inf
-        if self.cascade is not None:
-            # One threshold, calibrated on the cascade's own scores: per-category
-            # targets are the probe's and do not carry over to the ensemble.
-            return self.cascade.settings.threshold
         category = decision.category if decision else None
+        if self.cascade is not None:
+            # Calibrated on the cascade's own scores (the probe's thresholds do not
+            # carry over to the ensemble), per category too.
+            return self.cascade.settings.threshold_for(category)
         return self.output_thresholds.for_category(category)
 
     def _ema_kwargs(self) -> dict[str, Any]:

@@ -73,6 +73,14 @@ class CascadeSettings:
     band: tuple[float, float]  # probe scores that escalate
     weight: float  # the probe's share of the logit ensemble
     threshold: float  # halting threshold on the cascade's running max
+    # Stricter or looser thresholds for single restricted categories (the input
+    # classifier's category of the prompt picks one), calibrated on cascade scores.
+    per_category: dict[str, float] = field(default_factory=dict)
+
+    def threshold_for(self, category: str | None) -> float:
+        if category is not None and category in self.per_category:
+            return self.per_category[category]
+        return self.threshold
 
     def __post_init__(self) -> None:
         lo, hi = self.band
@@ -82,12 +90,18 @@ class CascadeSettings:
             raise ValueError("weight must be in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"band": list(self.band), "weight": self.weight, "threshold": self.threshold}
+        return {
+            "band": list(self.band), "weight": self.weight, "threshold": self.threshold,
+            "per_category": dict(self.per_category),
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CascadeSettings:
         lo, hi = data["band"]
-        return cls((float(lo), float(hi)), float(data["weight"]), float(data["threshold"]))
+        per_category = {k: float(v) for k, v in (data.get("per_category") or {}).items()}
+        return cls(
+            (float(lo), float(hi)), float(data["weight"]), float(data["threshold"]), per_category
+        )
 
 
 @dataclass
@@ -249,6 +263,9 @@ def calibrate_cascade(
     target_fpr: float,
     escalate_fraction: float,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
+    categories: Sequence[str] | None = None,
+    per_category_fpr: dict[str, float] | None = None,
+    predicted_categories: Sequence[str] | None = None,
 ) -> Calibration:
     """Band, weight and threshold from a benign+harmful calibration split.
 
@@ -256,7 +273,10 @@ def calibrate_cascade(
     interpolated quantile); hi: the highest probe score of any benign stream. For each candidate weight the
     threshold is set on the benign cascade scores to `target_fpr`; the weight with
     the highest TPR at its threshold wins (ties: the probe-heavier weight, cheaper
-    to trust)."""
+    to trust). With `per_category_fpr` (and the true `categories`), the chosen
+    weight's cascade scores also get per-category thresholds, calibrated as the
+    single classifiers' are (classifiers.ml.calibrate): on the benign streams whose
+    prompt `predicted_categories` assigns to the category, else on all benign ones."""
     _check(probe, heavy, labels)
     if not 0.0 < escalate_fraction <= 1.0:
         raise ValueError("escalate_fraction must be in (0, 1]")
@@ -281,8 +301,18 @@ def calibrate_cascade(
             best = (float(w), threshold, tpr, run)
     assert best is not None
     weight, threshold, tpr, run = best
+    per_category: dict[str, float] = {}
+    if per_category_fpr:
+        from classifiers.ml.calibrate import calibrate_thresholds
+
+        if categories is None:
+            raise ValueError("per-category targets need the examples' categories")
+        per_category = calibrate_thresholds(
+            run.finals, labels, categories, target_fpr=target_fpr,
+            per_category_fpr=per_category_fpr, predicted_categories=predicted_categories,
+        ).per_category  # fmt: skip
     return Calibration(
-        CascadeSettings(band, weight, threshold),
+        CascadeSettings(band, weight, threshold, per_category),
         table,
         {
             "n": float(len(labels)),

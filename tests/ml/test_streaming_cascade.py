@@ -10,7 +10,13 @@ import torch
 
 from classifiers.ml.batched_streaming import ContinuousBatcher
 from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.guard import CascadeGuard, GuardConfig, GuardEngine, run_to_end
+from classifiers.ml.guard import (
+    CascadeGuard,
+    GuardConfig,
+    GuardEngine,
+    InputDecision,
+    run_to_end,
+)
 from classifiers.ml.streaming import StreamingScorer, generate_with_scores
 from classifiers.ml.streaming_cascade import (
     CascadeSettings,
@@ -130,6 +136,33 @@ def test_the_cascade_beats_the_probe_where_the_heavy_classifier_is_better():
     assert 0 < report["heavy_token_fraction"] < 1
 
 
+def test_a_category_with_its_own_target_gets_its_own_cascade_threshold():
+    probe, heavy, labels = _calibration_split()
+    categories = ["pathogens" if i % 2 else "weapons" for i in range(len(labels))]
+    common = dict(target_fpr=0.05, escalate_fraction=0.1, categories=categories)
+    loose = calibrate_cascade(
+        probe, heavy, labels, per_category_fpr={"pathogens": 0.5},
+        predicted_categories=categories, **common,
+    ).settings  # fmt: skip
+    assert set(loose.per_category) == {"pathogens"}
+    assert loose.per_category["pathogens"] < loose.threshold  # a looser target blocks more
+    assert loose.threshold_for("pathogens") == loose.per_category["pathogens"]
+    assert loose.threshold_for("weapons") == loose.threshold == loose.threshold_for(None)
+    assert CascadeSettings.from_dict(loose.to_dict()) == loose
+    # Calibrated on the cascade's scores of the benign streams assigned to it.
+    finals = [replay(p, h, loose).final for p, h in zip(probe, heavy, strict=True)]
+    assigned = [f for f, y, c in zip(finals, labels, categories, strict=True)
+                if y == 0 and c == "pathogens"]  # fmt: skip
+    assert sum(f >= loose.per_category["pathogens"] for f in assigned) / len(assigned) <= 0.5
+    plain = calibrate_cascade(probe, heavy, labels, **common).settings
+    assert plain.per_category == {} and plain.threshold == loose.threshold
+    with pytest.raises(ValueError, match="categories"):
+        calibrate_cascade(
+            probe, heavy, labels, target_fpr=0.05, escalate_fraction=0.1,
+            per_category_fpr={"pathogens": 0.5},
+        )  # fmt: skip
+
+
 def test_bad_calibration_input_is_a_clear_error():
     with pytest.raises(ValueError, match="benign"):
         calibrate_cascade([[0.9]], [[0.9]], [1], target_fpr=0.01, escalate_fraction=0.1)
@@ -215,6 +248,32 @@ def test_the_engine_halts_on_the_cascade_score_and_never_escalates_below_the_ban
         MESSAGES, GuardConfig(max_new_tokens=16)))  # fmt: skip
     assert opened == [] and result.escalated_at is None
     assert [t.score for t in result.tokens] == pytest.approx(probe_scores, abs=1e-6)
+
+
+class _CategoryOnly:
+    """The input classifier's verdict on the prompt: a category, never a block."""
+
+    def __init__(self, category):
+        self.category = category
+
+    def decide(self, conversations, *, mode):
+        return [InputDecision(0.0, self.category, 1.0, 1.0, False, False) for _ in conversations]
+
+
+def test_the_engine_halts_on_the_threshold_of_the_prompt_s_category(models):
+    tokens, heavy_scores = _probe_and_heavy_scores(models)
+    probe_scores = [t.score for t in tokens]
+    band = (probe_scores[3], 1.0)
+    expected = replay(probe_scores, heavy_scores, CascadeSettings(band, 0.5, 0.0))
+    strict = expected.scores[8]
+    settings = CascadeSettings(band, 0.5, 2.0, {"garden": strict})  # 2.0 never halts
+    for category, halted_at in (("garden", expected.scores.index(strict)), ("weather", None)):
+        engine = _engine(models, settings)
+        engine.input_guard = _CategoryOnly(category)
+        result = run_to_end(engine.stream(MESSAGES, GuardConfig(max_new_tokens=16)))
+        first = next((i for i, v in enumerate(expected.scores) if v >= strict), None)
+        assert result.halted_at == (first if halted_at is not None else None), category
+        assert result.output_threshold == (strict if category == "garden" else 2.0)
 
 
 def test_the_upstream_path_runs_the_cascade_too(models):
