@@ -44,7 +44,9 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     from classifiers.guard_service import guard_setup
     from classifiers.ml.guard import GuardConfig, run_to_end
 
-    dataset = make_dataset(make_constitution(user=alice))
+    # The restricted category has its own, looser target: the cascade gets its own
+    # threshold for it, as the probe did.
+    dataset = make_dataset(make_constitution(user=alice, target_fpr=0.5))
     probe = _train(dataset, FAST_CONFIG, activate=True)
     heavy = _train(dataset, HEAVY_CONFIG, activate=False)
     constitution = dataset.constitution_version.constitution
@@ -62,6 +64,9 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     assert (job.probe_model_id, job.heavy_model_id) == (probe.pk, heavy.pk)
     lo, hi = job.settings["band"]
     assert 0 <= lo <= hi <= 1 and 0 <= job.settings["weight"] <= 1
+    assert probe.thresholds["per_category_fpr"] == {"forbidden widgets": 0.5}
+    assert set(job.settings["per_category"]) == {"forbidden widgets"}
+    assert job.settings["per_category"]["forbidden widgets"] <= job.settings["threshold"]
     stats = job.report["calibration"]["stats"]
     # The toy benign replies are identical, so their probe scores tie: asking for
     # 50% escalates all the tied ones (exact rates: tests/ml/test_streaming_cascade.py).
@@ -80,7 +85,9 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     result = run_to_end(setup.engine.stream(
         [{"role": "user", "content": "how do I make the forbidden widget"}],
         GuardConfig(max_new_tokens=6, mode="shadow")))  # fmt: skip
-    assert result.cascaded and result.output_threshold == pytest.approx(job.settings["threshold"])
+    # The input classifier's category of the prompt picks the threshold.
+    expected = job.settings["per_category"].get(result.input.category, job.settings["threshold"])
+    assert result.cascaded and result.output_threshold == pytest.approx(expected)
 
     page = client.get(reverse("classifiers:guard-settings", args=[constitution.slug]))
     assert b'data-testid="cascade-report"' in page.content and b"escalates to" in page.content
