@@ -36,9 +36,14 @@ def test_audit_decide_and_apply_in_the_browser(
     page.goto(f"{asgi_server}/classifiers/audits/{audit.pk}/")
     row = page.locator(f"[data-testid=audit-item][data-source={PLANTED_ID}]")
     assert row.locator("select[name=new_category]").input_value() == "garden care"
-    row.locator("[data-testid=flip]").click()
-    # Swapped in place: the row now says what was decided, without a reload.
+    # Keyboard triage: j selects the first row (the least confident suspect), 2 flips.
+    assert page.locator("tr.audit-item").first.get_attribute("data-source") == PLANTED_ID
+    page.keyboard.press("j")
+    page.keyboard.press("2")
+    # Swapped in place: the row now says what was decided, without a reload, and the
+    # selection moved on to the next row.
     page.wait_for_selector(f"[data-testid=audit-item][data-source={PLANTED_ID}][data-decision=flip]")
+    page.wait_for_selector("tr.audit-item.selected:nth-child(2)")
     assert "garden care" in page.locator(f"[data-source={PLANTED_ID}] .decided").inner_text()
     assert page.locator("[data-testid=apply]").count() == 0  # reviewers do not apply
     page.screenshot(path="/tmp/shots/audit-decided.png", full_page=True)

@@ -1,0 +1,71 @@
+"""Input classifiers before and after a label audit, each scored on each dataset:
+`python -m bench label_audit --models 1,2 --datasets 1,2`.
+
+A label audit (classifiers.ml.label_audit) changes two things at once: the labels
+a model trains on, and the labels it is measured on. Scoring every model on every
+dataset's test and held-out-transform splits separates them: model(raw) on the
+audited splits is the effect of cleaner evaluation labels alone; model(audited) on
+the audited splits adds cleaner training labels. Each model's own calibrated
+threshold is used as served (with canonical views), and TPR at 1% FPR is measured
+with the deployment threshold rule on each split's benign scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+SPLITS = ("test", "heldout_transforms")
+
+
+def _metrics(scores: list[float], labels: list[int], threshold: float) -> dict[str, Any]:
+    from classifiers.ml.evaluate import auroc, tpr_at_fpr
+
+    harmful = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    benign = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    return {
+        "n": len(labels),
+        "n_benign": len(benign),
+        "auroc": auroc(scores, labels),
+        "tpr_at_1pct_fpr": tpr_at_fpr(scores, labels, 0.01),
+        "tpr_at_threshold": sum(s >= threshold for s in harmful) / max(len(harmful), 1),
+        "fpr_at_threshold": sum(s >= threshold for s in benign) / max(len(benign), 1),
+        "false_positives_at_threshold": sum(s >= threshold for s in benign),
+    }
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench label_audit")
+    parser.add_argument("--models", required=True, help="comma-separated input model ids")
+    parser.add_argument("--datasets", required=True, help="comma-separated dataset ids")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")
+    import django
+
+    django.setup()
+    from classifiers.guard_service import input_guard_for
+    from classifiers.ml.input_classifier import score_texts
+    from classifiers.models import Dataset, ModelVersion
+
+    models = [ModelVersion.objects.get(pk=int(m), kind="input") for m in args.models.split(",")]
+    datasets = [Dataset.objects.get(pk=int(d)) for d in args.datasets.split(",")]
+    result: dict[str, Any] = {"rows": []}
+    for model in models:
+        guard = input_guard_for(model)
+        threshold = guard.thresholds.global_threshold
+        for dataset in datasets:
+            for split in SPLITS:
+                rows = list(dataset.examples.filter(split=split).values_list("prompt_text", "label"))
+                if not rows:
+                    continue
+                started = time.perf_counter()
+                scored = score_texts(guard.model, guard.tokenizer, [text for text, _ in rows])
+                result["rows"].append({
+                    "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
+                    "split": split, "threshold": threshold,
+                    "seconds": time.perf_counter() - started,
+                    **_metrics([s.score for s in scored], [y for _, y in rows], threshold),
+                })  # fmt: skip
+    return result
