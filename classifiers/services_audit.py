@@ -9,7 +9,7 @@ writes a new dataset (the original stays as it was, like every dataset).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -28,6 +28,10 @@ from classifiers.models.jobs import ACTIVE_STATUSES, JobStatus
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPOT_CHECK = 20
+# Splits whose every generated source can be queued for people to label: the
+# evaluation split (gold labels for the reported numbers) and the calibration split
+# (its benign examples set the thresholds).
+REVIEWABLE_SPLITS = ("test", "calibration", "validation", "train")
 MAX_SPOT_CHECK = 200
 EMBED_BATCH = 64
 COPY_BATCH = 1000
@@ -43,6 +47,7 @@ def start_audit(
     user: Any,
     folds: int = 5,
     spot_check: int = DEFAULT_SPOT_CHECK,
+    review_splits: Sequence[str] = (),
     seed: int = 0,
     enqueue: bool = True,
 ) -> LabelAudit:
@@ -52,6 +57,11 @@ def start_audit(
         raise AuditError("folds must be between 2 and 10")
     if not 0 <= spot_check <= MAX_SPOT_CHECK:
         raise AuditError(f"the spot check must be between 0 and {MAX_SPOT_CHECK} examples")
+    unknown = sorted(set(review_splits) - set(REVIEWABLE_SPLITS))
+    if unknown:
+        raise AuditError(
+            f"unknown split {', '.join(unknown)}: choose from {', '.join(REVIEWABLE_SPLITS)}"
+        )
     with transaction.atomic():
         # Lock the dataset row: two submits at once cannot both pass the check.
         Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
@@ -59,7 +69,10 @@ def start_audit(
             raise AuditError(f"an audit of dataset #{dataset.pk} is already running")
         audit = LabelAudit.objects.create(
             dataset=dataset,
-            config={"folds": folds, "spot_check": spot_check, "seed": seed},
+            config={
+                "folds": folds, "spot_check": spot_check, "seed": seed,
+                "review_splits": sorted(set(review_splits)),
+            },  # fmt: skip
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
     if enqueue:
@@ -69,18 +82,18 @@ def start_audit(
     return audit
 
 
-def _sources(dataset: Dataset) -> tuple[list[Any], set[str]]:
+def _sources(dataset: Dataset) -> tuple[list[Any], dict[str, str]]:
     """Every source query's original text (reviewed feedback excluded: people
-    labelled it), and the ids of the generated ones (the only ones audited)."""
+    labelled it), and the split of each generated one (the only ones audited)."""
     from classifiers.ml.label_audit import AuditSource
 
     rows = (
         dataset.examples.filter(transform="original")
         .order_by("id")
-        .values_list("source_id", "prompt_text", "label", "category", "meta")
+        .values_list("source_id", "prompt_text", "label", "category", "meta", "split")
     )
-    sources, generated, seen = [], set(), set()
-    for source_id, text, label, category, meta in rows:
+    sources, generated, seen = [], {}, set()
+    for source_id, text, label, category, meta, split in rows:
         # Filtered here, not with exclude(meta__source=...): SQL's NULL logic would
         # also drop the rows whose meta has no "source" key.
         if source_id in seen or (meta or {}).get("source") == "feedback":
@@ -88,7 +101,7 @@ def _sources(dataset: Dataset) -> tuple[list[Any], set[str]]:
         seen.add(source_id)
         sources.append(AuditSource(source_id, text, int(label), category))
         if (meta or {}).get("source") == "generated":
-            generated.add(source_id)
+            generated[source_id] = split
     return sources, generated
 
 
@@ -133,24 +146,32 @@ def execute_audit(
     except ValueError as err:
         raise AuditError(str(err)) from err
     findings = [f for f in result.findings if f.source_id in generated]
-    spot = set(spot_check_sample(findings, int(audit.config.get("spot_check", 0)), cfg.seed))
+    review_splits = set(audit.config.get("review_splits", []))
+    in_split = [
+        f for f in findings if not f.suspect and generated[f.source_id] in review_splits
+    ]
+    others = [f for f in findings if f.source_id not in {g.source_id for g in in_split}]
+    spot = set(spot_check_sample(others, int(audit.config.get("spot_check", 0)), cfg.seed))
     text_of = {s.source_id: s.text for s in sources}
-    queue = [f for f in findings if f.suspect] + sorted(
-        (f for f in findings if f.source_id in spot), key=lambda f: f.source_id
+    queue = (
+        [(f, "suspect") for f in findings if f.suspect]
+        + [(f, "split") for f in sorted(in_split, key=lambda f: f.source_id)]
+        + [(f, "spot_check") for f in sorted(others, key=lambda f: f.source_id) if f.source_id in spot]
     )
     items = [
         LabelAuditItem(
             audit=audit, source_id=f.source_id, text=text_of[f.source_id], label=f.label,
-            category=f.category, harm_score=f.harm_score, suspect=f.suspect,
+            category=f.category, harm_score=f.harm_score, suspect=f.suspect, reason=reason,
             suggested_category=f.suggested_category, rank=rank,
         )  # fmt: skip
-        for rank, f in enumerate(queue)
+        for rank, (f, reason) in enumerate(queue)
     ]
     summary = {
         **result.stats,
         "generated_sources": len(findings),
         "generated_suspects": sum(1 for f in findings if f.suspect),
         "spot_check": len(spot),
+        "review_split_sources": len(in_split),
         "histogram": score_histogram(findings),
     }
     with transaction.atomic():
@@ -229,35 +250,43 @@ def decide(
 
 def audit_report(audit: LabelAudit) -> dict[str, Any]:
     """What the decisions say: how often the model's suspicion was right, and an
-    estimate (with a 95% interval) of the label errors it did not flag."""
+    estimate (with a 95% interval) of the label errors it did not flag, from the
+    non-suspects people checked (the random spot check and any fully reviewed split,
+    itself a random, per-category stratified share of the sources)."""
     from classifiers.ml.label_audit import wilson_interval
 
-    rows = list(audit.items.values_list("suspect", "decision"))
+    rows = list(audit.items.values_list("reason", "suspect", "decision"))
 
-    def tally(suspect: bool) -> dict[str, int]:
+    def tally(keep_row: Callable[[str, bool], bool]) -> dict[str, int]:
         counts = {d: 0 for d in (*AuditDecision.values, "")}
-        for is_suspect, decision in rows:
-            if is_suspect == suspect:
+        for reason, suspect, decision in rows:
+            if keep_row(reason, suspect):
                 counts[decision] += 1
         return counts
 
-    suspects, spot = tally(True), tally(False)
+    suspects = tally(lambda reason, suspect: suspect)
+    checked = tally(lambda reason, suspect: not suspect)  # random non-suspects
+    by_reason = {
+        name: tally(lambda reason, suspect, name=name: reason == name)
+        for name in ("suspect", "split", "spot_check")
+    }
     decided_suspects = sum(v for k, v in suspects.items() if k)
     wrong_suspects = suspects["flip"] + suspects["drop"]
-    decided_spot = sum(v for k, v in spot.items() if k)
-    wrong_spot = spot["flip"] + spot["drop"]
-    low, high = wilson_interval(wrong_spot, decided_spot)
+    decided_checked = sum(v for k, v in checked.items() if k)
+    wrong_checked = checked["flip"] + checked["drop"]
+    low, high = wilson_interval(wrong_checked, decided_checked)
     generated = int(audit.summary.get("generated_sources", 0))
     unflagged = generated - int(audit.summary.get("generated_suspects", 0))
     return {
         "suspects": suspects,
-        "spot_check": spot,
-        "pending": suspects[""] + spot[""],
+        "spot_check": checked,
+        "by_reason": by_reason,
+        "pending": suspects[""] + checked[""],
         "suspect_precision": wrong_suspects / decided_suspects if decided_suspects else None,
-        "spot_error_rate": wrong_spot / decided_spot if decided_spot else None,
-        "spot_error_interval": [low, high] if decided_spot else None,
+        "spot_error_rate": wrong_checked / decided_checked if decided_checked else None,
+        "spot_error_interval": [low, high] if decided_checked else None,
         "estimated_unflagged_errors": (
-            round(wrong_spot / decided_spot * unflagged) if decided_spot else None
+            round(wrong_checked / decided_checked * unflagged) if decided_checked else None
         ),
     }
 

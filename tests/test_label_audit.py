@@ -293,3 +293,32 @@ def test_command_runs_records_decisions_and_applies(db, alice, tmp_path):
     assert not audit.applied_dataset.examples.filter(source_id=rows[0]["source_id"]).exists()
     with pytest.raises(CommandError, match="either --dataset"):
         call_command("audit_labels")
+
+
+def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
+    from classifiers.services_audit import AuditError, audit_report, decide, start_audit
+    from classifiers.tasks.datasets import run_audit_job
+
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    with pytest.raises(AuditError, match="unknown split nonsense"):
+        start_audit(dataset=dataset, user=alice, review_splits=["nonsense"], enqueue=False)
+    audit = start_audit(
+        dataset=dataset, user=alice, folds=4, spot_check=2, review_splits=["test"], enqueue=False
+    )
+    run_audit_job(audit.pk)
+    audit.refresh_from_db()
+    assert audit.status == "done", audit.error
+    test_sources = set(
+        dataset.examples.filter(split="test", meta__source="generated").values_list("source_id", flat=True)
+    )
+    queued = {i.source_id: i for i in audit.items.all()}
+    assert test_sources <= set(queued)  # all of them, suspects or not
+    assert {i.reason for i in queued.values() if i.source_id in test_sources} <= {"suspect", "split"}
+    spot = [i for i in queued.values() if i.reason == "spot_check"]
+    assert len(spot) == 2 and not {i.source_id for i in spot} & test_sources
+    for item in queued.values():
+        decide(item=item, decision="keep", user=alice)
+    report = audit_report(audit)
+    checked = sum(1 for i in queued.values() if not i.suspect)
+    assert sum(report["spot_check"].values()) == checked and report["spot_error_rate"] == 0.0
+    assert report["by_reason"]["split"]["keep"] == audit.summary["review_split_sources"]

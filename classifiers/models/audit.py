@@ -56,7 +56,11 @@ class LabelAuditItem(models.Model):
     label = models.PositiveSmallIntegerField()  # as generated: 1 harmful, 0 benign
     category = models.CharField(max_length=200)
     harm_score = models.FloatField()  # out-of-fold P(harmful)
-    suspect = models.BooleanField()  # False: drawn for the random spot check
+    suspect = models.BooleanField()  # the out-of-fold model disagrees with the label
+    # Why it is queued: "suspect", "split" (every source of a split chosen for a
+    # full review) or "spot_check" (a random non-suspect). Non-suspects of both
+    # kinds are random samples of the sources the model agrees with.
+    reason = models.CharField(max_length=12, default="suspect")
     suggested_category = models.CharField(max_length=200)  # of the other kind
     rank = models.PositiveIntegerField()  # queue order
     decision = models.CharField(max_length=10, choices=AuditDecision.choices, blank=True)

@@ -25,7 +25,8 @@ ITEMS_PER_PAGE = 50
 SHOW = {
     "pending": ("Undecided", {"decision": ""}),
     "suspects": ("Suspects", {"suspect": True}),
-    "spot": ("Spot check", {"suspect": False}),
+    "split": ("Reviewed splits", {"reason": "split"}),
+    "spot": ("Spot check", {"reason": "spot_check"}),
     "decided": ("Decided", None),
     "all": ("All", {}),
 }
@@ -36,6 +37,12 @@ class AuditStartForm(forms.Form):
     spot_check = forms.IntegerField(
         min_value=0, max_value=services.MAX_SPOT_CHECK, initial=services.DEFAULT_SPOT_CHECK,
         help_text="random non-suspects to check too: estimates the errors the model missed",
+    )  # fmt: skip
+    review_splits = forms.MultipleChoiceField(
+        choices=[(s, s) for s in services.REVIEWABLE_SPLITS], required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="queue every generated source of these splits: people label the test "
+        "split, and the reported numbers rest on their labels",
     )  # fmt: skip
 
 
@@ -87,6 +94,7 @@ def audit_start(request: HttpRequest, pk: int) -> HttpResponse:
             audit = services.start_audit(
                 dataset=dataset, user=request.user, folds=form.cleaned_data["folds"],
                 spot_check=form.cleaned_data["spot_check"],
+                review_splits=form.cleaned_data["review_splits"],
             )  # fmt: skip
         except services.AuditError as err:
             form.add_error(None, str(err))

@@ -29,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--folds", type=int, default=5)
         parser.add_argument("--spot-check", type=int, default=None,
                             help="random non-suspects to queue too (default 20)")  # fmt: skip
+        parser.add_argument("--review-splits", default="",
+                            help="queue every generated source of these splits too "
+                            "(comma-separated, e.g. test,calibration)")  # fmt: skip
         parser.add_argument("--export", default=None, help="write the queue here (JSONL)")
         parser.add_argument("--decisions", default=None, help="JSONL of decisions to record")
         parser.add_argument("--apply", action="store_true", help="write the audited dataset")
@@ -54,7 +57,9 @@ class Command(BaseCommand):
             try:
                 audit = start_audit(
                     dataset=dataset, user=user, folds=options["folds"],
-                    spot_check=DEFAULT_SPOT_CHECK if spot is None else spot, enqueue=False,
+                    spot_check=DEFAULT_SPOT_CHECK if spot is None else spot,
+                    review_splits=[x for x in options["review_splits"].split(",") if x],
+                    enqueue=False,
                 )  # fmt: skip
             except AuditError as err:
                 raise CommandError(str(err)) from err
@@ -129,7 +134,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{s['generated_suspects']} suspects of {s['generated_sources']} generated sources "
             f"({s['suspects_harmful_label']} labelled harmful, {s['suspects_benign_label']} "
-            f"benign, all sources); spot check {s['spot_check']}"
+            f"benign, all sources); spot check {s['spot_check']}, reviewed splits "
+            f"{s.get('review_split_sources', 0)}"
         )
         self.stdout.write(
             f"decided: suspects {r['suspects']}, spot check {r['spot_check']}; "
@@ -143,7 +149,8 @@ class Command(BaseCommand):
                 out.write(json.dumps({
                     "source_id": item.source_id, "text": item.text, "label": item.label,
                     "category": item.category, "harm_score": round(item.harm_score, 4),
-                    "suspect": item.suspect, "suggested_category": item.suggested_category,
+                    "suspect": item.suspect, "reason": item.reason,
+                    "suggested_category": item.suggested_category,
                     "decision": item.decision, "new_category": item.new_category,
                 }) + "\n")  # fmt: skip
         self.stdout.write(f"queue written to {path}")
