@@ -46,7 +46,6 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     django.setup()
     from classifiers.guard_service import input_guard_for
-    from classifiers.ml.input_classifier import score_texts
     from classifiers.models import Dataset, ModelVersion
 
     models = [ModelVersion.objects.get(pk=int(m), kind="input") for m in args.models.split(",")]
@@ -58,14 +57,26 @@ def main(argv: list[str]) -> dict[str, Any]:
         for dataset in datasets:
             for split in SPLITS:
                 rows = list(dataset.examples.filter(split=split).values_list("prompt_text", "label"))
-                if not rows:
-                    continue
-                started = time.perf_counter()
-                scored = score_texts(guard.model, guard.tokenizer, [text for text, _ in rows])
-                result["rows"].append({
-                    "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
-                    "split": split, "threshold": threshold,
-                    "seconds": time.perf_counter() - started,
-                    **_metrics([s.score for s in scored], [y for _, y in rows], threshold),
-                })  # fmt: skip
+                if split == "heldout_transforms":
+                    # Also the held-out transforms of test sources alone: a reviewed
+                    # test split gives them people's labels too.
+                    of_test = dataset.examples.filter(split=split, meta__source_split="test")
+                    _row(result, model, dataset, "heldout_of_test_sources", threshold, guard,
+                         list(of_test.values_list("prompt_text", "label")))  # fmt: skip
+                _row(result, model, dataset, split, threshold, guard, rows)
     return result
+
+
+def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,
+         guard: Any, rows: list[tuple[str, int]]) -> None:  # fmt: skip
+    from classifiers.ml.input_classifier import score_texts
+
+    if not rows:
+        return
+    started = time.perf_counter()
+    scored = score_texts(guard.model, guard.tokenizer, [text for text, _ in rows])
+    result["rows"].append({
+        "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
+        "split": split, "threshold": threshold, "seconds": time.perf_counter() - started,
+        **_metrics([s.score for s in scored], [y for _, y in rows], threshold),
+    })  # fmt: skip
