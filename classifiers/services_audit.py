@@ -379,3 +379,31 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             audit=audit.pk, dataset=copy.pk,
         )  # fmt: skip
     return copy
+
+
+def label_provenance(dataset: Dataset) -> dict[str, Any]:
+    """Which splits' labels people reviewed, following applied audits back to the
+    generated dataset: the model page and its JSON report say whether the numbers
+    rest on generated or reviewed labels."""
+    audits, reviewed, flipped, dropped = [], set(), 0, 0
+    current: Dataset | None = dataset
+    seen: set[int] = set()
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        audit = LabelAudit.objects.filter(applied_dataset=current).first()
+        if audit is None:
+            break
+        audits.append(audit.pk)
+        reviewed |= set(audit.config.get("review_splits", []))
+        provenance = (current.config or {}).get("audit", {})
+        flipped += int(provenance.get("flipped", 0))
+        dropped += int(provenance.get("dropped", 0))
+        current = audit.dataset
+    return {
+        "audits": audits,
+        "reviewed_splits": sorted(reviewed),
+        "flipped": flipped,
+        "dropped": dropped,
+        "generated_dataset": current.pk if current is not None else None,
+    }
+

@@ -322,3 +322,31 @@ def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
     checked = sum(1 for i in queued.values() if not i.suspect)
     assert sum(report["spot_check"].values()) == checked and report["spot_error_rate"] == 0.0
     assert report["by_reason"]["split"]["keep"] == audit.summary["review_split_sources"]
+
+
+def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
+    from classifiers.services_audit import apply_audit, decide, start_audit
+    from classifiers.tasks.datasets import run_audit_job
+    from tests.training_helpers import make_model
+
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    raw_model = make_model(dataset, "input")
+    client.force_login(victor)
+    page = client.get(reverse("classifiers:model", args=[raw_model.pk])).content.decode()
+    assert "Labels as generated" in page
+
+    audit = start_audit(dataset=dataset, user=alice, folds=4, spot_check=0,
+                        review_splits=["test"], enqueue=False)  # fmt: skip
+    run_audit_job(audit.pk)
+    audit.refresh_from_db()
+    for item in audit.items.all():
+        decide(item=item, decision="drop" if item.source_id == PLANTED_ID else "keep", user=alice)
+    reviewed = apply_audit(audit=audit, user=alice)
+    model = make_model(reviewed, "input")
+    page = client.get(reverse("classifiers:model", args=[model.pk])).content.decode()
+    assert "Labels reviewed by people in the test split" in page
+    document = json.loads(client.get(reverse("classifiers:model_report", args=[model.pk])).content)
+    assert document["labels"] == {
+        "audits": [audit.pk], "reviewed_splits": ["test"], "flipped": 0, "dropped": 1,
+        "generated_dataset": dataset.pk,
+    }

@@ -162,6 +162,8 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
 
 def _model_context(request: HttpRequest, model: ModelVersion) -> dict[str, Any]:
+    from classifiers.services_audit import label_provenance
+
     others = ModelVersion.objects.filter(
         constitution=model.constitution, kind=model.kind
     ).exclude(pk=model.pk)
@@ -174,6 +176,7 @@ def _model_context(request: HttpRequest, model: ModelVersion) -> dict[str, Any]:
         "others": others,
         "splits": model.report.get("splits", {}),
         "can_write": has_role(request.user, POLICY_AUTHOR),
+        "labels": label_provenance(model.dataset),
     }
 
 
@@ -186,6 +189,8 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def model_report(request: HttpRequest, pk: int) -> HttpResponse:
     """The full evaluation report as a JSON download."""
+    from classifiers.services_audit import label_provenance
+
     model = _model_for(request, pk)
     document = {
         "model": model.pk, "kind": model.kind, "constitution": model.constitution.slug,
@@ -194,6 +199,7 @@ def model_report(request: HttpRequest, pk: int) -> HttpResponse:
         "checksum": model.checksum, "code_version": model.code_version,
         "created_at": model.created_at.isoformat(), "thresholds": model.thresholds,
         "metrics": model.metrics, "report": model.report,
+        "labels": label_provenance(model.dataset),
     }  # fmt: skip
     response = HttpResponse(
         json.dumps(document, indent=2), content_type="application/json"
