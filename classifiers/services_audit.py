@@ -402,6 +402,8 @@ def label_provenance(dataset: Dataset) -> dict[str, Any]:
     return {
         "audits": audits,
         "reviewed_splits": sorted(reviewed),
+        # Held-out transform examples follow their source, so these four are all.
+        "all_reviewed": reviewed >= {"train", "validation", "calibration", "test"},
         "flipped": flipped,
         "dropped": dropped,
         "generated_dataset": current.pk if current is not None else None,

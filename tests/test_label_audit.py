@@ -347,6 +347,6 @@ def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
     assert "Labels reviewed by people in the test split" in page
     document = json.loads(client.get(reverse("classifiers:model_report", args=[model.pk])).content)
     assert document["labels"] == {
-        "audits": [audit.pk], "reviewed_splits": ["test"], "flipped": 0, "dropped": 1,
-        "generated_dataset": dataset.pk,
+        "audits": [audit.pk], "reviewed_splits": ["test"], "all_reviewed": False,
+        "flipped": 0, "dropped": 1, "generated_dataset": dataset.pk,
     }
