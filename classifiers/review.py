@@ -380,6 +380,8 @@ def retrain_with_feedback(*, constitution: Any, user: Any) -> tuple[Dataset, Tra
         .first()
     )
     config = dict(previous.config) if previous and previous.config else {}
+    # A regenerated dataset has new labels: an audit of the previous one does not carry.
+    config.pop("audit", None)
     if not config or services_datasets.check_config(config):
         config = services_datasets.generate_config()
     last_run = (

@@ -9,6 +9,8 @@ writes a new dataset (the original stays as it was, like every dataset).
 from __future__ import annotations
 
 import logging
+import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,9 +84,10 @@ def start_audit(
     return audit
 
 
-def _sources(dataset: Dataset) -> tuple[list[Any], dict[str, str]]:
+def _sources(dataset: Dataset) -> tuple[list[Any], dict[str, str], set[str]]:
     """Every source query's original text (reviewed feedback excluded: people
-    labelled it), and the split of each generated one (the only ones audited)."""
+    labelled it), the split of each generated one (the only ones audited), and the
+    generated ones an applied audit already decided."""
     from classifiers.ml.label_audit import AuditSource
 
     rows = (
@@ -92,7 +95,7 @@ def _sources(dataset: Dataset) -> tuple[list[Any], dict[str, str]]:
         .order_by("id")
         .values_list("source_id", "prompt_text", "label", "category", "meta", "split")
     )
-    sources, generated, seen = [], {}, set()
+    sources, generated, seen, reviewed = [], {}, set(), set()
     for source_id, text, label, category, meta, split in rows:
         # Filtered here, not with exclude(meta__source=...): SQL's NULL logic would
         # also drop the rows whose meta has no "source" key.
@@ -102,7 +105,9 @@ def _sources(dataset: Dataset) -> tuple[list[Any], dict[str, str]]:
         sources.append(AuditSource(source_id, text, int(label), category))
         if (meta or {}).get("source") == "generated":
             generated[source_id] = split
-    return sources, generated
+            if (meta or {}).get("reviewed"):
+                reviewed.add(source_id)
+    return sources, generated, reviewed
 
 
 def execute_audit(
@@ -126,7 +131,7 @@ def execute_audit(
     spec = dataset.constitution_version.to_spec()
     categories = [c.name for c in spec.categories]
     kinds = ["restricted" if c.label == 1 else "permitted" for c in spec.categories]
-    sources, generated = _sources(dataset)
+    sources, generated, reviewed = _sources(dataset)
     if not generated:
         raise AuditError(f"dataset #{dataset.pk} has no generated queries to audit")
     embed = relevance_embedder()
@@ -145,18 +150,29 @@ def execute_audit(
         )  # fmt: skip
     except ValueError as err:
         raise AuditError(str(err)) from err
-    findings = [f for f in result.findings if f.source_id in generated]
+    # Sources people already decided in an earlier audit still train the heads, but
+    # are not queued again.
+    findings = [
+        f for f in result.findings if f.source_id in generated and f.source_id not in reviewed
+    ]
     review_splits = set(audit.config.get("review_splits", []))
     in_split = [
         f for f in findings if not f.suspect and generated[f.source_id] in review_splits
     ]
-    others = [f for f in findings if f.source_id not in {g.source_id for g in in_split}]
+    in_split_ids = {f.source_id for f in in_split}
+    others = [f for f in findings if f.source_id not in in_split_ids]
     spot = set(spot_check_sample(others, int(audit.config.get("spot_check", 0)), cfg.seed))
     text_of = {s.source_id: s.text for s in sources}
+    # Non-suspects in a seeded random order: a review stopped half-way is still a
+    # random sample (source ids sort by category).
+    shuffled = random.Random(cfg.seed).sample(in_split, len(in_split))
+    spot_items = random.Random(cfg.seed + 1).sample(
+        [f for f in others if f.source_id in spot], len(spot)
+    )
     queue = (
         [(f, "suspect") for f in findings if f.suspect]
-        + [(f, "split") for f in sorted(in_split, key=lambda f: f.source_id)]
-        + [(f, "spot_check") for f in sorted(others, key=lambda f: f.source_id) if f.source_id in spot]
+        + [(f, "split") for f in shuffled]
+        + [(f, "spot_check") for f in spot_items]
     )
     items = [
         LabelAuditItem(
@@ -169,6 +185,7 @@ def execute_audit(
     summary = {
         **result.stats,
         "generated_sources": len(findings),
+        "already_reviewed": len(reviewed),
         "generated_suspects": sum(1 for f in findings if f.suspect),
         "spot_check": len(spot),
         "review_split_sources": len(in_split),
@@ -177,10 +194,10 @@ def execute_audit(
     with transaction.atomic():
         # A cancel that came in late, or a reaper that failed the job, wins.
         row = LabelAudit.objects.select_for_update().get(pk=audit.pk)
-        if row.cancel_requested:
-            raise Cancelled()
         if row.status != JobStatus.RUNNING:
             raise AuditError(f"audit #{audit.pk} is {row.status}; nothing was saved")
+        if row.cancel_requested:
+            raise Cancelled()
         LabelAuditItem.objects.bulk_create(items)
         finish(summary=summary, stage="done")
 
@@ -285,20 +302,68 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
         "suspect_precision": wrong_suspects / decided_suspects if decided_suspects else None,
         "spot_error_rate": wrong_checked / decided_checked if decided_checked else None,
         "spot_error_interval": [low, high] if decided_checked else None,
+        # Errors among the unflagged sources nobody checked (checked ones are fixed).
         "estimated_unflagged_errors": (
-            round(wrong_checked / decided_checked * unflagged) if decided_checked else None
-        ),
+            round(wrong_checked / decided_checked * max(unflagged - decided_checked, 0))
+            if decided_checked else None
+        ),  # fmt: skip
     }
 
 
 # ------------------------------------------------------------------------- apply
 
 
+def _source_splits(dataset: Dataset) -> dict[str, str]:
+    """source_id -> the split of its original text."""
+    return dict(
+        dataset.examples.filter(transform="original").values_list("source_id", "split")
+    )
+
+
+def completed_review_splits(audit: LabelAudit) -> list[str]:
+    """The review splits whose every queued item (suspects included) is decided."""
+    wanted = set(audit.config.get("review_splits", []))
+    if not wanted:
+        return []
+    split_of = _source_splits(audit.dataset)
+    open_splits = {
+        split_of.get(source_id)
+        for source_id in audit.items.filter(decision="").values_list("source_id", flat=True)
+    }
+    return sorted(wanted - open_splits)
+
+
+class _Counts:
+    """The dataset page's counts, kept while copying (no list of every example)."""
+
+    KEYS = ("category", "label", "transform", "split", "split_label")
+
+    def __init__(self) -> None:
+        self.by: dict[str, Counter[str]] = {key: Counter() for key in self.KEYS}
+        self.category_label: dict[str, Counter[str]] = {}
+        self.total = 0
+
+    def add(self, row: DatasetExample) -> None:
+        self.total += 1
+        for key, value in (
+            ("category", row.category), ("label", str(row.label)),
+            ("transform", row.transform), ("split", row.split),
+            ("split_label", f"{row.split}/{row.label}"),
+        ):  # fmt: skip
+            self.by[key][value] += 1
+        self.category_label.setdefault(row.category, Counter())[str(row.label)] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {k: dict(sorted(c.items())) for k, c in self.by.items()}
+        counts["category_label"] = {k: dict(c) for k, c in self.category_label.items()}
+        counts["total"] = self.total
+        return counts
+
+
 def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
     """Write a new dataset: flipped sources (all their augmented copies) relabelled,
-    dropped sources left out. One transaction: all of it or nothing."""
-    from classifiers.ml import data as ml_data
-    from classifiers.services_datasets import _category_label_counts
+    dropped sources left out, reviewed sources marked (a later audit skips them).
+    One transaction: all of it or nothing."""
     from constitutions.models import record
 
     with transaction.atomic():
@@ -311,14 +376,15 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             raise AuditError(
                 f"audit #{audit.pk} was already applied (dataset #{audit.applied_dataset_id})"
             )
-        decisions = {
-            item.source_id: item
-            for item in audit.items.exclude(decision="")
-        }
+        decisions = {item.source_id: item for item in audit.items.exclude(decision="")}
         flips = {k: v for k, v in decisions.items() if v.decision == AuditDecision.FLIP}
         drops = {k for k, v in decisions.items() if v.decision == AuditDecision.DROP}
-        if not flips and not drops:
-            raise AuditError("no label was flipped or dropped: there is nothing to apply")
+        reviewed_splits = completed_review_splits(audit)
+        if not flips and not drops and not reviewed_splits:
+            raise AuditError(
+                "no label was flipped or dropped and no split review is complete: "
+                "there is nothing to apply"
+            )
         source = audit.dataset
         now = timezone.now()
         report = audit_report(audit)
@@ -328,6 +394,8 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             "flipped": len(flips),
             "dropped": len(drops),
             "kept": sum(1 for v in decisions.values() if v.decision == AuditDecision.KEEP),
+            # Only splits whose whole queue was decided count as reviewed.
+            "reviewed_splits": reviewed_splits,
             "spot_error_rate": report["spot_error_rate"],
             "spot_error_interval": report["spot_error_interval"],
         }
@@ -339,17 +407,19 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             stage="done", created_by=user if getattr(user, "is_authenticated", False) else None,
             created_at=now, started_at=now, finished_at=now,
         )  # fmt: skip
-        examples: list[Any] = []
+        counts = _Counts()
         batch: list[DatasetExample] = []
         for row in source.examples.order_by("id").iterator(chunk_size=COPY_BATCH):
             if row.source_id in drops:
                 continue
-            flip = flips.get(row.source_id)
+            decided = decisions.get(row.source_id)
             meta = dict(row.meta)
             label, category = row.label, row.category
-            if flip is not None:
-                label, category = 1 - row.label, flip.new_category
-                meta["audit"] = {"flipped_from": [row.label, row.category], "audit": audit.pk}
+            if decided is not None:
+                meta["reviewed"] = {"audit": audit.pk, "decision": decided.decision}
+            if decided is not None and decided.decision == AuditDecision.FLIP:
+                label, category = 1 - row.label, decided.new_category
+                meta["reviewed"]["flipped_from"] = [row.label, row.category]
                 if row.response:  # a refusal stays benign output (data._set_response)
                     meta["response_label"] = 0 if meta.get("refused") else label
             row_copy = DatasetExample(
@@ -358,24 +428,24 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
                 source_id=row.source_id, transform=row.transform, split=row.split, meta=meta,
             )  # fmt: skip
             batch.append(row_copy)
-            examples.append(row_copy.to_example())
+            counts.add(row_copy)
             if len(batch) >= COPY_BATCH:
                 DatasetExample.objects.bulk_create(batch)
                 batch = []
         DatasetExample.objects.bulk_create(batch)
-        counts = dict(ml_data.count_examples(examples))
-        counts["feedback"] = (source.counts or {}).get("feedback", 0)
-        counts["stats"] = (source.counts or {}).get("stats", {})
-        counts["category_label"] = _category_label_counts(examples)
-        counts["total"] = len(examples)
-        copy.counts = counts
-        copy.done = copy.total = len(examples)
+        copy.counts = {
+            **counts.as_dict(),
+            "feedback": (source.counts or {}).get("feedback", 0),
+            "stats": (source.counts or {}).get("stats", {}),
+        }
+        copy.done = copy.total = counts.total
         copy.save(update_fields=["counts", "done", "total"])
         LabelAudit.objects.filter(pk=audit.pk).update(applied_dataset=copy, applied_at=now)
         record(
             source.constitution_version.constitution, user, "dataset",
             f"label audit #{audit.pk} applied: dataset #{copy.pk} from #{source.pk} "
-            f"({len(flips)} flipped, {len(drops)} dropped)",
+            f"({len(flips)} flipped, {len(drops)} dropped"
+            f"{', reviewed: ' + ', '.join(reviewed_splits) if reviewed_splits else ''})",
             audit=audit.pk, dataset=copy.pk,
         )  # fmt: skip
     return copy
@@ -394,8 +464,8 @@ def label_provenance(dataset: Dataset) -> dict[str, Any]:
         if audit is None:
             break
         audits.append(audit.pk)
-        reviewed |= set(audit.config.get("review_splits", []))
         provenance = (current.config or {}).get("audit", {})
+        reviewed |= set(provenance.get("reviewed_splits", []))
         flipped += int(provenance.get("flipped", 0))
         dropped += int(provenance.get("dropped", 0))
         current = audit.dataset

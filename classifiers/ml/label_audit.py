@@ -110,23 +110,25 @@ def _train_head(
     seed: int,
 ) -> InputHead:
     generator = torch.Generator().manual_seed(seed)
+    # fork_rng: init and dropout draw from a seeded RNG (reproducible audits) without
+    # disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = InputHead(embeddings.shape[1], cfg.hidden, n_categories, dropout=0.1)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.01)
-    head.train()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(harm), generator=generator)
-        for start in range(0, len(order), cfg.batch_size):
-            index = order[start : start + cfg.batch_size]
-            harm_logit, category_logits = head(embeddings[index])
-            loss = F.binary_cross_entropy_with_logits(harm_logit, harm[index])
-            loss = loss + cfg.category_loss_weight * F.cross_entropy(
-                category_logits, category[index]
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.01)
+        head.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(harm), generator=generator)
+            for start in range(0, len(order), cfg.batch_size):
+                index = order[start : start + cfg.batch_size]
+                harm_logit, category_logits = head(embeddings[index])
+                loss = F.binary_cross_entropy_with_logits(harm_logit, harm[index])
+                loss = loss + cfg.category_loss_weight * F.cross_entropy(
+                    category_logits, category[index]
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
     head.eval()
     return head
 

@@ -43,7 +43,7 @@ class LabelAudit(Job):
 
 
 class AuditDecision(models.TextChoices):
-    # Keyboard shortcuts k / f / d follow these.
+    # Keyboard shortcuts 1 / 2 / 3 follow this order.
     KEEP = "keep", "Label is right"
     FLIP = "flip", "Flip the label"
     DROP = "drop", "Drop (not a usable user message)"

@@ -176,18 +176,21 @@ def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
     except services.AuditError as err:
         error = str(err)
     audit.refresh_from_db()
-    context = {
-        "audit": audit, "item": item, "error": error,
-        "can_decide": not audit.applied_at, "categories": _category_choices(audit),
-        "decisions": AuditDecision.choices,
-    }  # fmt: skip
-    status = 400 if error else 200
+    show = request.POST.get("show", "pending")
+    show = show if show in SHOW else "pending"
     if _partial(request):
-        return render(request, "classifiers/datasets/_audit_item.html", context, status=status)
+        context = {
+            "audit": audit, "item": item, "error": error, "show": show,
+            "can_decide": not audit.applied_at, "categories": _category_choices(audit),
+            "decisions": AuditDecision.choices,
+        }  # fmt: skip
+        return render(
+            request, "classifiers/datasets/_audit_item.html", context, status=400 if error else 200
+        )
     if error:
         messages.error(request, error)
-        return render(request, "classifiers/datasets/_audit_item.html", context, status=400)
-    return redirect(f"{audit.get_absolute_url()}?show={request.POST.get('show', 'pending')}")
+        return _audit_page(request, audit, status=400)
+    return redirect(f"{audit.get_absolute_url()}?show={show}")
 
 
 @require_POST

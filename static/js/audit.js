@@ -54,7 +54,7 @@
     const form = ev.detail.elt;
     const old = form && form.closest ? form.closest("tr.audit-item") : null;
     if (!old) return;
-    const row = document.querySelector('tr.audit-item[data-source="' + old.dataset.source + '"]');
+    const row = document.querySelector('tr.audit-item[data-source="' + CSS.escape(old.dataset.source) + '"]');
     if (!row) return;
     select(row);
     if (ev.detail.xhr.status === 200) move(1);

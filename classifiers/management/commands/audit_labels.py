@@ -112,20 +112,24 @@ class Command(BaseCommand):
                 row = json.loads(line)
                 item = items[row["source_id"]]
                 decision, category = row["decision"], row.get("new_category", "") or ""
+                if not isinstance(decision, str) or not isinstance(category, str):
+                    raise TypeError("decision and new_category must be strings")
             except (json.JSONDecodeError, TypeError, KeyError) as err:
                 raise CommandError(
                     f"{path}:{number}: expected {{\"source_id\": <a queued item>, \"decision\": "
                     f"...}} ({type(err).__name__}: {err})"
                 ) from err
             parsed.append((number, item, decision, category))
-        recorded = 0
-        for number, item, decision, category in parsed:
-            try:
-                decide(item=item, decision=decision, new_category=category, user=user)
-            except AuditError as err:
-                raise CommandError(f"{path}:{number}: {err} ({recorded} recorded before it)") from err
-            recorded += 1
-        self.stdout.write(f"{recorded} decisions recorded")
+        from django.db import transaction
+
+        # All of the file or none of it.
+        with transaction.atomic():
+            for number, item, decision, category in parsed:
+                try:
+                    decide(item=item, decision=decision, new_category=category, user=user)
+                except AuditError as err:
+                    raise CommandError(f"{path}:{number}: {err} (nothing recorded)") from err
+        self.stdout.write(f"{len(parsed)} decisions recorded")
 
     def _print(self, audit: Any) -> None:
         from classifiers.services_audit import audit_report
