@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from classifiers import services_audit as services
 from classifiers.models import AuditDecision, Dataset, LabelAudit, LabelAuditItem
+from classifiers.views._jobs import cancel_response, progress_response
 from guardweb.roles import POLICY_AUTHOR, REVIEWER, has_role, user_roles
 
 ITEMS_PER_PAGE = 50
@@ -141,24 +142,14 @@ def audit_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def audit_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """The polling fallback; 286 tells htmx to stop once the job is over."""
-    audit = _audit(request, pk)
-    response = render(request, "classifiers/_job_progress.html", {"job": audit})
-    if not audit.is_active:
-        response.status_code = 286
-    return response
+    return progress_response(request, _audit(request, pk))
 
 
 @require_POST
 def audit_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     audit = _audit(request, pk)
     _require_author(request)
-    if audit.is_active:
-        audit.request_cancel()
-        messages.info(request, f"Cancelling label audit #{audit.pk}.")
-    if _partial(request):
-        return render(request, "classifiers/_job_progress.html", {"job": audit})
-    return redirect(audit)
+    return cancel_response(request, audit, label="label audit", partial=_partial(request))
 
 
 @require_POST

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from classifiers import services_datasets as services
 from classifiers.forms_datasets import DatasetStartForm, EndpointForm, ExampleFilterForm
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
+from classifiers.views._jobs import cancel_response, progress_response
 from guardweb.roles import POLICY_AUTHOR, has_role, user_roles
 
 EXAMPLES_PER_PAGE = 20
@@ -151,24 +152,14 @@ def dataset_page(
 
 @require_GET
 def dataset_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """The polling fallback; 286 tells htmx to stop once the job is over."""
-    dataset = _dataset(request, pk)
-    response = render(request, "classifiers/_job_progress.html", {"job": dataset})
-    if not dataset.is_active:
-        response.status_code = 286
-    return response
+    return progress_response(request, _dataset(request, pk))
 
 
 @require_POST
 def dataset_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _dataset(request, pk)
     _require_author(request)
-    if dataset.is_active:
-        dataset.request_cancel()
-        messages.info(request, f"Cancelling dataset #{dataset.pk}.")
-    if _partial(request):
-        return render(request, "classifiers/_job_progress.html", {"job": dataset})
-    return redirect(dataset)
+    return cancel_response(request, dataset, label="dataset", partial=_partial(request))
 
 
 @require_GET
