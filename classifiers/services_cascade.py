@@ -287,6 +287,10 @@ def execute_cascade_calibration(
             scores[split]["probe"], scores[split]["heavy"], labels[split], calibration.settings,
             probe_threshold=probe_thresholds.global_threshold,
             heavy_threshold=heavy_thresholds.global_threshold, target_fpr=target_fpr,
+            predicted_categories=(
+                _predicted_categories(job.constitution, examples[split])
+                if calibration.settings.per_category else None
+            ),
         )  # fmt: skip
         for split in REPORT_SPLITS
         if labels[split]

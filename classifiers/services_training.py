@@ -376,15 +376,17 @@ def _output_reports(
     model: Any,
     tokenizer: Any,
     splits: dict[str, list[Example]],
-    threshold: float,
+    thresholds: Any,
     target_fpr: float,
     max_length: int,
     progress: _Progress,
+    predict_categories: Callable[[Sequence[Example]], list[str]] | None = None,
 ) -> dict[str, Any]:
+    """Each report split at the thresholds the guard applies: per category (by the
+    input classifier's category of the prompt) where a category has its own."""
     from classifiers.ml.evaluate import evaluation_report, tpr_at_fpr
     from classifiers.ml.output_classifier import (
         final_scores,
-        halting_positions,
         score_responses,
     )
 
@@ -396,16 +398,23 @@ def _output_reports(
         per_token = score_responses(model, tokenizer, examples, max_length=max_length)
         scores = final_scores(per_token)
         labels = [e.label for e in examples]
+        applied = [thresholds.global_threshold] * len(examples)
+        if predict_categories is not None:
+            applied = [thresholds.for_category(c) for c in predict_categories(examples)]
         report = evaluation_report(
             scores=scores, labels=labels, categories=[e.category for e in examples],
-            transforms=[e.transform for e in examples], threshold=threshold,
+            transforms=[e.transform for e in examples], threshold=applied,
             name=f"output classifier / {split}",
         )  # fmt: skip
+        report["threshold"] = thresholds.global_threshold
+        report["per_category_thresholds"] = predict_categories is not None
         report["target_fpr"] = target_fpr
         report["tpr_at_target_fpr"] = _finite(tpr_at_fpr(scores, labels, target_fpr))
-        report["halting"] = _halting_histogram(
-            halting_positions(per_token, threshold), [len(s) for s in per_token], labels
-        )
+        halted = [
+            next((i for i, v in enumerate(seq) if v >= t), None)
+            for seq, t in zip(per_token, applied, strict=True)
+        ]
+        report["halting"] = _halting_histogram(halted, [len(s) for s in per_token], labels)
         reports[split] = {"classifier": report, "baselines": {}}
         progress.report("evaluate output", index + 1, len(names))
     return reports
@@ -537,14 +546,15 @@ def execute_training(
         e.label == 0 for e in output_calibration
     ):
         # The guard picks the output threshold by the input classifier's category
-        # of the prompt, so per-category output thresholds are calibrated on the
-        # benign replies whose prompts it assigns to that category.
-        category_of = {
-            e.prompt_text: s.category for e, s in zip(calibration, calibration_scores, strict=True)
-        }
+        # of the prompt: per-category output thresholds are calibrated, and reported,
+        # by this run's input classifier's categories.
+        def predict_categories(examples: Sequence[Example]) -> list[str]:
+            texts = [e.prompt_text for e in examples]
+            return [s.category for s in score_texts(trained.model, trained.tokenizer, texts)]
+
         output_result, output_threshold_doc, output_report = _train_output(
             cfg, splits, output_train, output_calibration, version, device, tracker,
-            should_cancel, [category_of.get(e.prompt_text, "") for e in output_calibration],
+            should_cancel, predict_categories,
         )  # fmt: skip
     elif cfg["train_output"]:
         logger.warning("run %s: no responses to train the output classifier on", run.pk)
@@ -642,7 +652,7 @@ def _train_output(
     device: str,
     tracker: _Progress,
     should_cancel: Callable[[], bool] | None,
-    predicted_categories: list[str],
+    predict_categories: Callable[[Sequence[Example]], list[str]],
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     from classifiers.ml import registry
     from classifiers.ml.calibrate import calibrate_thresholds
@@ -685,7 +695,7 @@ def _train_output(
         [e.category for e in calibration],
         target_fpr=cfg["target_fpr"],
         per_category_fpr=_category_fpr_targets(version),
-        predicted_categories=predicted_categories,
+        predicted_categories=predict_categories(calibration) if _category_fpr_targets(version) else None,
     )
     threshold_doc = thresholds.to_dict()
     threshold_doc["aggregator"] = output_cfg.aggregator
@@ -695,7 +705,8 @@ def _train_output(
     }
     reports = _output_reports(
         model=result.model, tokenizer=result.tokenizer, splits=labelled,
-        threshold=thresholds.global_threshold, target_fpr=cfg["target_fpr"],
+        thresholds=thresholds, target_fpr=cfg["target_fpr"],
+        predict_categories=predict_categories if thresholds.per_category else None,
         max_length=output_cfg.max_length, progress=tracker,
     )  # fmt: skip
     report = {

@@ -57,6 +57,8 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
         assert own <= model.thresholds["global_threshold"]
         assert model.report["splits"]["test"]["classifier"]["n"] > 0
         assert model.is_active()
+    # Output reports judge each reply at the threshold the guard would apply.
+    assert models["output"].report["splits"]["test"]["classifier"]["per_category_thresholds"]
     halting = models["output"].report["splits"]["test"]["classifier"]["halting"]
     assert sum(halting["harmful"]) + sum(halting["benign"]) == halting["halted"]
     assert run.history["input"] and any("val_auroc" in p for p in run.history["input"])

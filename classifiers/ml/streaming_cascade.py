@@ -326,16 +326,18 @@ def calibrate_cascade(
     )
 
 
-def _headline(finals: Sequence[float], labels: Sequence[int], threshold: float,
-              target_fpr: float) -> dict[str, float | None]:  # fmt: skip
+def _headline(finals: Sequence[float], labels: Sequence[int],
+              threshold: float | Sequence[float], target_fpr: float) -> dict[str, float | None]:  # fmt: skip
+    """`threshold`: one number, or one per example (per-category thresholds)."""
     y = np.asarray(labels)
     s = np.asarray(finals)
+    t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), s.shape)
     both = (y == 1).any() and (y == 0).any()
     return {
         "auroc": auroc(list(s), list(y)) if both else None,
         "tpr_at_target_fpr": tpr_at_fpr(list(s), list(y), target_fpr) if both else None,
-        "tpr_at_threshold": float(np.mean(s[y == 1] >= threshold)) if (y == 1).any() else None,
-        "fpr_at_threshold": float(np.mean(s[y == 0] >= threshold)) if (y == 0).any() else None,
+        "tpr_at_threshold": float(np.mean(s[y == 1] >= t[y == 1])) if (y == 1).any() else None,
+        "fpr_at_threshold": float(np.mean(s[y == 0] >= t[y == 0])) if (y == 0).any() else None,
     }
 
 
@@ -348,17 +350,23 @@ def evaluate_cascade(
     probe_threshold: float,
     heavy_threshold: float,
     target_fpr: float,
+    predicted_categories: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Probe alone, heavy alone and the cascade on one split, each at its own
-    calibrated threshold, plus how often (and how much) the heavy one ran."""
+    calibrated threshold, plus how often (and how much) the heavy one ran. With
+    `predicted_categories` (the input classifier's, per example) the cascade is
+    judged at the threshold the guard would apply to each: per category."""
     _check(probe, heavy, labels)
     run = run_cascade(probe, heavy, settings)
+    cascade_threshold: float | list[float] = settings.threshold
+    if predicted_categories is not None and settings.per_category:
+        cascade_threshold = [settings.threshold_for(c) for c in predicted_categories]
     return {
         "n": len(labels),
         "n_benign": int(sum(1 for y in labels if y == 0)),
         "probe": _headline(final_scores(probe), labels, probe_threshold, target_fpr),
         "heavy": _headline(final_scores(heavy), labels, heavy_threshold, target_fpr),
-        "cascade": _headline(run.finals, labels, settings.threshold, target_fpr),
+        "cascade": _headline(run.finals, labels, cascade_threshold, target_fpr),
         "escalation_rate": run.escalation_rate(),
         "escalation_rate_benign": run.escalation_rate(labels, 0),
         "escalation_rate_harmful": run.escalation_rate(labels, 1),

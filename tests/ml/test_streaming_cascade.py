@@ -154,6 +154,17 @@ def test_a_category_with_its_own_target_gets_its_own_cascade_threshold():
     assigned = [f for f, y, c in zip(finals, labels, categories, strict=True)
                 if y == 0 and c == "pathogens"]  # fmt: skip
     assert sum(f >= loose.per_category["pathogens"] for f in assigned) / len(assigned) <= 0.5
+    # Reported as served: each example judged at its input category's threshold.
+    report = evaluate_cascade(
+        probe, heavy, labels, loose, probe_threshold=0.5, heavy_threshold=0.5,
+        target_fpr=0.05, predicted_categories=categories,
+    )  # fmt: skip
+    applied = [loose.threshold_for(c) for c in categories]
+    benign = [f >= t for f, t, y in zip(finals, applied, labels, strict=True) if y == 0]
+    assert report["cascade"]["fpr_at_threshold"] == pytest.approx(sum(benign) / len(benign))
+    one = evaluate_cascade(probe, heavy, labels, loose, probe_threshold=0.5,
+                           heavy_threshold=0.5, target_fpr=0.05)  # fmt: skip
+    assert report["cascade"]["fpr_at_threshold"] >= one["cascade"]["fpr_at_threshold"]
     plain = calibrate_cascade(probe, heavy, labels, **common).settings
     assert plain.per_category == {} and plain.threshold == loose.threshold
     with pytest.raises(ValueError, match="categories"):
