@@ -75,7 +75,7 @@ class CascadeSettings:
     threshold: float  # halting threshold on the cascade's running max
     # Stricter or looser thresholds for single restricted categories (the input
     # classifier's category of the prompt picks one), calibrated on cascade scores.
-    per_category: dict[str, float] = field(default_factory=dict)
+    per_category: dict[str, float] = field(default_factory=dict, hash=False)
 
     def threshold_for(self, category: str | None) -> float:
         if category is not None and category in self.per_category:

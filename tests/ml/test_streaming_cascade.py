@@ -149,6 +149,7 @@ def test_a_category_with_its_own_target_gets_its_own_cascade_threshold():
     assert loose.threshold_for("pathogens") == loose.per_category["pathogens"]
     assert loose.threshold_for("weapons") == loose.threshold == loose.threshold_for(None)
     assert CascadeSettings.from_dict(loose.to_dict()) == loose
+    assert hash(loose) == hash(CascadeSettings.from_dict(loose.to_dict()))  # still hashable
     # Calibrated on the cascade's scores of the benign streams assigned to it.
     finals = [replay(p, h, loose).final for p, h in zip(probe, heavy, strict=True)]
     assigned = [f for f, y, c in zip(finals, labels, categories, strict=True)
