@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,7 +129,6 @@ def execute_audit(
     dataset = audit.dataset
     spec = dataset.constitution_version.to_spec()
     categories = [c.name for c in spec.categories]
-    kinds = ["restricted" if c.label == 1 else "permitted" for c in spec.categories]
     sources, generated, reviewed = _sources(dataset)
     if not generated:
         raise AuditError(f"dataset #{dataset.pk} has no generated queries to audit")
@@ -145,7 +143,7 @@ def execute_audit(
     cfg = AuditConfig(folds=int(audit.config.get("folds", 5)), seed=int(audit.config.get("seed", 0)))
     try:
         result = audit_labels(
-            sources, torch.cat(chunks), categories, kinds, cfg,
+            sources, torch.cat(chunks), categories, [c.label for c in spec.categories], cfg,
             on_progress=progress, should_cancel=should_cancel,
         )  # fmt: skip
     except ValueError as err:
@@ -333,37 +331,11 @@ def completed_review_splits(audit: LabelAudit) -> list[str]:
     return sorted(wanted - open_splits)
 
 
-class _Counts:
-    """The dataset page's counts, kept while copying (no list of every example)."""
-
-    KEYS = ("category", "label", "transform", "split", "split_label")
-
-    def __init__(self) -> None:
-        self.by: dict[str, Counter[str]] = {key: Counter() for key in self.KEYS}
-        self.category_label: dict[str, Counter[str]] = {}
-        self.total = 0
-
-    def add(self, row: DatasetExample) -> None:
-        self.total += 1
-        for key, value in (
-            ("category", row.category), ("label", str(row.label)),
-            ("transform", row.transform), ("split", row.split),
-            ("split_label", f"{row.split}/{row.label}"),
-        ):  # fmt: skip
-            self.by[key][value] += 1
-        self.category_label.setdefault(row.category, Counter())[str(row.label)] += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        counts: dict[str, Any] = {k: dict(sorted(c.items())) for k, c in self.by.items()}
-        counts["category_label"] = {k: dict(c) for k, c in self.category_label.items()}
-        counts["total"] = self.total
-        return counts
-
-
 def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
     """Write a new dataset: flipped sources (all their augmented copies) relabelled,
     dropped sources left out, reviewed sources marked (a later audit skips them).
     One transaction: all of it or nothing."""
+    from classifiers.ml import data as ml_data
     from constitutions.models import record
 
     with transaction.atomic():
@@ -407,7 +379,6 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             stage="done", created_by=user if getattr(user, "is_authenticated", False) else None,
             created_at=now, started_at=now, finished_at=now,
         )  # fmt: skip
-        counts = _Counts()
         batch: list[DatasetExample] = []
         for row in source.examples.order_by("id").iterator(chunk_size=COPY_BATCH):
             if row.source_id in drops:
@@ -428,17 +399,19 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
                 source_id=row.source_id, transform=row.transform, split=row.split, meta=meta,
             )  # fmt: skip
             batch.append(row_copy)
-            counts.add(row_copy)
             if len(batch) >= COPY_BATCH:
                 DatasetExample.objects.bulk_create(batch)
                 batch = []
         DatasetExample.objects.bulk_create(batch)
+        # Counted from the copy as written, streamed: no list of every example.
         copy.counts = {
-            **counts.as_dict(),
+            **ml_data.count_examples(
+                row.to_example() for row in copy.examples.iterator(chunk_size=COPY_BATCH)
+            ),
             "feedback": (source.counts or {}).get("feedback", 0),
             "stats": (source.counts or {}).get("stats", {}),
         }
-        copy.done = copy.total = counts.total
+        copy.done = copy.total = copy.counts["total"]
         copy.save(update_fields=["counts", "done", "total"])
         LabelAudit.objects.filter(pk=audit.pk).update(applied_dataset=copy, applied_at=now)
         record(

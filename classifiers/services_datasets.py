@@ -311,8 +311,6 @@ def _build_and_save(
     counts = dict(built.counts)
     counts["feedback"] = len(feedback)
     counts["stats"] = dict(built.stats)
-    counts["category_label"] = _category_label_counts(built.examples)
-    counts["total"] = len(built.examples)
     total = len(built.examples)
     with transaction.atomic():
         for start in range(0, total, SAVE_BATCH):
@@ -322,14 +320,6 @@ def _build_and_save(
             )
             progress(stage="saving", done=start + len(chunk), total=total)
         runner.finish(counts=counts, feedback_included=len(feedback))
-
-
-def _category_label_counts(examples: list[Example]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for ex in examples:
-        row = out.setdefault(ex.category, {})
-        row[str(ex.label)] = row.get(str(ex.label), 0) + 1
-    return out
 
 
 def _example_row(dataset: Dataset, ex: Example) -> DatasetExample:

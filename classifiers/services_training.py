@@ -387,6 +387,7 @@ def _output_reports(
     from classifiers.ml.evaluate import evaluation_report, tpr_at_fpr
     from classifiers.ml.output_classifier import (
         final_scores,
+        halting_positions,
         score_responses,
     )
 
@@ -410,11 +411,9 @@ def _output_reports(
         report["per_category_thresholds"] = predict_categories is not None
         report["target_fpr"] = target_fpr
         report["tpr_at_target_fpr"] = _finite(tpr_at_fpr(scores, labels, target_fpr))
-        halted = [
-            next((i for i, v in enumerate(seq) if v >= t), None)
-            for seq, t in zip(per_token, applied, strict=True)
-        ]
-        report["halting"] = _halting_histogram(halted, [len(s) for s in per_token], labels)
+        report["halting"] = _halting_histogram(
+            halting_positions(per_token, applied), [len(s) for s in per_token], labels
+        )
         reports[split] = {"classifier": report, "baselines": {}}
         progress.report("evaluate output", index + 1, len(names))
     return reports
@@ -689,13 +688,14 @@ def _train_output(
     per_token = score_responses(
         result.model, result.tokenizer, calibration, max_length=output_cfg.max_length
     )
+    category_targets = _category_fpr_targets(version)
     thresholds = calibrate_thresholds(
         final_scores(per_token),
         [e.label for e in calibration],
         [e.category for e in calibration],
         target_fpr=cfg["target_fpr"],
-        per_category_fpr=_category_fpr_targets(version),
-        predicted_categories=predict_categories(calibration) if _category_fpr_targets(version) else None,
+        per_category_fpr=category_targets,
+        predicted_categories=predict_categories(calibration) if category_targets else None,
     )
     threshold_doc = thresholds.to_dict()
     threshold_doc["aggregator"] = output_cfg.aggregator

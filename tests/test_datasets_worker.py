@@ -13,18 +13,7 @@ from classifiers import services_datasets as services
 from classifiers.ml.data import HELDOUT_SPLIT, SPLITS
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
 from tests.datasets_helpers import FakeGenerator, make_version, start_data
-
-
-def _wait_terminal(dataset: Dataset, timeout: float = 240) -> Dataset:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        dataset.refresh_from_db()
-        if not dataset.is_active:
-            return dataset
-        time.sleep(0.2)
-    raise AssertionError(
-        f"dataset #{dataset.pk} still {dataset.status} after {timeout}s"
-    )
+from tests.training_helpers import wait_for_job
 
 
 def test_a_run_through_the_real_worker_and_smollm2_saves_a_split_dataset(
@@ -39,7 +28,7 @@ def test_a_run_through_the_real_worker_and_smollm2_saves_a_split_dataset(
         max_new_tokens_query=14, responses=False, max_rounds=2,
     )  # fmt: skip
     services.dataset_start(version=version, config=config, user=alice)
-    dataset = _wait_terminal(Dataset.objects.get())
+    dataset = wait_for_job(Dataset.objects.get(), timeout=240)
     assert dataset.status == "done", dataset.error
     examples = list(dataset.examples.all())
     assert examples
@@ -84,7 +73,7 @@ def test_alice_cancels_a_running_generation_and_no_examples_are_kept(
         dataset.refresh_from_db()
     assert dataset.status == "running"
     client.post(reverse("classifiers:dataset_cancel", args=[dataset.pk]))
-    dataset = _wait_terminal(dataset, timeout=60)
+    dataset = wait_for_job(dataset, timeout=60)
     assert dataset.status == "cancelled"
     assert dataset.examples.count() == 0
     assert not dataset.counts
@@ -100,7 +89,7 @@ def test_an_unreachable_endpoint_fails_the_run_with_a_clear_error(celery_worker,
     dataset = services.dataset_start(
         version=version, config=config, user=alice, endpoint=endpoint
     )
-    dataset = _wait_terminal(dataset, timeout=60)
+    dataset = wait_for_job(dataset, timeout=60)
     assert dataset.status == "failed"
     assert "cannot reach http://127.0.0.1:9/v1/chat/completions" in dataset.error
     assert "connection refused" in dataset.error
@@ -135,7 +124,7 @@ def test_an_openai_compatible_endpoint_builds_a_dataset_with_red_teamed_template
         dataset = services.dataset_start(
             version=make_version(alice), config=config, user=alice, endpoint=endpoint
         )
-        dataset = _wait_terminal(dataset, timeout=120)
+        dataset = wait_for_job(dataset, timeout=120)
     assert dataset.status == "done", dataset.error
     assert dataset.generator.startswith("test-server")
     assert server.stats.requests > 0

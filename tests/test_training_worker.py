@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from classifiers.ml.checkpoints import verify_artifact
-from classifiers.models import ActiveModel, ModelVersion, TrainingRun
+from classifiers.models import ActiveModel, ModelVersion
 from tests.training_helpers import (
     FAST_CONFIG,
     make_constitution,
@@ -21,10 +21,6 @@ from tests.training_helpers import (
 def artifacts(settings, tmp_path):
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     return settings.ARTIFACTS_DIR
-
-
-def _wait(run: TrainingRun, timeout: float = 150) -> TrainingRun:
-    return wait_for_job(run, timeout)
 
 
 def _artifact_folders(root) -> list[str]:
@@ -44,7 +40,7 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
     run = training_start(
         dataset=dataset, config=FAST_CONFIG, user=alice, activate_when_done=True
     )
-    run = _wait(run)
+    run = wait_for_job(run)
     assert run.status == "done", run.error
     models = {m.kind: m for m in run.model_versions.all()}
     assert set(models) == {"input", "output"}

@@ -40,7 +40,7 @@ from classifiers.ml.value_head import CausalLMWithValueHead
 logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
-__all__ = ["Cascade", "calibrate_band", "cascade_stats", "ensemble_score", "logit"]
+
 
 @dataclass
 class CascadeResult:

@@ -775,18 +775,22 @@ def split_by_source(
 @dataclass
 class BuiltDataset:
     examples: list[Example]  # every example, meta["split"] set
-    counts: dict[str, dict[str, int]]  # per category / label / transform / split
+    counts: dict[str, Any]  # per category / label / transform / split (count_examples)
     stats: dict[str, int] = field(default_factory=dict)  # Stage I filter counters
 
     def split(self, name: str) -> list[Example]:
         return [ex for ex in self.examples if ex.meta.get("split") == name]
 
 
-def count_examples(examples: Iterable[Example]) -> dict[str, dict[str, int]]:
+def count_examples(examples: Iterable[Example]) -> dict[str, Any]:
+    """Counts per category, label, transform, split and split/label, labels per
+    category ("category_label": {category: {label: n}}) and the total, in one pass
+    (a generator of examples is fine)."""
     counts: dict[str, Counter[str]] = {
         key: Counter()
         for key in ("category", "label", "transform", "split", "split_label")
     }
+    by_category: dict[str, Counter[str]] = {}
     for ex in examples:
         split = str(ex.meta.get("split", ""))
         counts["category"][ex.category] += 1
@@ -794,7 +798,11 @@ def count_examples(examples: Iterable[Example]) -> dict[str, dict[str, int]]:
         counts["transform"][ex.transform] += 1
         counts["split"][split] += 1
         counts["split_label"][f"{split}/{ex.label}"] += 1
-    return {key: dict(sorted(c.items())) for key, c in counts.items()}
+        by_category.setdefault(ex.category, Counter())[str(ex.label)] += 1
+    out: dict[str, Any] = {key: dict(sorted(c.items())) for key, c in counts.items()}
+    out["category_label"] = {category: dict(c) for category, c in by_category.items()}
+    out["total"] = sum(counts["label"].values())
+    return out
 
 
 def build_dataset(

@@ -33,12 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from classifiers.ml.input_classifier import InputHead
+from classifiers.ml.input_classifier import InputHead, _loss
 from classifiers.ml.types import Cancelled
-
-RESTRICTED, PERMITTED = "restricted", "permitted"
 
 
 @dataclass(frozen=True)
@@ -122,10 +119,11 @@ def _train_head(
             for start in range(0, len(order), cfg.batch_size):
                 index = order[start : start + cfg.batch_size]
                 harm_logit, category_logits = head(embeddings[index])
-                loss = F.binary_cross_entropy_with_logits(harm_logit, harm[index])
-                loss = loss + cfg.category_loss_weight * F.cross_entropy(
-                    category_logits, category[index]
-                )
+                # The input classifier's own loss (harm BCE + weighted category CE).
+                loss = _loss(
+                    harm_logit, category_logits, harm[index], category[index],
+                    cfg.category_loss_weight,
+                )  # fmt: skip
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -184,7 +182,7 @@ def audit_labels(
     sources: Sequence[AuditSource],
     embeddings: torch.Tensor,  # (N, E), one per source, in order
     categories: Sequence[str],
-    kinds: Sequence[str],  # RESTRICTED or PERMITTED per category
+    category_labels: Sequence[int],  # per category: 1 restricted, 0 permitted
     cfg: AuditConfig | None = None,
     *,
     on_progress: Callable[..., None] | None = None,
@@ -208,8 +206,8 @@ def audit_labels(
     )  # fmt: skip
     scores = harm.tolist()
     suspects = disagreements(scores, labels)
-    restricted = [i for i, kind in enumerate(kinds) if kind == RESTRICTED]
-    permitted = [i for i, kind in enumerate(kinds) if kind != RESTRICTED]
+    restricted = [i for i, label in enumerate(category_labels) if label == 1]
+    permitted = [i for i, label in enumerate(category_labels) if label != 1]
     findings = []
     for i, source in enumerate(sources):
         other_kind = permitted if source.label == 1 else restricted

@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,13 +249,17 @@ def final_scores(per_token_scores: list[list[float]]) -> list[float]:
 
 
 def halting_positions(
-    per_token_scores: list[list[float]], threshold: float
+    per_token_scores: list[list[float]], threshold: float | Sequence[float]
 ) -> list[int | None]:
-    """First token index whose running max reaches threshold, else None."""
-    out: list[int | None] = []
-    for scores in per_token_scores:
-        out.append(next((i for i, s in enumerate(scores) if s >= threshold), None))
-    return out
+    """First token index whose running max reaches threshold, else None.
+    `threshold`: one number, or one per response (per-category thresholds)."""
+    thresholds = (
+        [threshold] * len(per_token_scores) if isinstance(threshold, (int, float)) else threshold
+    )
+    return [
+        next((i for i, s in enumerate(scores) if s >= t), None)
+        for scores, t in zip(per_token_scores, thresholds, strict=True)
+    ]
 
 
 @torch.no_grad()

@@ -34,7 +34,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from classifiers.ml.calibrate import false_positive_rate, threshold_for_fpr
+from classifiers.ml.calibrate import (
+    calibrate_thresholds,
+    false_positive_rate,
+    threshold_for_fpr,
+)
 from classifiers.ml.evaluate import auroc, tpr_at_fpr
 from classifiers.ml.output_classifier import final_scores
 
@@ -303,8 +307,6 @@ def calibrate_cascade(
     weight, threshold, tpr, run = best
     per_category: dict[str, float] = {}
     if per_category_fpr:
-        from classifiers.ml.calibrate import calibrate_thresholds
-
         if categories is None:
             raise ValueError("per-category targets need the examples' categories")
         per_category = calibrate_thresholds(

@@ -11,9 +11,9 @@ from classifiers.ml.cascade import (
     calibrate_band,
     cascade_stats,
     compare_probe_options,
-    ensemble_score,
 )
 from classifiers.ml.output_classifier import OutputClassifierConfig
+from classifiers.ml.streaming_cascade import ensemble_score
 from tests.ml.test_output_classifier import toy_examples
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 

@@ -20,7 +20,7 @@ from classifiers.ml.label_audit import (
 from classifiers.ml.types import Cancelled
 
 CATEGORIES = ["Weapons", "Pathogens", "Chemistry education", "Public health"]
-KINDS = ["restricted", "restricted", "permitted", "permitted"]
+CATEGORY_LABELS = [1, 1, 0, 0]  # per category: 1 restricted, 0 permitted
 
 
 def _clustered(n_per_category: int, flipped: set[int], seed: int = 0):
@@ -32,7 +32,7 @@ def _clustered(n_per_category: int, flipped: set[int], seed: int = 0):
     for ci, category in enumerate(CATEGORIES):
         for _ in range(n_per_category):
             i = len(sources)
-            label = 1 if KINDS[ci] == "restricted" else 0
+            label = CATEGORY_LABELS[ci]
             name = category
             if i in flipped:  # a label error: generated under the wrong category
                 label = 1 - label
@@ -45,7 +45,7 @@ def _clustered(n_per_category: int, flipped: set[int], seed: int = 0):
 def test_planted_label_errors_are_the_suspects():
     flipped = {3, 27, 45, 70}
     sources, embeddings = _clustered(20, flipped)
-    result = audit_labels(sources, embeddings, CATEGORIES, KINDS, AuditConfig(epochs=30))
+    result = audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30))
     suspects = {f.source_id for f in result.suspects}
     assert {f"s{i}" for i in flipped} <= suspects
     # Few false alarms on clean, separated data: reviewers read a short queue.
@@ -59,7 +59,7 @@ def test_planted_label_errors_are_the_suspects():
 
 def test_suggested_category_is_of_the_other_kind():
     sources, embeddings = _clustered(20, {3})
-    result = audit_labels(sources, embeddings, CATEGORIES, KINDS, AuditConfig(epochs=30))
+    result = audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30))
     finding = next(f for f in result.findings if f.source_id == "s3")
     # s3 sits in the Weapons cluster but was labelled benign "Chemistry education":
     # flipping it makes it harmful, so the suggestion is the restricted cluster.
@@ -103,26 +103,26 @@ def test_suspects_are_the_disagreements():
 def test_bad_input_is_refused():
     sources, embeddings = _clustered(2, set())
     with pytest.raises(ValueError, match="at least 5 sources of each label"):
-        audit_labels(sources, embeddings, CATEGORIES, KINDS)
+        audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS)
     sources, embeddings = _clustered(10, set())
     with pytest.raises(ValueError, match="one embedding per source"):
-        audit_labels(sources, embeddings[:-1], CATEGORIES, KINDS)
+        audit_labels(sources, embeddings[:-1], CATEGORIES, CATEGORY_LABELS)
     with pytest.raises(ValueError, match="unknown categories"):
-        audit_labels(sources, embeddings, CATEGORIES[:3], KINDS[:3])
+        audit_labels(sources, embeddings, CATEGORIES[:3], CATEGORY_LABELS[:3])
     harmful_only = [s for s in sources if s.label == 1]
     with pytest.raises(ValueError, match="both harmful and benign"):
-        audit_labels(harmful_only, embeddings[: len(harmful_only)], CATEGORIES, KINDS)
+        audit_labels(harmful_only, embeddings[: len(harmful_only)], CATEGORIES, CATEGORY_LABELS)
 
 
 def test_cancel_stops_between_folds():
     sources, embeddings = _clustered(10, set())
     with pytest.raises(Cancelled):
-        audit_labels(sources, embeddings, CATEGORIES, KINDS, should_cancel=lambda: True)
+        audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, should_cancel=lambda: True)
 
 
 def test_spot_check_draws_only_non_suspects_reproducibly():
     sources, embeddings = _clustered(20, {3, 27})
-    result = audit_labels(sources, embeddings, CATEGORIES, KINDS, AuditConfig(epochs=30))
+    result = audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30))
     sample = spot_check_sample(result.findings, 10, seed=1)
     assert len(sample) == 10 and len(set(sample)) == 10
     assert not set(sample) & {f.source_id for f in result.suspects}

@@ -116,6 +116,8 @@ def test_final_scores_and_halting_positions():
     assert final_scores(scores) == [0.7, 0.2, 0.0]
     assert halting_positions(scores, 0.5) == [1, None, None]
     assert halting_positions(scores, 0.1) == [0, 0, None]
+    # One threshold per response (per-category thresholds).
+    assert halting_positions(scores, [0.5, 0.1, 0.5]) == [1, 0, None]
 
 
 def toy_examples(n: int, seed: int = 0) -> list[Example]:

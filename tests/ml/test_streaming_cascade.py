@@ -279,13 +279,14 @@ def test_the_engine_halts_on_the_threshold_of_the_prompt_s_category(models):
     expected = replay(probe_scores, heavy_scores, CascadeSettings(band, 0.5, 0.0))
     strict = expected.scores[8]
     settings = CascadeSettings(band, 0.5, 2.0, {"garden": strict})  # 2.0 never halts
-    for category, halted_at in (("garden", expected.scores.index(strict)), ("weather", None)):
+    first = next(i for i, v in enumerate(expected.scores) if v >= strict)
+    # A "garden" prompt halts at its own threshold; any other falls back to 2.0.
+    for category, halted_at, threshold in (("garden", first, strict), ("weather", None, 2.0)):
         engine = _engine(models, settings)
         engine.input_guard = _CategoryOnly(category)
         result = run_to_end(engine.stream(MESSAGES, GuardConfig(max_new_tokens=16)))
-        first = next((i for i, v in enumerate(expected.scores) if v >= strict), None)
-        assert result.halted_at == (first if halted_at is not None else None), category
-        assert result.output_threshold == (strict if category == "garden" else 2.0)
+        assert result.halted_at == halted_at, category
+        assert result.output_threshold == threshold
 
 
 def test_the_upstream_path_runs_the_cascade_too(models):
