@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from classifiers.ml.augment import FAMILIES
-from classifiers.ml.data import ALL_SPLITS
+from classifiers.ml.data import ALL_SPLITS, GenerateConfig
 from classifiers.models import GeneratorEndpoint
 from classifiers.services_datasets import (
     LOCAL,
@@ -112,6 +112,42 @@ class DatasetStartForm(forms.Form):
         min_value=0, max_value=50, initial=4, label="New red-team templates",
         help_text="Written by the generator when 'redteam template' is selected.",
     )  # fmt: skip
+    # Fractions of source queries per split. A larger calibration split gives a
+    # steadier threshold (1% of 100 benign examples is one example).
+    train_fraction = forms.FloatField(
+        required=False,
+        min_value=0.01,
+        max_value=1.0,
+        initial=GenerateConfig.train_fraction,
+        label="Train",
+    )
+    validation_fraction = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        initial=GenerateConfig.validation_fraction,
+        label="Validation",
+    )
+    calibration_fraction = forms.FloatField(
+        required=False,
+        min_value=0.01,
+        max_value=1.0,
+        initial=GenerateConfig.calibration_fraction,
+        label="Calibration",
+    )
+    test_fraction = forms.FloatField(
+        required=False,
+        min_value=0.01,
+        max_value=1.0,
+        initial=GenerateConfig.test_fraction,
+        label="Test",
+    )
+    SPLIT_FIELDS = (
+        "train_fraction",
+        "validation_fraction",
+        "calibration_fraction",
+        "test_fraction",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         from constitutions.models import ConstitutionVersion
@@ -147,6 +183,12 @@ class DatasetStartForm(forms.Form):
             max_new_tokens_query=cleaned["max_new_tokens_query"],
             max_new_tokens_response=cleaned["max_new_tokens_response"],
             redteam_templates=cleaned["redteam_templates"],
+            # A blank fraction keeps its default (older clients post none).
+            **{
+                name: cleaned[name]
+                for name in self.SPLIT_FIELDS
+                if cleaned.get(name) is not None
+            },
         )
         for problem in check_config(self.config):
             self.add_error(None, problem)

@@ -104,6 +104,34 @@ def check_config(config: dict[str, Any]) -> list[str]:
             )
     if not 1 <= int(config.get("per_category", 0)) <= 500:
         problems.append("size per category must be between 1 and 500")
+    problems += _split_problems(config)
+    return problems
+
+
+def _split_problems(config: dict[str, Any]) -> list[str]:
+    fractions = {
+        name: config.get(
+            f"{name}_fraction", getattr(ml_data.GenerateConfig, f"{name}_fraction")
+        )
+        for name in ml_data.SPLITS
+    }
+    try:
+        fractions = {name: float(value) for name, value in fractions.items()}
+    except (TypeError, ValueError):
+        return ["split fractions must be numbers"]
+    # Training needs sources; thresholds need the calibration split's benign
+    # examples; the report needs the test split. Validation may be empty.
+    empty = [
+        name for name in ("train", "calibration", "test") if not fractions[name] > 0
+    ]
+    problems = []
+    if any(not 0 <= f <= 1 for f in fractions.values()):
+        problems.append("each split fraction must be between 0 and 1")
+    elif empty:
+        problems.append(f"split fraction(s) must be above 0: {', '.join(empty)}")
+    elif abs(sum(fractions.values()) - 1) > 0.001:
+        shown = ", ".join(f"{n}={f:g}" for n, f in fractions.items())
+        problems.append(f"split fractions must add up to 1 ({shown})")
     return problems
 
 

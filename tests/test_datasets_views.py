@@ -74,6 +74,22 @@ def test_alice_starts_a_run_which_is_queued_and_enqueued_after_commit(
     assert len(callbacks) == 1  # the task is sent only once the row is committed
 
 
+def test_a_run_with_larger_calibration_and_test_splits_records_them(
+    client, alice
+):  # type: ignore[no-untyped-def]
+    version = make_version(alice)
+    client.force_login(alice)
+    data = start_data(
+        version, train_fraction=0.6, validation_fraction=0.1,
+        calibration_fraction=0.15, test_fraction=0.15,
+    )  # fmt: skip
+    response = client.post(reverse("classifiers:dataset_new"), data)
+    assert response.status_code == 302
+    config = Dataset.objects.get().config
+    assert (config["train_fraction"], config["calibration_fraction"]) == (0.6, 0.15)
+    assert (config["validation_fraction"], config["test_fraction"]) == (0.1, 0.15)
+
+
 def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
     client, alice
 ):  # type: ignore[no-untyped-def]
@@ -95,6 +111,9 @@ def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
         ({"heldout_families": ["jailbreak"]}, "held-out family"),
         ({"generator": "endpoint:9999"}, "Select a valid choice"),
         ({"temperature": "hot"}, "Enter a number"),
+        ({"test_fraction": 0.3}, "split fractions must add up to 1"),
+        ({"calibration_fraction": 0}, "greater than or equal to 0.01"),
+        ({"train_fraction": 0.9, "validation_fraction": -0.1}, "greater than or equal to 0"),
     ],
 )
 def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(

@@ -184,3 +184,29 @@ def test_the_generate_command_prints_progress_and_counts(alice, monkeypatch, cap
         call_command("generate", "--constitution", "cbrn-demo", "--version", "7")
     with pytest.raises(CommandError, match="unknown transform"):
         call_command("generate", "--constitution", "cbrn-demo", "--transforms", "nope")
+
+
+@pytest.mark.django_db
+def test_the_generate_command_takes_split_fractions(alice, monkeypatch):  # type: ignore[no-untyped-def]
+    import io
+
+    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator())
+    make_version(alice, slug="cbrn-demo")
+    call_command(
+        "generate", "--constitution", "cbrn-demo", "--per-category", "20",
+        "--no-responses", "--splits", "train=0.5,validation=0,calibration=0.25,test=0.25",
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    dataset = Dataset.objects.get()
+    assert dataset.config["calibration_fraction"] == 0.25
+    splits = dataset.counts["split"]
+    assert "validation" not in splits
+    assert splits["calibration"] == splits["test"] and splits["train"] >= 2 * splits["test"]
+    for bad, message in [
+        ("train=0.5,test=0.1", "must add up to 1"),
+        ("tain=0.5", "unknown split 'tain'"),
+        ("train=half", "expected split=fraction"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("generate", "--constitution", "cbrn-demo", "--splits", bad)
+    assert Dataset.objects.count() == 1

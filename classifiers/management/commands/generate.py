@@ -29,6 +29,26 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _split_fractions(value: str) -> dict[str, float]:
+    """"train=0.6,test=0.2" -> {"train_fraction": 0.6, "test_fraction": 0.2}."""
+    from argparse import ArgumentTypeError
+
+    from classifiers.ml.data import SPLITS
+
+    fractions = {}
+    for part in _csv(value):
+        name, _, number = part.partition("=")
+        if name.strip() not in SPLITS:
+            raise ArgumentTypeError(
+                f"unknown split {name.strip()!r} in {part!r}: use {', '.join(SPLITS)}"
+            )
+        try:
+            fractions[f"{name.strip()}_fraction"] = float(number)
+        except ValueError:
+            raise ArgumentTypeError(f"expected split=fraction, got {part!r}") from None
+    return fractions
+
+
 class Command(BaseCommand):
     help = HELP
 
@@ -61,6 +81,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--heldout-families", type=_csv, default=[],
             help=f"comma-separated families kept out of training ({', '.join(FAMILIES)})",
+        )  # fmt: skip
+        parser.add_argument(
+            "--splits", type=_split_fractions, default={},
+            help="source fractions per split, e.g. train=0.6,validation=0.1,"
+            "calibration=0.15,test=0.15 (default 0.7/0.1/0.1/0.1); a larger "
+            "calibration split gives steadier thresholds, a larger test split "
+            "steadier numbers",
         )  # fmt: skip
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-responses", action="store_true")
@@ -115,6 +142,7 @@ class Command(BaseCommand):
                 max_new_tokens_query=opts["max_new_tokens_query"],
                 max_new_tokens_response=opts["max_new_tokens_response"],
                 redteam_templates=opts["redteam_templates"],
+                **opts["splits"],
             )
             dataset = services.dataset_start(
                 version=version, config=config, user=user, endpoint=endpoint,
