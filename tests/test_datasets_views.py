@@ -88,6 +88,8 @@ def test_a_run_with_larger_calibration_and_test_splits_records_them(
     config = Dataset.objects.get().config
     assert (config["train_fraction"], config["calibration_fraction"]) == (0.6, 0.15)
     assert (config["validation_fraction"], config["test_fraction"]) == (0.1, 0.15)
+    page = client.get(response["Location"]).content.decode()
+    assert "train 0.6, validation 0.1, calibration 0.15, test 0.15" in page
 
 
 def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
