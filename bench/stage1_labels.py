@@ -50,6 +50,7 @@ from classifiers.ml.data import (
 from classifiers.ml.evaluate import auroc
 from classifiers.ml.generation import LocalGenerator
 from classifiers.ml.input_classifier import sentence_embedder
+from classifiers.ml.label_audit import fit_logistic
 from classifiers.ml.types import RESTRICTED, CategorySpec, ConstitutionSpec
 
 _REQUEST_OPENER = re.compile(
@@ -131,27 +132,6 @@ def _kept_stats(kept: list[bool], harmful: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _fit_logistic(
-    x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logistic regression with a small L2 penalty, fitted with L-BFGS."""
-    weight = torch.zeros(x.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            x @ weight + bias, y
-        )
-        loss = loss + 1e-3 * (weight**2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
-
-
 def out_of_fold_head_auroc(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     """5-fold logistic regression on frozen embeddings, scored out of fold."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
@@ -159,7 +139,7 @@ def out_of_fold_head_auroc(embeddings: torch.Tensor, labels: torch.Tensor) -> fl
     for fold in order.chunk(5):
         train = torch.ones(len(labels), dtype=torch.bool)
         train[fold] = False
-        weight, bias = _fit_logistic(embeddings[train], labels[train])
+        weight, bias = fit_logistic(embeddings[train], labels[train])
         scores[fold] = embeddings[fold] @ weight + bias
     return auroc(scores.tolist(), labels.numpy().astype(int).tolist())
 

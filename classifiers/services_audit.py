@@ -141,9 +141,11 @@ def execute_audit(
         chunks.append(torch.as_tensor(embed(texts[start : start + EMBED_BATCH])))
         progress(stage="embedding", done=min(start + EMBED_BATCH, len(texts)), total=len(texts))
     cfg = AuditConfig(folds=int(audit.config.get("folds", 5)), seed=int(audit.config.get("seed", 0)))
+    embeddings = torch.cat(chunks)
+    row_of = {s.source_id: i for i, s in enumerate(sources)}
     try:
         result = audit_labels(
-            sources, torch.cat(chunks), categories, [c.label for c in spec.categories], cfg,
+            sources, embeddings, categories, [c.label for c in spec.categories], cfg,
             on_progress=progress, should_cancel=should_cancel,
         )  # fmt: skip
     except ValueError as err:
@@ -177,6 +179,7 @@ def execute_audit(
             audit=audit, source_id=f.source_id, text=text_of[f.source_id], label=f.label,
             category=f.category, harm_score=f.harm_score, suspect=f.suspect, reason=reason,
             suggested_category=f.suggested_category, rank=rank,
+            embedding=embedding_bytes(embeddings[row_of[f.source_id]]),
         )  # fmt: skip
         for rank, (f, reason) in enumerate(queue)
     ]
@@ -229,9 +232,17 @@ def category_kinds(audit: LabelAudit) -> dict[str, int]:
 
 
 def decide(
-    *, item: LabelAuditItem, decision: str, new_category: str = "", user: Any
+    *,
+    item: LabelAuditItem,
+    decision: str,
+    new_category: str = "",
+    user: Any,
+    picked_by_score: bool = False,
 ) -> LabelAuditItem:
-    """Record (or change) one decision; an applied audit is closed."""
+    """Record (or change) one decision; an applied audit is closed.
+
+    `picked_by_score`: the reviewer was reading the queue in learned order (likely
+    errors first), so a first decision made there is not a random sample."""
     if decision not in AuditDecision.values:
         raise AuditError(f"unknown decision {decision!r}: keep, flip or drop")
     new_category = new_category.strip()
@@ -255,12 +266,88 @@ def decide(
                 f"audit #{audit.pk} was applied (dataset #{audit.applied_dataset_id}); "
                 "start a new audit of that dataset to change more labels"
             )
+        first = not LabelAuditItem.objects.get(pk=item.pk).decision
         LabelAuditItem.objects.filter(pk=item.pk).update(
             decision=decision, new_category=new_category, decided_by=user,
             decided_at=timezone.now(),
+            **({"picked_by_score": picked_by_score} if first else {}),
         )  # fmt: skip
     item.refresh_from_db()
     return item
+
+
+def embedding_bytes(vector: Any) -> bytes:
+    """A sentence embedding as float16 bytes (768 bytes for MiniLM's 384)."""
+    import numpy as np
+
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def _embeddings(blobs: Sequence[bytes]) -> Any:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(
+        np.stack([np.frombuffer(bytes(b), dtype=np.float16) for b in blobs]).astype(np.float32)
+    )
+
+
+def learn_order(audit: LabelAudit) -> dict[str, Any]:
+    """Score every undecided item by how likely its generated label is wrong, from
+    the decisions so far (classifiers.ml.label_audit.rank_by_decisions).
+
+    Only orders the queue: ranks, reasons and the random sample are unchanged.
+    Takes milliseconds (a logistic head on stored embeddings), so it runs in the
+    request. Returns what the audit page shows about it."""
+    from classifiers.ml.label_audit import rank_by_decisions
+
+    if audit.status != JobStatus.DONE:
+        raise AuditError(f"audit #{audit.pk} is {audit.status}; wait until it is done")
+    if audit.applied_at:
+        raise AuditError(f"audit #{audit.pk} was applied; its queue is closed")
+    rows = list(audit.items.values_list("pk", "label", "decision", "embedding"))
+    if any(blob is None for *_, blob in rows):
+        raise AuditError(
+            f"audit #{audit.pk} was run before embeddings were stored; start a new "
+            "audit of the dataset to learn from decisions"
+        )
+    decided = [r for r in rows if r[2]]
+    pending = [r for r in rows if not r[2]]
+    if not pending:
+        raise AuditError("every item is decided; there is nothing left to order")
+    try:
+        ranking = rank_by_decisions(
+            _embeddings([r[3] for r in decided]), [r[1] for r in decided],
+            [r[2] != AuditDecision.KEEP for r in decided],
+            _embeddings([r[3] for r in pending]), [r[1] for r in pending],
+            seed=int(audit.config.get("seed", 0)),
+        )  # fmt: skip
+    except ValueError as err:
+        raise AuditError(str(err)) from err
+    learned = {
+        "decided": ranking.decided,
+        "wrong": ranking.wrong,
+        "auroc": ranking.auroc,
+        "scored": len(pending),
+        "at": timezone.now().isoformat(),
+    }
+    with transaction.atomic():
+        locked = LabelAudit.objects.select_for_update().get(pk=audit.pk)
+        if locked.applied_at:
+            raise AuditError(f"audit #{audit.pk} was applied; its queue is closed")
+        LabelAuditItem.objects.bulk_update(
+            [
+                LabelAuditItem(pk=pk, wrong_score=score)
+                for (pk, *_), score in zip(pending, ranking.wrong_scores, strict=True)
+            ],
+            ["wrong_score"],
+            batch_size=COPY_BATCH,
+        )
+        # Only the summary key is written: a concurrent save of other fields stays.
+        locked.summary = {**locked.summary, "learned": learned}
+        locked.save(update_fields=["summary"])
+    audit.summary = locked.summary
+    return learned
 
 
 def audit_report(audit: LabelAudit) -> dict[str, Any]:
@@ -270,19 +357,22 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
     itself a random, per-category stratified share of the sources)."""
     from classifiers.ml.label_audit import wilson_interval
 
-    rows = list(audit.items.values_list("reason", "suspect", "decision"))
+    rows = list(audit.items.values_list("reason", "suspect", "decision", "picked_by_score"))
 
-    def tally(keep_row: Callable[[str, bool], bool]) -> dict[str, int]:
+    def tally(keep_row: Callable[[str, bool, bool], bool]) -> dict[str, int]:
         counts = {d: 0 for d in (*AuditDecision.values, "")}
-        for reason, suspect, decision in rows:
-            if keep_row(reason, suspect):
+        for reason, suspect, decision, picked in rows:
+            if keep_row(reason, suspect, picked):
                 counts[decision] += 1
         return counts
 
-    suspects = tally(lambda reason, suspect: suspect)
-    checked = tally(lambda reason, suspect: not suspect)  # random non-suspects
+    suspects = tally(lambda reason, suspect, picked: suspect)
+    # Random non-suspects: those decided in the learned order (likely errors first)
+    # are no sample of anything, so they count as fixed but not towards the rate.
+    checked = tally(lambda reason, suspect, picked: not suspect and not picked)
+    picked_by_score = tally(lambda reason, suspect, picked: not suspect and picked)
     by_reason = {
-        name: tally(lambda reason, suspect, name=name: reason == name)
+        name: tally(lambda reason, suspect, picked, name=name: reason == name)
         for name in ("suspect", "split", "spot_check")
     }
     decided_suspects = sum(v for k, v in suspects.items() if k)
@@ -292,9 +382,12 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
     low, high = wilson_interval(wrong_checked, decided_checked)
     generated = int(audit.summary.get("generated_sources", 0))
     unflagged = generated - int(audit.summary.get("generated_suspects", 0))
+    decided_by_score = sum(v for k, v in picked_by_score.items() if k)
+    unchecked = max(unflagged - decided_checked - decided_by_score, 0)
     return {
         "suspects": suspects,
         "spot_check": checked,
+        "picked_by_score": picked_by_score,
         "by_reason": by_reason,
         "pending": suspects[""] + checked[""],
         "suspect_precision": wrong_suspects / decided_suspects if decided_suspects else None,
@@ -302,7 +395,7 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
         "spot_error_interval": [low, high] if decided_checked else None,
         # Errors among the unflagged sources nobody checked (checked ones are fixed).
         "estimated_unflagged_errors": (
-            round(wrong_checked / decided_checked * max(unflagged - decided_checked, 0))
+            round(wrong_checked / decided_checked * unchecked)
             if decided_checked else None
         ),  # fmt: skip
     }

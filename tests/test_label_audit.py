@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 
 import pytest
 from django.urls import reverse
@@ -79,10 +80,13 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
     page = client.get(reverse("classifiers:dataset", args=[dataset.pk]))
     assert b'data-testid="audit-start"' in page.content
     response = client.post(
-        reverse("classifiers:label_audit_start", args=[dataset.pk]), {"folds": 4, "spot_check": 3}
+        reverse("classifiers:label_audit_start", args=[dataset.pk]),
+        {"folds": 4, "spot_check": 3},
     )
     audit = LabelAudit.objects.get()
-    assert response.status_code == 302 and response["Location"] == audit.get_absolute_url()
+    assert (
+        response.status_code == 302 and response["Location"] == audit.get_absolute_url()
+    )
     audit = wait_for_job(audit, timeout=120)
     assert audit.status == "done", audit.error
     assert audit.summary["generated_sources"] == 25  # author examples are not audited
@@ -94,8 +98,13 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
     assert planted.text == PLANTED and planted.suggested_category == "garden care"
     assert len([i for i in items if not i.suspect]) == 3  # the spot check
     assert all(i.source_id.startswith("src-") for i in items)
+    # Each item keeps its sentence embedding (MiniLM: 384 float16), for learn_order.
+    assert all(len(bytes(i.embedding)) == 384 * 2 for i in items)
     page = client.get(audit.get_absolute_url())
-    assert PLANTED.encode() in page.content and b'data-testid="audit-histogram"' in page.content
+    assert (
+        PLANTED.encode() in page.content
+        and b'data-testid="audit-histogram"' in page.content
+    )
 
     # A viewer reads but cannot decide; the reviewer flips the planted error.
     client.force_login(victor)
@@ -107,13 +116,20 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
     other = next(i for i in items if i.pk != planted.pk)
     drop_url = reverse("classifiers:label_audit_decide", args=[audit.pk, other.pk])
     assert _hx(client, drop_url, {"decision": "drop"}).status_code == 200
-    assert client.post(reverse("classifiers:label_audit_apply", args=[audit.pk])).status_code == 403
+    assert (
+        client.post(
+            reverse("classifiers:label_audit_apply", args=[audit.pk])
+        ).status_code
+        == 403
+    )
 
     client.force_login(alice)
     response = client.post(reverse("classifiers:label_audit_apply", args=[audit.pk]))
     audit.refresh_from_db()
     copy = audit.applied_dataset
-    assert response.status_code == 302 and response["Location"] == copy.get_absolute_url()
+    assert (
+        response.status_code == 302 and response["Location"] == copy.get_absolute_url()
+    )
     # Every copy of the planted source (original and rot13) is relabelled; every copy
     # of the dropped one is gone; the rest is as it was, split by split.
     flipped = copy.examples.filter(source_id=PLANTED_ID)
@@ -124,7 +140,9 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
     assert copy.counts["total"] == copy.examples.count()
     assert copy.config["audit"]["flipped"] == 1 and copy.config["audit"]["dropped"] == 1
     # The audited dataset is untouched: models trained on it keep their data.
-    assert set(dataset.examples.filter(source_id=PLANTED_ID).values_list("label", flat=True)) == {1}
+    assert set(
+        dataset.examples.filter(source_id=PLANTED_ID).values_list("label", flat=True)
+    ) == {1}
     assert dataset.examples.filter(source_id=other.source_id).count() == 2
     page = client.get(copy.get_absolute_url())
     assert b'data-testid="audited-from"' in page.content
@@ -138,7 +156,9 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
 
     from constitutions.models import AuditEvent
 
-    assert AuditEvent.objects.filter(action="dataset", summary__contains=f"#{copy.pk}").exists()
+    assert AuditEvent.objects.filter(
+        action="dataset", summary__contains=f"#{copy.pk}"
+    ).exists()
 
 
 @pytest.fixture
@@ -166,7 +186,9 @@ def test_bad_decisions_are_refused_and_change_nothing(client, bob, audited):
     audit, suspect, _ = audited
     client.force_login(bob)
     url = reverse("classifiers:label_audit_decide", args=[audit.pk, suspect.pk])
-    same_kind = _hx(client, url, {"decision": "flip", "new_category": "forbidden widgets"})
+    same_kind = _hx(
+        client, url, {"decision": "flip", "new_category": "forbidden widgets"}
+    )
     assert same_kind.status_code == 400
     assert b"needs a permitted category" in same_kind.content
     unknown = _hx(client, url, {"decision": "flip", "new_category": "no such category"})
@@ -180,13 +202,19 @@ def test_bad_decisions_are_refused_and_change_nothing(client, bob, audited):
     assert client.post(wrong, {"decision": "keep"}).status_code == 404
 
 
-def test_flip_defaults_to_the_suggested_category_and_a_decision_can_change(client, bob, audited):
+def test_flip_defaults_to_the_suggested_category_and_a_decision_can_change(
+    client, bob, audited
+):
     audit, suspect, _ = audited
     client.force_login(bob)
     url = reverse("classifiers:label_audit_decide", args=[audit.pk, suspect.pk])
     assert client.post(url, {"decision": "flip"}).status_code == 302
     suspect.refresh_from_db()
-    assert (suspect.decision, suspect.new_category, suspect.decided_by) == ("flip", "garden care", bob)
+    assert (suspect.decision, suspect.new_category, suspect.decided_by) == (
+        "flip",
+        "garden care",
+        bob,
+    )
     assert client.post(url, {"decision": "keep"}).status_code == 302
     suspect.refresh_from_db()
     assert (suspect.decision, suspect.new_category) == ("keep", "")
@@ -222,11 +250,16 @@ def test_starting_an_audit_refuses_bad_input(client, alice, bob, audited):
     LabelAudit.objects.create(dataset=dataset, status="running")
     busy = client.post(url, {"folds": 5, "spot_check": 20})
     assert busy.status_code == 400 and b"already running" in busy.content
-    unfinished = Dataset.objects.create(constitution_version=dataset.constitution_version)
-    response = client.post(
-        reverse("classifiers:label_audit_start", args=[unfinished.pk]), {"folds": 5, "spot_check": 0}
+    unfinished = Dataset.objects.create(
+        constitution_version=dataset.constitution_version
     )
-    assert response.status_code == 400 and b"audit a finished dataset" in response.content
+    response = client.post(
+        reverse("classifiers:label_audit_start", args=[unfinished.pk]),
+        {"folds": 5, "spot_check": 0},
+    )
+    assert (
+        response.status_code == 400 and b"audit a finished dataset" in response.content
+    )
     assert LabelAudit.objects.count() == 2  # the fixture's and the running one
 
 
@@ -274,24 +307,39 @@ def test_command_runs_records_decisions_and_applies(db, alice, tmp_path):
 
     dataset = make_generated_dataset(make_constitution(user=alice))
     queue = tmp_path / "queue.jsonl"
-    call_command("audit_labels", dataset=dataset.pk, folds=3, spot_check=2, export=str(queue))
+    call_command(
+        "audit_labels", dataset=dataset.pk, folds=3, spot_check=2, export=str(queue)
+    )
     audit = LabelAudit.objects.get()
     rows = [json.loads(line) for line in queue.read_text().splitlines()]
     assert len(rows) == audit.items.count() and rows[0]["suspect"] is True
 
     decisions = tmp_path / "decided.jsonl"
     decisions.write_text(
-        json.dumps({"source_id": rows[0]["source_id"], "decision": "drop"}) + "\n{not json\n"
+        json.dumps({"source_id": rows[0]["source_id"], "decision": "drop"})
+        + "\n{not json\n"
     )
     with pytest.raises(CommandError, match="decided.jsonl:2"):
-        call_command("audit_labels", audit=audit.pk, decisions=str(decisions), user="alice")
+        call_command(
+            "audit_labels", audit=audit.pk, decisions=str(decisions), user="alice"
+        )
     # The file is checked before anything is recorded.
     assert not audit.items.exclude(decision="").exists()
-    decisions.write_text(json.dumps({"source_id": rows[0]["source_id"], "decision": "drop"}) + "\n")
-    call_command("audit_labels", audit=audit.pk, decisions=str(decisions), user="alice", apply=True)
+    decisions.write_text(
+        json.dumps({"source_id": rows[0]["source_id"], "decision": "drop"}) + "\n"
+    )
+    call_command(
+        "audit_labels",
+        audit=audit.pk,
+        decisions=str(decisions),
+        user="alice",
+        apply=True,
+    )
     audit.refresh_from_db()
     assert audit.applied_dataset is not None
-    assert not audit.applied_dataset.examples.filter(source_id=rows[0]["source_id"]).exists()
+    assert not audit.applied_dataset.examples.filter(
+        source_id=rows[0]["source_id"]
+    ).exists()
     with pytest.raises(CommandError, match="either --dataset"):
         call_command("audit_labels")
 
@@ -308,26 +356,41 @@ def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
 
     dataset = make_generated_dataset(make_constitution(user=alice))
     with pytest.raises(AuditError, match="unknown split nonsense"):
-        start_audit(dataset=dataset, user=alice, review_splits=["nonsense"], enqueue=False)
+        start_audit(
+            dataset=dataset, user=alice, review_splits=["nonsense"], enqueue=False
+        )
     audit = start_audit(
-        dataset=dataset, user=alice, folds=4, spot_check=2, review_splits=["test"], enqueue=False
+        dataset=dataset,
+        user=alice,
+        folds=4,
+        spot_check=2,
+        review_splits=["test"],
+        enqueue=False,
     )
     run_audit_job(audit.pk)
     audit.refresh_from_db()
     assert audit.status == "done", audit.error
     test_sources = set(
-        dataset.examples.filter(split="test", meta__source="generated").values_list("source_id", flat=True)
+        dataset.examples.filter(split="test", meta__source="generated").values_list(
+            "source_id", flat=True
+        )
     )
     queued = {i.source_id: i for i in audit.items.all()}
     assert test_sources <= set(queued)  # all of them, suspects or not
-    assert {i.reason for i in queued.values() if i.source_id in test_sources} <= {"suspect", "split"}
+    assert {i.reason for i in queued.values() if i.source_id in test_sources} <= {
+        "suspect",
+        "split",
+    }
     spot = [i for i in queued.values() if i.reason == "spot_check"]
     assert len(spot) == 2 and not {i.source_id for i in spot} & test_sources
     for item in queued.values():
         decide(item=item, decision="keep", user=alice)
     report = audit_report(audit)
     checked = sum(1 for i in queued.values() if not i.suspect)
-    assert sum(report["spot_check"].values()) == checked and report["spot_error_rate"] == 0.0
+    assert (
+        sum(report["spot_check"].values()) == checked
+        and report["spot_error_rate"] == 0.0
+    )
     assert report["by_reason"]["split"]["keep"] == audit.summary["review_split_sources"]
     # Checked and all right: applying records the reviewed split (nothing flipped).
     copy = apply_audit(audit=audit, user=alice)
@@ -356,7 +419,9 @@ def test_a_half_reviewed_split_does_not_count_as_reviewed(db, alice):
                         review_splits=["test", "calibration"], enqueue=False)  # fmt: skip
     run_audit_job(audit.pk)
     audit.refresh_from_db()
-    split_of = dict(dataset.examples.filter(transform="original").values_list("source_id", "split"))
+    split_of = dict(
+        dataset.examples.filter(transform="original").values_list("source_id", "split")
+    )
     items = list(audit.items.all())
     left_open = next(i for i in items if split_of[i.source_id] == "calibration")
     for item in items:
@@ -367,6 +432,7 @@ def test_a_half_reviewed_split_does_not_count_as_reviewed(db, alice):
     copy = apply_audit(audit=audit, user=alice)
     assert copy.config["audit"]["reviewed_splits"] == ["test"]
 
+
 def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
     from classifiers.services_audit import apply_audit, decide, start_audit
     from classifiers.tasks.datasets import run_audit_job
@@ -375,7 +441,9 @@ def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
     dataset = make_generated_dataset(make_constitution(user=alice))
     raw_model = make_model(dataset, "input")
     client.force_login(victor)
-    page = client.get(reverse("classifiers:model", args=[raw_model.pk])).content.decode()
+    page = client.get(
+        reverse("classifiers:model", args=[raw_model.pk])
+    ).content.decode()
     assert "Labels as generated" in page
 
     audit = start_audit(dataset=dataset, user=alice, folds=4, spot_check=0,
@@ -383,13 +451,123 @@ def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
     run_audit_job(audit.pk)
     audit.refresh_from_db()
     for item in audit.items.all():
-        decide(item=item, decision="drop" if item.source_id == PLANTED_ID else "keep", user=alice)
+        decide(
+            item=item,
+            decision="drop" if item.source_id == PLANTED_ID else "keep",
+            user=alice,
+        )
     reviewed = apply_audit(audit=audit, user=alice)
     model = make_model(reviewed, "input")
     page = client.get(reverse("classifiers:model", args=[model.pk])).content.decode()
     assert "Labels reviewed by people in the test split" in page
-    document = json.loads(client.get(reverse("classifiers:model_report", args=[model.pk])).content)
+    document = json.loads(
+        client.get(reverse("classifiers:model_report", args=[model.pk])).content
+    )
     assert document["labels"] == {
-        "audits": [audit.pk], "reviewed_splits": ["test"], "all_reviewed": False,
-        "flipped": 0, "dropped": 1, "generated_dataset": dataset.pk,
+        "audits": [audit.pk],
+        "reviewed_splits": ["test"],
+        "all_reviewed": False,
+        "flipped": 0,
+        "dropped": 1,
+        "generated_dataset": dataset.pk,
     }
+
+
+# ------------------------------------------------------- learning the queue's order
+
+
+@pytest.fixture
+def habit_audit(db, alice):
+    """A finished audit of 30 harmful-labelled split-review items with stored
+    embeddings: the odd ones are the generator's habit (defensive questions, wrong
+    label), the even ones real requests."""
+    import numpy as np
+
+    from classifiers.services_audit import embedding_bytes
+
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    audit = LabelAudit.objects.create(
+        dataset=dataset, status="done", config={"folds": 4, "spot_check": 0, "review_splits": ["test"]},
+        summary={"generated_sources": 30, "generated_suspects": 0, "sources": 32},
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(30):
+        vector = np.zeros(16)
+        vector[i % 2] = 1.0
+        vector += 0.3 * rng.standard_normal(16)
+        items.append(LabelAuditItem(
+            audit=audit, source_id=f"habit-{i:02d}", text=f"query {i}", label=1,
+            category="forbidden widgets", harm_score=0.9, suspect=False, reason="split",
+            suggested_category="garden care", rank=i,
+            embedding=embedding_bytes(vector / np.linalg.norm(vector)),
+        ))  # fmt: skip
+    LabelAuditItem.objects.bulk_create(items)
+    return audit
+
+
+def _decide_first(audit, user, n):
+    from classifiers.services_audit import decide
+
+    for item in audit.items.order_by("rank")[:n]:
+        decide(item=item, decision="drop" if item.rank % 2 else "keep", user=user)
+
+
+def test_decisions_order_the_rest_of_the_queue_likely_errors_first(
+    client, bob, habit_audit
+):
+    from classifiers.services_audit import audit_report
+
+    audit = habit_audit
+    _decide_first(audit, bob, 10)  # 5 right, 5 wrong, in random (queue) order
+    client.force_login(bob)
+    response = client.post(reverse("classifiers:label_audit_learn", args=[audit.pk]))
+    assert response.status_code == 302 and response["Location"].endswith("?show=likely")
+    audit.refresh_from_db()
+    learned = audit.summary["learned"]
+    assert (learned["decided"], learned["wrong"], learned["scored"]) == (10, 5, 20)
+    assert learned["auroc"] > 0.9
+    page = client.get(response["Location"]).content.decode()
+    assert 'data-testid="learned-auroc"' in page and "P(wrong)" in page
+    shown = [int(s[-2:]) for s in re.findall(r'data-source="(habit-\d\d)"', page)]
+    assert len(shown) == 20
+    assert all(i % 2 for i in shown[:10]) and not any(i % 2 for i in shown[10:])
+    # A decision made in that order fixes a label but is no random sample: the error
+    # rate still rests on the 10 decided in queue order.
+    top = audit.items.get(source_id=f"habit-{shown[0]:02d}")
+    url = reverse("classifiers:label_audit_decide", args=[audit.pk, top.pk])
+    assert client.post(url, {"decision": "drop", "show": "likely"}).status_code == 302
+    top.refresh_from_db()
+    assert top.picked_by_score and top.decision == "drop"
+    report = audit_report(audit)
+    assert report["spot_error_rate"] == 0.5
+    assert report["picked_by_score"]["drop"] == 1
+    # 30 unflagged, 11 checked: half of the 19 left are estimated wrong.
+    assert report["estimated_unflagged_errors"] == round(0.5 * 19)
+
+
+def test_learning_the_order_refuses_what_it_cannot_do_and_changes_nothing(
+    client, alice, bob, victor, habit_audit
+):
+    audit = habit_audit
+    url = reverse("classifiers:label_audit_learn", args=[audit.pk])
+    client.force_login(victor)
+    assert client.post(url).status_code == 403
+    client.force_login(bob)
+    _decide_first(audit, bob, 4)  # 2 right, 2 wrong: too few
+    response = client.post(url)
+    assert response.status_code == 400
+    assert (
+        "decide at least 3 items whose label is right and 3 whose label is wrong"
+        in (response.content.decode())
+    )
+    assert not audit.items.exclude(wrong_score=None).exists()
+    audit.refresh_from_db()
+    assert "learned" not in audit.summary
+    _decide_first(audit, bob, 6)
+    audit.items.filter(rank=29).update(
+        embedding=None
+    )  # as audits from before embeddings
+    response = client.post(url)
+    assert response.status_code == 400 and b"start a new audit" in response.content
+    assert not audit.items.exclude(wrong_score=None).exists()

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from classifiers.ml.evaluate import auroc
 from classifiers.ml.input_classifier import InputHead, _loss
 from classifiers.ml.types import Cancelled
 
@@ -220,8 +221,12 @@ def audit_labels(
         confidence = scores[i] if source.label == 1 else 1.0 - scores[i]
         findings.append(
             AuditFinding(
-                source_id=source.source_id, label=source.label, category=source.category,
-                harm_score=scores[i], label_confidence=confidence, suspect=suspects[i],
+                source_id=source.source_id,
+                label=source.label,
+                category=source.category,
+                harm_score=scores[i],
+                label_confidence=confidence,
+                suspect=suspects[i],
                 suggested_category=suggested,
             )  # fmt: skip
         )
@@ -230,7 +235,9 @@ def audit_labels(
     stats = {
         "sources": len(sources),
         "suspects": n_suspects,
-        "suspects_harmful_label": sum(1 for f in findings if f.suspect and f.label == 1),
+        "suspects_harmful_label": sum(
+            1 for f in findings if f.suspect and f.label == 1
+        ),
         "suspects_benign_label": sum(1 for f in findings if f.suspect and f.label == 0),
         "suspect_fraction": n_suspects / len(sources),
         "folds": min(cfg.folds, len(sources)),
@@ -238,9 +245,7 @@ def audit_labels(
     return AuditResult(findings=findings, stats=stats)
 
 
-def spot_check_sample(
-    findings: Sequence[AuditFinding], n: int, seed: int
-) -> list[str]:
+def spot_check_sample(findings: Sequence[AuditFinding], n: int, seed: int) -> list[str]:
     """Source ids of a random sample of non-suspects, for an unbiased estimate of
     the label errors the model did not flag."""
     pool = sorted(f.source_id for f in findings if not f.suspect)
@@ -259,7 +264,9 @@ def wilson_interval(errors: int, n: int, z: float = 1.96) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def score_histogram(findings: Sequence[AuditFinding], bins: int = 10) -> dict[str, list[int]]:
+def score_histogram(
+    findings: Sequence[AuditFinding], bins: int = 10
+) -> dict[str, list[int]]:
     """Counts of out-of-fold harm scores per bin, per generated label."""
     counts = {"harmful": [0] * bins, "benign": [0] * bins}
     for f in findings:
@@ -268,4 +275,95 @@ def score_histogram(findings: Sequence[AuditFinding], bins: int = 10) -> dict[st
     return counts
 
 
+# ---------------------------------------------------------------------------
+# Learning from reviewers' decisions
+#
+# The out-of-fold heads above learn the generated labels, so they share the errors
+# the generator makes systematically (session 5: a harmful-labelled defensive
+# question scores 1.0). Reviewers' decisions are labels of a different thing,
+# "was the generated label wrong?", and a head trained on a few dozen of them
+# learns the generator's habits instead (bench stage1_labels: out-of-fold AUROC
+# 0.81 from 206 marks). It orders the undecided items, likely errors first.
 
+MIN_DECIDED_EACH = 3  # decided items needed on each side (label right / wrong)
+
+
+@dataclass
+class DecisionRanking:
+    wrong_scores: list[float]  # P(generated label is wrong), per open item
+    decided: int
+    wrong: int
+    # Out-of-fold AUROC of the same model on the decided items: how far to trust
+    # the order (None when there are too few decisions for folds).
+    auroc: float | None
+
+
+def decision_features(embeddings: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    """Embedding routed by the generated label, plus the label itself: what makes a
+    harmful label wrong (a defensive question) differs from what makes a benign
+    one wrong, so each label gets its own weights."""
+    harmful = torch.as_tensor(labels, dtype=embeddings.dtype).reshape(-1, 1)
+    return torch.cat(
+        [embeddings * harmful, embeddings * (1 - harmful), harmful, 1 - harmful], 1
+    )
+
+
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression with an L2 penalty, fitted with L-BFGS (deterministic)."""
+    weight = torch.zeros(x.shape[1], dtype=x.dtype, requires_grad=True)
+    bias = torch.zeros(1, dtype=x.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            x @ weight + bias, y
+        )
+        loss = loss + l2 * (weight**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def rank_by_decisions(
+    decided_embeddings: torch.Tensor,  # (D, E)
+    decided_labels: Sequence[int],  # generated labels
+    decided_wrong: Sequence[bool],  # a reviewer flipped or dropped it
+    open_embeddings: torch.Tensor,  # (U, E)
+    open_labels: Sequence[int],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> DecisionRanking:
+    wrong = [bool(w) for w in decided_wrong]
+    n_wrong = sum(wrong)
+    if min(n_wrong, len(wrong) - n_wrong) < MIN_DECIDED_EACH:
+        raise ValueError(
+            f"decide at least {MIN_DECIDED_EACH} items whose label is right and "
+            f"{MIN_DECIDED_EACH} whose label is wrong first (now {len(wrong) - n_wrong} "
+            f"right, {n_wrong} wrong)"
+        )
+    x = decision_features(decided_embeddings.float(), decided_labels)
+    y = torch.tensor(wrong, dtype=torch.float32)
+    auroc_oof = None
+    k = min(folds, n_wrong, len(wrong) - n_wrong)
+    if k >= 2:
+        fold_of = torch.tensor(stratified_folds([int(w) for w in wrong], k, seed))
+        oof = torch.zeros(len(wrong))
+        for fold in range(k):
+            held = fold_of == fold
+            weight, bias = fit_logistic(x[~held], y[~held])
+            oof[held] = x[held] @ weight + bias
+        auroc_oof = auroc(oof.tolist(), [int(w) for w in wrong])
+    weight, bias = fit_logistic(x, y)
+    scores: list[float] = []
+    if len(open_labels):
+        logits = decision_features(open_embeddings.float(), open_labels) @ weight + bias
+        scores = torch.sigmoid(logits).tolist()
+    return DecisionRanking(
+        wrong_scores=scores, decided=len(wrong), wrong=n_wrong, auroc=auroc_oof
+    )

@@ -63,6 +63,15 @@ class LabelAuditItem(models.Model):
     reason = models.CharField(max_length=12, default="suspect")
     suggested_category = models.CharField(max_length=200)  # of the other kind
     rank = models.PositiveIntegerField()  # queue order
+    # The source's sentence embedding (float16 bytes), kept so the queue can learn
+    # from reviewers' decisions without loading the encoder in the web process.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    # P(the generated label is wrong) from a model of the decisions so far (None
+    # until someone asks for that order).
+    wrong_score = models.FloatField(null=True, blank=True)
+    # Decided while the queue was ordered by wrong_score: not part of the random
+    # sample that estimates the errors nobody checked.
+    picked_by_score = models.BooleanField(default=False)
     decision = models.CharField(max_length=10, choices=AuditDecision.choices, blank=True)
     new_category = models.CharField(max_length=200, blank=True)  # for a flip
     decided_by = models.ForeignKey(

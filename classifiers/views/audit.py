@@ -12,6 +12,7 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
@@ -25,6 +26,8 @@ from guardweb.roles import POLICY_AUTHOR, REVIEWER, has_role, user_roles
 ITEMS_PER_PAGE = 50
 SHOW = {
     "pending": ("Undecided", {"decision": ""}),
+    # Undecided, ordered by the model of the decisions so far (learn_order).
+    "likely": ("Likely wrong first", {"decision": ""}),
     "suspects": ("Suspects", {"suspect": True}),
     "split": ("Reviewed splits", {"reason": "split"}),
     "spot": ("Spot check", {"reason": "spot_check"}),
@@ -114,6 +117,8 @@ def _audit_page(request: HttpRequest, audit: LabelAudit, *, status: int = 200) -
     items = audit.items.select_related("decided_by")
     _, filters = SHOW[show]
     items = items.exclude(decision="") if filters is None else items.filter(**filters)
+    if show == "likely":
+        items = items.order_by(F("wrong_score").desc(nulls_last=True), "rank")
     page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         "audit": audit,
@@ -121,7 +126,12 @@ def _audit_page(request: HttpRequest, audit: LabelAudit, *, status: int = 200) -
         "dataset": audit.dataset,
         "page": page,
         "show": show,
-        "shows": [(key, name) for key, (name, _) in SHOW.items()],
+        "shows": [
+            (key, name)
+            for key, (name, _) in SHOW.items()
+            if key != "likely" or "learned" in (audit.summary or {})
+        ],
+        "learned": (audit.summary or {}).get("learned"),
         "report": services.audit_report(audit) if audit.status == "done" else None,
         "summary": audit.summary or {},
         "histogram": services.histogram_bars(audit.summary.get("histogram") or {}),
@@ -163,6 +173,7 @@ def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
         item = services.decide(
             item=item, decision=request.POST.get("decision", ""),
             new_category=request.POST.get("new_category", ""), user=request.user,
+            picked_by_score=request.POST.get("show") == "likely",
         )  # fmt: skip
     except services.AuditError as err:
         error = str(err)
@@ -182,6 +193,26 @@ def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
         messages.error(request, error)
         return _audit_page(request, audit, status=400)
     return redirect(f"{audit.get_absolute_url()}?show={show}")
+
+
+@require_POST
+def audit_learn(request: HttpRequest, pk: int) -> HttpResponse:
+    """Order the undecided items by how likely their label is wrong, learned from
+    the decisions so far; reviewers and policy authors."""
+    audit = _audit(request, pk)
+    if not _can_decide(request.user):
+        raise PermissionDenied("only reviewers and policy authors order the queue")
+    try:
+        learned = services.learn_order(audit)
+    except services.AuditError as err:
+        messages.error(request, str(err))
+        return _audit_page(request, audit, status=400)
+    messages.success(
+        request,
+        f"Ordered {learned['scored']} undecided items by a model of "
+        f"{learned['decided']} decisions ({learned['wrong']} label errors).",
+    )
+    return redirect(f"{audit.get_absolute_url()}?show=likely")
 
 
 @require_POST
@@ -206,5 +237,6 @@ urlpatterns = [
     path("audits/<int:pk>/progress/", audit_progress, name="label_audit_progress"),
     path("audits/<int:pk>/cancel/", audit_cancel, name="label_audit_cancel"),
     path("audits/<int:pk>/items/<int:item_pk>/", audit_decide, name="label_audit_decide"),
+    path("audits/<int:pk>/learn/", audit_learn, name="label_audit_learn"),
     path("audits/<int:pk>/apply/", audit_apply, name="label_audit_apply"),
 ]

@@ -72,6 +72,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:label_audit_progress": (READ, AUTH_405),
     "classifiers:label_audit_cancel": (AUTH_405, AUTHOR),
     "classifiers:label_audit_decide": (AUTH_405, QUEUE),  # reviewers and authors decide
+    "classifiers:label_audit_learn": (AUTH_405, QUEUE),  # orders the queue: deciders
     "classifiers:label_audit_apply": (AUTH_405, AUTHOR),
     "classifiers:endpoints": (READ, AUTHOR),
     "classifiers:endpoint_edit": (READ, AUTHOR),

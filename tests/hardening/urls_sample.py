@@ -63,6 +63,7 @@ SAMPLE_URLS: dict[str, str] = {
     "classifiers:label_audit_progress": K + "/audits/{w.audit}/progress/",
     "classifiers:label_audit_cancel": K + "/audits/{w.audit}/cancel/",
     "classifiers:label_audit_decide": K + "/audits/{w.audit}/items/{w.audit_item}/",
+    "classifiers:label_audit_learn": K + "/audits/{w.audit}/learn/",
     "classifiers:label_audit_apply": K + "/audits/{w.audit}/apply/",
     "classifiers:cascade-start": K + "/guard/{w.slug}/cascade/",
     "classifiers:cascade-off": K + "/guard/{w.slug}/cascade/off/",

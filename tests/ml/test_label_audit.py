@@ -13,6 +13,7 @@ from classifiers.ml.label_audit import (
     audit_labels,
     disagreements,
     out_of_fold_scores,
+    rank_by_decisions,
     spot_check_sample,
     stratified_folds,
     wilson_interval,
@@ -45,7 +46,9 @@ def _clustered(n_per_category: int, flipped: set[int], seed: int = 0):
 def test_planted_label_errors_are_the_suspects():
     flipped = {3, 27, 45, 70}
     sources, embeddings = _clustered(20, flipped)
-    result = audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30))
+    result = audit_labels(
+        sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30)
+    )
     suspects = {f.source_id for f in result.suspects}
     assert {f"s{i}" for i in flipped} <= suspects
     # Few false alarms on clean, separated data: reviewers read a short queue.
@@ -59,7 +62,9 @@ def test_planted_label_errors_are_the_suspects():
 
 def test_suggested_category_is_of_the_other_kind():
     sources, embeddings = _clustered(20, {3})
-    result = audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30))
+    result = audit_labels(
+        sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30)
+    )
     finding = next(f for f in result.findings if f.source_id == "s3")
     # s3 sits in the Weapons cluster but was labelled benign "Chemistry education":
     # flipping it makes it harmful, so the suggestion is the restricted cluster.
@@ -78,7 +83,12 @@ def test_no_item_is_scored_by_a_head_that_saw_it():
     harm, _ = out_of_fold_scores(embeddings, labels, categories, 4, cfg)
     assert auroc(harm.tolist(), labels) < 0.75
     in_sample = _train_head(
-        embeddings, torch.tensor(labels, dtype=torch.float), torch.tensor(categories), 4, cfg, 0
+        embeddings,
+        torch.tensor(labels, dtype=torch.float),
+        torch.tensor(categories),
+        4,
+        cfg,
+        0,
     )
     with torch.no_grad():
         memorised = torch.sigmoid(in_sample(embeddings)[0])
@@ -111,18 +121,24 @@ def test_bad_input_is_refused():
         audit_labels(sources, embeddings, CATEGORIES[:3], CATEGORY_LABELS[:3])
     harmful_only = [s for s in sources if s.label == 1]
     with pytest.raises(ValueError, match="both harmful and benign"):
-        audit_labels(harmful_only, embeddings[: len(harmful_only)], CATEGORIES, CATEGORY_LABELS)
+        audit_labels(
+            harmful_only, embeddings[: len(harmful_only)], CATEGORIES, CATEGORY_LABELS
+        )
 
 
 def test_cancel_stops_between_folds():
     sources, embeddings = _clustered(10, set())
     with pytest.raises(Cancelled):
-        audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, should_cancel=lambda: True)
+        audit_labels(
+            sources, embeddings, CATEGORIES, CATEGORY_LABELS, should_cancel=lambda: True
+        )
 
 
 def test_spot_check_draws_only_non_suspects_reproducibly():
     sources, embeddings = _clustered(20, {3, 27})
-    result = audit_labels(sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30))
+    result = audit_labels(
+        sources, embeddings, CATEGORIES, CATEGORY_LABELS, AuditConfig(epochs=30)
+    )
     sample = spot_check_sample(result.findings, 10, seed=1)
     assert len(sample) == 10 and len(set(sample)) == 10
     assert not set(sample) & {f.source_id for f in result.suspects}
@@ -135,3 +151,59 @@ def test_wilson_interval():
     low, high = wilson_interval(5, 50)
     assert low < 0.1 < high
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+# --------------------------------------------------------------- learning from decisions
+
+
+def _habit_embeddings(n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two kinds of text (unit vectors near two directions): A real requests, B
+    defensive questions. Returns (embeddings, is_b)."""
+    generator = torch.Generator().manual_seed(seed)
+    is_b = torch.arange(n) % 2 == 1
+    centres = torch.zeros(2, 16)
+    centres[0, 0] = centres[1, 1] = 1.0
+    x = centres[is_b.long()] + 0.35 * torch.randn(n, 16, generator=generator)
+    return torch.nn.functional.normalize(x, dim=1), is_b
+
+
+def test_decisions_teach_which_generated_labels_are_wrong():
+    # The generator's habit: defensive questions (B) labelled harmful. Labelled
+    # benign, the same kind of text is right; so is a harmful-labelled request (A).
+    x, is_b = _habit_embeddings(120, seed=1)
+    labels = [1] * 80 + [0] * 40
+    wrong = [bool(b) and y == 1 for b, y in zip(is_b.tolist(), labels, strict=True)]
+    decided = list(range(0, 120, 3))  # a third decided
+    pending = [i for i in range(120) if i not in decided]
+    ranking = rank_by_decisions(
+        x[decided], [labels[i] for i in decided], [wrong[i] for i in decided],
+        x[pending], [labels[i] for i in pending],
+    )  # fmt: skip
+    assert ranking.decided == 40 and ranking.wrong == sum(wrong[i] for i in decided)
+    assert ranking.auroc is not None and ranking.auroc > 0.9
+    truth = [int(wrong[i]) for i in pending]
+    assert auroc(ranking.wrong_scores, truth) > 0.95
+    benign_b = [
+        s
+        for s, i in zip(ranking.wrong_scores, pending, strict=True)
+        if labels[i] == 0 and is_b[i]
+    ]
+    harmful_b = [
+        s
+        for s, i in zip(ranking.wrong_scores, pending, strict=True)
+        if labels[i] == 1 and is_b[i]
+    ]
+    # The same kind of text is a likely error only under the label it contradicts.
+    assert max(benign_b) < min(harmful_b)
+
+
+def test_learning_needs_decisions_on_both_sides():
+    x, _ = _habit_embeddings(10, seed=2)
+    with pytest.raises(
+        ValueError,
+        match=r"at least 3 .* right and 3 .* wrong first \(now 5 right, 2 wrong\)",
+    ):
+        rank_by_decisions(x[:7], [1] * 7, [True, True] + [False] * 5, x[7:], [1] * 3)
+    # Exactly enough: three folds of one error and one right label each.
+    few = rank_by_decisions(x[:6], [1] * 6, [True] * 3 + [False] * 3, x[6:], [1] * 4)
+    assert len(few.wrong_scores) == 4 and few.auroc is not None
