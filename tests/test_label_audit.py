@@ -4,6 +4,7 @@ reviewer flips it, an author applies it as a new dataset; bad input changes noth
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import re
 
@@ -488,7 +489,11 @@ def habit_audit(db, alice):
     dataset = make_generated_dataset(make_constitution(user=alice))
     audit = LabelAudit.objects.create(
         dataset=dataset, status="done", config={"folds": 4, "spot_check": 0, "review_splits": ["test"]},
-        summary={"generated_sources": 30, "generated_suspects": 0, "sources": 32},
+        summary={
+            "generated_sources": 30, "generated_suspects": 0, "sources": 32,
+            "suspects_harmful_label": 0, "suspects_benign_label": 0, "spot_check": 0,
+            "review_split_sources": 30,
+        },
     )  # fmt: skip
     rng = np.random.default_rng(0)
     items = []
@@ -571,3 +576,26 @@ def test_learning_the_order_refuses_what_it_cannot_do_and_changes_nothing(
     response = client.post(url)
     assert response.status_code == 400 and b"start a new audit" in response.content
     assert not audit.items.exclude(wrong_score=None).exists()
+
+
+def test_command_learns_the_order_and_exports_it(habit_audit, tmp_path):
+    from django.core.management import call_command
+
+    audit = habit_audit
+    decisions = tmp_path / "d.jsonl"
+    decisions.write_text("".join(
+        json.dumps({"source_id": f"habit-{i:02d}", "decision": "drop" if i % 2 else "keep"}) + "\n"
+        for i in range(10)
+    ))  # fmt: skip
+    out, queue = io.StringIO(), tmp_path / "q.jsonl"
+    call_command(
+        "audit_labels", "--audit", str(audit.pk), "--decisions", str(decisions),
+        "--learn", "--export", str(queue), stdout=out,
+    )  # fmt: skip
+    assert "20 undecided items scored from 10 decisions (5 wrong)" in out.getvalue()
+    rows = [json.loads(line) for line in queue.read_text().splitlines()]
+    pending = sorted(
+        (r for r in rows if not r["decision"]), key=lambda r: -r["wrong_score"]
+    )
+    assert all(int(r["source_id"][-2:]) % 2 for r in pending[:10])
+    assert all(r["wrong_score"] is None for r in rows if r["decision"])

@@ -2,7 +2,7 @@
 decisions from a file, and apply them (a new dataset).
 
     manage.py audit_labels --dataset 3 [--folds 5] [--spot-check 20] [--export queue.jsonl]
-    manage.py audit_labels --audit 1 --decisions decided.jsonl [--user NAME]
+    manage.py audit_labels --audit 1 --decisions decided.jsonl [--user NAME] [--learn --export q.jsonl]
     manage.py audit_labels --audit 1 --apply [--user NAME]
 
 The export has one line per queued item (source_id, text, label, category,
@@ -34,6 +34,9 @@ class Command(BaseCommand):
                             "(comma-separated, e.g. test,calibration)")  # fmt: skip
         parser.add_argument("--export", default=None, help="write the queue here (JSONL)")
         parser.add_argument("--decisions", default=None, help="JSONL of decisions to record")
+        parser.add_argument("--learn", action="store_true",
+                            help="score the undecided items by how likely their label is "
+                            "wrong, learned from the decisions so far (exported as wrong_score)")  # fmt: skip
         parser.add_argument("--apply", action="store_true", help="write the audited dataset")
         parser.add_argument("--user", default=None, help="record decisions as this user")
 
@@ -74,6 +77,17 @@ class Command(BaseCommand):
             raise CommandError(f"audit #{audit.pk} {audit.status}: {audit.error}")
         if options["decisions"]:
             self._record(audit, Path(options["decisions"]), user)
+        if options["learn"]:
+            from classifiers.services_audit import learn_order
+
+            try:
+                learned = learn_order(audit)
+            except AuditError as err:
+                raise CommandError(str(err)) from err
+            self.stdout.write(
+                f"{learned['scored']} undecided items scored from {learned['decided']} "
+                f"decisions ({learned['wrong']} wrong); out-of-fold AUROC {learned['auroc']}"
+            )
         self._print(audit)
         if options["export"]:
             self._export(audit, Path(options["export"]))
@@ -156,5 +170,6 @@ class Command(BaseCommand):
                     "suspect": item.suspect, "reason": item.reason,
                     "suggested_category": item.suggested_category,
                     "decision": item.decision, "new_category": item.new_category,
+                    "wrong_score": item.wrong_score,
                 }) + "\n")  # fmt: skip
         self.stdout.write(f"queue written to {path}")
