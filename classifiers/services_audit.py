@@ -283,7 +283,8 @@ def embedding_bytes(vector: Any) -> bytes:
     return np.asarray(vector, dtype=np.float16).tobytes()
 
 
-def _embeddings(blobs: Sequence[bytes]) -> Any:
+def embeddings_from_bytes(blobs: Sequence[bytes]) -> Any:
+    """Blobs written by embedding_bytes -> an (N, E) float32 tensor."""
     import numpy as np
     import torch
 
@@ -317,9 +318,9 @@ def learn_order(audit: LabelAudit) -> dict[str, Any]:
         raise AuditError("every item is decided; there is nothing left to order")
     try:
         ranking = rank_by_decisions(
-            _embeddings([r[3] for r in decided]), [r[1] for r in decided],
+            embeddings_from_bytes([r[3] for r in decided]), [r[1] for r in decided],
             [r[2] != AuditDecision.KEEP for r in decided],
-            _embeddings([r[3] for r in pending]), [r[1] for r in pending],
+            embeddings_from_bytes([r[3] for r in pending]), [r[1] for r in pending],
             seed=int(audit.config.get("seed", 0)),
         )  # fmt: skip
     except ValueError as err:
