@@ -479,6 +479,10 @@ def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
 
 @pytest.fixture
 def habit_audit(db, alice):
+    return make_habit_audit(alice)
+
+
+def make_habit_audit(alice):
     """A finished audit of 30 harmful-labelled split-review items with stored
     embeddings: the odd ones are the generator's habit (defensive questions, wrong
     label), the even ones real requests."""
@@ -511,7 +515,8 @@ def habit_audit(db, alice):
     return audit
 
 
-def _decide_first(audit, user, n):
+def decide_first(audit, user, n):
+    """Decide the first n items in queue order: odd ranks dropped, even ones kept."""
     from classifiers.services_audit import decide
 
     for item in audit.items.order_by("rank")[:n]:
@@ -524,7 +529,7 @@ def test_decisions_order_the_rest_of_the_queue_likely_errors_first(
     from classifiers.services_audit import audit_report
 
     audit = habit_audit
-    _decide_first(audit, bob, 10)  # 5 right, 5 wrong, in random (queue) order
+    decide_first(audit, bob, 10)  # 5 right, 5 wrong, in random (queue) order
     client.force_login(bob)
     response = client.post(reverse("classifiers:label_audit_learn", args=[audit.pk]))
     assert response.status_code == 302 and response["Location"].endswith("?show=likely")
@@ -559,7 +564,7 @@ def test_learning_the_order_refuses_what_it_cannot_do_and_changes_nothing(
     client.force_login(victor)
     assert client.post(url).status_code == 403
     client.force_login(bob)
-    _decide_first(audit, bob, 4)  # 2 right, 2 wrong: too few
+    decide_first(audit, bob, 4)  # 2 right, 2 wrong: too few
     response = client.post(url)
     assert response.status_code == 400
     assert (
@@ -569,7 +574,7 @@ def test_learning_the_order_refuses_what_it_cannot_do_and_changes_nothing(
     assert not audit.items.exclude(wrong_score=None).exists()
     audit.refresh_from_db()
     assert "learned" not in audit.summary
-    _decide_first(audit, bob, 6)
+    decide_first(audit, bob, 6)
     audit.items.filter(rank=29).update(
         embedding=None
     )  # as audits from before embeddings
