@@ -38,8 +38,9 @@ from classifiers.ml.types import CategorySpec, ConstitutionSpec
 DEMO_YAML = Path(__file__).parents[1] / "constitutions" / "demo_data" / "cbrn-demo.yaml"
 
 
-def demo_constitution() -> ConstitutionSpec:
-    raw = yaml.safe_load(DEMO_YAML.read_text())
+def demo_constitution(path: Path = DEMO_YAML) -> ConstitutionSpec:
+    """The demo cbrn-demo constitution (or another YAML export) as a spec."""
+    raw = yaml.safe_load(path.read_text())
     return ConstitutionSpec(
         name=raw["name"],
         domain=raw["domain"],

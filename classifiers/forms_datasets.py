@@ -74,6 +74,16 @@ def _transform_choices() -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
+def _fraction_field(split: str, *, minimum: float) -> forms.FloatField:
+    return forms.FloatField(
+        required=False,  # blank keeps the default (older clients post none)
+        min_value=minimum,
+        max_value=1.0,
+        initial=getattr(GenerateConfig, f"{split}_fraction"),
+        label=split.capitalize(),
+    )
+
+
 class DatasetStartForm(forms.Form):
     version = forms.ModelChoiceField(
         queryset=None, label="Constitution version", empty_label=None
@@ -114,34 +124,10 @@ class DatasetStartForm(forms.Form):
     )  # fmt: skip
     # Fractions of source queries per split. A larger calibration split gives a
     # steadier threshold (1% of 100 benign examples is one example).
-    train_fraction = forms.FloatField(
-        required=False,
-        min_value=0.01,
-        max_value=1.0,
-        initial=GenerateConfig.train_fraction,
-        label="Train",
-    )
-    validation_fraction = forms.FloatField(
-        required=False,
-        min_value=0.0,
-        max_value=1.0,
-        initial=GenerateConfig.validation_fraction,
-        label="Validation",
-    )
-    calibration_fraction = forms.FloatField(
-        required=False,
-        min_value=0.01,
-        max_value=1.0,
-        initial=GenerateConfig.calibration_fraction,
-        label="Calibration",
-    )
-    test_fraction = forms.FloatField(
-        required=False,
-        min_value=0.01,
-        max_value=1.0,
-        initial=GenerateConfig.test_fraction,
-        label="Test",
-    )
+    train_fraction = _fraction_field("train", minimum=0.01)
+    validation_fraction = _fraction_field("validation", minimum=0.0)
+    calibration_fraction = _fraction_field("calibration", minimum=0.01)
+    test_fraction = _fraction_field("test", minimum=0.01)
     SPLIT_FIELDS = (
         "train_fraction",
         "validation_fraction",
