@@ -6,7 +6,9 @@ Needs an audit whose queue people decided in full (the ground truth). For each
 size N it draws N decided items at random (as a reviewer reading the queue in its
 random order would have decided them), fits `rank_by_decisions` on them, and
 scores the other items, `--repeats` times with different draws. Reported per N:
-- AUROC of the learned P(wrong) against the real decisions of the other items;
+- AUROC of the learned P(wrong) against the real decisions of the other items,
+  overall and within the generated label that holds most errors (the label alone
+  already ranks well: `label_only_auroc`);
 - the error rate among the top-k of the learned order (k = 10% of the other
   items), next to the base rate: how much faster the next errors are found;
 - the model's own out-of-fold AUROC on the N (what the audit page shows).
@@ -45,7 +47,18 @@ def main(argv: list[str]) -> dict[str, Any]:
     labels = [r[0] for r in rows]
     wrong = [r[1] != "keep" for r in rows]
     embeddings = embeddings_from_bytes([r[2] for r in rows])
+    wrong_labels = [y for y, w in zip(labels, wrong, strict=True) if w]
+    majority_label = max(set(wrong_labels), key=wrong_labels.count)
     result: dict[str, Any] = {
+        "label_only_auroc": round(
+            auroc(
+                [float(y == majority_label) for y in labels], [int(w) for w in wrong]
+            ),
+            3,
+        ),
+        "errors_with_label": {
+            str(y): wrong_labels.count(y) for y in sorted(set(labels))
+        },
         "audit": audit.pk,
         "decided_items": len(rows),
         "wrong": sum(wrong),
@@ -55,7 +68,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     for size in (int(s) for s in args.sizes.split(",")):
         if size >= len(rows):
             continue
-        aurocs, top_rates, base_rates, own = [], [], [], []
+        aurocs, within_aurocs, top_rates, base_rates, own = [], [], [], [], []
         for repeat in range(args.repeats):
             chosen = set(random.Random(repeat).sample(range(len(rows)), size))
             seen = sorted(chosen)
@@ -69,6 +82,15 @@ def main(argv: list[str]) -> dict[str, Any]:
                 continue  # too few errors in this draw
             truth = [int(wrong[i]) for i in rest]
             aurocs.append(auroc(ranking.wrong_scores, truth))
+            # Most errors share one generated label, so the label alone ranks well;
+            # within that label is where the embedding has to do the work.
+            within = [j for j, i in enumerate(rest) if labels[i] == majority_label]
+            within_aurocs.append(
+                auroc(
+                    [ranking.wrong_scores[j] for j in within],
+                    [truth[j] for j in within],
+                )
+            )
             k = max(1, len(rest) // 10)
             top = sorted(range(len(rest)), key=lambda j: -ranking.wrong_scores[j])[:k]
             top_rates.append(sum(truth[j] for j in top) / k)
@@ -82,6 +104,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             "draws": len(aurocs),
             "auroc_on_rest": round(statistics.mean(aurocs), 3),
             "auroc_on_rest_min": round(min(aurocs), 3),
+            f"auroc_within_label_{majority_label}": round(statistics.mean(within_aurocs), 3),
             "error_rate_top_10pct": round(statistics.mean(top_rates), 3),
             "error_rate_base": round(statistics.mean(base_rates), 3),
             "out_of_fold_auroc_shown": round(statistics.mean(own), 3) if own else None,
