@@ -48,6 +48,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     wrong = [r[1] != "keep" for r in rows]
     embeddings = embeddings_from_bytes([r[2] for r in rows])
     wrong_labels = [y for y, w in zip(labels, wrong, strict=True) if w]
+    if not wrong_labels or len(wrong_labels) == len(rows):
+        raise SystemExit(
+            "the audit needs decided items with right and with wrong labels"
+        )
     majority_label = max(set(wrong_labels), key=wrong_labels.count)
     result: dict[str, Any] = {
         "label_only_auroc": round(
@@ -85,12 +89,10 @@ def main(argv: list[str]) -> dict[str, Any]:
             # Most errors share one generated label, so the label alone ranks well;
             # within that label is where the embedding has to do the work.
             within = [j for j, i in enumerate(rest) if labels[i] == majority_label]
-            within_aurocs.append(
-                auroc(
-                    [ranking.wrong_scores[j] for j in within],
-                    [truth[j] for j in within],
-                )
-            )
+            within_truth = [truth[j] for j in within]
+            if 0 < sum(within_truth) < len(within_truth):  # AUROC needs both kinds
+                scores = [ranking.wrong_scores[j] for j in within]
+                within_aurocs.append(auroc(scores, within_truth))
             k = max(1, len(rest) // 10)
             top = sorted(range(len(rest)), key=lambda j: -ranking.wrong_scores[j])[:k]
             top_rates.append(sum(truth[j] for j in top) / k)
@@ -104,7 +106,9 @@ def main(argv: list[str]) -> dict[str, Any]:
             "draws": len(aurocs),
             "auroc_on_rest": round(statistics.mean(aurocs), 3),
             "auroc_on_rest_min": round(min(aurocs), 3),
-            f"auroc_within_label_{majority_label}": round(statistics.mean(within_aurocs), 3),
+            f"auroc_within_label_{majority_label}": (
+                round(statistics.mean(within_aurocs), 3) if within_aurocs else None
+            ),
             "error_rate_top_10pct": round(statistics.mean(top_rates), 3),
             "error_rate_base": round(statistics.mean(base_rates), 3),
             "out_of_fold_auroc_shown": round(statistics.mean(own), 3) if own else None,

@@ -232,17 +232,9 @@ def category_kinds(audit: LabelAudit) -> dict[str, int]:
 
 
 def decide(
-    *,
-    item: LabelAuditItem,
-    decision: str,
-    new_category: str = "",
-    user: Any,
-    picked_by_score: bool = False,
+    *, item: LabelAuditItem, decision: str, new_category: str = "", user: Any
 ) -> LabelAuditItem:
-    """Record (or change) one decision; an applied audit is closed.
-
-    `picked_by_score`: the reviewer was reading the queue in learned order (likely
-    errors first), so a first decision made there is not a random sample."""
+    """Record (or change) one decision; an applied audit is closed."""
     if decision not in AuditDecision.values:
         raise AuditError(f"unknown decision {decision!r}: keep, flip or drop")
     new_category = new_category.strip()
@@ -266,11 +258,9 @@ def decide(
                 f"audit #{audit.pk} was applied (dataset #{audit.applied_dataset_id}); "
                 "start a new audit of that dataset to change more labels"
             )
-        first = not LabelAuditItem.objects.get(pk=item.pk).decision
         LabelAuditItem.objects.filter(pk=item.pk).update(
             decision=decision, new_category=new_category, decided_by=user,
             decided_at=timezone.now(),
-            **({"picked_by_score": picked_by_score} if first else {}),
         )  # fmt: skip
     item.refresh_from_db()
     return item
@@ -284,10 +274,12 @@ def embedding_bytes(vector: Any) -> bytes:
 
 
 def embeddings_from_bytes(blobs: Sequence[bytes]) -> Any:
-    """Blobs written by embedding_bytes -> an (N, E) float32 tensor."""
+    """Blobs written by embedding_bytes -> an (N, E) float32 tensor ((0, 0) for none)."""
     import numpy as np
     import torch
 
+    if not blobs:
+        return torch.zeros(0, 0)
     return torch.from_numpy(
         np.stack([np.frombuffer(bytes(b), dtype=np.float16) for b in blobs]).astype(np.float32)
     )
@@ -298,44 +290,43 @@ def learn_order(audit: LabelAudit) -> dict[str, Any]:
     the decisions so far (classifiers.ml.label_audit.rank_by_decisions).
 
     Only orders the queue: ranks, reasons and the random sample are unchanged.
-    Takes milliseconds (a logistic head on stored embeddings), so it runs in the
-    request. Returns what the audit page shows about it."""
+    Takes milliseconds to a second (a logistic head on stored embeddings), so it
+    runs in the request, under the audit's row lock: a decision made meanwhile
+    waits, and the scores match the decisions they were learned from."""
     from classifiers.ml.label_audit import rank_by_decisions
 
-    if audit.status != JobStatus.DONE:
-        raise AuditError(f"audit #{audit.pk} is {audit.status}; wait until it is done")
-    if audit.applied_at:
-        raise AuditError(f"audit #{audit.pk} was applied; its queue is closed")
-    rows = list(audit.items.values_list("pk", "label", "decision", "embedding"))
-    if any(blob is None for *_, blob in rows):
-        raise AuditError(
-            f"audit #{audit.pk} was run before embeddings were stored; start a new "
-            "audit of the dataset to learn from decisions"
-        )
-    decided = [r for r in rows if r[2]]
-    pending = [r for r in rows if not r[2]]
-    if not pending:
-        raise AuditError("every item is decided; there is nothing left to order")
-    try:
-        ranking = rank_by_decisions(
-            embeddings_from_bytes([r[3] for r in decided]), [r[1] for r in decided],
-            [r[2] != AuditDecision.KEEP for r in decided],
-            embeddings_from_bytes([r[3] for r in pending]), [r[1] for r in pending],
-            seed=int(audit.config.get("seed", 0)),
-        )  # fmt: skip
-    except ValueError as err:
-        raise AuditError(str(err)) from err
-    learned = {
-        "decided": ranking.decided,
-        "wrong": ranking.wrong,
-        "auroc": ranking.auroc,
-        "scored": len(pending),
-        "at": timezone.now().isoformat(),
-    }
     with transaction.atomic():
         locked = LabelAudit.objects.select_for_update().get(pk=audit.pk)
+        if locked.status != JobStatus.DONE:
+            raise AuditError(f"audit #{audit.pk} is {locked.status}; wait until it is done")
         if locked.applied_at:
             raise AuditError(f"audit #{audit.pk} was applied; its queue is closed")
+        rows = list(locked.items.values_list("pk", "label", "decision", "embedding"))
+        if any(blob is None for *_, blob in rows):
+            raise AuditError(
+                f"audit #{audit.pk} was run before embeddings were stored; start a new "
+                "audit of the dataset to learn from decisions"
+            )
+        decided = [r for r in rows if r[2]]
+        pending = [r for r in rows if not r[2]]
+        if not pending:
+            raise AuditError("every item is decided; there is nothing left to order")
+        try:
+            ranking = rank_by_decisions(
+                embeddings_from_bytes([r[3] for r in decided]), [r[1] for r in decided],
+                [r[2] != AuditDecision.KEEP for r in decided],
+                embeddings_from_bytes([r[3] for r in pending]), [r[1] for r in pending],
+                seed=int(locked.config.get("seed", 0)),
+            )  # fmt: skip
+        except ValueError as err:
+            raise AuditError(str(err)) from err
+        learned = {
+            "decided": ranking.decided,
+            "wrong": ranking.wrong,
+            "auroc": ranking.auroc,
+            "scored": len(pending),
+            "at": timezone.now().isoformat(),
+        }
         LabelAuditItem.objects.bulk_update(
             [
                 LabelAuditItem(pk=pk, wrong_score=score)
@@ -344,6 +335,8 @@ def learn_order(audit: LabelAudit) -> dict[str, Any]:
             ["wrong_score"],
             batch_size=COPY_BATCH,
         )
+        # A score is a guess about an undecided label; decided items drop theirs.
+        locked.items.exclude(decision="").update(wrong_score=None)
         # Only the summary key is written: a concurrent save of other fields stays.
         locked.summary = {**locked.summary, "learned": learned}
         locked.save(update_fields=["summary"])
@@ -355,49 +348,55 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
     """What the decisions say: how often the model's suspicion was right, and an
     estimate (with a 95% interval) of the label errors it did not flag, from the
     non-suspects people checked (the random spot check and any fully reviewed split,
-    itself a random, per-category stratified share of the sources)."""
+    itself a random, per-category stratified share of the sources).
+
+    The non-suspects are queued in a random order, so the decided run at the head of
+    that order is a random sample whatever else was decided. A reviewer reading the
+    learned order (likely errors first) decides items further down; those fix labels
+    but would bias the rate, so the rate uses the head run only, and the errors fixed
+    outside it are subtracted from the estimate of what is left."""
     from classifiers.ml.label_audit import wilson_interval
 
-    rows = list(audit.items.values_list("reason", "suspect", "decision", "picked_by_score"))
+    rows = list(audit.items.order_by("rank").values_list("reason", "suspect", "decision"))
 
-    def tally(keep_row: Callable[[str, bool, bool], bool]) -> dict[str, int]:
+    def tally(keep_row: Callable[[str, bool], bool]) -> dict[str, int]:
         counts = {d: 0 for d in (*AuditDecision.values, "")}
-        for reason, suspect, decision, picked in rows:
-            if keep_row(reason, suspect, picked):
+        for reason, suspect, decision in rows:
+            if keep_row(reason, suspect):
                 counts[decision] += 1
         return counts
 
-    suspects = tally(lambda reason, suspect, picked: suspect)
-    # Random non-suspects: those decided in the learned order (likely errors first)
-    # are no sample of anything, so they count as fixed but not towards the rate.
-    checked = tally(lambda reason, suspect, picked: not suspect and not picked)
-    picked_by_score = tally(lambda reason, suspect, picked: not suspect and picked)
+    suspects = tally(lambda reason, suspect: suspect)
+    checked = tally(lambda reason, suspect: not suspect)  # every non-suspect decision
     by_reason = {
-        name: tally(lambda reason, suspect, picked, name=name: reason == name)
+        name: tally(lambda reason, suspect, name=name: reason == name)
         for name in ("suspect", "split", "spot_check")
     }
+    non_suspect = [decision for _, suspect, decision in rows if not suspect]
+    sample_size = next((i for i, d in enumerate(non_suspect) if not d), len(non_suspect))
+    sample_errors = sum(d != AuditDecision.KEEP for d in non_suspect[:sample_size])
+    fixed_elsewhere = sum(d not in ("", AuditDecision.KEEP) for d in non_suspect[sample_size:])
     decided_suspects = sum(v for k, v in suspects.items() if k)
     wrong_suspects = suspects["flip"] + suspects["drop"]
-    decided_checked = sum(v for k, v in checked.items() if k)
-    wrong_checked = checked["flip"] + checked["drop"]
-    low, high = wilson_interval(wrong_checked, decided_checked)
+    low, high = wilson_interval(sample_errors, sample_size)
     generated = int(audit.summary.get("generated_sources", 0))
     unflagged = generated - int(audit.summary.get("generated_suspects", 0))
-    decided_by_score = sum(v for k, v in picked_by_score.items() if k)
-    unchecked = max(unflagged - decided_checked - decided_by_score, 0)
+    rate = sample_errors / sample_size if sample_size else None
     return {
         "suspects": suspects,
         "spot_check": checked,
-        "picked_by_score": picked_by_score,
         "by_reason": by_reason,
         "pending": suspects[""] + checked[""],
         "suspect_precision": wrong_suspects / decided_suspects if decided_suspects else None,
-        "spot_error_rate": wrong_checked / decided_checked if decided_checked else None,
-        "spot_error_interval": [low, high] if decided_checked else None,
-        # Errors among the unflagged sources nobody checked (checked ones are fixed).
+        # The random sample behind the rate: the decided head of the queue order.
+        "sample_size": sample_size,
+        "sample_partial": sample_size < sum(v for k, v in checked.items() if k),
+        "spot_error_rate": rate,
+        "spot_error_interval": [low, high] if sample_size else None,
+        # Errors among the unflagged sources outside the sample, less those fixed.
         "estimated_unflagged_errors": (
-            round(wrong_checked / decided_checked * unchecked)
-            if decided_checked else None
+            max(0, round(rate * max(unflagged - sample_size, 0)) - fixed_elsewhere)
+            if rate is not None else None
         ),  # fmt: skip
     }
 

@@ -524,7 +524,7 @@ def decide_first(audit, user, n):
 
 
 def test_decisions_order_the_rest_of_the_queue_likely_errors_first(
-    client, bob, habit_audit
+    client, alice, bob, habit_audit
 ):
     from classifiers.services_audit import audit_report
 
@@ -542,18 +542,51 @@ def test_decisions_order_the_rest_of_the_queue_likely_errors_first(
     shown = [int(s[-2:]) for s in re.findall(r'data-source="(habit-\d\d)"', page)]
     assert len(shown) == 20
     assert all(i % 2 for i in shown[:10]) and not any(i % 2 for i in shown[10:])
-    # A decision made in that order fixes a label but is no random sample: the error
-    # rate still rests on the 10 decided in queue order.
-    top = audit.items.get(source_id=f"habit-{shown[0]:02d}")
-    url = reverse("classifiers:label_audit_decide", args=[audit.pk, top.pk])
-    assert client.post(url, {"decision": "drop", "show": "likely"}).status_code == 302
-    top.refresh_from_db()
-    assert top.picked_by_score and top.decision == "drop"
+    # Decisions in that order fix labels, but the error rate rests on the head of the
+    # random queue order (the 10 decided first); fixed errors further down are
+    # subtracted from the estimate of what is left.
+    for source in shown[:2]:
+        top = audit.items.get(source_id=f"habit-{source:02d}")
+        url = reverse("classifiers:label_audit_decide", args=[audit.pk, top.pk])
+        response = client.post(url, {"decision": "drop", "show": "likely"})
+        assert response.status_code == 302 and response["Location"].endswith(
+            "?show=likely"
+        )
     report = audit_report(audit)
-    assert report["spot_error_rate"] == 0.5
-    assert report["picked_by_score"]["drop"] == 1
-    # 30 unflagged, 11 checked: half of the 19 left are estimated wrong.
-    assert report["estimated_unflagged_errors"] == round(0.5 * 19)
+    assert (report["sample_size"], report["spot_error_rate"]) == (10, 0.5)
+    assert report["sample_partial"] and report["spot_check"]["drop"] == 7
+    # 30 unflagged, 10 in the sample: half of the other 20 are wrong, 2 of them fixed.
+    assert report["estimated_unflagged_errors"] == 10 - 2
+    page = client.get(audit.get_absolute_url() + "?show=decided").content.decode()
+    assert 'data-testid="sample-size">10<' in page
+    assert "5 right · 0 flipped · 7 dropped" in page
+    client.force_login(alice)  # an author sees the Apply button count every decision
+    page = client.get(audit.get_absolute_url()).content.decode()
+    assert (
+        "0 flipped, 7 dropped (with all their augmented copies); 18 undecided" in page
+    )
+    client.force_login(bob)
+    # Learning again drops the scores of the items decided since.
+    client.post(reverse("classifiers:label_audit_learn", args=[audit.pk]))
+    assert not audit.items.exclude(decision="").exclude(wrong_score=None).exists()
+    assert audit.items.filter(decision="").exclude(wrong_score=None).count() == 18
+
+
+def test_a_refused_decision_in_the_learned_order_stays_in_that_order(
+    client, bob, habit_audit
+):
+    audit = habit_audit
+    decide_first(audit, bob, 10)
+    client.force_login(bob)
+    client.post(reverse("classifiers:label_audit_learn", args=[audit.pk]))
+    item = audit.items.filter(decision="").first()
+    url = reverse("classifiers:label_audit_decide", args=[audit.pk, item.pk])
+    response = client.post(url, {"decision": "maybe", "show": "likely"})  # no htmx
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "unknown decision" in page and 'class="current">Likely wrong first<' in page
+    item.refresh_from_db()
+    assert item.decision == ""
 
 
 def test_learning_the_order_refuses_what_it_cannot_do_and_changes_nothing(
@@ -564,6 +597,9 @@ def test_learning_the_order_refuses_what_it_cannot_do_and_changes_nothing(
     client.force_login(victor)
     assert client.post(url).status_code == 403
     client.force_login(bob)
+    response = client.post(url)  # nothing decided yet
+    assert response.status_code == 400
+    assert "(now 0 right, 0 wrong)" in response.content.decode()
     decide_first(audit, bob, 4)  # 2 right, 2 wrong: too few
     response = client.post(url)
     assert response.status_code == 400

@@ -17,11 +17,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='labelaudititem',
-            name='picked_by_score',
-            field=models.BooleanField(default=False),
-        ),
-        migrations.AddField(
-            model_name='labelaudititem',
             name='wrong_score',
             field=models.FloatField(blank=True, null=True),
         ),

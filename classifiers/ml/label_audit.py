@@ -314,7 +314,9 @@ def fit_logistic(
     """Logistic regression with an L2 penalty, fitted with L-BFGS (deterministic)."""
     weight = torch.zeros(x.shape[1], dtype=x.dtype, requires_grad=True)
     bias = torch.zeros(1, dtype=x.dtype, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], max_iter=200, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -364,6 +366,12 @@ def rank_by_decisions(
     if len(open_labels):
         logits = decision_features(open_embeddings.float(), open_labels) @ weight + bias
         scores = torch.sigmoid(logits).tolist()
+    if not all(math.isfinite(v) for v in scores) or (
+        auroc_oof is not None and not math.isfinite(auroc_oof)
+    ):
+        raise ValueError(
+            "the model of the decisions did not converge; decide a few more"
+        )
     return DecisionRanking(
         wrong_scores=scores, decided=len(wrong), wrong=n_wrong, auroc=auroc_oof
     )

@@ -69,9 +69,6 @@ class LabelAuditItem(models.Model):
     # P(the generated label is wrong) from a model of the decisions so far (None
     # until someone asks for that order).
     wrong_score = models.FloatField(null=True, blank=True)
-    # Decided while the queue was ordered by wrong_score: not part of the random
-    # sample that estimates the errors nobody checked.
-    picked_by_score = models.BooleanField(default=False)
     decision = models.CharField(max_length=10, choices=AuditDecision.choices, blank=True)
     new_category = models.CharField(max_length=200, blank=True)  # for a flip
     decided_by = models.ForeignKey(

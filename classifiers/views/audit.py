@@ -110,8 +110,10 @@ def audit_start(request: HttpRequest, pk: int) -> HttpResponse:
     return dataset_page(request, dataset, audit_form=form, status=400)
 
 
-def _audit_page(request: HttpRequest, audit: LabelAudit, *, status: int = 200) -> HttpResponse:
-    show = request.GET.get("show", "pending" if audit.status == "done" else "all")
+def _audit_page(
+    request: HttpRequest, audit: LabelAudit, *, status: int = 200, show: str | None = None
+) -> HttpResponse:
+    show = show or request.GET.get("show", "pending" if audit.status == "done" else "all")
     if show not in SHOW:
         show = "all"
     items = audit.items.select_related("decided_by")
@@ -173,7 +175,6 @@ def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
         item = services.decide(
             item=item, decision=request.POST.get("decision", ""),
             new_category=request.POST.get("new_category", ""), user=request.user,
-            picked_by_score=request.POST.get("show") == "likely",
         )  # fmt: skip
     except services.AuditError as err:
         error = str(err)
@@ -191,7 +192,7 @@ def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
         )
     if error:
         messages.error(request, error)
-        return _audit_page(request, audit, status=400)
+        return _audit_page(request, audit, status=400, show=show)
     return redirect(f"{audit.get_absolute_url()}?show={show}")
 
 
