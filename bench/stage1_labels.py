@@ -154,9 +154,13 @@ def score(
 
     def relevance_kept(spec: ConstitutionSpec) -> list[bool]:
         relevance = RelevanceFilter(spec, embed, min_relevance)
-        return [
-            relevance.reasons([row["text"]], row["category"])[0] is None for row in rows
-        ]
+        kept = [False] * len(rows)
+        for category in {row["category"] for row in rows}:  # one embed call each
+            members = [i for i, row in enumerate(rows) if row["category"] == category]
+            verdicts = relevance.reasons([rows[i]["text"] for i in members], category)
+            for i, verdict in zip(members, verdicts, strict=True):
+                kept[i] = verdict is None
+        return kept
 
     result: dict[str, Any] = {
         "candidates": len(rows),

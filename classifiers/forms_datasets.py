@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from classifiers.ml.augment import FAMILIES
-from classifiers.ml.data import ALL_SPLITS, GenerateConfig
+from classifiers.ml.data import ALL_SPLITS, SPLITS, GenerateConfig
 from classifiers.models import GeneratorEndpoint
 from classifiers.services_datasets import (
     LOCAL,
@@ -128,12 +128,7 @@ class DatasetStartForm(forms.Form):
     validation_fraction = _fraction_field("validation", minimum=0.0)
     calibration_fraction = _fraction_field("calibration", minimum=0.01)
     test_fraction = _fraction_field("test", minimum=0.01)
-    SPLIT_FIELDS = (
-        "train_fraction",
-        "validation_fraction",
-        "calibration_fraction",
-        "test_fraction",
-    )
+    SPLIT_FIELDS = tuple(f"{split}_fraction" for split in SPLITS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         from constitutions.models import ConstitutionVersion
