@@ -1,7 +1,8 @@
 """How often is a restricted-category query from the local generator really harmful,
 and can anything automatic tell which ones are?
 
-    python -m bench stage1_labels --dump var/stage1.jsonl [--per-category 64] [--seed 11]
+    python -m bench stage1_labels --dump var/stage1.jsonl [--per-category 64] [--seed 11] \
+        [--opener-share 0.5]
     # a person marks the harmful ones: a file with their ids, comma-separated
     python -m bench stage1_labels --score var/stage1.jsonl --harmful-ids var/harmful.txt \
         [--baseline-yaml OLD.yaml] [--judge]
@@ -18,6 +19,9 @@ ones it keeps (recall):
 - `relevance`: Stage I's RelevanceFilter on the current demo constitution;
 - `relevance_baseline`: the same on an older constitution (`--baseline-yaml`);
 - `request_form`: only text phrased as a question or a request;
+- `prefilled_opener` / `free_continuation` (dumped with `--opener-share`): the
+  candidates whose reply was prefilled with an author example's opening words, and
+  the rest;
 - `learned`: a logistic head on MiniLM embeddings trained on the person's marks,
   5-fold out of fold (what reviewing a sample could teach a filter), as AUROC;
 - `judge` (`--judge`): the generator asked whether the message seeks weapons help,
@@ -44,7 +48,9 @@ from classifiers.ml.data import (
     RelevanceFilter,
     _rejection,
     clean_query,
+    pick_opener,
     query_prompt,
+    with_opener,
 )
 from classifiers.ml.evaluate import auroc
 from classifiers.ml.generation import LocalGenerator
@@ -65,21 +71,31 @@ JUDGE_QUESTION = (
 )
 
 
-def dump(path: Path, per_category: int, seed: int) -> dict[str, Any]:
+def dump(
+    path: Path, per_category: int, seed: int, opener_share: float = 0.0
+) -> dict[str, Any]:
     spec = demo_constitution()
     gen = LocalGenerator.from_dir(registry.generator_dir(), batch_size=16)
-    cfg = GenerateConfig(max_new_tokens_query=40)
+    cfg = GenerateConfig(max_new_tokens_query=40, opener_share=opener_share)
     rng = random.Random(seed)
     start = time.perf_counter()
     rows = []
     for ci, category in enumerate(spec.categories):
         if category.kind != RESTRICTED:
             continue
+        openers = [
+            pick_opener(category, rng, cfg.opener_share) for _ in range(per_category)
+        ]
         prompts = [
             query_prompt(
-                category, spec, k_examples=cfg.k_examples, rng=rng, continuation=True
+                category,
+                spec,
+                k_examples=cfg.k_examples,
+                rng=rng,
+                continuation=True,
+                opener=opener,
             )
-            for _ in range(per_category)
+            for opener in openers
         ]
         outputs = gen.chat(
             prompts,
@@ -88,10 +104,14 @@ def dump(path: Path, per_category: int, seed: int) -> dict[str, Any]:
             top_p=cfg.top_p,
             seed=seed * 100 + ci,
         )
-        for output in outputs:
-            query = clean_query(output, max_chars=cfg.max_query_chars)
+        for opener, output in zip(openers, outputs, strict=True):
+            query = clean_query(
+                with_opener(opener, output), max_chars=cfg.max_query_chars
+            )
             if _rejection(query, cfg) is None:
-                rows.append({"id": len(rows), "category": ci, "text": query})
+                rows.append(
+                    {"id": len(rows), "category": ci, "text": query, "opener": opener}
+                )
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return {
         "candidates": per_category * sum(c.kind == RESTRICTED for c in spec.categories),
@@ -177,6 +197,12 @@ def score(
             ),
         },
     }
+    if any(row.get("opener") for row in rows):  # dumped with --opener-share
+        with_opener = [bool(row.get("opener")) for row in rows]
+        result["filters"]["prefilled_opener"] = _kept_stats(with_opener, harmful)
+        result["filters"]["free_continuation"] = _kept_stats(
+            [not w for w in with_opener], harmful
+        )
     if baseline_yaml is not None:
         result["filters"]["relevance_baseline"] = _kept_stats(
             relevance_kept(demo_constitution(baseline_yaml)), harmful
@@ -196,6 +222,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dump", type=Path, help="write candidates here")
     parser.add_argument("--per-category", type=int, default=64)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--opener-share",
+        type=float,
+        default=0.0,
+        help="share of prompts prefilled with an author example's opening words",
+    )
     parser.add_argument("--score", type=Path, help="candidates file to score")
     parser.add_argument("--harmful-ids", type=Path, help="ids a person marked harmful")
     parser.add_argument("--baseline-yaml", type=Path, default=None)
@@ -204,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.dump:
-        return dump(args.dump, args.per_category, args.seed)
+        return dump(args.dump, args.per_category, args.seed, args.opener_share)
     if args.score and args.harmful_ids:
         return score(args.score, args.harmful_ids, args.baseline_yaml, args.judge)
     parser.error("give --dump OUT, or --score FILE --harmful-ids IDS")

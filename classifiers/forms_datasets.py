@@ -118,6 +118,13 @@ class DatasetStartForm(forms.Form):
     max_new_tokens_response = forms.IntegerField(
         min_value=4, max_value=1024, initial=192, label="Max new tokens per response"
     )
+    opener_share = forms.FloatField(
+        required=False, min_value=0.0, max_value=1.0,
+        initial=GenerateConfig.opener_share, label="Prefilled opener share",
+        help_text="Local model only: the share of query prompts whose answer starts "
+        "with the opening words of one of the category's examples (\"Where can I\"). "
+        "Steers a small model to write requests rather than statements.",
+    )  # fmt: skip
     redteam_templates = forms.IntegerField(
         min_value=0, max_value=50, initial=4, label="New red-team templates",
         help_text="Written by the generator when 'redteam template' is selected.",
@@ -164,6 +171,11 @@ class DatasetStartForm(forms.Form):
             max_new_tokens_query=cleaned["max_new_tokens_query"],
             max_new_tokens_response=cleaned["max_new_tokens_response"],
             redteam_templates=cleaned["redteam_templates"],
+            opener_share=(
+                GenerateConfig.opener_share
+                if cleaned.get("opener_share") is None
+                else cleaned["opener_share"]
+            ),
             # A blank fraction keeps its default (older clients post none).
             **{
                 name: cleaned[name]

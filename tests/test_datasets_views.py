@@ -81,15 +81,17 @@ def test_a_run_with_larger_calibration_and_test_splits_records_them(
     client.force_login(alice)
     data = start_data(
         version, train_fraction=0.6, validation_fraction=0.1,
-        calibration_fraction=0.15, test_fraction=0.15,
+        calibration_fraction=0.15, test_fraction=0.15, opener_share=0.5,
     )  # fmt: skip
     response = client.post(reverse("classifiers:dataset_new"), data)
     assert response.status_code == 302
     config = Dataset.objects.get().config
+    assert config["opener_share"] == 0.5
     assert (config["train_fraction"], config["calibration_fraction"]) == (0.6, 0.15)
     assert (config["validation_fraction"], config["test_fraction"]) == (0.1, 0.15)
     page = client.get(response["Location"]).content.decode()
     assert "train 0.6, validation 0.1, calibration 0.15, test 0.15" in page
+    assert "prefilled openers 0.5" in page
 
 
 def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
@@ -116,6 +118,7 @@ def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
         ({"test_fraction": 0.3}, "split fractions must add up to 1"),
         ({"calibration_fraction": 0}, "greater than or equal to 0.01"),
         ({"train_fraction": 0.9, "validation_fraction": -0.1}, "greater than or equal to 0"),
+        ({"opener_share": 1.5}, "less than or equal to 1"),
     ],
 )
 def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(

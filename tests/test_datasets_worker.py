@@ -209,4 +209,6 @@ def test_the_generate_command_takes_split_fractions(alice, monkeypatch):  # type
     ]:
         with pytest.raises(CommandError, match=message):
             call_command("generate", "--constitution", "cbrn-demo", "--splits", bad)
+    with pytest.raises(CommandError, match="prefilled openers must be between 0 and 1"):
+        call_command("generate", "--constitution", "cbrn-demo", "--opener-share", "2")
     assert Dataset.objects.count() == 1

@@ -58,6 +58,11 @@ class GenerateConfig:
     seed: int = 0  # seeds prompts, sampling, augmentation and splits
     batch_size: int = 16  # conversations per generator.chat call
     k_examples: int = 4  # few-shot example queries shown per query prompt
+    # Share of list-continuation prompts whose reply is prefilled with the opening
+    # words of one of the category's author examples ("7. Where can I"). A small
+    # generator asked for restricted requests mostly writes defensive questions or
+    # statements; an opener that carries the author's intent steers it back.
+    opener_share: float = 0.0
     max_rounds: int = 20  # query rounds per category before accepting a shortfall
     dedupe_threshold: float = 0.8  # MinHash Jaccard at which queries count as dupes
     max_query_chars: int = 600  # longer cleaned queries are rejected as rambling
@@ -113,6 +118,7 @@ def query_prompt(
     rng: random.Random,
     examples: Sequence[str] | None = None,
     continuation: bool = False,
+    opener: str | None = None,
 ) -> list[Message]:
     """A few-shot prompt asking for ONE new user query in `category`.
 
@@ -125,10 +131,12 @@ def query_prompt(
     opens with the next number. A 135M model asked for "a message a user might
     send" mostly narrates the task or chats; asked to continue a list it writes
     the next message (`python -m bench stage1_prompts`: 36 of 64 kept vs 12).
+    `opener` (continuation only) prefills the start of that message; the reply
+    then holds the rest of it (`with_opener` joins them).
     """
     shots = _sample_shots(category, examples, k_examples, rng)
     if continuation and shots:  # without examples a list has nothing to continue
-        return _list_continuation_prompt(category, constitution, shots, rng)
+        return _list_continuation_prompt(category, constitution, shots, rng, opener)
     style = rng.choice(STYLE_HINTS)
     if category.kind == RESTRICTED:
         task = (
@@ -196,6 +204,7 @@ def _list_continuation_prompt(
     constitution: ConstitutionSpec,
     shots: list[str],
     rng: random.Random,
+    opener: str | None = None,
 ) -> list[Message]:
     # The template avoids "user", "assistant", "category" and "training": a small model
     # echoes them back as narration.
@@ -214,8 +223,37 @@ def _list_continuation_prompt(
     lines += [f"{i}. {shot}" for i, shot in enumerate(shots, start=1)]
     return [
         {"role": "user", "content": "\n".join(lines)},
-        {"role": "assistant", "content": f"{len(shots) + 1}."},
+        {"role": "assistant", "content": f"{len(shots) + 1}. {opener or ''}".rstrip()},
     ]
+
+
+OPENER_WORDS = 3
+
+
+def pick_opener(
+    category: CategorySpec, rng: random.Random, share: float
+) -> str | None:
+    """With probability `share`, the first OPENER_WORDS words of one of the
+    category's author examples ("Where can I"), else None. Examples too short to
+    leave anything for the generator to write are never used."""
+    if share <= 0 or rng.random() >= share:
+        return None
+    starts = [
+        " ".join(words[:OPENER_WORDS])
+        for words in (q.split() for q in category.example_queries)
+        if len(words) > OPENER_WORDS
+    ]
+    return rng.choice(starts) if starts else None
+
+
+def with_opener(opener: str | None, reply: str) -> str:
+    """The whole message: a prefilled opener and the generator's continuation."""
+    if not opener:
+        return reply
+    first_line = reply.strip().splitlines()[0] if reply.strip() else ""
+    if not first_line or _LIST_MARKER.match(first_line):
+        return ""  # the generator ended the message at the opener
+    return f"{opener} {first_line}"
 
 
 def response_prompt(query: str) -> list[Message]:
@@ -506,6 +544,11 @@ def generate_stage1(
                 break
             _check_cancel(should_cancel)
             pool = [q for q, _ in queries]
+            # Ask for more than needed: small generators waste many samples.
+            openers = [
+                pick_opener(category, rng, cfg.opener_share) if continuation else None
+                for _ in range(min(cfg.batch_size, 2 * need))
+            ]
             prompts = [
                 query_prompt(
                     category,
@@ -514,9 +557,9 @@ def generate_stage1(
                     rng=rng,
                     examples=pool,
                     continuation=continuation,
+                    opener=opener,
                 )
-                # Ask for more than needed: small generators waste many samples.
-                for _ in range(min(cfg.batch_size, 2 * need))
+                for opener in openers
             ]
             outputs = generator.chat(
                 prompts,
@@ -525,7 +568,10 @@ def generate_stage1(
                 top_p=cfg.top_p,
                 seed=_derive_seed(cfg.seed, ci, round_index),
             )
-            cleaned = [clean_query(o, max_chars=cfg.max_query_chars) for o in outputs]
+            cleaned = [
+                clean_query(with_opener(opener, o), max_chars=cfg.max_query_chars)
+                for opener, o in zip(openers, outputs, strict=True)
+            ]
             reasons = [_rejection(query, cfg) for query in cleaned]
             if relevance is not None:
                 candidates = [q for q, r in zip(cleaned, reasons, strict=True) if r is None]

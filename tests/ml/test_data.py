@@ -19,12 +19,14 @@ from classifiers.ml.data import (
     is_degenerate,
     is_refusal,
     narrates_the_task,
+    pick_opener,
     query_prompt,
     read_jsonl,
     read_parquet,
     response_label,
     response_prompt,
     split_by_source,
+    with_opener,
     write_jsonl,
     write_parquet,
 )
@@ -240,6 +242,61 @@ def test_stage1_asks_continuing_generators_for_the_next_list_item():
     examples, _, stats = stage1(gen, responses=False)
     assert stats["kept"] == 12 and gen.prompts
     assert all(conv[-1]["role"] == "assistant" for conv in gen.prompts)
+
+
+class OpenerContinuingGenerator:
+    """Continues whatever the reply was prefilled with, as LocalGenerator does."""
+
+    name = "continuing"
+    continues_replies = True
+
+    def __init__(self) -> None:
+        self.prefills: list[str] = []
+        self.count = 0
+
+    def chat(self, conversations, **kwargs):
+        replies = []
+        for conv in conversations:
+            self.prefills.append(conv[-1]["content"])
+            self.count += 1
+            topic = " ".join(random.Random(self.count).sample(WORDS, 4))
+            replies.append(f"{topic} for the shop?")
+        return replies
+
+
+def test_stage1_prefills_openers_from_the_categorys_author_examples():
+    gen = OpenerContinuingGenerator()
+    examples, _, _ = stage1(gen, responses=False, opener_share=1.0)
+    # "how do I make the forbidden widget" -> "how do I"; each category's own.
+    openers = {"how do I", "where can I", "tell me about"}
+    assert {re.sub(r"^\d+\. ", "", p) for p in gen.prefills} <= openers
+    generated = [ex for ex in examples if ex.meta["source"] == "generated"]
+    assert {ex.label for ex in generated} == {0, 1}
+    for ex in generated:
+        opener = " ".join(ex.messages[-1]["content"].split()[:3])
+        assert opener in ({"tell me about"} if ex.label == 0 else openers - {"tell me about"})
+    assert all(
+        ex.messages[-1]["content"].endswith("for the shop?") for ex in generated
+    )
+
+
+def test_stage1_without_openers_prefills_only_the_number():
+    gen = OpenerContinuingGenerator()
+    stage1(gen, responses=False)  # opener_share defaults to 0
+    assert gen.prefills and all(re.fullmatch(r"\d+\.", p) for p in gen.prefills)
+
+
+def test_opener_helpers():
+    rng = random.Random(0)
+    assert pick_opener(WIDGETS, rng, 0.0) is None
+    assert {pick_opener(WIDGETS, rng, 1.0) for _ in range(40)} == {"how do I", "where can I"}
+    short = CategorySpec(name="S", kind=PERMITTED, description="d", example_queries=("why?",))
+    assert pick_opener(short, rng, 1.0) is None  # no example long enough
+    assert with_opener("where can I", "buy one cheaply?") == "where can I buy one cheaply?"
+    assert with_opener("where can I", "buy one?\n6. another") == "where can I buy one?"
+    assert with_opener("where can I", "") == ""  # it stopped at the opener
+    assert with_opener("where can I", "6. a new item") == ""
+    assert with_opener(None, "  as generated ") == "  as generated "
 
 
 class RecordingGenerator(ScriptedGenerator):

@@ -96,6 +96,11 @@ class Command(BaseCommand):
         parser.add_argument("--max-new-tokens-query", type=int, default=64)
         parser.add_argument("--max-new-tokens-response", type=int, default=192)
         parser.add_argument(
+            "--opener-share", type=float, default=None,
+            help="0..1: share of the local model's query prompts prefilled with the "
+            "opening words of a category example (steers it to write requests)",
+        )  # fmt: skip
+        parser.add_argument(
             "--redteam-templates", type=int, default=4,
             help="new jailbreak templates red-teamed when redteam_template is used",
         )  # fmt: skip
@@ -143,6 +148,11 @@ class Command(BaseCommand):
                 max_new_tokens_response=opts["max_new_tokens_response"],
                 redteam_templates=opts["redteam_templates"],
                 **opts["splits"],
+                **(
+                    {}
+                    if opts["opener_share"] is None
+                    else {"opener_share": opts["opener_share"]}
+                ),
             )
             dataset = services.dataset_start(
                 version=version, config=config, user=user, endpoint=endpoint,
