@@ -19,6 +19,8 @@ ones it keeps (recall):
 - `relevance`: Stage I's RelevanceFilter on the current demo constitution;
 - `relevance_baseline`: the same on an older constitution (`--baseline-yaml`);
 - `request_form`: only text phrased as a question or a request;
+- `unique`: what Stage I's near-duplicate filter would keep (no copy of an author
+  example or of an earlier candidate);
 - `prefilled_opener` / `free_continuation` (dumped with `--opener-share`): the
   candidates whose reply was prefilled with an author example's opening words, and
   the rest;
@@ -52,6 +54,7 @@ from classifiers.ml.data import (
     query_prompt,
     with_opener,
 )
+from classifiers.ml.dedupe import MinHashDeduper
 from classifiers.ml.evaluate import auroc
 from classifiers.ml.generation import LocalGenerator
 from classifiers.ml.input_classifier import sentence_embedder
@@ -197,12 +200,25 @@ def score(
             ),
         },
     }
+    # Stage I keeps a query only if it is no near-copy of an author example or an
+    # earlier query; a prefilled opener invites copies, so count what would survive.
+    deduper = MinHashDeduper(threshold=GenerateConfig().dedupe_threshold)
+    for category in demo_constitution().categories:
+        for example in category.example_queries:
+            deduper.add_if_new(example)
+    unique = [deduper.add_if_new(text) for text in texts]
+    result["filters"]["unique"] = _kept_stats(unique, harmful)
     if any(row.get("opener") for row in rows):  # dumped with --opener-share
         with_opener = [bool(row.get("opener")) for row in rows]
         result["filters"]["prefilled_opener"] = _kept_stats(with_opener, harmful)
         result["filters"]["free_continuation"] = _kept_stats(
             [not w for w in with_opener], harmful
         )
+        for name, side in (("prefilled_opener", True), ("free_continuation", False)):
+            result["filters"][f"{name}_unique"] = _kept_stats(
+                [u and w == side for u, w in zip(unique, with_opener, strict=True)],
+                harmful,
+            )
     if baseline_yaml is not None:
         result["filters"]["relevance_baseline"] = _kept_stats(
             relevance_kept(demo_constitution(baseline_yaml)), harmful
