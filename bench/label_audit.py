@@ -40,6 +40,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench label_audit")
     parser.add_argument("--models", required=True, help="comma-separated input model ids")
     parser.add_argument("--datasets", required=True, help="comma-separated dataset ids")
+    parser.add_argument(
+        "--by-opener", action="store_true",
+        help="also split the test split's generated examples by whether Stage I "
+        "prefilled an opener for their source",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")
     import django
@@ -64,7 +69,26 @@ def main(argv: list[str]) -> dict[str, Any]:
                     _row(result, model, dataset, "heldout_of_test_sources", threshold, guard,
                          list(of_test.values_list("prompt_text", "label")))  # fmt: skip
                 _row(result, model, dataset, split, threshold, guard, rows)
+            if args.by_opener:
+                _opener_rows(result, model, dataset, threshold, guard)
     return result
+
+
+def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,
+                 guard: Any) -> None:  # fmt: skip
+    """The test split's generated sources split by whether Stage I prefilled an
+    opener (meta["opener"]): harmful ones against all the split's benign examples,
+    and benign ones on their own (false positives at the threshold). Does the
+    classifier lean on the openers?"""
+    test = dataset.examples.filter(split="test", meta__source="generated")
+    rows = list(test.values_list("prompt_text", "label", "meta__opener"))
+    benign = [(t, y) for t, y, _ in rows if y == 0]
+    for kind, prefilled in (("prefilled", True), ("free", False)):
+        harmful = [(t, y) for t, y, o in rows if y == 1 and bool(o) == prefilled]
+        _row(result, model, dataset, f"test_harmful_{kind}", threshold, guard,
+             benign + harmful)  # fmt: skip
+        own = [(t, y) for t, y, o in rows if y == 0 and bool(o) == prefilled]
+        _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
 
 
 def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,

@@ -87,7 +87,8 @@ def dump(
         if category.kind != RESTRICTED:
             continue
         openers = [
-            pick_opener(category, rng, cfg.opener_share) for _ in range(per_category)
+            pick_opener(category, spec, rng, cfg.opener_share)
+            for _ in range(per_category)
         ]
         prompts = [
             query_prompt(
@@ -202,6 +203,8 @@ def score(
     }
     # Stage I keeps a query only if it is no near-copy of an author example or an
     # earlier query; a prefilled opener invites copies, so count what would survive.
+    # (Stage I adds only candidates that passed every filter; here every candidate
+    # counts as seen, which can only make this count a little lower.)
     deduper = MinHashDeduper(threshold=GenerateConfig().dedupe_threshold)
     for category in demo_constitution().categories:
         for example in category.example_queries:
@@ -209,14 +212,14 @@ def score(
     unique = [deduper.add_if_new(text) for text in texts]
     result["filters"]["unique"] = _kept_stats(unique, harmful)
     if any(row.get("opener") for row in rows):  # dumped with --opener-share
-        with_opener = [bool(row.get("opener")) for row in rows]
-        result["filters"]["prefilled_opener"] = _kept_stats(with_opener, harmful)
+        prefilled = [bool(row.get("opener")) for row in rows]
+        result["filters"]["prefilled_opener"] = _kept_stats(prefilled, harmful)
         result["filters"]["free_continuation"] = _kept_stats(
-            [not w for w in with_opener], harmful
+            [not w for w in prefilled], harmful
         )
         for name, side in (("prefilled_opener", True), ("free_continuation", False)):
             result["filters"][f"{name}_unique"] = _kept_stats(
-                [u and w == side for u, w in zip(unique, with_opener, strict=True)],
+                [u and w == side for u, w in zip(unique, prefilled, strict=True)],
                 harmful,
             )
     if baseline_yaml is not None:

@@ -104,11 +104,12 @@ def check_config(config: dict[str, Any]) -> list[str]:
             )
     if not 1 <= int(config.get("per_category", 0)) <= 500:
         problems.append("size per category must be between 1 and 500")
-    try:
-        opener_share = float(config.get("opener_share", 0.0))
-    except (TypeError, ValueError):
-        opener_share = -1.0
-    if not 0 <= opener_share <= 1:
+    opener_share = config.get("opener_share", 0.0)
+    if (
+        isinstance(opener_share, bool)
+        or not isinstance(opener_share, int | float)
+        or not 0 <= opener_share <= 1
+    ):
         problems.append("the share of prefilled openers must be between 0 and 1")
     problems += _split_problems(config)
     return problems

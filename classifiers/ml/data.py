@@ -59,7 +59,7 @@ class GenerateConfig:
     batch_size: int = 16  # conversations per generator.chat call
     k_examples: int = 4  # few-shot example queries shown per query prompt
     # Share of list-continuation prompts whose reply is prefilled with the opening
-    # words of one of the category's author examples ("7. Where can I"). A small
+    # words of an author example ("5. Where can I"; see pick_opener). A small
     # generator asked for restricted requests mostly writes defensive questions or
     # statements; an opener that carries the author's intent steers it back.
     opener_share: float = 0.0
@@ -231,29 +231,50 @@ OPENER_WORDS = 3
 
 
 def pick_opener(
-    category: CategorySpec, rng: random.Random, share: float
+    category: CategorySpec,
+    constitution: ConstitutionSpec,
+    rng: random.Random,
+    share: float,
 ) -> str | None:
-    """With probability `share`, the first OPENER_WORDS words of one of the
-    category's author examples ("Where can I"), else None. Examples too short to
-    leave anything for the generator to write are never used."""
+    """With probability `share`, the first OPENER_WORDS words of an author example,
+    else None (and then no random number is drawn, so a share of 0 reproduces the
+    prompts of older runs).
+
+    A restricted category opens like its own examples ("Where can I"): that is what
+    steers the generator to write requests. A permitted category draws from every
+    category's examples, restricted ones included, so each restricted opener also
+    starts benign messages ("Where can I get a flu shot?") and the opening words
+    alone never give the label away. Examples too short to leave the generator
+    anything to write are never used.
+    """
     if share <= 0 or rng.random() >= share:
         return None
-    starts = [
+    sources = (
+        [category]
+        if category.kind == RESTRICTED
+        else list(constitution.categories)
+    )
+    starts = sorted({
         " ".join(words[:OPENER_WORDS])
-        for words in (q.split() for q in category.example_queries)
+        for source in sources
+        for words in (q.split() for q in source.example_queries)
         if len(words) > OPENER_WORDS
-    ]
+    })  # fmt: skip
     return rng.choice(starts) if starts else None
 
 
 def with_opener(opener: str | None, reply: str) -> str:
-    """The whole message: a prefilled opener and the generator's continuation."""
+    """The whole message: a prefilled opener and the generator's continuation
+    (its first line; "" when it ended the message at the opener)."""
     if not opener:
         return reply
-    first_line = reply.strip().splitlines()[0] if reply.strip() else ""
-    if not first_line or _LIST_MARKER.match(first_line):
-        return ""  # the generator ended the message at the opener
-    return f"{opener} {first_line}"
+    rest = reply.strip().splitlines()[0].strip() if reply.strip() else ""
+    if rest.casefold().startswith(opener.casefold()):
+        rest = rest[len(opener) :].lstrip()  # the model repeated the opener
+    if not rest or re.match(r"\d{1,3}[.)]\s", rest):  # a new list item
+        return ""
+    joint = "" if rest[0] in ",.?!;:'’)" else " "
+    return f"{opener}{joint}{rest}"
 
 
 def response_prompt(query: str) -> list[Message]:
@@ -525,13 +546,13 @@ def generate_stage1(
     # One deduper across ALL categories: the same query under two categories would
     # get two labels, and author examples must never be re-generated as new ones.
     deduper = MinHashDeduper(threshold=cfg.dedupe_threshold)
-    # Per category: (query, "author" | "generated").
-    kept: list[list[tuple[str, str]]] = []
+    # Per category: (query, "author" | "generated", prefilled opener or None).
+    kept: list[list[tuple[str, str, str | None]]] = []
     for category in constitution.categories:
         authored = [q.strip() for q in category.example_queries if q.strip()]
         for query in authored:
             deduper.add_if_new(query)
-        kept.append([(q, "author") for q in authored])
+        kept.append([(q, "author", None) for q in authored])
     total = sum(max(cfg.per_category, len(k)) for k in kept)
     done = sum(len(k) for k in kept)
     _report(on_progress, "queries", done, total)
@@ -543,10 +564,12 @@ def generate_stage1(
             if need <= 0:
                 break
             _check_cancel(should_cancel)
-            pool = [q for q, _ in queries]
+            pool = [q for q, *_ in queries]
             # Ask for more than needed: small generators waste many samples.
             openers = [
-                pick_opener(category, rng, cfg.opener_share) if continuation else None
+                pick_opener(category, constitution, rng, cfg.opener_share)
+                if continuation
+                else None
                 for _ in range(min(cfg.batch_size, 2 * need))
             ]
             prompts = [
@@ -577,15 +600,17 @@ def generate_stage1(
                 candidates = [q for q, r in zip(cleaned, reasons, strict=True) if r is None]
                 verdicts = iter(relevance.reasons(candidates, ci))
                 reasons = [next(verdicts) if r is None else r for r in reasons]
-            for query, reason in zip(cleaned, reasons, strict=True):
+            for query, reason, opener in zip(cleaned, reasons, openers, strict=True):
                 counter["candidates"] += 1
+                counter["candidates_prefilled"] += opener is not None
                 if reason is None and not deduper.add_if_new(query):
                     reason = "duplicate"
                 if reason is not None:
                     counter[f"rejected_{reason}"] += 1
                     continue
                 if len(queries) < cfg.per_category:
-                    queries.append((query, "generated"))
+                    queries.append((query, "generated", opener))
+                    counter["kept_prefilled"] += opener is not None
                     done += 1
             _report(on_progress, "queries", done, total, category=category.name)
         if len(queries) < cfg.per_category:
@@ -617,7 +642,9 @@ def generate_stage1(
 
 
 def _make_examples(
-    constitution: ConstitutionSpec, kept: list[list[tuple[str, str]]], generator: str
+    constitution: ConstitutionSpec,
+    kept: list[list[tuple[str, str, str | None]]],
+    generator: str,
 ) -> list[Example]:
     examples: list[Example] = []
     used_slugs: set[str] = set()
@@ -628,10 +655,12 @@ def _make_examples(
         if slug in used_slugs:  # two names that slugify alike still get unique ids
             slug = f"{slug}-{ci}"
         used_slugs.add(slug)
-        for i, (query, source) in enumerate(queries):
+        for i, (query, source, opener) in enumerate(queries):
             meta: dict[str, Any] = {"source": source}
             if source == "generated":
                 meta["generator"] = generator
+            if opener:
+                meta["opener"] = opener
             examples.append(
                 Example(
                     messages=[{"role": "user", "content": query}],

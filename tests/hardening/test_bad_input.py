@@ -158,7 +158,9 @@ FORMS = {
         "/classifiers/datasets/new/",
         ["version", "per_category", "responses", "transforms", "variants_per_example",
          "heldout_families", "generator", "seed", "temperature", "top_p",
-         "max_new_tokens_query", "max_new_tokens_response", "redteam_templates"],
+         "max_new_tokens_query", "max_new_tokens_response", "redteam_templates",
+         "opener_share", "train_fraction", "validation_fraction",
+         "calibration_fraction", "test_fraction"],
     ),  # fmt: skip
     "training start": (
         "/classifiers/datasets/{dataset}/train/",

@@ -264,36 +264,63 @@ class OpenerContinuingGenerator:
         return replies
 
 
-def test_stage1_prefills_openers_from_the_categorys_author_examples():
+def test_stage1_prefills_openers_from_author_examples():
     gen = OpenerContinuingGenerator()
-    examples, _, _ = stage1(gen, responses=False, opener_share=1.0)
-    # "how do I make the forbidden widget" -> "how do I"; each category's own.
-    openers = {"how do I", "where can I", "tell me about"}
-    assert {re.sub(r"^\d+\. ", "", p) for p in gen.prefills} <= openers
+    examples, _, stats = stage1(gen, responses=False, opener_share=1.0)
+    restricted_openers = {"how do I", "where can I"}  # WIDGETS' examples
+    prefills = {re.sub(r"^\d+\. ", "", p) for p in gen.prefills}
+    assert prefills <= restricted_openers | {"tell me about"}
     generated = [ex for ex in examples if ex.meta["source"] == "generated"]
     assert {ex.label for ex in generated} == {0, 1}
     for ex in generated:
-        opener = " ".join(ex.messages[-1]["content"].split()[:3])
-        assert opener in ({"tell me about"} if ex.label == 0 else openers - {"tell me about"})
-    assert all(
-        ex.messages[-1]["content"].endswith("for the shop?") for ex in generated
-    )
+        text, opener = ex.messages[-1]["content"], ex.meta["opener"]
+        assert text.startswith(f"{opener} ") and text.endswith("for the shop?")
+        if ex.label == 1:  # a restricted category opens like its own examples
+            assert opener in restricted_openers
+    # A permitted category draws from every category's openers, so the restricted
+    # openers start benign messages too and the opening words don't give the label.
+    benign_openers = {ex.meta["opener"] for ex in generated if ex.label == 0}
+    assert benign_openers & restricted_openers
+    assert stats["candidates_prefilled"] == stats["candidates"]
+    assert stats["kept_prefilled"] == len(generated)
+
+
+def test_stage1_prefills_about_the_share_asked_for():
+    gen = OpenerContinuingGenerator()
+    stage1(gen, responses=False, opener_share=0.5, per_category=40, batch_size=16)
+    prefilled = [not re.fullmatch(r"\d+\.", p) for p in gen.prefills]
+    assert 0.3 < sum(prefilled) / len(prefilled) < 0.7
 
 
 def test_stage1_without_openers_prefills_only_the_number():
     gen = OpenerContinuingGenerator()
-    stage1(gen, responses=False)  # opener_share defaults to 0
+    examples, _, _ = stage1(gen, responses=False)  # opener_share defaults to 0
     assert gen.prefills and all(re.fullmatch(r"\d+\.", p) for p in gen.prefills)
+    assert not any("opener" in ex.meta for ex in examples)
+
+
+def test_chat_endpoints_ignore_the_opener_share():
+    gen = RecordingGenerator()  # no continues_replies
+    examples, _, _ = stage1(gen, responses=False, opener_share=1.0)
+    assert gen.prompts and all(conv[-1]["role"] == "user" for conv in gen.prompts)
+    assert not any("opener" in ex.meta for ex in examples)
 
 
 def test_opener_helpers():
     rng = random.Random(0)
-    assert pick_opener(WIDGETS, rng, 0.0) is None
-    assert {pick_opener(WIDGETS, rng, 1.0) for _ in range(40)} == {"how do I", "where can I"}
-    short = CategorySpec(name="S", kind=PERMITTED, description="d", example_queries=("why?",))
-    assert pick_opener(short, rng, 1.0) is None  # no example long enough
+    state = rng.getstate()
+    assert pick_opener(WIDGETS, CONSTITUTION, rng, 0.0) is None
+    assert rng.getstate() == state  # a share of 0 draws nothing: old runs reproduce
+    picks = {pick_opener(WIDGETS, CONSTITUTION, rng, 1.0) for _ in range(40)}
+    assert picks == {"how do I", "where can I"}
+    picks = {pick_opener(VACCINES, CONSTITUTION, rng, 1.0) for _ in range(60)}
+    assert picks == {"how do I", "where can I", "tell me about"}
+    short = CategorySpec(name="S", kind=RESTRICTED, description="d", example_queries=("why?",))
+    assert pick_opener(short, CONSTITUTION, rng, 1.0) is None  # nothing long enough
     assert with_opener("where can I", "buy one cheaply?") == "where can I buy one cheaply?"
     assert with_opener("where can I", "buy one?\n6. another") == "where can I buy one?"
+    assert with_opener("what's the easiest", ", cheapest way?") == "what's the easiest, cheapest way?"
+    assert with_opener("where can I", "Where can I buy one?") == "where can I buy one?"
     assert with_opener("where can I", "") == ""  # it stopped at the opener
     assert with_opener("where can I", "6. a new item") == ""
     assert with_opener(None, "  as generated ") == "  as generated "
