@@ -61,8 +61,10 @@ class GenerateConfig:
     # Share of list-continuation prompts whose reply is prefilled with the opening
     # words of an author example ("5. Where can I"; see pick_opener). A small
     # generator asked for restricted requests mostly writes defensive questions or
-    # statements; an opener that carries the author's intent steers it back.
-    opener_share: float = 0.0
+    # statements; an opener that carries the author's intent steers it back (on
+    # cbrn-demo, 52% of prefilled restricted sources were real requests after
+    # review, against 24% of free ones). 0 reproduces the prompts of older runs.
+    opener_share: float = 0.75
     max_rounds: int = 20  # query rounds per category before accepting a shortfall
     dedupe_threshold: float = 0.8  # MinHash Jaccard at which queries count as dupes
     max_query_chars: int = 600  # longer cleaned queries are rejected as rambling

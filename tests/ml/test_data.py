@@ -294,7 +294,7 @@ def test_stage1_prefills_about_the_share_asked_for():
 
 def test_stage1_without_openers_prefills_only_the_number():
     gen = OpenerContinuingGenerator()
-    examples, _, _ = stage1(gen, responses=False)  # opener_share defaults to 0
+    examples, _, _ = stage1(gen, responses=False, opener_share=0.0)
     assert gen.prefills and all(re.fullmatch(r"\d+\.", p) for p in gen.prefills)
     assert not any("opener" in ex.meta for ex in examples)
 
