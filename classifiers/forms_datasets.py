@@ -122,8 +122,9 @@ class DatasetStartForm(forms.Form):
         required=False, min_value=0.0, max_value=1.0,
         initial=GenerateConfig.opener_share, label="Prefilled opener share",
         help_text="Local model only: the share of query prompts whose answer starts "
-        "with the opening words of one of the category's examples (\"Where can I\"). "
-        "Steers a small model to write requests rather than statements.",
+        "with the opening words of an author example (\"Where can I\"; a restricted "
+        "category's own, a permitted category's from any category). Steers a small "
+        "model to write requests rather than statements; 0 turns it off.",
     )  # fmt: skip
     redteam_templates = forms.IntegerField(
         min_value=0, max_value=50, initial=4, label="New red-team templates",
@@ -172,7 +173,9 @@ class DatasetStartForm(forms.Form):
             max_new_tokens_response=cleaned["max_new_tokens_response"],
             redteam_templates=cleaned["redteam_templates"],
             opener_share=(
-                GenerateConfig.opener_share
+                0.0  # endpoints get the instruction prompt: nothing to prefill
+                if cleaned["generator"] != LOCAL
+                else GenerateConfig.opener_share
                 if cleaned.get("opener_share") is None
                 else cleaned["opener_share"]
             ),

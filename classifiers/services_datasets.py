@@ -66,6 +66,20 @@ def version_problems(version: Any) -> list[str]:
     return []
 
 
+# Configs stored before prefilled openers existed have no opener_share; they meant
+# none, whatever GenerateConfig's default is now.
+OLD_CONFIG_OPENER_SHARE = 0.0
+
+
+def ml_generate_config(config: dict[str, Any]) -> ml_data.GenerateConfig:
+    """The ml-layer config for a stored dataset config."""
+    known = {k: v for k, v in config.items() if k in GENERATE_CONFIG_FIELDS}
+    known.setdefault("opener_share", OLD_CONFIG_OPENER_SHARE)
+    for name in ("transforms", "heldout_families"):
+        known[name] = tuple(known.get(name) or ())
+    return ml_data.GenerateConfig(**known)
+
+
 def generate_config(**options: Any) -> dict[str, Any]:
     """A full GenerateConfig as a JSON-able dict; unknown keys are an error."""
     unknown = set(options) - GENERATE_CONFIG_FIELDS - {"redteam_templates"}
@@ -104,7 +118,7 @@ def check_config(config: dict[str, Any]) -> list[str]:
             )
     if not 1 <= int(config.get("per_category", 0)) <= 500:
         problems.append("size per category must be between 1 and 500")
-    opener_share = config.get("opener_share", 0.0)
+    opener_share = config.get("opener_share", OLD_CONFIG_OPENER_SHARE)
     if (
         isinstance(opener_share, bool)
         or not isinstance(opener_share, int | float)
@@ -301,11 +315,7 @@ def _build_and_save(
 ) -> None:
     config = dict(dataset.config)
     n_templates = int(config.pop("redteam_templates", DEFAULT_REDTEAM_TEMPLATES))
-    cfg = ml_data.GenerateConfig(
-        **{k: v for k, v in config.items() if k in GENERATE_CONFIG_FIELDS}
-    )
-    cfg.transforms = tuple(cfg.transforms)
-    cfg.heldout_families = tuple(cfg.heldout_families)
+    cfg = ml_generate_config(config)
     spec = dataset.constitution_version.to_spec()
     generator = dataset_generator(dataset)
 

@@ -94,6 +94,32 @@ def test_a_run_with_larger_calibration_and_test_splits_records_them(
     assert "prefilled openers 0.5" in page
 
 
+def test_an_endpoint_run_stores_no_opener_share(client, alice):  # type: ignore[no-untyped-def]
+    version = make_version(alice)
+    endpoint = GeneratorEndpoint.objects.create(
+        name="e", base_url="http://127.0.0.1:9/v1", model="m"
+    )
+    client.force_login(alice)
+    data = start_data(version, generator=f"endpoint:{endpoint.pk}", opener_share=0.75)
+    response = client.post(reverse("classifiers:dataset_new"), data)
+    assert response.status_code == 302
+    assert Dataset.objects.get().config["opener_share"] == 0.0
+    assert "prefilled openers" not in client.get(response["Location"]).content.decode()
+
+
+def test_configs_stored_before_openers_existed_mean_none():
+    # Retraining copies a stored config; one from before this setting used none.
+    assert services.ml_generate_config({"per_category": 5}).opener_share == 0.0
+    assert services.ml_generate_config({"opener_share": 0.5}).opener_share == 0.5
+    assert not services.check_config({"per_category": 5})
+    fresh = services.generate_config(per_category=5)
+    assert fresh["opener_share"] == 0.75 and not services.check_config(fresh)
+    for bad in ("0.5", True, None, float("nan"), -0.1, 1.5):
+        assert "prefilled openers must be between 0 and 1" in " ".join(
+            services.check_config({**fresh, "opener_share": bad})
+        ), bad
+
+
 def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
     client, alice
 ):  # type: ignore[no-untyped-def]

@@ -245,8 +245,9 @@ def pick_opener(
     A restricted category opens like its own examples ("Where can I"): that is what
     steers the generator to write requests. A permitted category draws from every
     category's examples, restricted ones included, so each restricted opener also
-    starts benign messages ("Where can I get a flu shot?") and the opening words
-    alone never give the label away. Examples too short to leave the generator
+    starts benign messages ("Where can I get a flu shot?") and no opener belongs to
+    one label only (restricted ones stay more common under restricted categories;
+    `bench label_audit --by-opener` checks what a model makes of that). Examples too short to leave the generator
     anything to write are never used.
     """
     if share <= 0 or rng.random() >= share:
@@ -271,7 +272,7 @@ def with_opener(opener: str | None, reply: str) -> str:
     if not opener:
         return reply
     rest = reply.strip().splitlines()[0].strip() if reply.strip() else ""
-    if rest.casefold().startswith(opener.casefold()):
+    if re.match(re.escape(opener) + r"\b", rest, flags=re.IGNORECASE):
         rest = rest[len(opener) :].lstrip()  # the model repeated the opener
     if not rest or re.match(r"\d{1,3}[.)]\s", rest):  # a new list item
         return ""
@@ -570,7 +571,7 @@ def generate_stage1(
             # Ask for more than needed: small generators waste many samples.
             openers = [
                 pick_opener(category, constitution, rng, cfg.opener_share)
-                if continuation
+                if continuation and pool  # no pool: the instruction prompt
                 else None
                 for _ in range(min(cfg.batch_size, 2 * need))
             ]
@@ -604,7 +605,8 @@ def generate_stage1(
                 reasons = [next(verdicts) if r is None else r for r in reasons]
             for query, reason, opener in zip(cleaned, reasons, openers, strict=True):
                 counter["candidates"] += 1
-                counter["candidates_prefilled"] += opener is not None
+                if opener is not None:
+                    counter["candidates_prefilled"] += 1
                 if reason is None and not deduper.add_if_new(query):
                     reason = "duplicate"
                 if reason is not None:
@@ -612,7 +614,8 @@ def generate_stage1(
                     continue
                 if len(queries) < cfg.per_category:
                     queries.append((query, "generated", opener))
-                    counter["kept_prefilled"] += opener is not None
+                    if opener is not None:
+                        counter["kept_prefilled"] += 1
                     done += 1
             _report(on_progress, "queries", done, total, category=category.name)
         if len(queries) < cfg.per_category:

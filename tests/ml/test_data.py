@@ -239,7 +239,7 @@ class ContinuingGenerator(ScriptedGenerator):
 
 def test_stage1_asks_continuing_generators_for_the_next_list_item():
     gen = ContinuingGenerator()
-    examples, _, stats = stage1(gen, responses=False)
+    examples, _, stats = stage1(gen, responses=False, opener_share=0.0)
     assert stats["kept"] == 12 and gen.prompts
     assert all(conv[-1]["role"] == "assistant" for conv in gen.prompts)
 
@@ -299,6 +299,25 @@ def test_stage1_without_openers_prefills_only_the_number():
     assert not any("opener" in ex.meta for ex in examples)
 
 
+def test_a_category_without_examples_gets_no_opener():
+    bare = CategorySpec(name="Bare", kind=PERMITTED, description="Anything at all.")
+    constitution = ConstitutionSpec(name="T", domain="d", categories=(WIDGETS, bare))
+    gen = OpenerContinuingGenerator()
+    examples = generate_stage1(
+        constitution, gen, GenerateConfig(per_category=3, batch_size=2, max_rounds=1,
+                                          opener_share=1.0, responses=False),
+    )  # fmt: skip
+    # Bare's only round has nothing to continue: the instruction prompt, and no
+    # opener glued to its reply although other categories' openers exist.
+    bare_examples = [ex for ex in examples if ex.category == "Bare"]
+    assert bare_examples and not any("opener" in ex.meta for ex in bare_examples)
+    assert all(ex.messages[-1]["content"].endswith("for the shop?") for ex in bare_examples)
+    assert not any(
+        ex.messages[-1]["content"].startswith(("how do I", "where can I"))
+        for ex in bare_examples
+    )
+
+
 def test_chat_endpoints_ignore_the_opener_share():
     gen = RecordingGenerator()  # no continues_replies
     examples, _, _ = stage1(gen, responses=False, opener_share=1.0)
@@ -321,6 +340,7 @@ def test_opener_helpers():
     assert with_opener("where can I", "buy one?\n6. another") == "where can I buy one?"
     assert with_opener("what's the easiest", ", cheapest way?") == "what's the easiest, cheapest way?"
     assert with_opener("where can I", "Where can I buy one?") == "where can I buy one?"
+    assert with_opener("where can I", "Where can Iodine go?") == "where can I Where can Iodine go?"
     assert with_opener("where can I", "") == ""  # it stopped at the opener
     assert with_opener("where can I", "6. a new item") == ""
     assert with_opener(None, "  as generated ") == "  as generated "

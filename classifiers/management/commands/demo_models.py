@@ -24,6 +24,8 @@ DEMO_DATASET = {
     # split measures generalisation to obfuscations the classifier has not seen.
     "heldout_families": ["encoding"],
     "max_new_tokens_query": 40,
+    # The demo's timing and cache were measured without prefilled openers.
+    "opener_share": 0.0,
     "max_new_tokens_response": 40,
     "redteam_templates": 0,
     # SmolLM2 often refuses or repeats itself on restricted topics; a few rounds
