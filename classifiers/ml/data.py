@@ -247,8 +247,8 @@ def pick_opener(
     category's examples, restricted ones included, so each restricted opener also
     starts benign messages ("Where can I get a flu shot?") and no opener belongs to
     one label only (restricted ones stay more common under restricted categories;
-    `bench label_audit --by-opener` checks what a model makes of that). Examples too short to leave the generator
-    anything to write are never used.
+    `bench label_audit --by-opener` checks what a model makes of that). Examples
+    too short to leave the generator anything to write are never used.
     """
     if share <= 0 or rng.random() >= share:
         return None
