@@ -173,9 +173,7 @@ class DatasetStartForm(forms.Form):
             max_new_tokens_response=cleaned["max_new_tokens_response"],
             redteam_templates=cleaned["redteam_templates"],
             opener_share=(
-                0.0  # endpoints get the instruction prompt: nothing to prefill
-                if cleaned["generator"] != LOCAL
-                else GenerateConfig.opener_share
+                GenerateConfig.opener_share
                 if cleaned.get("opener_share") is None
                 else cleaned["opener_share"]
             ),

@@ -168,6 +168,8 @@ def dataset_start(
     problems = version_problems(version) + check_config(config)
     if problems:
         raise StartError("; ".join(problems))
+    if endpoint is not None:  # endpoints get the instruction prompt: nothing to prefill
+        config = {**config, "opener_share": 0.0}
     with transaction.atomic():
         dataset = Dataset.objects.create(
             constitution_version=version,

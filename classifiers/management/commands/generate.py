@@ -149,9 +149,7 @@ class Command(BaseCommand):
                 redteam_templates=opts["redteam_templates"],
                 **opts["splits"],
                 **(
-                    {"opener_share": 0.0}  # endpoints get the instruction prompt
-                    if endpoint is not None and not opts["opener_share"]
-                    else {}
+                    {}
                     if opts["opener_share"] is None
                     else {"opener_share": opts["opener_share"]}
                 ),
