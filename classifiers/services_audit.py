@@ -517,13 +517,17 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
     return copy
 
 
-def label_provenance(dataset: Dataset) -> dict[str, Any]:
+def label_provenance(dataset: Dataset, _seen: frozenset[int] = frozenset()) -> dict[str, Any]:
     """Which splits' labels people reviewed, following applied audits back to the
-    generated dataset: the model page and its JSON report say whether the numbers
-    rest on generated or reviewed labels."""
+    generated dataset, and through a combined dataset into each of its parts (a split
+    of a combined dataset counts as reviewed when it is reviewed in every part): the
+    model page and its JSON report say whether the numbers rest on generated or
+    reviewed labels."""
+    from classifiers.services_combine import combined_from
+
     audits, reviewed, flipped, dropped = [], set(), 0, 0
     current: Dataset | None = dataset
-    seen: set[int] = set()
+    seen = set(_seen)
     while current is not None and current.pk not in seen:
         seen.add(current.pk)
         audit = LabelAudit.objects.filter(applied_dataset=current).first()
@@ -535,6 +539,15 @@ def label_provenance(dataset: Dataset) -> dict[str, Any]:
         flipped += int(provenance.get("flipped", 0))
         dropped += int(provenance.get("dropped", 0))
         current = audit.dataset
+    generated = [current.pk] if current is not None else []
+    parts = combined_from(current) if current is not None else []
+    if parts:
+        below = [label_provenance(part, frozenset(seen)) for part in parts]
+        audits += [pk for part in below for pk in part["audits"] if pk not in audits]
+        reviewed |= set.intersection(*(set(part["reviewed_splits"]) for part in below))
+        flipped += sum(part["flipped"] for part in below)
+        dropped += sum(part["dropped"] for part in below)
+        generated = [pk for part in below for pk in part["generated_datasets"]]
     return {
         "audits": audits,
         "reviewed_splits": sorted(reviewed),
@@ -542,6 +555,7 @@ def label_provenance(dataset: Dataset) -> dict[str, Any]:
         "all_reviewed": reviewed >= {"train", "validation", "calibration", "test"},
         "flipped": flipped,
         "dropped": dropped,
-        "generated_dataset": current.pk if current is not None else None,
+        "generated_dataset": generated[0] if generated else None,
+        "generated_datasets": generated,
+        "combined_from": [part.pk for part in parts],
     }
-

@@ -471,6 +471,8 @@ def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
         "flipped": 0,
         "dropped": 1,
         "generated_dataset": dataset.pk,
+        "generated_datasets": [dataset.pk],
+        "combined_from": [],
     }
 
 

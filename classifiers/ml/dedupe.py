@@ -84,7 +84,7 @@ class MinHashDeduper:
         self._a = rng.integers(1, 2**31, size=num_perm, dtype=np.uint64)  # (P,)
         self._b = rng.integers(0, 2**31, size=num_perm, dtype=np.uint64)  # (P,)
         self.bands, self.rows = choose_bands(num_perm, threshold)
-        self._exact: set[str] = set()
+        self._exact: dict[str, int] = {}  # normalised text -> index of its signature
         self._signatures: list[np.ndarray] = []
         self._buckets: list[dict[bytes, list[int]]] = [
             defaultdict(list) for _ in range(self.bands)
@@ -107,11 +107,16 @@ class MinHashDeduper:
 
     def is_duplicate(self, text: str) -> bool:
         """True when `text` matches something already added (does not add it)."""
+        return self.match(text) is not None
+
+    def match(self, text: str) -> int | None:
+        """The index, in order of adding, of an added text that `text` repeats or
+        nearly repeats; None when it is new (does not add it)."""
         norm = normalise(text)
         if norm in self._exact:
-            return True
+            return self._exact[norm]
         signature = self.signature(norm)
-        return self._near_match(signature, self._band_keys(signature)) is not None
+        return self._near_match(signature, self._band_keys(signature))
 
     def _near_match(self, signature: np.ndarray, keys: list[bytes]) -> int | None:
         seen: set[int] = set()
@@ -136,7 +141,7 @@ class MinHashDeduper:
             return False
         index = len(self._signatures)
         self._signatures.append(signature)
-        self._exact.add(norm)
+        self._exact[norm] = index
         for band, key in enumerate(keys):
             self._buckets[band][key].append(index)
         return True

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from classifiers import services_datasets as services
 from classifiers.forms_datasets import DatasetStartForm, EndpointForm, ExampleFilterForm
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
+from classifiers.services_combine import CombineError, combine_datasets, combined_from
 from classifiers.views._jobs import cancel_response, progress_response
 from guardweb.roles import POLICY_AUTHOR, has_role, user_roles
 
@@ -59,6 +60,14 @@ def _partial(request: HttpRequest) -> bool:
 @require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
     _require_reader(request)
+    return _list_page(request)
+
+
+def _list_page(
+    request: HttpRequest, *, combine_error: str = "", chosen: tuple[int, ...] = (),
+    status: int = 200,
+) -> HttpResponse:
+    """The datasets list; also re-rendered (400) when combining failed."""
     Dataset.reap_stale()
     datasets = Dataset.objects.select_related(
         "constitution_version__constitution", "created_by"
@@ -69,8 +78,37 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         {
             "datasets": datasets[:200],
             "can_start": has_role(request.user, POLICY_AUTHOR),
+            "combine_error": combine_error,
+            "chosen": chosen,
         },
+        status=status,
     )
+
+
+@require_POST
+def dataset_combine(request: HttpRequest) -> HttpResponse:
+    """Pool the ticked datasets (one constitution version) into a new dataset."""
+    _require_author(request)
+    raw = request.POST.getlist("datasets")
+    if not all(value.isdigit() for value in raw):
+        return _list_page(request, combine_error="choose datasets from the list", status=400)
+    ids = tuple(sorted({int(value) for value in raw}))  # oldest first: it wins repeats
+    found = {d.pk: d for d in Dataset.objects.filter(pk__in=ids)}
+    missing = [pk for pk in ids if pk not in found]
+    try:
+        if missing:
+            raise CombineError(f"no dataset {', '.join(f'#{pk}' for pk in missing)}")
+        combined = combine_datasets(datasets=[found[pk] for pk in ids], user=request.user)
+    except CombineError as err:
+        return _list_page(request, combine_error=str(err), chosen=ids, status=400)
+    info = combined.config["combined"]
+    messages.success(
+        request,
+        f"Dataset #{combined.pk} combines {', '.join(f'#{pk}' for pk in ids)}: "
+        f"{combined.counts['total']} examples; {info['duplicate_sources']} repeated "
+        "source queries left out.",
+    )
+    return redirect(combined)
 
 
 @require_http_methods(["GET", "POST"])
@@ -145,6 +183,7 @@ def dataset_page(
         config=dataset.config or {},
         audits=dataset.audits.select_related("applied_dataset")[:10],
         audited_from=getattr(dataset, "audited_from", None),
+        combined_parts=combined_from(dataset),
         audit_form=audit_form or AuditStartForm(),
     )
     return render(request, "classifiers/datasets/detail.html", context, status=status)
@@ -290,6 +329,7 @@ def endpoint_test(request: HttpRequest, pk: int) -> HttpResponse:
 urlpatterns = [
     path("datasets/", dataset_list, name="datasets"),
     path("datasets/new/", dataset_new, name="dataset_new"),
+    path("datasets/combine/", dataset_combine, name="dataset_combine"),
     path("datasets/templates/", template_list, name="jailbreak_templates"),
     path("datasets/<int:pk>/", dataset_detail, name="dataset"),
     path("datasets/<int:pk>/progress/", dataset_progress, name="dataset_progress"),

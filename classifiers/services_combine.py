@@ -1,0 +1,145 @@
+"""Combine finished datasets of one constitution version into a new dataset.
+
+The rules (prefixed source ids, splits kept, repeats of an earlier part's sources
+left out) live in `classifiers.ml.combine`; this module checks the request, copies
+the rows in one transaction (all of them or none) and records the event.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from classifiers.ml import data as ml_data
+from classifiers.ml.combine import combine_examples
+from classifiers.models import Dataset, DatasetExample
+from classifiers.models.jobs import JobStatus
+
+COPY_BATCH = 1000
+
+
+class CombineError(ValueError):
+    """These datasets cannot be combined; the message says why."""
+
+
+def part_name(dataset: Dataset) -> str:
+    return f"d{dataset.pk}"
+
+
+def combine_problems(datasets: Sequence[Dataset]) -> list[str]:
+    """What stops these datasets from being combined, in words; [] when nothing."""
+    if len({d.pk for d in datasets}) < 2:
+        return ["choose at least two different datasets to combine"]
+    if len({d.pk for d in datasets}) != len(datasets):
+        return ["each dataset can be listed once"]
+    problems = [
+        f"dataset #{d.pk} is {d.get_status_display().lower()}, not done"
+        for d in datasets
+        if d.status != JobStatus.DONE
+    ]
+    versions = {d.constitution_version_id for d in datasets}
+    if len(versions) > 1:
+        listed = ", ".join(f"#{d.pk} ({d.constitution_version})" for d in datasets)
+        problems.append(
+            f"the datasets come from different constitution versions ({listed}); "
+            "only datasets of one version can be combined, since a model is trained "
+            "on one version's categories"
+        )
+    heldout = {tuple(sorted(d.config.get("heldout_families") or [])) for d in datasets}
+    if len(heldout) > 1:
+        listed = ", ".join(
+            f"#{d.pk}: {', '.join(d.config.get('heldout_families') or []) or 'none'}"
+            for d in datasets
+        )
+        problems.append(
+            f"the datasets hold out different transform families ({listed}); a family "
+            "one part trains on would no longer be held out"
+        )
+    return problems
+
+
+def _summed_stats(datasets: Sequence[Dataset]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for d in datasets:
+        for key, value in ((d.counts or {}).get("stats") or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] += value
+    return dict(total)
+
+
+def combine_datasets(*, datasets: Sequence[Dataset], user: Any) -> Dataset:
+    """A new finished dataset holding the listed datasets' examples; the first listed
+    part wins where sources repeat. Raises CombineError, writing nothing."""
+    from constitutions.models import record
+
+    datasets = list(datasets)
+    problems = combine_problems(datasets)
+    if problems:
+        raise CombineError("; ".join(problems))
+    parts = [
+        (part_name(d), (row.to_example() for row in d.examples.order_by("id").iterator(
+            chunk_size=COPY_BATCH)))
+        for d in datasets
+    ]  # fmt: skip
+    combined = combine_examples(parts)
+    first = datasets[0]
+    transforms: list[str] = []
+    for d in datasets:
+        transforms += [t for t in d.transforms if t not in transforms]
+    provenance = {
+        "of_datasets": [d.pk for d in datasets],
+        "parts": combined.parts,
+        "duplicate_sources": combined.duplicate_sources,
+        "label_conflicts": combined.label_conflicts,
+    }
+    config = {key: value for key, value in first.config.items() if key != "audit"}
+    config.update(transforms=transforms, combined=provenance)
+    now = timezone.now()
+    with transaction.atomic():
+        copy = Dataset.objects.create(
+            constitution_version=first.constitution_version,
+            generator=" + ".join(sorted({d.generator for d in datasets}))[:300],
+            endpoint=first.endpoint, seed=first.seed, config=config,
+            feedback_included=sum(d.feedback_included for d in datasets),
+            status=JobStatus.DONE, stage="done",
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+            created_at=now, started_at=now, finished_at=now,
+        )  # fmt: skip
+        rows = [
+            DatasetExample(
+                dataset=copy, messages=ex.messages, prompt_text=ex.prompt_text,
+                response=ex.response, label=ex.label, category=ex.category,
+                source_id=ex.source_id, transform=ex.transform,
+                split=ex.meta.get("split", ""),
+                meta={k: v for k, v in ex.meta.items() if k != "split"},
+            )  # fmt: skip
+            for ex in combined.examples
+        ]
+        DatasetExample.objects.bulk_create(rows, batch_size=COPY_BATCH)
+        copy.counts = {
+            **ml_data.count_examples(combined.examples),
+            "feedback": sum((d.counts or {}).get("feedback", 0) for d in datasets),
+            "stats": _summed_stats(datasets),
+        }
+        copy.done = copy.total = copy.counts["total"]
+        copy.save(update_fields=["counts", "done", "total"])
+        record(
+            first.constitution_version.constitution, user, "dataset",
+            f"dataset #{copy.pk} combined from "
+            f"{', '.join(f'#{d.pk}' for d in datasets)} "
+            f"({combined.duplicate_sources} repeated source"
+            f"{'s' if combined.duplicate_sources != 1 else ''} left out)",
+            dataset=copy.pk,
+        )  # fmt: skip
+    return copy
+
+
+def combined_from(dataset: Dataset) -> list[Dataset]:
+    """The parts a combined dataset was made of, in priority order ([] otherwise)."""
+    ids = ((dataset.config or {}).get("combined") or {}).get("of_datasets") or []
+    found = {d.pk: d for d in Dataset.objects.filter(pk__in=ids)}
+    return [found[pk] for pk in ids if pk in found]
