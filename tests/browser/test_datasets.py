@@ -64,3 +64,36 @@ def test_alice_starts_a_run_watches_it_finish_live_and_filters_examples(
     assert "label 1" in page.locator("#conversation").inner_text()
     page.screenshot(path="/tmp/shots/datasets-browser.png", full_page=True)
     assert not errors
+
+
+def test_alice_combines_two_datasets_from_the_list(
+    page, asgi_server, live_db, alice, login
+):  # type: ignore[no-untyped-def]
+    from tests.test_combine_datasets import make_second_run
+    from tests.test_label_audit import make_generated_dataset
+    from tests.training_helpers import make_constitution
+
+    version = make_constitution(user=alice)
+    first, second = make_generated_dataset(version), make_second_run(version)
+    other = make_second_run(make_constitution("fences", user=alice))
+    login(alice)
+    page.goto(f"{asgi_server}/classifiers/datasets/")
+    # Two constitutions' datasets: a clear refusal that keeps the ticks.
+    page.check(f"[data-testid=combine-{first.pk}]")
+    page.check(f"[data-testid=combine-{other.pk}]")
+    page.click("[data-testid=combine]")
+    page.wait_for_selector("[data-testid=combine-error]")
+    assert "different constitution versions" in page.inner_text("[data-testid=combine-error]")
+    assert page.is_checked(f"[data-testid=combine-{other.pk}]")
+    assert Dataset.objects.count() == 3
+
+    page.uncheck(f"[data-testid=combine-{other.pk}]")
+    page.check(f"[data-testid=combine-{second.pk}]")
+    page.click("[data-testid=combine]")
+    page.wait_for_selector("[data-testid=combined-from]")
+    combined = Dataset.objects.latest("pk")
+    assert page.url.endswith(f"/classifiers/datasets/{combined.pk}/")
+    card = page.inner_text("[data-testid=combined-from]")
+    assert f"dataset #{first.pk}" in card and f"dataset #{second.pk}" in card
+    assert "3 source queries repeating an earlier part's were left out" in card
+    page.screenshot(path="/tmp/shots/datasets-combined.png", full_page=True)
