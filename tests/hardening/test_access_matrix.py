@@ -61,6 +61,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:overview": (READ, AUTH_405),
     "classifiers:datasets": (READ, AUTH_405),
     "classifiers:dataset_new": (READ, AUTHOR),
+    "classifiers:dataset_combine": (AUTH_405, AUTHOR),
     "classifiers:jailbreak_templates": (READ, AUTH_405),
     "classifiers:dataset": (READ, AUTH_405),
     "classifiers:dataset_progress": (READ, AUTH_405),

@@ -36,6 +36,7 @@ SAMPLE_URLS: dict[str, str] = {
     "classifiers:overview": K + "/",
     "classifiers:datasets": K + "/datasets/",
     "classifiers:dataset_new": K + "/datasets/new/",
+    "classifiers:dataset_combine": K + "/datasets/combine/",
     "classifiers:jailbreak_templates": K + "/datasets/templates/",
     "classifiers:dataset": K + "/datasets/{w.dataset}/",
     "classifiers:dataset_progress": K + "/datasets/{w.dataset}/progress/",
