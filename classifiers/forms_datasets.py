@@ -11,6 +11,7 @@ from classifiers.ml.data import ALL_SPLITS, SPLITS, GenerateConfig
 from classifiers.models import GeneratorEndpoint
 from classifiers.services_datasets import (
     LOCAL,
+    category_problems,
     check_config,
     generate_config,
     version_problems,
@@ -126,6 +127,12 @@ class DatasetStartForm(forms.Form):
         "category's own, a permitted category's from any category). Steers a small "
         "model to write requests rather than statements; 0 turns it off.",
     )  # fmt: skip
+    only_categories = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        label="Only these categories",
+        help_text="One category name per line; blank generates for all. A top-up run "
+        "for thin categories: combine it with a full run on the datasets list.",
+    )  # fmt: skip
     redteam_templates = forms.IntegerField(
         min_value=0, max_value=50, initial=4, label="New red-team templates",
         help_text="Written by the generator when 'redteam template' is selected.",
@@ -172,6 +179,11 @@ class DatasetStartForm(forms.Form):
             max_new_tokens_query=cleaned["max_new_tokens_query"],
             max_new_tokens_response=cleaned["max_new_tokens_response"],
             redteam_templates=cleaned["redteam_templates"],
+            only_categories=[
+                line.strip()
+                for line in (cleaned.get("only_categories") or "").splitlines()
+                if line.strip()
+            ],
             opener_share=(
                 GenerateConfig.opener_share
                 if cleaned.get("opener_share") is None
@@ -186,6 +198,8 @@ class DatasetStartForm(forms.Form):
         )
         for problem in check_config(self.config):
             self.add_error(None, problem)
+        for problem in category_problems(version, self.config):
+            self.add_error("only_categories", problem)
         return cleaned
 
     @property

@@ -75,7 +75,7 @@ def ml_generate_config(config: dict[str, Any]) -> ml_data.GenerateConfig:
     """The ml-layer config for a stored dataset config."""
     known = {k: v for k, v in config.items() if k in GENERATE_CONFIG_FIELDS}
     known.setdefault("opener_share", OLD_CONFIG_OPENER_SHARE)
-    for name in ("transforms", "heldout_families"):
+    for name in ("transforms", "heldout_families", "only_categories"):
         known[name] = tuple(known.get(name) or ())
     return ml_data.GenerateConfig(**known)
 
@@ -86,7 +86,7 @@ def generate_config(**options: Any) -> dict[str, Any]:
     if unknown:
         raise StartError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
     redteam_templates = int(options.pop("redteam_templates", DEFAULT_REDTEAM_TEMPLATES))
-    for name in ("transforms", "heldout_families"):
+    for name in ("transforms", "heldout_families", "only_categories"):
         options[name] = tuple(options.get(name) or ())
     try:
         cfg = ml_data.GenerateConfig(**options)
@@ -95,6 +95,7 @@ def generate_config(**options: Any) -> dict[str, Any]:
     config = asdict(cfg)
     config["transforms"] = list(cfg.transforms)
     config["heldout_families"] = list(cfg.heldout_families)
+    config["only_categories"] = list(cfg.only_categories)
     config["redteam_templates"] = redteam_templates
     return config
 
@@ -156,6 +157,21 @@ def _split_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def category_problems(version: Any, config: dict[str, Any]) -> list[str]:
+    """Names in only_categories that the version does not have."""
+    only = config.get("only_categories") or []
+    if not isinstance(only, list | tuple) or not all(isinstance(n, str) for n in only):
+        return ["the categories to generate for must be a list of names"]
+    names = {c.name for c in version.to_spec().categories}
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        return [
+            f"{version} has no categor{'y' if len(unknown) == 1 else 'ies'} "
+            + ", ".join(repr(n) for n in unknown)
+        ]
+    return []
+
+
 def dataset_start(
     *,
     version: Any,
@@ -166,6 +182,7 @@ def dataset_start(
 ) -> Dataset:
     """Create a queued Dataset and (after commit) hand it to the gpu-queue worker."""
     problems = version_problems(version) + check_config(config)
+    problems += category_problems(version, config)
     if problems:
         raise StartError("; ".join(problems))
     if endpoint is not None:  # endpoints get the instruction prompt: nothing to prefill

@@ -94,6 +94,17 @@ def test_a_run_with_larger_calibration_and_test_splits_records_them(
     assert "prefilled openers 0.5" in page
 
 
+def test_a_top_up_run_for_chosen_categories_is_recorded(client, alice):  # type: ignore[no-untyped-def]
+    version = make_version(alice)
+    client.force_login(alice)
+    data = start_data(version, only_categories="  Forbidden widgets \n\n")
+    response = client.post(reverse("classifiers:dataset_new"), data)
+    assert response.status_code == 302
+    assert Dataset.objects.get().config["only_categories"] == ["Forbidden widgets"]
+    page = client.get(response["Location"]).content.decode()
+    assert "(only Forbidden widgets)" in page
+
+
 def test_an_endpoint_run_stores_no_opener_share(client, alice):  # type: ignore[no-untyped-def]
     version = make_version(alice)
     endpoint = GeneratorEndpoint.objects.create(
@@ -145,6 +156,7 @@ def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
         ({"calibration_fraction": 0}, "greater than or equal to 0.01"),
         ({"train_fraction": 0.9, "validation_fraction": -0.1}, "greater than or equal to 0"),
         ({"opener_share": 1.5}, "less than or equal to 1"),
+        ({"only_categories": "Forbidden widgets\nNo such thing"}, "has no category &#x27;No such thing&#x27;"),
     ],
 )
 def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(

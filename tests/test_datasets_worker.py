@@ -211,4 +211,6 @@ def test_the_generate_command_takes_split_fractions(alice, monkeypatch):  # type
             call_command("generate", "--constitution", "cbrn-demo", "--splits", bad)
     with pytest.raises(CommandError, match="prefilled openers must be between 0 and 1"):
         call_command("generate", "--constitution", "cbrn-demo", "--opener-share", "2")
+    with pytest.raises(CommandError, match="has no category 'Widgets'"):
+        call_command("generate", "--constitution", "cbrn-demo", "--category", "Widgets")
     assert Dataset.objects.count() == 1

@@ -66,6 +66,11 @@ class GenerateConfig:
     # review, against 24% of free ones). 0 reproduces the prompts of older runs.
     opener_share: float = 0.75
     max_rounds: int = 20  # query rounds per category before accepting a shortfall
+    # Generate for these categories only (names; () = every category): a top-up run
+    # for thin categories, combined afterwards with a full run. The others still
+    # steer the prompts and the relevance filter, and their author examples still
+    # keep generated near copies out.
+    only_categories: tuple[str, ...] = ()
     dedupe_threshold: float = 0.8  # MinHash Jaccard at which queries count as dupes
     max_query_chars: int = 600  # longer cleaned queries are rejected as rambling
     response_retries: int = 1  # extra attempts for a degenerate response
@@ -551,16 +556,24 @@ def generate_stage1(
     deduper = MinHashDeduper(threshold=cfg.dedupe_threshold)
     # Per category: (query, "author" | "generated", prefilled opener or None).
     kept: list[list[tuple[str, str, str | None]]] = []
-    for category in constitution.categories:
+    chosen = [
+        not cfg.only_categories or c.name in cfg.only_categories
+        for c in constitution.categories
+    ]
+    for category, wanted in zip(constitution.categories, chosen, strict=True):
         authored = [q.strip() for q in category.example_queries if q.strip()]
         for query in authored:
             deduper.add_if_new(query)
-        kept.append([(q, "author", None) for q in authored])
-    total = sum(max(cfg.per_category, len(k)) for k in kept)
+        kept.append([(q, "author", None) for q in authored] if wanted else [])
+    total = sum(
+        max(cfg.per_category, len(k)) for k, wanted in zip(kept, chosen, strict=True) if wanted
+    )
     done = sum(len(k) for k in kept)
     _report(on_progress, "queries", done, total)
 
     for ci, category in enumerate(constitution.categories):
+        if not chosen[ci]:
+            continue
         queries = kept[ci]
         for round_index in range(cfg.max_rounds):
             need = cfg.per_category - len(queries)

@@ -462,6 +462,21 @@ def test_stage1_shortfall_keeps_author_examples():
     assert len({c["seed"] for c in gen.calls}) == 4  # a fresh seed per round
 
 
+def test_stage1_for_chosen_categories_only():
+    gen = ScriptedGenerator()
+    examples, events, stats = stage1(gen, responses=False, only_categories=(WIDGETS.name,))
+    assert Counter(ex.category for ex in examples) == {WIDGETS.name: 6}
+    assert events[-1]["done"] == events[-1]["total"] == 6
+    queries = [ex.messages[0]["content"] for ex in examples]
+    # The other category's author example still keeps near copies out.
+    assert "tell me about vaccines" not in queries and stats["rejected_duplicate"] > 0
+    # The chosen category's own examples match a full run's, seeds included.
+    full, _, _ = stage1(responses=False)
+    assert [e.to_dict() for e in full if e.category == WIDGETS.name] == [
+        e.to_dict() for e in examples
+    ]
+
+
 def test_stage1_cancel():
     with pytest.raises(Cancelled):
         generate_stage1(

@@ -101,6 +101,12 @@ class Command(BaseCommand):
             "opening words of a category example (steers it to write requests)",
         )  # fmt: skip
         parser.add_argument(
+            "--category", action="append", dest="only_categories", default=[],
+            metavar="NAME",
+            help="generate for this category only (repeat for several; default: all); "
+            "a top-up run to combine with a full one (manage.py combine_datasets)",
+        )  # fmt: skip
+        parser.add_argument(
             "--redteam-templates", type=int, default=4,
             help="new jailbreak templates red-teamed when redteam_template is used",
         )  # fmt: skip
@@ -147,6 +153,7 @@ class Command(BaseCommand):
                 max_new_tokens_query=opts["max_new_tokens_query"],
                 max_new_tokens_response=opts["max_new_tokens_response"],
                 redteam_templates=opts["redteam_templates"],
+                only_categories=opts["only_categories"],
                 **opts["splits"],
                 **(
                     {}
