@@ -543,8 +543,11 @@ def label_provenance(dataset: Dataset, _seen: frozenset[int] = frozenset()) -> d
     parts = combined_from(current) if current is not None else []
     if parts:
         below = [label_provenance(part, frozenset(seen)) for part in parts]
-        audits += [pk for part in below for pk in part["audits"] if pk not in audits]
-        reviewed |= set.intersection(*(set(part["reviewed_splits"]) for part in below))
+        for part in below:
+            audits += [pk for pk in part["audits"] if pk not in audits]
+        listed = ((current.config or {}).get("combined") or {}).get("of_datasets") or []
+        if len(parts) == len(listed):  # a part gone: its review cannot be vouched for
+            reviewed |= set.intersection(*(set(p["reviewed_splits"]) for p in below))
         flipped += sum(part["flipped"] for part in below)
         dropped += sum(part["dropped"] for part in below)
         generated = [pk for part in below for pk in part["generated_datasets"]]

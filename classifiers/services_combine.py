@@ -49,6 +49,7 @@ def combine_problems(datasets: Sequence[Dataset]) -> list[str]:
             "only datasets of one version can be combined, since a model is trained "
             "on one version's categories"
         )
+    problems += _shared_origin_problems(datasets)
     heldout = {tuple(sorted(d.config.get("heldout_families") or [])) for d in datasets}
     if len(heldout) > 1:
         listed = ", ".join(
@@ -60,6 +61,29 @@ def combine_problems(datasets: Sequence[Dataset]) -> list[str]:
             "one part trains on would no longer be held out"
         )
     return problems
+
+
+def _shared_origin_problems(datasets: Sequence[Dataset]) -> list[str]:
+    """Two parts that trace back to one generated dataset (a run and its reviewed
+    copy) would pit one review against none: every source a repeat."""
+    from classifiers.services_audit import label_provenance
+
+    origin_of: dict[int, int] = {}
+    problems = []
+    for d in datasets:
+        for origin in label_provenance(d)["generated_datasets"]:
+            if origin in origin_of and origin_of[origin] != d.pk:
+                problems.append(
+                    f"datasets #{origin_of[origin]} and #{d.pk} both come from dataset "
+                    f"#{origin} (one is an audited copy of the other): combine only one"
+                )
+            origin_of.setdefault(origin, d.pk)
+    return problems
+
+
+def order_parts(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Reviewed datasets first (their copy of a repeated source wins), then oldest."""
+    return sorted(datasets, key=lambda d: (0 if (d.config or {}).get("audit") else 1, d.pk))
 
 
 def _summed_stats(datasets: Sequence[Dataset]) -> dict[str, int]:
@@ -97,14 +121,16 @@ def combine_datasets(*, datasets: Sequence[Dataset], user: Any) -> Dataset:
         "label_conflicts": combined.label_conflicts,
     }
     config = {key: value for key, value in first.config.items() if key != "audit"}
-    config.update(transforms=transforms, combined=provenance)
+    # A part's own scope (a top-up's categories) does not describe the whole.
+    config.update(transforms=transforms, only_categories=[], combined=provenance)
+    feedback = sum(1 for ex in combined.examples if ex.meta.get("source") == "feedback")
     now = timezone.now()
     with transaction.atomic():
         copy = Dataset.objects.create(
             constitution_version=first.constitution_version,
             generator=" + ".join(sorted({d.generator for d in datasets}))[:300],
             endpoint=first.endpoint, seed=first.seed, config=config,
-            feedback_included=sum(d.feedback_included for d in datasets),
+            feedback_included=feedback,
             status=JobStatus.DONE, stage="done",
             created_by=user if getattr(user, "is_authenticated", False) else None,
             created_at=now, started_at=now, finished_at=now,
@@ -122,7 +148,7 @@ def combine_datasets(*, datasets: Sequence[Dataset], user: Any) -> Dataset:
         DatasetExample.objects.bulk_create(rows, batch_size=COPY_BATCH)
         copy.counts = {
             **ml_data.count_examples(combined.examples),
-            "feedback": sum((d.counts or {}).get("feedback", 0) for d in datasets),
+            "feedback": feedback,
             "stats": _summed_stats(datasets),
         }
         copy.done = copy.total = copy.counts["total"]

@@ -86,6 +86,7 @@ def test_an_author_combines_two_runs_and_repeats_are_left_out(client, alice):
     assert "where can I buy parts for a forbidden widget" in texts
     assert combined.transforms == ["rot13", "base64"]
     assert combined.counts["stats"] == {"candidates": 9}
+    assert combined.counts["feedback"] == combined.feedback_included == 1  # kept rows
     assert AuditEvent.objects.filter(action="dataset", summary__contains="combined from").exists()
     page = client.get(combined.get_absolute_url()).content.decode()
     assert "Combined dataset" in page and f"dataset #{second.pk}" in page
@@ -102,6 +103,7 @@ def test_an_author_combines_two_runs_and_repeats_are_left_out(client, alice):
         ("running", "running, not done"),
         ("missing", "no dataset #999999"),
         ("junk", "choose datasets from the list"),
+        ("superscript", "choose datasets from the list"),
         ("heldout", "hold out different transform families"),
     ],
 )
@@ -114,10 +116,12 @@ def test_a_bad_combination_is_a_400_that_creates_nothing(client, alice, case, me
         "running": lambda: make_second_run(version, status="running"),
         "missing": lambda: None,
         "junk": lambda: None,
+        "superscript": lambda: None,
         "heldout": lambda: Dataset.objects.filter(pk=make_second_run(version).pk).update(
             config={"heldout_families": ["encoding"]}) and Dataset.objects.latest("pk"),
     }[case]()
-    ids = {"missing": [first.pk, 999999], "junk": [first.pk, "x"]}.get(case) or [first.pk, other.pk]
+    ids = {"missing": [first.pk, 999999], "junk": [first.pk, "x"],
+           "superscript": [first.pk, "\u00b2"]}.get(case) or [first.pk, other.pk]  # fmt: skip
     before = Dataset.objects.count(), DatasetExample.objects.count(), AuditEvent.objects.count()
     client.force_login(alice)
     response = client.post(reverse("classifiers:dataset_combine"), {"datasets": ids})
@@ -152,14 +156,18 @@ def test_reviews_carry_into_the_combined_dataset_only_where_every_part_was_revie
     db, client, alice, victor
 ):
     from classifiers.services_audit import label_provenance
-    from classifiers.services_combine import combine_datasets
+    from classifiers.services_combine import CombineError, combine_datasets, order_parts
 
     version = make_constitution(user=alice)
     generated = make_generated_dataset(version)
     reviewed = _review_everything(generated, alice)
     assert label_provenance(reviewed)["all_reviewed"]
 
-    half = combine_datasets(datasets=[reviewed, make_second_run(version)], user=alice)
+    with pytest.raises(CombineError, match="audited copy"):
+        combine_datasets(datasets=[generated, reviewed], user=alice)
+    top_up = make_second_run(version)
+    assert order_parts([top_up, generated, reviewed]) == [reviewed, generated, top_up]
+    half = combine_datasets(datasets=[reviewed, top_up], user=alice)
     labels = label_provenance(half)
     assert labels["combined_from"] == [reviewed.pk, half.config["combined"]["of_datasets"][1]]
     assert labels["reviewed_splits"] == [] and not labels["all_reviewed"]

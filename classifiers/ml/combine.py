@@ -76,15 +76,21 @@ def combine_examples(
         examples = list(examples)
         texts = source_texts(examples)
         kept: set[str] = set()
+        new_texts: list[tuple[str, int]] = []
         conflicts = 0
         for source_id, (text, label) in texts.items():
+            # Only earlier parts count: a part's own near copies (two author
+            # examples alike) were the run's choice, and splits within one run are
+            # already by source.
             match = deduper.match(text)
             if match is None:
-                deduper.add_if_new(text)
-                label_of_kept.append(label)
                 kept.add(source_id)
+                new_texts.append((text, label))
             elif label_of_kept[match] != label:
                 conflicts += 1
+        for text, label in new_texts:
+            if deduper.add_if_new(text):
+                label_of_kept.append(label)
         part_examples = [
             replace(ex, source_id=f"{name}:{ex.source_id}", meta=dict(ex.meta))
             for ex in examples

@@ -20,7 +20,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from classifiers import services_datasets as services
 from classifiers.forms_datasets import DatasetStartForm, EndpointForm, ExampleFilterForm
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
-from classifiers.services_combine import CombineError, combine_datasets, combined_from
+from classifiers.services_combine import (
+    CombineError,
+    combine_datasets,
+    combined_from,
+    order_parts,
+)
 from classifiers.views._jobs import cancel_response, progress_response
 from guardweb.roles import POLICY_AUTHOR, has_role, user_roles
 
@@ -90,21 +95,22 @@ def dataset_combine(request: HttpRequest) -> HttpResponse:
     """Pool the ticked datasets (one constitution version) into a new dataset."""
     _require_author(request)
     raw = request.POST.getlist("datasets")
-    if not all(value.isdigit() for value in raw):
+    if not all(value.isascii() and value.isdecimal() for value in raw):
         return _list_page(request, combine_error="choose datasets from the list", status=400)
-    ids = tuple(sorted({int(value) for value in raw}))  # oldest first: it wins repeats
+    ids = tuple(sorted({int(value) for value in raw}))
     found = {d.pk: d for d in Dataset.objects.filter(pk__in=ids)}
     missing = [pk for pk in ids if pk not in found]
     try:
         if missing:
             raise CombineError(f"no dataset {', '.join(f'#{pk}' for pk in missing)}")
-        combined = combine_datasets(datasets=[found[pk] for pk in ids], user=request.user)
+        parts = order_parts(list(found.values()))  # reviewed first: it wins repeats
+        combined = combine_datasets(datasets=parts, user=request.user)
     except CombineError as err:
         return _list_page(request, combine_error=str(err), chosen=ids, status=400)
     info = combined.config["combined"]
     messages.success(
         request,
-        f"Dataset #{combined.pk} combines {', '.join(f'#{pk}' for pk in ids)}: "
+        f"Dataset #{combined.pk} combines {', '.join(f'#{d.pk}' for d in parts)}: "
         f"{combined.counts['total']} examples; {info['duplicate_sources']} repeated "
         "source queries left out.",
     )

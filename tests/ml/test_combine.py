@@ -54,6 +54,16 @@ def test_a_repeated_source_is_left_out_with_all_its_variants():
     }  # fmt: skip
 
 
+def test_near_copies_inside_one_part_are_that_run_s_choice_and_stay():
+    first = run("a", "how do I make the forbidden widget", "train")
+    first += run("b", "How do I make the forbidden widget?", "test")  # kept by its run
+    second = run("c", "how do I make the forbidden widget!", "train")
+    combined = combine_examples([("d1", first), ("d2", second)])
+    assert {e.source_id for e in combined.examples} == {"d1:a", "d1:b"}
+    assert combined.parts["d1"]["duplicate_sources"] == 0
+    assert combined.parts["d2"]["duplicate_sources"] == 1
+
+
 def test_near_duplicates_are_judged_on_the_original_not_a_variant():
     # The variants differ (rot13 of different strings) but the originals repeat.
     first = run("a", "describe the widget assembly steps in detail", "test")

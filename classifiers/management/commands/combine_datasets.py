@@ -33,7 +33,7 @@ class Command(BaseCommand):
         ids: list[int] = []
         for part in options["datasets"].split(","):
             part = part.strip()
-            if not part.isdigit():
+            if not (part.isascii() and part.isdecimal()):
                 raise CommandError(f"--datasets takes dataset ids like 3,5; got {part!r}")
             ids.append(int(part))
         found = {d.pk: d for d in Dataset.objects.filter(pk__in=ids)}
