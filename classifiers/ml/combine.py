@@ -43,8 +43,8 @@ class CombinedExamples:
 
 def source_texts(examples: Sequence[Example]) -> dict[str, tuple[str, int]]:
     """source_id -> (the text that stands for it, its label), in order of appearance:
-    the untransformed prompt where there is one (held-out or dropped originals leave
-    only variants; then the first variant stands in)."""
+    the untransformed prompt (every generated run keeps one per source, held-out
+    variants or not); a source without one (an imported file) uses its first variant."""
     found: dict[str, tuple[str, int]] = {}
     has_original: set[str] = set()
     for ex in examples:
