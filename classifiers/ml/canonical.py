@@ -31,6 +31,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from classifiers.ml.frames import strip_known_frame
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- tables
@@ -511,24 +513,36 @@ class PromptViews:
     # and scores as noise (benign base64 scored 0.93-0.97 on cbrn-demo, above the
     # 1% FPR threshold). What they decode to is scored instead.
     encoded: frozenset[int] = frozenset()
+    # Views that are one of the augmenter's known jailbreak frames around another
+    # view (frames.strip_known_frame): the frame is fixed text with no content of
+    # its own, and scoring it scored the frame, not the request (benign questions
+    # in role-play or "DAN" frames set cbrn-demo's 1% FPR point). The request
+    # taken out of the frame is scored instead.
+    framed: frozenset[int] = frozenset()
 
     @property
     def scored(self) -> list[int]:
-        """Indexes of the views to score (all of them if every one is encoded)."""
-        plain = [i for i in range(len(self.texts)) if i not in self.encoded]
+        """Indexes of the views to score (all of them if none is plain)."""
+        skipped = self.encoded | self.framed
+        plain = [i for i in range(len(self.texts)) if i not in skipped]
         return plain or list(range(len(self.texts)))
 
 
-def prompt_views(text: str, *, max_views: int = 8) -> PromptViews:
+def prompt_views(
+    text: str, *, max_views: int = 8, known_frames: bool = True
+) -> PromptViews:
     """The original text, then distinct de-obfuscated / decoded views of it.
 
     Plain text gives just itself. Decoded views have the encoder's instruction line
     stripped, so a base64-encoded request yields the request itself as a view; a
     request inside a long jailbreak frame yields the request alone as a view, and
-    its decodings too when the request alone was encoded.
+    its decodings too when the request alone was encoded. With known_frames, a view
+    that is one of the augmenter's own frames is replaced by its request (see
+    PromptViews.framed); known_frames=False is the older rule, kept for comparison.
     """
     views: list[str] = [text]
     encoded: set[int] = set()
+    framed: dict[int, str] = {}  # framed view's index -> the request inside it
 
     def add(view: str | None) -> None:
         if view is not None and view.strip() and view not in views:
@@ -544,7 +558,22 @@ def prompt_views(text: str, *, max_views: int = 8) -> PromptViews:
     # is framed through its folded form only: a raw leetspeak request alone reads
     # unlike any training text and scored 0.98 for a benign physics question.
     for view in list(views):
-        if _fold(view) != view:
+        known = _known_request(view) if known_frames else None
+        folds = _fold(view) != view
+        if known is not None:
+            # A view that still folds is framed through its folded form (a view
+            # of its own, visited in this loop): its raw request is not added.
+            if not folds:
+                framed[views.index(view)] = known
+                if known not in views:
+                    add(known)
+                    decode(known)
+                continue
+            inner = _known_request(_fold(view))
+            if inner is not None:
+                framed[views.index(view)] = inner
+            continue
+        if folds:
             continue
         request = framed_request(view)
         if request is None or request in views:
@@ -552,7 +581,20 @@ def prompt_views(text: str, *, max_views: int = 8) -> PromptViews:
         add(request)
         decode(request)
     kept = views[:max_views]
-    return PromptViews(tuple(kept), frozenset(i for i in encoded if i < len(kept)))
+    # A frame counts as taken off only when its request made the view budget.
+    unframed = {i for i, request in framed.items() if request in kept}
+    return PromptViews(
+        tuple(kept),
+        frozenset(i for i in encoded if i < len(kept)),
+        frozenset(i for i in unframed if i < len(kept)),
+    )
+
+
+def _known_request(view: str) -> str | None:
+    """The request inside a known frame, an encoder's instruction line dropped
+    (as every decoded view has it dropped), else None."""
+    request = strip_known_frame(view)
+    return None if request is None else strip_instructions(request)
 
 
 def canonical_views(text: str, *, max_views: int = 8) -> list[str]:
