@@ -45,6 +45,12 @@ def main(argv: list[str]) -> dict[str, Any]:
         help="also split the test split's generated examples by whether Stage I "
         "prefilled an opener for their source",
     )  # fmt: skip
+    parser.add_argument(
+        "--frames-ablation", action="store_true",
+        help="also score the test split with the augmenter's known jailbreak frames "
+        "scored as they are (the rule before frames were taken off), and give the "
+        "test split's harmful recall per transform family under both rules",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")
     import django
@@ -71,6 +77,8 @@ def main(argv: list[str]) -> dict[str, Any]:
                 _row(result, model, dataset, split, threshold, guard, rows)
             if args.by_opener:
                 _opener_rows(result, model, dataset, threshold, guard)
+            if args.frames_ablation:
+                _frame_rows(result, model, dataset, threshold, guard)
     return result
 
 
@@ -91,16 +99,53 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
         _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
 
 
+def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,
+                guard: Any) -> None:  # fmt: skip
+    """The test split under both frame rules, with the harmful examples of each
+    transform family against all of the split's benign ones (so each family's
+    recall is at the split's own 1%-FPR point)."""
+    from classifiers.ml.augment import transform_family
+
+    test = list(dataset.examples.filter(split="test").values_list("prompt_text", "label", "transform"))
+    rows = [(text, label) for text, label, _ in test]
+    families = [
+        "+".join(sorted({transform_family(t) for t in transform.split("+")}))
+        for _, _, transform in test
+    ]
+    for known_frames, name in ((False, "test_frames_scored"), (True, "test_frames_taken_off")):
+        scores = _row(result, model, dataset, name, threshold, guard, rows,
+                      known_frames=known_frames)  # fmt: skip
+        benign = [(s, 0) for s, (_, y) in zip(scores, rows, strict=True) if y == 0]
+        for family in sorted(set(families)):
+            harmful = [
+                (s, 1)
+                for s, (_, y), f in zip(scores, rows, families, strict=True)
+                if y == 1 and f == family
+            ]
+            if not harmful:
+                continue
+            pairs = benign + harmful
+            result["rows"].append({
+                "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
+                "split": f"{name}:harmful_{family}", "threshold": threshold, "seconds": 0.0,
+                **_metrics([p[0] for p in pairs], [p[1] for p in pairs], threshold),
+            })  # fmt: skip
+
+
 def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,
-         guard: Any, rows: list[tuple[str, int]]) -> None:  # fmt: skip
+         guard: Any, rows: list[tuple[str, int]], *,
+         known_frames: bool = True) -> list[float]:  # fmt: skip
     from classifiers.ml.input_classifier import score_texts
 
     if not rows:
-        return
+        return []
     started = time.perf_counter()
-    scored = score_texts(guard.model, guard.tokenizer, [text for text, _ in rows])
+    scored = score_texts(guard.model, guard.tokenizer, [text for text, _ in rows],
+                         known_frames=known_frames)  # fmt: skip
+    scores = [s.score for s in scored]
     result["rows"].append({
         "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
         "split": split, "threshold": threshold, "seconds": time.perf_counter() - started,
-        **_metrics([s.score for s in scored], [y for _, y in rows], threshold),
+        **_metrics(scores, [y for _, y in rows], threshold),
     })  # fmt: skip
+    return scores

@@ -79,10 +79,14 @@ def _strip_many_shot(text: str) -> str | None:
         return None
     for block in blocks[1:-1]:
         turn = _MANY_SHOT_TURN.match(block.strip())
-        if turn is None or (
-            _squash(turn["question"]),
-            _squash(turn["answer"]),
-        ) not in _INNOCUOUS:
+        if (
+            turn is None
+            or (
+                _squash(turn["question"]),
+                _squash(turn["answer"]),
+            )
+            not in _INNOCUOUS
+        ):
             return None
     last = blocks[-1].strip()
     if not (last.startswith("User: ") and last.endswith("\nAssistant:")):

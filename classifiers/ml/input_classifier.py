@@ -549,7 +549,9 @@ def _validate(
 # ---------------------------------------------------------------------------- scoring
 
 
-def _views(text: str, canonicalize: bool) -> tuple[list[str], list[int]]:
+def _views(
+    text: str, canonicalize: bool, known_frames: bool = True
+) -> tuple[list[str], list[int]]:
     """(views with the original first, indexes of the views to score)."""
     if not canonicalize:
         return [text], [0]
@@ -559,7 +561,7 @@ def _views(text: str, canonicalize: bool) -> tuple[list[str], list[int]]:
         if exc.name != "classifiers.ml.canonical":
             raise
         return [text], [0]
-    views = prompt_views(text)
+    views = prompt_views(text, known_frames=known_frames)
     return list(views.texts), views.scored
 
 
@@ -599,14 +601,17 @@ def score_texts(
     *,
     batch_size: int = 32,
     canonicalize: bool = True,
+    known_frames: bool = True,
 ) -> list[InputScore]:
     """Score each text; with canonicalize, the max over its canonical views.
 
-    Views whose surface is an encoding of another view are not scored (see
-    canonical.PromptViews). All scored views of all texts go through the model in
-    one batched pass.
+    Views whose surface is an encoding of another view, or one of the augmenter's
+    known jailbreak frames around another view, are not scored (see
+    canonical.PromptViews; known_frames=False scores frames too, the older rule,
+    for comparison). All scored views of all texts go through the model in one
+    batched pass.
     """
-    views_per_text = [_views(text, canonicalize) for text in texts]
+    views_per_text = [_views(text, canonicalize, known_frames) for text in texts]
     flat = [views[i] for views, scored in views_per_text for i in scored]
     harm, category_probs = predict_texts(model, tokenizer, flat, batch_size=batch_size)
     results: list[InputScore] = []
