@@ -48,8 +48,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument(
         "--frames-ablation", action="store_true",
         help="also score the test split with the augmenter's known jailbreak frames "
-        "scored as they are (the rule before frames were taken off), and give the "
-        "test split's harmful recall per transform family under both rules",
+        "taken off (canonical.prompt_views(known_frames=True); off as served) and as "
+        "served, with the harmful recall per transform family under both rules",
     )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")

@@ -50,11 +50,15 @@ def _check_fpr(target_fpr: float, what: str = "target_fpr") -> None:
 def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> float:
     """The smallest threshold t with fraction(benign >= t) <= target_fpr.
 
-    Candidates are the observed benign scores and the number just above the largest
-    one (so target_fpr = 0 flags no benign score). Ties are handled exactly: a
-    threshold equal to a score flags every copy of that score, so it is only chosen
-    when all copies fit in the budget. With target_fpr = 1 the smallest score is
-    returned (everything is flagged).
+    That is the number just above the highest benign score that must stay
+    unflagged (or the smallest score when every one fits the budget: target_fpr = 1
+    flags everything), so the threshold is the ROC point with the most recall at
+    the target. Ties are handled exactly: a threshold at or below a score flags
+    every copy of it, so copies are flagged together or not at all. An earlier rule
+    took the smallest *observed* benign score that fits; where ties overflow the
+    budget (a source whose variants canonicalise to the same text scores the same
+    several times), that jumped to the next benign score up, however far, and gave
+    recall away for no false positive saved.
     """
     _check_fpr(target_fpr)
     values = np.sort(_as_scores(benign_scores, "benign scores"))
@@ -62,13 +66,14 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
         raise ValueError("threshold_for_fpr needs at least one benign score")
     allowed_false_positives = math.floor(target_fpr * values.size + _COUNT_EPSILON)
     distinct = np.unique(values)
-    # For each candidate v: how many benign scores are >= v.
+    # For each distinct score v: how many benign scores are >= v.
     flagged = values.size - np.searchsorted(values, distinct, side="left")
     fits = flagged <= allowed_false_positives
-    if fits.any():
-        # flagged shrinks as v grows, so the first fitting candidate is the smallest.
-        return float(distinct[int(np.argmax(fits))])
-    return float(np.nextafter(distinct[-1], np.inf))
+    if fits[0]:
+        return float(distinct[0])  # every benign score fits the budget
+    # flagged shrinks as v grows: the last score that does not fit stays unflagged.
+    highest_unflagged = distinct[int(np.argmax(fits)) - 1] if fits.any() else distinct[-1]
+    return float(np.nextafter(highest_unflagged, np.inf))
 
 
 def false_positive_rate(benign_scores: Sequence[float], threshold: float) -> float:

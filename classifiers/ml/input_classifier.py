@@ -550,7 +550,7 @@ def _validate(
 
 
 def _views(
-    text: str, canonicalize: bool, known_frames: bool = True
+    text: str, canonicalize: bool, known_frames: bool = False
 ) -> tuple[list[str], list[int]]:
     """(views with the original first, indexes of the views to score)."""
     if not canonicalize:
@@ -601,15 +601,14 @@ def score_texts(
     *,
     batch_size: int = 32,
     canonicalize: bool = True,
-    known_frames: bool = True,
+    known_frames: bool = False,
 ) -> list[InputScore]:
     """Score each text; with canonicalize, the max over its canonical views.
 
-    Views whose surface is an encoding of another view, or one of the augmenter's
-    known jailbreak frames around another view, are not scored (see
-    canonical.PromptViews; known_frames=False scores frames too, the older rule,
-    for comparison). All scored views of all texts go through the model in one
-    batched pass.
+    Views whose surface is an encoding of another view are not scored, nor with
+    known_frames (off as served; see canonical.prompt_views) one of the
+    augmenter's own jailbreak frames around another view. All scored views of all
+    texts go through the model in one batched pass.
     """
     views_per_text = [_views(text, canonicalize, known_frames) for text in texts]
     flat = [views[i] for views, scored in views_per_text for i in scored]

@@ -13,6 +13,7 @@ from classifiers.ml.calibrate import (
     false_positive_rate,
     threshold_for_fpr,
 )
+from classifiers.ml.evaluate import tpr_at_fpr
 
 # Scores on a coarse grid so hypothesis produces plenty of ties.
 grid_scores = st.lists(
@@ -28,9 +29,10 @@ fprs = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 def test_exact_values() -> None:
     benign = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    assert threshold_for_fpr(benign, 0.1) == 1.0  # only 1.0 is flagged
-    assert threshold_for_fpr(benign, 0.3) == 0.8
-    assert threshold_for_fpr(benign, 0.35) == 0.8  # 3.5 rounds down to 3 allowed
+    above = lambda score: math.nextafter(score, math.inf)  # noqa: E731
+    assert threshold_for_fpr(benign, 0.1) == above(0.9)  # only 1.0 is flagged
+    assert threshold_for_fpr(benign, 0.3) == above(0.7)
+    assert threshold_for_fpr(benign, 0.35) == above(0.7)  # 3.5 rounds down to 3 allowed
     assert threshold_for_fpr(benign, 1.0) == 0.1
     zero = threshold_for_fpr(benign, 0.0)
     assert zero > 1.0 and zero == math.nextafter(1.0, math.inf)
@@ -42,14 +44,26 @@ def test_ties_are_never_split() -> None:
     threshold = threshold_for_fpr(benign, 0.2)
     assert threshold > 0.9
     assert false_positive_rate(benign, threshold) == 0.0
-    assert threshold_for_fpr(benign, 0.5) == 0.9
+    # Half may be flagged: the five 0.9s, so the threshold sits just above 0.1.
+    assert threshold_for_fpr(benign, 0.5) == math.nextafter(0.1, math.inf)
+
+
+def test_the_threshold_does_not_jump_over_a_gap() -> None:
+    """Three tied copies that do not fit the budget leave the threshold just above
+    them, not at the next benign score up (the earlier rule): every harmful score
+    in the gap is recall gained with no false positive added."""
+    benign = [0.1] * 95 + [0.88] * 3 + [0.99] * 2
+    threshold = threshold_for_fpr(benign, 0.03)  # 3 allowed: the 0.99s, not the 0.88s
+    assert 0.88 < threshold < 0.881
+    assert false_positive_rate(benign, threshold) == pytest.approx(0.02)
+    assert tpr_at_fpr(benign + [0.9, 0.95], [0] * 100 + [1, 1], 0.03) == 1.0
 
 
 def test_float_error_in_budget() -> None:
     # 0.07 * 100 = 7.000000000000001 must still allow exactly 7 false positives.
     benign = [i / 100 for i in range(100)]
     threshold = threshold_for_fpr(benign, 0.07)
-    assert threshold == 0.93
+    assert threshold == math.nextafter(0.92, math.inf)
     assert false_positive_rate(benign, threshold) == pytest.approx(0.07)
 
 
@@ -71,10 +85,13 @@ def test_achieved_fpr_within_target_and_threshold_is_smallest(
 ) -> None:
     threshold = threshold_for_fpr(benign, target)
     assert false_positive_rate(benign, threshold) <= target + 1e-12
-    # Minimality: any smaller candidate (an observed score) would exceed the target.
+    # Minimality: any smaller threshold flags an observed score more, which would
+    # exceed the target (or it already flags every score).
     smaller = [s for s in set(benign) if s < threshold]
     if smaller:
         assert false_positive_rate(benign, max(smaller)) > target
+    else:
+        assert threshold == min(benign)
 
 
 @settings(max_examples=150, deadline=None)
@@ -128,7 +145,8 @@ def test_per_category_target_moves_that_category_only() -> None:
         scores, labels, categories, target_fpr=0.05, predicted_categories=predicted
     )
     assert base.per_category == {}
-    assert base.global_threshold == pytest.approx(0.66)  # 4 of 80 benign flagged
+    # 4 of 80 benign flagged (0.66 .. 0.69): just above the 0.65 that stays unflagged.
+    assert base.global_threshold == pytest.approx(0.65) and base.global_threshold > scores[35]
     looser = calibrate_thresholds(
         scores,
         labels,
@@ -138,7 +156,7 @@ def test_per_category_target_moves_that_category_only() -> None:
         predicted_categories=predicted,
     )
     # Calibrated on the 40 benign inputs assigned to "widgets": half may be flagged.
-    assert looser.per_category["widgets"] == pytest.approx(0.50)
+    assert looser.per_category["widgets"] == pytest.approx(0.49)
     assert looser.global_threshold == base.global_threshold
     assert looser.achieved_category_fpr["widgets"] == pytest.approx(0.5)
     assert looser.for_category("widgets") < looser.for_category("gardening")

@@ -25,8 +25,8 @@ def _example(text: str) -> Example:
     )
 
 
-def _scored(text: str, **kwargs: object) -> list[str]:
-    views = prompt_views(text, **kwargs)
+def _scored(text: str, known_frames: bool = True) -> list[str]:
+    views = prompt_views(text, known_frames=known_frames)
     return [views.texts[i] for i in views.scored]
 
 
@@ -63,9 +63,10 @@ def test_every_augmenter_frame_is_taken_off() -> None:
         assert _scored(text) == [REQUEST], text
 
 
-def test_the_older_rule_still_scores_the_framed_text() -> None:
+def test_as_served_the_framed_text_is_still_scored() -> None:
     for text in _every_frame(REQUEST):
         assert text in _scored(text, known_frames=False)
+        assert prompt_views(text).framed == frozenset()  # off by default
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_a_frame_with_added_text_is_not_known() -> None:
 
 def test_a_frame_whose_request_misses_the_view_budget_stays_scored() -> None:
     text = redteam.DAN_FRAMES[0].replace("{request}", REQUEST)
-    views = prompt_views(text, max_views=1)
+    views = prompt_views(text, max_views=1, known_frames=True)
     assert views.texts == (text,) and views.scored == [0]
 
 

@@ -272,7 +272,7 @@ def test_score_takes_max_over_views(
     # A stand-in canonical module: "decodes" the token ENC into the harmful text.
     fake = types.ModuleType("classifiers.ml.canonical")
     fake.prompt_views = (  # type: ignore[attr-defined]
-        lambda text: PromptViews((text, harmful) if "ENC" in text else (text,))
+        lambda text, **_: PromptViews((text, harmful) if "ENC" in text else (text,))
     )
     monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", fake)
     model, tokenizer = fast_result.model, fast_result.tokenizer
@@ -297,7 +297,7 @@ def test_an_encoded_surface_is_not_scored_its_decoding_is(
     fake = types.ModuleType("classifiers.ml.canonical")
     fake.prompt_views = (  # type: ignore[attr-defined]
         # Stand-in: the "surface" reads harmful, but it encodes the benign request.
-        lambda text: PromptViews((text, benign), frozenset({0}))
+        lambda text, **_: PromptViews((text, benign), frozenset({0}))
     )
     monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", fake)
     model, tokenizer = fast_result.model, fast_result.tokenizer
@@ -307,7 +307,7 @@ def test_an_encoded_surface_is_not_scored_its_decoding_is(
     assert surface.score > 0.5 > decoded.score
     assert viewed.score == pytest.approx(decoded.score, abs=1e-5)
     assert viewed.view_index == 1 and viewed.view == benign
-    fake.prompt_views = lambda text: PromptViews((text,), frozenset({0}))  # type: ignore[attr-defined]
+    fake.prompt_views = lambda text, **_: PromptViews((text,), frozenset({0}))  # type: ignore[attr-defined]
     [only] = score_texts(model, tokenizer, [harmful], canonicalize=True)
     assert only.score == pytest.approx(surface.score, abs=1e-5)  # nothing else to score
 
