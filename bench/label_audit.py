@@ -101,40 +101,59 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
 
 def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,
                 guard: Any) -> None:  # fmt: skip
-    """The test split under both frame rules, with the harmful examples of each
-    transform family against all of the split's benign ones (so each family's
-    recall is at the split's own 1%-FPR point)."""
+    """Both frame rules side by side. Each rule gets its own threshold, calibrated
+    on the calibration split's benign scores under that rule (as training would
+    store it), then: validation and calibration together, test, held-out
+    transforms; and on the test split the harmful examples of each transform family
+    against all of its benign ones (each family's recall at the split's own
+    1%-FPR point)."""
     from classifiers.ml.augment import transform_family
+    from classifiers.ml.calibrate import threshold_for_fpr
 
-    test = list(dataset.examples.filter(split="test").values_list("prompt_text", "label", "transform"))
-    rows = [(text, label) for text, label, _ in test]
-    families = [
-        "+".join(sorted({transform_family(t) for t in transform.split("+")}))
-        for _, _, transform in test
-    ]
-    for known_frames, name in ((False, "test_frames_scored"), (True, "test_frames_taken_off")):
-        scores = _row(result, model, dataset, name, threshold, guard, rows,
-                      known_frames=known_frames)  # fmt: skip
-        benign = [(s, 0) for s, (_, y) in zip(scores, rows, strict=True) if y == 0]
-        for family in sorted(set(families)):
-            harmful = [
-                (s, 1)
-                for s, (_, y), f in zip(scores, rows, families, strict=True)
-                if y == 1 and f == family
-            ]
-            if not harmful:
+    def split_rows(*splits: str) -> list[tuple[str, int, str]]:
+        return list(dataset.examples.filter(split__in=splits)
+                    .values_list("prompt_text", "label", "transform"))  # fmt: skip
+
+    target = float(guard.thresholds.target_fpr)
+    calibration = split_rows("calibration")
+    for known_frames, rule in ((False, "frames_scored"), (True, "frames_taken_off")):
+        cal_scores = _row(result, model, dataset, f"calibration:{rule}", threshold, guard,
+                          [(t, y) for t, y, _ in calibration], known_frames=known_frames)  # fmt: skip
+        own = threshold_for_fpr(
+            [s for s, (_, y, _) in zip(cal_scores, calibration, strict=True) if y == 0], target
+        )
+        for name, splits in (("validation+calibration", ("validation", "calibration")),
+                             ("test", ("test",)),
+                             ("heldout_transforms", ("heldout_transforms",))):  # fmt: skip
+            rows = split_rows(*splits)
+            scores = _row(result, model, dataset, f"{name}:{rule}", own, guard,
+                          [(t, y) for t, y, _ in rows], known_frames=known_frames)  # fmt: skip
+            if name != "test":
                 continue
-            pairs = benign + harmful
-            result["rows"].append({
-                "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
-                "split": f"{name}:harmful_{family}", "threshold": threshold, "seconds": 0.0,
-                **_metrics([p[0] for p in pairs], [p[1] for p in pairs], threshold),
-            })  # fmt: skip
+            families = [
+                "+".join(sorted({transform_family(t or "original") for t in tr.split("+")}))
+                for _, _, tr in rows
+            ]
+            benign = [(sc, 0) for sc, (_, y, _) in zip(scores, rows, strict=True) if y == 0]
+            for family in sorted(set(families)):
+                harmful = [
+                    (sc, 1)
+                    for sc, (_, y, _), f in zip(scores, rows, families, strict=True)
+                    if y == 1 and f == family
+                ]
+                if not harmful:
+                    continue
+                pairs = benign + harmful
+                result["rows"].append({
+                    "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
+                    "split": f"test:{rule}:harmful_{family}", "threshold": own, "seconds": 0.0,
+                    **_metrics([p[0] for p in pairs], [p[1] for p in pairs], own),
+                })  # fmt: skip
 
 
 def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,
          guard: Any, rows: list[tuple[str, int]], *,
-         known_frames: bool = True) -> list[float]:  # fmt: skip
+         known_frames: bool = False) -> list[float]:  # fmt: skip
     from classifiers.ml.input_classifier import score_texts
 
     if not rows:

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 # Absorbs float error in target_fpr * n (0.07 * 100 = 7.000000000000001).
 _COUNT_EPSILON = 1e-9
+# How far above the highest unflagged benign score a threshold sits (at most half
+# the gap to the next score up): the same text rescored in another batch or on
+# another device may differ in the last float32 digits, and must not flip over.
+_THRESHOLD_MARGIN = 1e-5
 
 
 def _as_scores(scores: Sequence[float], what: str) -> np.ndarray:
@@ -50,10 +54,11 @@ def _check_fpr(target_fpr: float, what: str = "target_fpr") -> None:
 def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> float:
     """The smallest threshold t with fraction(benign >= t) <= target_fpr.
 
-    That is the number just above the highest benign score that must stay
-    unflagged (or the smallest score when every one fits the budget: target_fpr = 1
-    flags everything), so the threshold is the ROC point with the most recall at
-    the target. Ties are handled exactly: a threshold at or below a score flags
+    That is just above the highest benign score that must stay unflagged (by
+    _THRESHOLD_MARGIN, or half the gap to the next score up where that is less; the
+    smallest score when every one fits the budget: target_fpr = 1 flags
+    everything), so the threshold is, up to that margin, the ROC point with the
+    most recall at the target. Ties are handled exactly: a threshold at or below a score flags
     every copy of it, so copies are flagged together or not at all. An earlier rule
     took the smallest *observed* benign score that fits; where ties overflow the
     budget (a source whose variants canonicalise to the same text scores the same
@@ -72,8 +77,12 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
     if fits[0]:
         return float(distinct[0])  # every benign score fits the budget
     # flagged shrinks as v grows: the last score that does not fit stays unflagged.
-    highest_unflagged = distinct[int(np.argmax(fits)) - 1] if fits.any() else distinct[-1]
-    return float(np.nextafter(highest_unflagged, np.inf))
+    if not fits.any():
+        return float(distinct[-1] + _THRESHOLD_MARGIN)
+    first_fit = int(np.argmax(fits))
+    highest_unflagged, lowest_flagged = distinct[first_fit - 1], distinct[first_fit]
+    margin = min(_THRESHOLD_MARGIN, (lowest_flagged - highest_unflagged) / 2)
+    return float(max(highest_unflagged + margin, np.nextafter(highest_unflagged, np.inf)))
 
 
 def false_positive_rate(benign_scores: Sequence[float], threshold: float) -> float:

@@ -566,9 +566,10 @@ def prompt_views(
             # of its own, visited in this loop): its raw request is not added.
             if not folds:
                 framed[views.index(view)] = known
-                if known not in views:
-                    add(known)
-                    decode(known)
+                # Decoded even when an earlier decoding already added it as a view:
+                # that one was not decoded further (rot13 in base64 in a frame).
+                add(known)
+                decode(known)
                 continue
             inner = _known_request(_fold(view))
             if inner is not None:
