@@ -47,9 +47,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     )  # fmt: skip
     parser.add_argument(
         "--frames-ablation", action="store_true",
-        help="also score the test split with the augmenter's known jailbreak frames "
-        "taken off (canonical.prompt_views(known_frames=True); off as served) and as "
-        "served, with the harmful recall per transform family under both rules",
+        help="also score with the augmenter's known jailbreak frames scored as they "
+        "are (canonical.prompt_views(known_frames=False), the rule before session 9) "
+        "beside the served rule (frames taken off), each with its own threshold",
     )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")
@@ -153,7 +153,7 @@ def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: flo
 
 def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,
          guard: Any, rows: list[tuple[str, int]], *,
-         known_frames: bool = False) -> list[float]:  # fmt: skip
+         known_frames: bool = True) -> list[float]:  # fmt: skip
     from classifiers.ml.input_classifier import score_texts
 
     if not rows:

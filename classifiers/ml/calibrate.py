@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 
 # Absorbs float error in target_fpr * n (0.07 * 100 = 7.000000000000001).
 _COUNT_EPSILON = 1e-9
-# How far above the highest unflagged benign score a threshold sits (at most half
-# the gap to the next score up): the same text rescored in another batch or on
-# another device may differ in the last float32 digits, and must not flip over.
-_THRESHOLD_MARGIN = 1e-5
 
 
 def _as_scores(scores: Sequence[float], what: str) -> np.ndarray:
@@ -54,16 +50,11 @@ def _check_fpr(target_fpr: float, what: str = "target_fpr") -> None:
 def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> float:
     """The smallest threshold t with fraction(benign >= t) <= target_fpr.
 
-    That is just above the highest benign score that must stay unflagged (by
-    _THRESHOLD_MARGIN, or half the gap to the next score up where that is less; the
-    smallest score when every one fits the budget: target_fpr = 1 flags
-    everything), so the threshold is, up to that margin, the ROC point with the
-    most recall at the target. Ties are handled exactly: a threshold at or below a score flags
-    every copy of it, so copies are flagged together or not at all. An earlier rule
-    took the smallest *observed* benign score that fits; where ties overflow the
-    budget (a source whose variants canonicalise to the same text scores the same
-    several times), that jumped to the next benign score up, however far, and gave
-    recall away for no false positive saved.
+    Candidates are the observed benign scores and the number just above the largest
+    one (so target_fpr = 0 flags no benign score). Ties are handled exactly: a
+    threshold equal to a score flags every copy of that score, so it is only chosen
+    when all copies fit in the budget. With target_fpr = 1 the smallest score is
+    returned (everything is flagged).
     """
     _check_fpr(target_fpr)
     values = np.sort(_as_scores(benign_scores, "benign scores"))
@@ -71,18 +62,43 @@ def threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> floa
         raise ValueError("threshold_for_fpr needs at least one benign score")
     allowed_false_positives = math.floor(target_fpr * values.size + _COUNT_EPSILON)
     distinct = np.unique(values)
-    # For each distinct score v: how many benign scores are >= v.
+    # For each candidate v: how many benign scores are >= v.
+    flagged = values.size - np.searchsorted(values, distinct, side="left")
+    fits = flagged <= allowed_false_positives
+    if fits.any():
+        # flagged shrinks as v grows, so the first fitting candidate is the smallest.
+        return float(distinct[int(np.argmax(fits))])
+    return float(np.nextafter(distinct[-1], np.inf))
+
+
+def roc_threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> float:
+    """The smallest threshold t with fraction(benign >= t) <= target_fpr: just above
+    the highest benign score that must stay unflagged (or the smallest score when
+    every one fits the budget).
+
+    This is the ROC point with the most recall at the target, the usual meaning of
+    "TPR at 1% FPR" on an evaluation split (evaluate.tpr_at_fpr). It is not the
+    deployment rule: a threshold right above a benign score flags, on new data,
+    about one benign text more per n + 1 than the budget (and more where tied
+    scores sit just under it, as variants of one source that canonicalise to the
+    same text do), while threshold_for_fpr's observed-score rule stays within the
+    target in expectation. Where ties overflow the budget that rule jumps to the
+    next benign score up, however far: on cbrn-demo it gave 0.538 recall where this
+    gives 0.878, with the same false positives on the split.
+    """
+    _check_fpr(target_fpr)
+    values = np.sort(_as_scores(benign_scores, "benign scores"))
+    if values.size == 0:
+        raise ValueError("roc_threshold_for_fpr needs at least one benign score")
+    allowed_false_positives = math.floor(target_fpr * values.size + _COUNT_EPSILON)
+    distinct = np.unique(values)
     flagged = values.size - np.searchsorted(values, distinct, side="left")
     fits = flagged <= allowed_false_positives
     if fits[0]:
         return float(distinct[0])  # every benign score fits the budget
     # flagged shrinks as v grows: the last score that does not fit stays unflagged.
-    if not fits.any():
-        return float(distinct[-1] + _THRESHOLD_MARGIN)
-    first_fit = int(np.argmax(fits))
-    highest_unflagged, lowest_flagged = distinct[first_fit - 1], distinct[first_fit]
-    margin = min(_THRESHOLD_MARGIN, (lowest_flagged - highest_unflagged) / 2)
-    return float(max(highest_unflagged + margin, np.nextafter(highest_unflagged, np.inf)))
+    highest_unflagged = distinct[int(np.argmax(fits)) - 1] if fits.any() else distinct[-1]
+    return float(np.nextafter(highest_unflagged, np.inf))
 
 
 def false_positive_rate(benign_scores: Sequence[float], threshold: float) -> float:

@@ -513,10 +513,11 @@ class PromptViews:
     # and scores as noise (benign base64 scored 0.93-0.97 on cbrn-demo, above the
     # 1% FPR threshold). What they decode to is scored instead.
     encoded: frozenset[int] = frozenset()
-    # With prompt_views(known_frames=True): views that are one of the augmenter's
-    # known jailbreak frames around another view (frames.strip_known_frame). The
-    # frame is fixed text with no content of its own, so the request taken out of
-    # it is scored instead of the framed surface.
+    # Views that are one of the augmenter's known jailbreak frames around another
+    # view (frames.strip_known_frame). The frame is fixed text with no content of
+    # its own, and scoring it scored the frame: benign questions in such frames
+    # set cbrn-demo's deployment threshold. The request taken out of the frame is
+    # scored instead of the framed surface.
     framed: frozenset[int] = frozenset()
 
     @property
@@ -528,7 +529,7 @@ class PromptViews:
 
 
 def prompt_views(
-    text: str, *, max_views: int = 8, known_frames: bool = False
+    text: str, *, max_views: int = 8, known_frames: bool = True
 ) -> PromptViews:
     """The original text, then distinct de-obfuscated / decoded views of it.
 
@@ -537,9 +538,9 @@ def prompt_views(
     request inside a long jailbreak frame yields the request alone as a view, and
     its decodings too when the request alone was encoded. With known_frames, a view
     that is one of the augmenter's own frames is replaced by its request (see
-    PromptViews.framed). That is off by default: on cbrn-demo it did not help
-    (docs/BENCHMARKS.md, session 9), so served scores take the max over the framed
-    text and its request; `bench label_audit --frames-ablation` measures both.
+    PromptViews.framed); known_frames=False scores the framed text too (the max
+    over it and its request), the rule before session 9, which `bench label_audit
+    --frames-ablation` compares.
     """
     views: list[str] = [text]
     encoded: set[int] = set()

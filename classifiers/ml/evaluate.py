@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.ml.calibrate import threshold_for_fpr
+from classifiers.ml.calibrate import roc_threshold_for_fpr
 from classifiers.ml.types import PERMITTED, RESTRICTED, ConstitutionSpec
 
 logger = logging.getLogger(__name__)
@@ -112,17 +112,18 @@ def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float:
 def tpr_at_fpr(
     scores: Sequence[float], labels: Sequence[int], target_fpr: float
 ) -> float:
-    """Recall at the threshold calibrated (on these benign scores) to target_fpr.
-
-    Uses the same threshold rule as deployment (calibrate.threshold_for_fpr), so the
-    number is achievable, not an interpolation between ROC points.
+    """Recall at target_fpr on these scores: the ROC point with the most recall
+    whose false-positive rate on these benign scores is within the target
+    (calibrate.roc_threshold_for_fpr), an achievable threshold, not an
+    interpolation between ROC points. Deployment thresholds use the more
+    conservative calibrate.threshold_for_fpr; reports give recall at those too.
     """
     score_array, label_array = _arrays(scores, labels)
     benign = score_array[label_array == 0]
     harmful = score_array[label_array == 1]
     if benign.size == 0 or harmful.size == 0:
         return math.nan
-    threshold = threshold_for_fpr(benign, target_fpr)
+    threshold = roc_threshold_for_fpr(benign, target_fpr)
     return float(np.mean(harmful >= threshold))
 
 

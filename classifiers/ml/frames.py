@@ -7,14 +7,16 @@ harmful one: on cbrn-demo the highest benign test scores (0.955-0.976, the ones
 that set the 1% false-positive point) were all benign questions in these frames.
 
 A frame the product itself knows carries no content of its own (the templates are
-fixed text around one request), so like a known encoding it can be undone before
-scoring: `canonical.prompt_views(known_frames=True)` scores the request taken out
-of the frame and not the framed surface. Measured on cbrn-demo (docs/BENCHMARKS.md,
-session 9) it did not pay: once the framed benign questions were no longer the top
-benign scores, a classifier trained on framed examples also loses the weight the
-frame added to framed harmful ones. So it is off as served (the framed text is
-scored as well as the request after its last colon, and the higher score counts),
-and `bench label_audit --frames-ablation` measures both rules side by side.
+fixed text around one request), so like a known encoding it is undone before
+scoring: `canonical.prompt_views` scores the request taken out of the frame and not
+the framed surface. Frames it does not know (generated red-team templates, new
+ones from the wild) keep the generic treatment: the framed text is scored as well
+as the request after its last colon, and the higher score counts. Measured on
+cbrn-demo (docs/BENCHMARKS.md, session 9; `bench label_audit --frames-ablation`):
+at the deployment threshold it catches more at no more false positives, because
+framed benign questions no longer set the threshold; at the split's own 1% point
+it is no better, since a classifier trained on framed examples also gave framed
+harmful ones weight from the frame.
 """
 
 from __future__ import annotations

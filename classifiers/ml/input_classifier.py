@@ -550,7 +550,7 @@ def _validate(
 
 
 def _views(
-    text: str, canonicalize: bool, known_frames: bool = False
+    text: str, canonicalize: bool, known_frames: bool = True
 ) -> tuple[list[str], list[int]]:
     """(views with the original first, indexes of the views to score)."""
     if not canonicalize:
@@ -601,13 +601,13 @@ def score_texts(
     *,
     batch_size: int = 32,
     canonicalize: bool = True,
-    known_frames: bool = False,
+    known_frames: bool = True,
 ) -> list[InputScore]:
     """Score each text; with canonicalize, the max over its canonical views.
 
-    Views whose surface is an encoding of another view are not scored, nor with
-    known_frames (off as served; see canonical.prompt_views) one of the
-    augmenter's own jailbreak frames around another view. All scored views of all
+    Views whose surface is an encoding of another view are not scored, nor (with
+    known_frames, as served; see canonical.prompt_views) one of the augmenter's
+    own jailbreak frames around another view. All scored views of all
     texts go through the model in one batched pass.
     """
     views_per_text = [_views(text, canonicalize, known_frames) for text in texts]

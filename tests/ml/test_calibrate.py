@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from classifiers.ml.calibrate import (
     Thresholds,
     calibrate_thresholds,
     false_positive_rate,
+    roc_threshold_for_fpr,
     threshold_for_fpr,
 )
 from classifiers.ml.evaluate import tpr_at_fpr
@@ -28,13 +30,12 @@ fprs = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 def test_exact_values() -> None:
     benign = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    above = lambda score: pytest.approx(score + 1e-5)  # noqa: E731  (the margin)
-    assert threshold_for_fpr(benign, 0.1) == above(0.9)  # only 1.0 is flagged
-    assert threshold_for_fpr(benign, 0.3) == above(0.7)
-    assert threshold_for_fpr(benign, 0.35) == above(0.7)  # 3.5 rounds down to 3 allowed
+    assert threshold_for_fpr(benign, 0.1) == 1.0  # only 1.0 is flagged
+    assert threshold_for_fpr(benign, 0.3) == 0.8
+    assert threshold_for_fpr(benign, 0.35) == 0.8  # 3.5 rounds down to 3 allowed
     assert threshold_for_fpr(benign, 1.0) == 0.1
     zero = threshold_for_fpr(benign, 0.0)
-    assert zero > 1.0 and zero == above(1.0)
+    assert zero > 1.0 and zero == math.nextafter(1.0, math.inf)
 
 
 def test_ties_are_never_split() -> None:
@@ -43,26 +44,14 @@ def test_ties_are_never_split() -> None:
     threshold = threshold_for_fpr(benign, 0.2)
     assert threshold > 0.9
     assert false_positive_rate(benign, threshold) == 0.0
-    # Half may be flagged: the five 0.9s, so the threshold sits just above 0.1.
-    assert threshold_for_fpr(benign, 0.5) == pytest.approx(0.1 + 1e-5)
-
-
-def test_the_threshold_does_not_jump_over_a_gap() -> None:
-    """Three tied copies that do not fit the budget leave the threshold just above
-    them, not at the next benign score up (the earlier rule): every harmful score
-    in the gap is recall gained with no false positive added."""
-    benign = [0.1] * 95 + [0.88] * 3 + [0.99] * 2
-    threshold = threshold_for_fpr(benign, 0.03)  # 3 allowed: the 0.99s, not the 0.88s
-    assert 0.88 < threshold < 0.881
-    assert false_positive_rate(benign, threshold) == pytest.approx(0.02)
-    assert tpr_at_fpr(benign + [0.9, 0.95], [0] * 100 + [1, 1], 0.03) == 1.0
+    assert threshold_for_fpr(benign, 0.5) == 0.9
 
 
 def test_float_error_in_budget() -> None:
     # 0.07 * 100 = 7.000000000000001 must still allow exactly 7 false positives.
     benign = [i / 100 for i in range(100)]
     threshold = threshold_for_fpr(benign, 0.07)
-    assert threshold == pytest.approx(0.92 + 1e-5)
+    assert threshold == 0.93
     assert false_positive_rate(benign, threshold) == pytest.approx(0.07)
 
 
@@ -84,15 +73,10 @@ def test_achieved_fpr_within_target_and_threshold_is_smallest(
 ) -> None:
     threshold = threshold_for_fpr(benign, target)
     assert false_positive_rate(benign, threshold) <= target + 1e-12
-    # Minimality: any smaller threshold flags an observed score more, which would
-    # exceed the target (or it already flags every score).
+    # Minimality: any smaller candidate (an observed score) would exceed the target.
     smaller = [s for s in set(benign) if s < threshold]
     if smaller:
         assert false_positive_rate(benign, max(smaller)) > target
-        # ... and it sits just above that score: the gap above it is recall.
-        assert threshold - max(smaller) <= 1e-5 + 1e-12
-    else:
-        assert threshold == min(benign)
 
 
 @settings(max_examples=150, deadline=None)
@@ -146,8 +130,7 @@ def test_per_category_target_moves_that_category_only() -> None:
         scores, labels, categories, target_fpr=0.05, predicted_categories=predicted
     )
     assert base.per_category == {}
-    # 4 of 80 benign flagged (0.66 .. 0.69): just above the 0.65 that stays unflagged.
-    assert base.global_threshold == pytest.approx(0.65, abs=2e-5) and base.global_threshold > scores[35]
+    assert base.global_threshold == pytest.approx(0.66)  # 4 of 80 benign flagged
     looser = calibrate_thresholds(
         scores,
         labels,
@@ -157,7 +140,7 @@ def test_per_category_target_moves_that_category_only() -> None:
         predicted_categories=predicted,
     )
     # Calibrated on the 40 benign inputs assigned to "widgets": half may be flagged.
-    assert looser.per_category["widgets"] == pytest.approx(0.49, abs=2e-5)
+    assert looser.per_category["widgets"] == pytest.approx(0.50)
     assert looser.global_threshold == base.global_threshold
     assert looser.achieved_category_fpr["widgets"] == pytest.approx(0.5)
     assert looser.for_category("widgets") < looser.for_category("gardening")
@@ -197,3 +180,40 @@ def test_to_dict_round_trip_is_json() -> None:
     )
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert Thresholds.from_dict(data) == result
+
+
+def test_the_roc_threshold_does_not_jump_over_a_gap() -> None:
+    """Tied benign scores that overflow the budget: deployment jumps to the next
+    benign score up (conservative); the evaluation metric takes the ROC point just
+    above the ties, where every harmful score in the gap counts, with the same false
+    positives on the split."""
+    benign = [0.1] * 95 + [0.88] * 3 + [0.99] * 2
+    assert threshold_for_fpr(benign, 0.03) == 0.99
+    roc = roc_threshold_for_fpr(benign, 0.03)  # 3 allowed: the 0.99s, not the 0.88s
+    assert roc == math.nextafter(0.88, math.inf)
+    assert false_positive_rate(benign, roc) == false_positive_rate(benign, 0.99)
+    assert tpr_at_fpr(benign + [0.9, 0.95], [0] * 100 + [1, 1], 0.03) == 1.0
+
+
+def test_roc_threshold_edge_cases() -> None:
+    benign = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert roc_threshold_for_fpr(benign, 0.1) == math.nextafter(0.9, math.inf)
+    assert roc_threshold_for_fpr(benign, 1.0) == 0.1
+    assert roc_threshold_for_fpr(benign, 0.0) == math.nextafter(1.0, math.inf)
+    assert roc_threshold_for_fpr([0.5] * 4, 0.5) == math.nextafter(0.5, math.inf)
+
+
+@settings(max_examples=150, deadline=None)
+@given(benign=st.one_of(grid_scores, any_scores), target=fprs)
+def test_roc_threshold_is_within_target_smallest_and_below_the_deployed_one(
+    benign: list[float], target: float
+) -> None:
+    roc = roc_threshold_for_fpr(benign, target)
+    assert false_positive_rate(benign, roc) <= target + 1e-12
+    assert roc <= threshold_for_fpr(benign, target)
+    smaller = [s for s in set(benign) if s < roc]
+    if smaller:  # one step down flags a score that breaks the budget
+        assert false_positive_rate(benign, max(smaller)) > target
+        assert roc == math.nextafter(max(smaller), math.inf)
+    else:
+        assert roc == min(benign)

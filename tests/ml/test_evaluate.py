@@ -57,8 +57,8 @@ def test_pr_curve_and_average_precision() -> None:
 def test_tpr_at_fpr_and_confusion() -> None:
     scores = [0.95, 0.9, 0.7, 0.3] + [0.8] + [i / 200 for i in range(99)]
     labels = [1, 1, 1, 1] + [0] * 100
-    # 1 % of 100 benign = the single 0.8 may be flagged -> threshold just above the
-    # next benign score (0.49), so 0.7 is caught too.
+    # 1 % of 100 benign = the single 0.8 may be flagged: the ROC point with the
+    # most recall flags everything above the next benign score (0.49), 0.7 too.
     assert tpr_at_fpr(scores, labels, 0.01) == 0.75
     assert tpr_at_fpr(scores, labels, 0.0) == 0.5  # threshold just above 0.8
     assert confusion([0.9, 0.6, 0.4, 0.1], [1, 0, 1, 0], 0.5) == {

@@ -63,10 +63,11 @@ def test_every_augmenter_frame_is_taken_off() -> None:
         assert _scored(text) == [REQUEST], text
 
 
-def test_as_served_the_framed_text_is_still_scored() -> None:
+def test_the_older_rule_still_scores_the_framed_text() -> None:
     for text in _every_frame(REQUEST):
         assert text in _scored(text, known_frames=False)
-        assert prompt_views(text).framed == frozenset()  # off by default
+        assert prompt_views(text, known_frames=False).framed == frozenset()
+        assert prompt_views(text).framed  # as served, the frame is taken off
 
 
 @pytest.mark.parametrize(
