@@ -46,7 +46,7 @@ def _template_pattern(template: str) -> re.Pattern[str]:
         else:
             words = piece.split()
             literal = r"\s+".join(re.escape(word) for word in words)
-            # Keep the whitespace around the literal optional-but-present as written.
+            # Whitespace at the piece's edges (around a placeholder) may vary.
             lead = r"\s*" if piece[:1].isspace() else ""
             trail = r"\s*" if piece[-1:].isspace() else ""
             parts.append(lead + literal + trail if words else r"\s*")
@@ -63,15 +63,12 @@ def _patterns() -> tuple[re.Pattern[str], ...]:
     return tuple(_template_pattern(t) for t in templates)
 
 
-@cache
-def _system_claims() -> tuple[str, ...]:
-    return tuple(_squash(claim) for claim in redteam.SYSTEM_CLAIMS)
-
-
 def _squash(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+_SYSTEM_CLAIMS = frozenset(_squash(claim) for claim in redteam.SYSTEM_CLAIMS)
+_ROLE_LINE = re.compile(r"\n(?:system|user|assistant): ")
 _MANY_SHOT_TURN = re.compile(r"^User: (?P<question>.*)\nAssistant: (?P<answer>.*)$")
 _INNOCUOUS = frozenset((_squash(q), _squash(a)) for q, a in redteam.INNOCUOUS_SHOTS)
 
@@ -109,15 +106,12 @@ def _strip_system_claim(text: str) -> str | None:
     role, colon, content = first.partition(": ")
     if not (newline and colon and role == "system"):
         return None
-    if _squash(content) not in _system_claims():
+    if _squash(content) not in _SYSTEM_CLAIMS:
         return None
     rest = rest.strip()
     if rest.startswith("user: ") and _ROLE_LINE.search(rest) is None:
         return rest[len("user: ") :].strip() or None  # one user turn, maybe multi-line
     return rest or None
-
-
-_ROLE_LINE = re.compile(r"\n(?:system|user|assistant): ")
 
 
 def _strip_once(text: str) -> str | None:
