@@ -345,6 +345,45 @@ def test_command_runs_records_decisions_and_applies(db, alice, tmp_path):
         call_command("audit_labels")
 
 
+def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_path):
+    from django.core.management import call_command
+
+    dataset = make_generated_dataset(make_constitution(user=alice))
+    call_command("audit_labels", dataset=dataset.pk, folds=3, spot_check=2)
+    first = LabelAudit.objects.get()
+    items = list(first.items.order_by("rank"))
+    decisions = tmp_path / "decided.jsonl"
+    decisions.write_text(
+        json.dumps({"source_id": items[0].source_id, "decision": "drop"})
+        + "\n"
+        + json.dumps({"source_id": items[1].source_id, "decision": "keep"})
+        + "\n"
+    )
+    archive = tmp_path / "archive.jsonl"
+    call_command(
+        "audit_labels", audit=first.pk, decisions=str(decisions),
+        export_decisions=str(archive),
+    )  # fmt: skip
+    rows = [json.loads(line) for line in archive.read_text().splitlines()]
+    assert len(rows) == 2 and all(len(r["text_sha256"]) == 64 for r in rows)
+    assert not any(items[0].text in line for line in archive.read_text().splitlines())
+
+    # An archive line for a text the queue lacks, and one whose label differs
+    # there, are skipped; the rest are recorded on the second audit.
+    stranger = {"text_sha256": "0" * 64, "label": 1, "decision": "flip"}
+    relabelled = dict(rows[1], label=1 - rows[1]["label"])
+    archive.write_text(
+        "\n".join(json.dumps(r) for r in (rows[0], stranger, relabelled)) + "\n"
+    )
+    call_command("audit_labels", dataset=dataset.pk, folds=3, spot_check=2)
+    second = LabelAudit.objects.exclude(pk=first.pk).get()
+    out = io.StringIO()
+    call_command("audit_labels", audit=second.pk, decisions=str(archive), stdout=out)
+    assert "1 decisions recorded; skipped 1 for texts not in this queue and 1 whose label differs" in out.getvalue()
+    decided = {i.source_id: i.decision for i in second.items.exclude(decision="")}
+    assert decided == {items[0].source_id: "drop"}
+
+
 def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
     from classifiers.services_audit import (
         AuditError,

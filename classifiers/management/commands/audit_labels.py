@@ -5,14 +5,24 @@ decisions from a file, and apply them (a new dataset).
     manage.py audit_labels --audit 1 --decisions decided.jsonl [--user NAME] [--learn --export q.jsonl]
     manage.py audit_labels --audit 1 --apply [--user NAME]
 
-The export has one line per queued item (source_id, text, label, category,
-harm_score, suspect, suggested_category, decision); the decisions file takes lines
-{"source_id": ..., "decision": "keep" | "flip" | "drop", "new_category": ...}, so a
-team can triage in a spreadsheet or notebook and record the result here.
+The export has one line per queued item (source_id, text_sha256, text, label,
+category, harm_score, suspect, suggested_category, decision); the decisions file takes
+lines {"source_id": ..., "decision": "keep" | "flip" | "drop", "new_category": ...}, so
+a team can triage in a spreadsheet or notebook and record the result here.
+
+    manage.py audit_labels --audit 1 --export-decisions archive.jsonl
+
+writes the decisions made so far keyed by the SHA-256 of each text, with no text in
+the file. Such an archive can be given to --decisions for a later audit (lines
+{"text_sha256": ..., "label": ..., "decision": ...}): a regenerated dataset with the
+same seeds gets the same texts, so a review outlives the data directory. Archive
+lines for texts not in the queue, or whose label there differs, are skipped and
+counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,6 +44,9 @@ class Command(BaseCommand):
                             "(comma-separated, e.g. test,calibration)")  # fmt: skip
         parser.add_argument("--export", default=None, help="write the queue here (JSONL)")
         parser.add_argument("--decisions", default=None, help="JSONL of decisions to record")
+        parser.add_argument("--export-decisions", default=None,
+                            help="write the decisions so far here, keyed by text hash "
+                            "(no texts), to replay them on a regenerated dataset")  # fmt: skip
         parser.add_argument("--learn", action="store_true",
                             help="score the undecided items by how likely their label is "
                             "wrong, learned from the decisions so far (exported as wrong_score)")  # fmt: skip
@@ -91,6 +104,8 @@ class Command(BaseCommand):
         self._print(audit)
         if options["export"]:
             self._export(audit, Path(options["export"]))
+        if options["export_decisions"]:
+            self._export_decisions(audit, Path(options["export_decisions"]))
         if options["apply"]:
             from classifiers.services_audit import apply_audit
 
@@ -114,24 +129,38 @@ class Command(BaseCommand):
         from classifiers.services_audit import AuditError, decide
 
         items = {item.source_id: item for item in audit.items.all()}
+        by_hash = {text_sha256(item.text): item for item in items.values()}
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise CommandError(f"cannot read {path}: {err.strerror}") from err
-        parsed = []
+        parsed, not_queued, relabelled = [], 0, 0
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                item = items[row["source_id"]]
+                if "text_sha256" in row:
+                    # An archive from an earlier review: it may cover texts this
+                    # queue does not hold, which is expected, not an error.
+                    item = by_hash.get(row["text_sha256"])
+                    if item is None:
+                        not_queued += 1
+                        continue
+                    if "label" in row and int(row["label"]) != item.label:
+                        # A flip decided for the other label would invert it back.
+                        relabelled += 1
+                        continue
+                else:
+                    item = items[row["source_id"]]
                 decision, category = row["decision"], row.get("new_category", "") or ""
                 if not isinstance(decision, str) or not isinstance(category, str):
                     raise TypeError("decision and new_category must be strings")
-            except (json.JSONDecodeError, TypeError, KeyError) as err:
+            except (json.JSONDecodeError, TypeError, ValueError, KeyError) as err:
                 raise CommandError(
                     f"{path}:{number}: expected {{\"source_id\": <a queued item>, \"decision\": "
-                    f"...}} ({type(err).__name__}: {err})"
+                    f"...}} or {{\"text_sha256\": ..., \"decision\": ...}} "
+                    f"({type(err).__name__}: {err})"
                 ) from err
             parsed.append((number, item, decision, category))
         from django.db import transaction
@@ -143,7 +172,13 @@ class Command(BaseCommand):
                     decide(item=item, decision=decision, new_category=category, user=user)
                 except AuditError as err:
                     raise CommandError(f"{path}:{number}: {err} (nothing recorded)") from err
-        self.stdout.write(f"{len(parsed)} decisions recorded")
+        skipped = ""
+        if not_queued or relabelled:
+            skipped = (
+                f"; skipped {not_queued} for texts not in this queue and "
+                f"{relabelled} whose label differs here"
+            )
+        self.stdout.write(f"{len(parsed)} decisions recorded{skipped}")
 
     def _print(self, audit: Any) -> None:
         from classifiers.services_audit import audit_report
@@ -165,7 +200,8 @@ class Command(BaseCommand):
         with path.open("w", encoding="utf-8") as out:
             for item in audit.items.order_by("rank"):
                 out.write(json.dumps({
-                    "source_id": item.source_id, "text": item.text, "label": item.label,
+                    "source_id": item.source_id, "text_sha256": text_sha256(item.text),
+                    "text": item.text, "label": item.label,
                     "category": item.category, "harm_score": round(item.harm_score, 4),
                     "suspect": item.suspect, "reason": item.reason,
                     "suggested_category": item.suggested_category,
@@ -173,3 +209,18 @@ class Command(BaseCommand):
                     "wrong_score": item.wrong_score,
                 }) + "\n")  # fmt: skip
         self.stdout.write(f"queue written to {path}")
+
+    def _export_decisions(self, audit: Any, path: Path) -> None:
+        decided = audit.items.exclude(decision="").order_by("rank")
+        with path.open("w", encoding="utf-8") as out:
+            for item in decided:
+                out.write(json.dumps({
+                    "text_sha256": text_sha256(item.text), "label": item.label,
+                    "category": item.category, "decision": item.decision,
+                    "new_category": item.new_category,
+                }) + "\n")  # fmt: skip
+        self.stdout.write(f"{decided.count()} decisions written to {path} (texts hashed)")
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
