@@ -33,6 +33,7 @@ def _metrics(scores: list[float], labels: list[int], threshold: float) -> dict[s
         "tpr_at_threshold": sum(s >= threshold for s in harmful) / max(len(harmful), 1),
         "fpr_at_threshold": sum(s >= threshold for s in benign) / max(len(benign), 1),
         "false_positives_at_threshold": sum(s >= threshold for s in benign),
+        "mean_benign_score": sum(benign) / len(benign) if benign else None,
     }
 
 
@@ -97,6 +98,27 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
              benign + harmful)  # fmt: skip
         own = [(t, y) for t, y, o in rows if y == 0 and bool(o) == prefilled]
         _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
+    # Benign messages that open like a restricted category's examples ("Help me
+    # design", "Which supplier is") against those that do not: does the opener alone
+    # raise their scores?
+    restricted = _restricted_openers(dataset)
+    for kind, inside in (("restricted_opener", True), ("other_opener", False)):
+        own = [(t, y) for t, y, o in rows if y == 0 and bool(o) and (o in restricted) == inside]
+        _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
+
+
+def _restricted_openers(dataset: Any) -> set[str]:
+    from classifiers.ml.data import OPENER_WORDS
+    from classifiers.ml.types import RESTRICTED
+
+    spec = dataset.constitution_version.to_spec()
+    return {
+        " ".join(words[:OPENER_WORDS])
+        for category in spec.categories
+        if category.kind == RESTRICTED
+        for words in (q.split() for q in category.example_queries)
+        if len(words) > OPENER_WORDS
+    }
 
 
 def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,
