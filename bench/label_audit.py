@@ -98,9 +98,9 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
              benign + harmful)  # fmt: skip
         own = [(t, y) for t, y, o in rows if y == 0 and bool(o) == prefilled]
         _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
-    # Benign messages that open like a restricted category's examples ("Help me
-    # design", "Which supplier is") against those that do not: does the opener alone
-    # raise their scores?
+    # Benign examples (originals and augmented copies) whose source opens like a
+    # restricted category's examples ("Help me design", "Which supplier is") against
+    # those that do not: does the opener alone raise their scores?
     restricted = _restricted_openers(dataset)
     for kind, inside in (("restricted_opener", True), ("other_opener", False)):
         own = [(t, y) for t, y, o in rows if y == 0 and bool(o) and (o in restricted) == inside]

@@ -346,7 +346,9 @@ def test_command_runs_records_decisions_and_applies(db, alice, tmp_path):
 
 
 def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_path):
-    from django.core.management import call_command
+    import hashlib
+
+    from django.core.management import CommandError, call_command
 
     dataset = make_generated_dataset(make_constitution(user=alice))
     call_command("audit_labels", dataset=dataset.pk, folds=3, spot_check=2)
@@ -365,8 +367,20 @@ def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_
         export_decisions=str(archive),
     )  # fmt: skip
     rows = [json.loads(line) for line in archive.read_text().splitlines()]
-    assert len(rows) == 2 and all(len(r["text_sha256"]) == 64 for r in rows)
-    assert not any(items[0].text in line for line in archive.read_text().splitlines())
+    assert len(rows) == 2
+    for row, item in zip(rows, items[:2], strict=True):
+        # Only these fields: no text leaves the data directory.
+        assert set(row) == {"text_sha256", "label", "category", "decision", "new_category"}
+        assert row["text_sha256"] == hashlib.sha256(item.text.encode()).hexdigest()
+
+    # A malformed hash or label is an error naming the line; nothing is recorded.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps(dict(rows[1], label="1")) + "\n")
+    with pytest.raises(CommandError, match="bad.jsonl:2"):
+        call_command("audit_labels", audit=first.pk, decisions=str(bad))
+    bad.write_text(json.dumps(dict(rows[0], text_sha256="ABC")) + "\n")
+    with pytest.raises(CommandError, match="bad.jsonl:1.*64 lowercase hex"):
+        call_command("audit_labels", audit=first.pk, decisions=str(bad))
 
     # An archive line for a text the queue lacks, and one whose label differs
     # there, are skipped; the rest are recorded on the second audit.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ class Command(BaseCommand):
         from classifiers.services_audit import AuditError, decide
 
         items = {item.source_id: item for item in audit.items.all()}
-        by_hash = {text_sha256(item.text): item for item in items.values()}
+        by_hash: dict[str, list[Any]] = {}
+        for item in items.values():
+            by_hash.setdefault(text_sha256(item.text), []).append(item)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as err:
@@ -141,28 +144,34 @@ class Command(BaseCommand):
             try:
                 row = json.loads(line)
                 if "text_sha256" in row:
+                    digest, label = row["text_sha256"], row["label"]
+                    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                        raise ValueError("text_sha256 must be 64 lowercase hex digits")
+                    if type(label) is not int or label not in (0, 1):
+                        raise ValueError("label must be 0 or 1")
                     # An archive from an earlier review: it may cover texts this
                     # queue does not hold, which is expected, not an error.
-                    item = by_hash.get(row["text_sha256"])
-                    if item is None:
+                    matched = by_hash.get(digest, [])
+                    if not matched:
                         not_queued += 1
                         continue
-                    if "label" in row and int(row["label"]) != item.label:
+                    if matched[0].label != label:
                         # A flip decided for the other label would invert it back.
                         relabelled += 1
                         continue
                 else:
-                    item = items[row["source_id"]]
+                    matched = [items[row["source_id"]]]
                 decision, category = row["decision"], row.get("new_category", "") or ""
                 if not isinstance(decision, str) or not isinstance(category, str):
                     raise TypeError("decision and new_category must be strings")
             except (json.JSONDecodeError, TypeError, ValueError, KeyError) as err:
                 raise CommandError(
                     f"{path}:{number}: expected {{\"source_id\": <a queued item>, \"decision\": "
-                    f"...}} or {{\"text_sha256\": ..., \"decision\": ...}} "
+                    f"...}} or {{\"text_sha256\": ..., \"label\": 0 | 1, \"decision\": ...}} "
                     f"({type(err).__name__}: {err})"
                 ) from err
-            parsed.append((number, item, decision, category))
+            # Two queued sources with the same text get the same decision.
+            parsed += [(number, item, decision, category) for item in matched]
         from django.db import transaction
 
         # All of the file or none of it.
@@ -220,6 +229,9 @@ class Command(BaseCommand):
                     "new_category": item.new_category,
                 }) + "\n")  # fmt: skip
         self.stdout.write(f"{decided.count()} decisions written to {path} (texts hashed)")
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def text_sha256(text: str) -> str:
