@@ -108,17 +108,11 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
 
 
 def _restricted_openers(dataset: Any) -> set[str]:
-    from classifiers.ml.data import OPENER_WORDS
+    from classifiers.ml.data import opener_starts
     from classifiers.ml.types import RESTRICTED
 
     spec = dataset.constitution_version.to_spec()
-    return {
-        " ".join(words[:OPENER_WORDS])
-        for category in spec.categories
-        if category.kind == RESTRICTED
-        for words in (q.split() for q in category.example_queries)
-        if len(words) > OPENER_WORDS
-    }
+    return set(opener_starts([c for c in spec.categories if c.kind == RESTRICTED]))
 
 
 def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,

@@ -373,7 +373,7 @@ def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_
         assert set(row) == {"text_sha256", "label", "category", "decision", "new_category"}
         assert row["text_sha256"] == hashlib.sha256(item.text.encode()).hexdigest()
 
-    # A malformed hash or label is an error naming the line; nothing is recorded.
+    # A malformed hash or label is an error naming the line.
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps(dict(rows[1], label="1")) + "\n")
     with pytest.raises(CommandError, match="bad.jsonl:2"):

@@ -262,13 +262,18 @@ def pick_opener(
         if category.kind == RESTRICTED
         else list(constitution.categories)
     )
-    starts = sorted({
+    starts = opener_starts(sources)
+    return rng.choice(starts) if starts else None
+
+
+def opener_starts(categories: Sequence[CategorySpec]) -> list[str]:
+    """The openers these categories' author examples give (sorted, unique)."""
+    return sorted({
         " ".join(words[:OPENER_WORDS])
-        for source in sources
-        for words in (q.split() for q in source.example_queries)
+        for category in categories
+        for words in (q.split() for q in category.example_queries)
         if len(words) > OPENER_WORDS
     })  # fmt: skip
-    return rng.choice(starts) if starts else None
 
 
 def with_opener(opener: str | None, reply: str) -> str:
