@@ -8,6 +8,7 @@ from django import forms
 
 from classifiers.services_training import (
     DEFAULT_CONFIG,
+    MAX_CORRECTION_WEIGHT,
     TrainingError,
     normalize_config,
 )
@@ -37,6 +38,13 @@ class TrainingForm(forms.Form):
         help_text="Thresholds are calibrated so at most this share of benign "
         "calibration prompts is blocked (per-category targets from the constitution "
         "override it).",
+    )
+    correction_weight = forms.FloatField(
+        initial=DEFAULT_CONFIG["correction_weight"], min_value=1.0,
+        max_value=MAX_CORRECTION_WEIGHT, required=False, label="Weight of corrected labels",
+        help_text="How much more a training prompt counts when a person corrected its "
+        "label (label-audit flips, review-queue feedback) than a generated label "
+        "(1 = the same).",
     )
     output_loss = forms.ChoiceField(choices=LOSS_CHOICES, initial="running_max",
                                     label="Output classifier loss")  # fmt: skip

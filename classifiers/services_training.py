@@ -59,7 +59,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "probe_layers": [-1],
     "output_max_length": 256,
     "train_output": True,
+    # Loss weight of training examples whose label a person corrected (a label
+    # audit's flips, review-queue feedback): the hard negatives and positives that
+    # generation got wrong, few and the most informative (docs/BENCHMARKS.md).
+    "correction_weight": 1.0,
 }
+MAX_CORRECTION_WEIGHT = 100.0
 
 
 class TrainingError(ValueError):
@@ -92,6 +97,14 @@ def normalize_config(raw: dict[str, Any] | None) -> dict[str, Any]:
         raise TrainingError("seed, target_fpr and output_max_length must be numbers") from exc
     if not 0.0 < cfg["target_fpr"] < 1.0 or not math.isfinite(cfg["target_fpr"]):
         raise TrainingError("target_fpr must be between 0 and 1 (exclusive)")
+    try:
+        cfg["correction_weight"] = float(cfg["correction_weight"])
+    except (TypeError, ValueError) as exc:
+        raise TrainingError("correction_weight must be a number") from exc
+    if not 1.0 <= cfg["correction_weight"] <= MAX_CORRECTION_WEIGHT:  # NaN fails too
+        raise TrainingError(
+            f"correction_weight must be between 1 and {MAX_CORRECTION_WEIGHT:g}"
+        )
     layers = cfg["probe_layers"]
     if isinstance(layers, str):
         layers = [part for part in layers.replace(" ", "").split(",") if part]
@@ -454,6 +467,7 @@ def execute_training(
     """
     from classifiers.ml import registry
     from classifiers.ml.calibrate import calibrate_thresholds
+    from classifiers.ml.data import correction_weights, is_correction
     from classifiers.ml.input_classifier import (
         InputClassifierConfig,
         save_input_classifier,
@@ -493,10 +507,11 @@ def execute_training(
         epochs=cfg["input_epochs"],
         seed=cfg["seed"],
     )
+    weights = correction_weights(splits["train"], cfg["correction_weight"])
     trained = train_input_classifier(
         input_cfg, splits["train"], splits.get("validation", []), device=device,
         on_progress=tracker.callback("input", {"train": "train input"}),
-        should_cancel=should_cancel,
+        should_cancel=should_cancel, weights=weights,
     )  # fmt: skip
     tracker.check()
     tracker.report("calibrate input", 0, 1)
@@ -531,6 +546,8 @@ def execute_training(
             "train_seconds": trained.train_seconds,
             "embed_seconds": trained.embed_seconds,
             "n_train": len(splits["train"]),
+            "n_corrected": sum(is_correction(e) for e in splits["train"]),
+            "correction_weight": cfg["correction_weight"],
             "device": str(device),
         },
     }

@@ -43,11 +43,14 @@ def test_alice_starts_a_run_that_is_queued_and_sent_to_the_worker(
     client.force_login(alice)
     url = reverse("classifiers:training_new", args=[dataset.pk])
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(url, _form(activate_when_done="on", probe_layers="6,-1"))
+        response = client.post(
+            url, _form(activate_when_done="on", probe_layers="6,-1", correction_weight="4")
+        )
     run = TrainingRun.objects.get()
     assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
     assert run.status == "queued" and run.activate_when_done
     assert run.config["probe_layers"] == [6, -1] and run.config["target_fpr"] == 0.01
+    assert run.config["correction_weight"] == 4.0
     assert no_enqueue == [run.pk]
 
 
@@ -59,6 +62,9 @@ def test_a_bad_form_shows_errors_and_starts_nothing(client, alice, dataset, no_e
     assert b"errorlist" in response.content
     response = client.post(url, _form(probe_layers="top"))
     assert response.status_code == 400 and b"probe_layers" in response.content
+    for weight in ("0.5", "nan", "many", "1000"):
+        response = client.post(url, _form(correction_weight=weight))
+        assert response.status_code == 400 and b"errorlist" in response.content, weight
     assert not TrainingRun.objects.exists() and not no_enqueue
 
 

@@ -266,6 +266,22 @@ def pick_opener(
     return rng.choice(starts) if starts else None
 
 
+def is_correction(example: Example) -> bool:
+    """Whether a person corrected this example's label: a label audit flipped it
+    (meta reviewed.flipped_from) or a reviewer's triage put it in the data (meta
+    source "feedback", such as a confirmed false positive)."""
+    reviewed = example.meta.get("reviewed") or {}
+    return bool(reviewed.get("flipped_from")) or example.meta.get("source") == "feedback"
+
+
+def correction_weights(examples: Sequence[Example], weight: float) -> list[float] | None:
+    """Training weights: `weight` for corrected examples, 1 for the rest; None when
+    weight is 1 (nothing to weigh)."""
+    if weight == 1.0:
+        return None
+    return [weight if is_correction(e) else 1.0 for e in examples]
+
+
 def opener_starts(categories: Sequence[CategorySpec]) -> list[str]:
     """The openers these categories' author examples give (sorted, unique)."""
     return sorted({

@@ -294,14 +294,23 @@ def _loss(
     harm_target: torch.Tensor,
     category_target: torch.Tensor,
     category_weight: float,
+    example_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    loss = F.binary_cross_entropy_with_logits(harm_logit, harm_target)
+    """BCE(harm) + category_weight * CE(category); with example_weight (B,), each
+    example's terms are weighted and the batch is a weighted mean."""
+    weight = torch.ones_like(harm_target) if example_weight is None else example_weight
+    per_example = F.binary_cross_entropy_with_logits(
+        harm_logit, harm_target, reduction="none"
+    )  # (B,)
+    loss = (per_example * weight).sum() / weight.sum()
     known = category_target != IGNORE_CATEGORY
     # cross_entropy of an all-ignored batch is NaN; skip the term instead.
     if category_weight > 0 and bool(known.any()):
-        loss = loss + category_weight * F.cross_entropy(
-            category_logits[known], category_target[known]
-        )
+        category_terms = F.cross_entropy(
+            category_logits[known], category_target[known], reduction="none"
+        )  # (K,)
+        known_weight = weight[known]
+        loss = loss + category_weight * (category_terms * known_weight).sum() / known_weight.sum()
     return loss
 
 
@@ -357,6 +366,7 @@ def _run_epoch(
     embeddings_for: Callable[[torch.Tensor], torch.Tensor],
     harm_y: torch.Tensor,
     category_y: torch.Tensor,
+    weight_y: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     permutation: torch.Tensor,
@@ -377,6 +387,7 @@ def _run_epoch(
             harm_y[index],
             category_y[index],
             cfg.category_loss_weight,
+            weight_y[index],
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -405,15 +416,23 @@ def train_input_classifier(
     device: str | torch.device | None = None,
     on_progress: Callable[..., None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> InputTrainResult:
     """Train the head (fast mode) or encoder + head (full mode) on prompt texts.
 
-    Loss = BCE(harm) + category_loss_weight * CE(category). Seeded: two runs with
+    Loss = BCE(harm) + category_loss_weight * CE(category), per example, averaged
+    with `weights` (one positive number per training example; default all 1), so a
+    caller can make some examples count more, such as labels a reviewer corrected.
+    Validation loss stays unweighted. Seeded: two runs with
     the same config and data give identical weights on CPU. With validation data and
     restore_best, the epoch with the lowest validation loss is kept.
     """
     if not train:
         raise ValueError("train_input_classifier needs training examples")
+    if weights is not None and (
+        len(weights) != len(train) or not all(math.isfinite(w) and w > 0 for w in weights)
+    ):
+        raise ValueError("weights needs one positive finite number per training example")
     cfg = _with_categories(cfg, train)
     target_device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(cfg.backbone_dir)
@@ -426,6 +445,10 @@ def train_input_classifier(
         torch.manual_seed(cfg.seed)
         model = InputClassifier(cfg).to(target_device)
         harm_y, category_y = _targets(train, cfg.categories, target_device)
+        weight_y = torch.tensor(
+            [1.0] * len(train) if weights is None else [float(w) for w in weights],
+            device=target_device,
+        )  # (N,)
         val_harm_y, val_category_y = _targets(validation, cfg.categories, target_device)
 
         embed_started = time.perf_counter()
@@ -472,6 +495,7 @@ def train_input_classifier(
                     embeddings_for,
                     harm_y,
                     category_y,
+                    weight_y,
                     optimizer,
                     scheduler,
                     permutation,

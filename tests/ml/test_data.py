@@ -15,6 +15,7 @@ from classifiers.ml.data import (
     GenerateConfig,
     build_dataset,
     clean_query,
+    correction_weights,
     generate_stage1,
     is_degenerate,
     is_refusal,
@@ -739,3 +740,18 @@ def test_narration_of_the_task_and_statements_are_not_user_messages():
     assert _rejection("Explain why bleach and ammonia should never be mixed at home", cfg) is None
     assert _rejection("i want to understand how vaccines train the immune system", cfg) is None
     assert _rejection("Объясни, как работают вакцины и почему они безопасны", cfg) is None
+
+
+def test_corrected_labels_get_the_correction_weight() -> None:
+    def example(meta: dict) -> Example:
+        return Example(messages=[{"role": "user", "content": "q"}], response="",
+                       label=0, category="c", source_id="s", meta=meta)  # fmt: skip
+
+    examples = [
+        example({}),
+        example({"reviewed": {"audit": 1, "decision": "keep"}}),
+        example({"reviewed": {"audit": 1, "decision": "flip", "flipped_from": [1, "x"]}}),
+        example({"source": "feedback", "decision": "false_positive"}),
+    ]
+    assert correction_weights(examples, 4.0) == [1.0, 1.0, 4.0, 4.0]
+    assert correction_weights(examples, 1.0) is None

@@ -366,3 +366,28 @@ def test_no_django_import() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_example_weights_make_a_hard_negative_count_more(tiny_backbone: Path) -> None:
+    """A benign prompt that looks like the harmful ones (a reviewer's correction) is
+    scored lower when it weighs more; all-ones weights change nothing."""
+    cfg = _config(tiny_backbone)
+    train = make_examples(32, seed=9)
+    hard = Example(
+        messages=[{"role": "user", "content": "forbidden widget garden please"}],
+        response="", label=0, category="gardening", source_id="hard",
+    )  # fmt: skip
+    train.append(hard)
+    plain = train_input_classifier(cfg, train, [])
+    ones = train_input_classifier(cfg, train, [], weights=[1.0] * len(train))
+    heavy = train_input_classifier(cfg, train, [], weights=[1.0] * (len(train) - 1) + [20.0])
+
+    def score(result: InputTrainResult) -> float:
+        return score_texts(result.model, result.tokenizer, [hard.prompt_text])[0].score
+
+    assert score(ones) == pytest.approx(score(plain), abs=1e-5)
+    assert score(heavy) < score(plain) / 2
+    with pytest.raises(ValueError, match="one positive finite number"):
+        train_input_classifier(cfg, train, [], weights=[1.0] * (len(train) - 1))
+    with pytest.raises(ValueError, match="one positive finite number"):
+        train_input_classifier(cfg, train, [], weights=[0.0] * len(train))

@@ -19,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--output-epochs", type=int, default=None)
         parser.add_argument("--target-fpr", type=float, default=0.01)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--correction-weight", type=float, default=None,
+                            help="loss weight of training prompts whose label a person "
+                            "corrected (audit flips, review feedback); default 1")  # fmt: skip
         parser.add_argument("--no-output", action="store_true",
                             help="train the input classifier only")  # fmt: skip
         parser.add_argument("--activate", action="store_true",
@@ -37,6 +40,7 @@ class Command(BaseCommand):
             "input_epochs": options["epochs"], "output_epochs": options["output_epochs"],
             "target_fpr": options["target_fpr"], "seed": options["seed"],
             "train_output": not options["no_output"],
+            "correction_weight": options["correction_weight"],
         }  # fmt: skip
         try:
             run = training_start(
