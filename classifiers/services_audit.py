@@ -63,6 +63,16 @@ def start_audit(
         raise AuditError(
             f"unknown split {', '.join(unknown)}: choose from {', '.join(REVIEWABLE_SPLITS)}"
         )
+    labels = set(dataset.examples.values_list("label", flat=True).distinct())
+    if len(labels) == 1:
+        # A top-up run for restricted (or permitted) categories only: the audit's
+        # out-of-fold heads learn from both labels, so say what to do instead.
+        only = "harmful" if labels == {1} else "benign"
+        raise AuditError(
+            f"dataset #{dataset.pk} holds {only} examples only, and an audit needs both "
+            "labels to check them: combine it with a run that has the other label "
+            "first (Combine datasets, or manage.py combine_datasets), then audit that"
+        )
     with transaction.atomic():
         # Lock the dataset row: two submits at once cannot both pass the check.
         Dataset.objects.select_for_update().filter(pk=dataset.pk).first()

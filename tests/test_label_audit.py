@@ -261,6 +261,18 @@ def test_starting_an_audit_refuses_bad_input(client, alice, bob, audited):
     assert (
         response.status_code == 400 and b"audit a finished dataset" in response.content
     )
+    top_up = Dataset.objects.create(
+        constitution_version=dataset.constitution_version, status="done"
+    )
+    for row in dataset.examples.filter(label=1)[:4]:
+        row.pk, row.dataset = None, top_up
+        row.save()
+    response = client.post(
+        reverse("classifiers:label_audit_start", args=[top_up.pk]),
+        {"folds": 5, "spot_check": 0},
+    )
+    assert response.status_code == 400
+    assert b"harmful examples only" in response.content and b"combine" in response.content
     assert LabelAudit.objects.count() == 2  # the fixture's and the running one
 
 
