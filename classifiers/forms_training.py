@@ -42,9 +42,9 @@ class TrainingForm(forms.Form):
     correction_weight = forms.FloatField(
         initial=DEFAULT_CONFIG["correction_weight"], min_value=1.0,
         max_value=MAX_CORRECTION_WEIGHT, required=False, label="Weight of corrected labels",
-        help_text="How much more a training prompt counts when a person corrected its "
-        "label (label-audit flips, review-queue feedback) than a generated label "
-        "(1 = the same).",
+        help_text="How much more a training prompt counts in the input classifier's "
+        "loss when a person corrected its label (label-audit flips, review-queue "
+        "feedback) than a generated one (1 = the same).",
     )
     output_loss = forms.ChoiceField(choices=LOSS_CHOICES, initial="running_max",
                                     label="Output classifier loss")  # fmt: skip
