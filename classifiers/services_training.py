@@ -29,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from classifiers.ml.types import Cancelled, Example
 from classifiers.models import (
@@ -139,6 +140,13 @@ def code_version() -> str:
 
 
 # ------------------------------------------------------------------------ lifecycle
+
+
+def corrected_training_prompts(dataset: Dataset) -> int:
+    """Training examples whose label a person corrected (data.is_correction): what
+    the correction weight applies to."""
+    corrected = Q(meta__reviewed__has_key="flipped_from") | Q(meta__source="feedback")
+    return DatasetExample.objects.filter(corrected, dataset=dataset, split="train").count()
 
 
 def training_start(

@@ -54,6 +54,19 @@ def test_alice_starts_a_run_that_is_queued_and_sent_to_the_worker(
     assert no_enqueue == [run.pk]
 
 
+def test_the_form_says_how_many_training_prompts_have_corrected_labels(client, alice, dataset):
+    rows = list(dataset.examples.filter(split="train")[:3])
+    rows[0].meta = {"reviewed": {"audit": 1, "decision": "flip", "flipped_from": [1, "x"]}}
+    rows[1].meta = {"source": "feedback", "decision": "false_positive"}
+    rows[2].meta = {"reviewed": {"audit": 1, "decision": "keep"}}  # kept: not corrected
+    for row in rows:
+        row.save()
+    client.force_login(alice)
+    page = client.get(reverse("classifiers:training_new", args=[dataset.pk]))
+    assert page.status_code == 200
+    assert b"training split has 2 prompts with a corrected label" in page.content
+
+
 def test_a_bad_form_shows_errors_and_starts_nothing(client, alice, dataset, no_enqueue):
     client.force_login(alice)
     url = reverse("classifiers:training_new", args=[dataset.pk])

@@ -37,9 +37,14 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
     dataset = make_dataset(make_constitution(user=alice, target_fpr=0.5))
     older = make_model(dataset)  # an earlier live model to roll back to
     older.activate()
+    flipped = dataset.examples.filter(split="train", label=0).first()
+    flipped.meta = {**flipped.meta, "reviewed": {
+        "audit": 1, "decision": "flip", "flipped_from": [1, "forbidden widgets"]}}  # fmt: skip
+    flipped.save()
     run = training_start(
-        dataset=dataset, config=FAST_CONFIG, user=alice, activate_when_done=True
-    )
+        dataset=dataset, config={**FAST_CONFIG, "correction_weight": 3},
+        user=alice, activate_when_done=True,
+    )  # fmt: skip
     run = wait_for_job(run)
     assert run.status == "done", run.error
     models = {m.kind: m for m in run.model_versions.all()}
@@ -58,8 +63,12 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
     halting = models["output"].report["splits"]["test"]["classifier"]["halting"]
     assert sum(halting["harmful"]) + sum(halting["benign"]) == halting["halted"]
     assert run.history["input"] and any("val_auroc" in p for p in run.history["input"])
+    training = models["input"].report["training"]
+    assert training["correction_weight"] == 3.0 and training["n_corrected"] == 1
 
     client.force_login(alice)
+    page = client.get(models["input"].get_absolute_url())
+    assert b"trained with 1 corrected prompt weighing 3.0" in page.content
     client.post(reverse("classifiers:model_activate", args=[older.pk]))
     assert ActiveModel.objects.get(kind="input").model_version == older
     assert ActiveModel.objects.get(kind="output").model_version == models["output"]

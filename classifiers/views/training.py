@@ -56,7 +56,11 @@ def _partial(request: HttpRequest) -> bool:
 @require_http_methods(["GET", "POST"])
 def training_new(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     from classifiers.forms_training import TrainingForm
-    from classifiers.services_training import TrainingError, training_start
+    from classifiers.services_training import (
+        TrainingError,
+        corrected_training_prompts,
+        training_start,
+    )
 
     if request.method == "POST":
         _require_author(request)
@@ -80,7 +84,8 @@ def training_new(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     status = 400 if request.method == "POST" else 200
     return render(
         request, "classifiers/training/new.html",
-        {"form": form, "dataset": dataset, "can_write": has_role(request.user, POLICY_AUTHOR)},
+        {"form": form, "dataset": dataset, "can_write": has_role(request.user, POLICY_AUTHOR),
+         "corrected": corrected_training_prompts(dataset)},
         status=status,
     )  # fmt: skip
 
