@@ -43,7 +43,10 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     from classifiers.ml import registry
     from classifiers.ml.data import correction_weights, is_correction
-    from classifiers.ml.input_classifier import InputClassifierConfig, train_input_classifier
+    from classifiers.ml.input_classifier import (
+        InputClassifierConfig,
+        train_input_classifier,
+    )
     from classifiers.models import Dataset
     from classifiers.services_training import _examples_by_split
 
