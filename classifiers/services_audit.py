@@ -63,7 +63,9 @@ def start_audit(
         raise AuditError(
             f"unknown split {', '.join(unknown)}: choose from {', '.join(REVIEWABLE_SPLITS)}"
         )
-    labels = set(dataset.examples.values_list("label", flat=True).distinct())
+    # The audit's sources are the original, generated rows (see _sources).
+    sources = dataset.examples.filter(transform="original").exclude(meta__source="feedback")
+    labels = {label for label in (0, 1) if sources.filter(label=label).exists()}
     if len(labels) == 1:
         # A top-up run for restricted (or permitted) categories only: the audit's
         # out-of-fold heads learn from both labels, so say what to do instead.

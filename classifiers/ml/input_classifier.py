@@ -423,7 +423,8 @@ def train_input_classifier(
     Loss = BCE(harm) + category_loss_weight * CE(category), per example, averaged
     with `weights` (one positive number per training example; default all 1), so a
     caller can make some examples count more, such as labels a reviewer corrected.
-    Validation loss stays unweighted. Seeded: two runs with
+    Validation loss stays unweighted (the history's training loss is the weighted
+    one, so the two are not comparable when weights differ). Seeded: two runs with
     the same config and data give identical weights on CPU. With validation data and
     restore_best, the epoch with the lowest validation loss is kept.
     """

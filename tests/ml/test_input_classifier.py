@@ -391,3 +391,29 @@ def test_example_weights_make_a_hard_negative_count_more(tiny_backbone: Path) ->
         train_input_classifier(cfg, train, [], weights=[1.0] * (len(train) - 1))
     with pytest.raises(ValueError, match="one positive finite number"):
         train_input_classifier(cfg, train, [], weights=[0.0] * len(train))
+
+
+def test_weighted_loss_is_the_plain_loss_with_ones_and_a_weighted_mean_otherwise() -> None:
+    from torch.nn import functional as F
+
+    from classifiers.ml.input_classifier import IGNORE_CATEGORY, _loss
+
+    generator = torch.Generator().manual_seed(0)
+    harm_logit = torch.randn(6, generator=generator)
+    category_logits = torch.randn(6, 3, generator=generator)
+    harm_target = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    category_target = torch.tensor([2, 0, IGNORE_CATEGORY, 1, 0, 2])
+    known = category_target != IGNORE_CATEGORY
+    plain = F.binary_cross_entropy_with_logits(harm_logit, harm_target) + 0.5 * F.cross_entropy(
+        category_logits[known], category_target[known]
+    )
+    args = (harm_logit, category_logits, harm_target, category_target, 0.5)
+    assert torch.allclose(_loss(*args), plain)
+    assert torch.allclose(_loss(*args, torch.ones(6)), plain)
+    weight = torch.tensor([1.0, 3.0, 2.0, 1.0, 1.0, 4.0])
+    bce = F.binary_cross_entropy_with_logits(harm_logit, harm_target, reduction="none")
+    ce = F.cross_entropy(category_logits[known], category_target[known], reduction="none")
+    expected = (bce * weight).sum() / weight.sum() + 0.5 * (ce * weight[known]).sum() / weight[
+        known
+    ].sum()
+    assert torch.allclose(_loss(*args, weight), expected)
