@@ -1,7 +1,7 @@
 """Input-classifier latency: p50/p95 for a short and a ~512-token prompt, batched vs
 unbatched throughput.
 
-    python -m bench input_latency [--repeats 30] [--batch 32]
+    python -m bench input_latency [--repeats 30] [--batch 32] [--device cuda]
 
 The classifier is all-MiniLM-L6-v2 + a (randomly initialised) head with
 max_length 512; latency does not depend on the head's weights. `score_texts` is
@@ -41,6 +41,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench input_latency")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -48,12 +49,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = InputClassifierConfig(backbone_dir=str(backbone), categories=["a", "b"],
                                 max_length=512)  # fmt: skip
-    model = InputClassifier(cfg).eval()
+    model = InputClassifier(cfg).eval().to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(str(backbone))
     long_text = SENTENCE * 40
     while len(tokenizer(long_text)["input_ids"]) > 512:
         long_text = long_text[: int(len(long_text) * 0.95)]
-    result: dict[str, Any] = {"threads": torch.get_num_threads(),
+    result: dict[str, Any] = {"device": args.device, "threads": torch.get_num_threads(),
                               "long_tokens": len(tokenizer(long_text)["input_ids"])}  # fmt: skip
     for name, text in (("short", SHORT), ("long_512", long_text)):
         for canonical in (True, False):

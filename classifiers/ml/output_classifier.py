@@ -521,19 +521,23 @@ def _train_backbone(
                 [train_enc[i] for i in keep[start : start + cfg.batch_size]], pad_id
             )
             batch = {k: v.to(device) for k, v in batch.items()}
-            res = model(
-                batch["input_ids"], batch["attention_mask"], compute_lm_logits=use_ntp
-            )
+            # bf16 matmuls on a GPU (fp32 weights and gradients stay); no-op on CPU.
+            with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+                res = model(
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    compute_lm_logits=use_ntp,
+                )
             loss = classifier_loss(
                 cfg,
-                res.values,
+                res.values.float(),
                 batch["labels"],
                 batch["response_mask"],
                 step / max(total - 1, 1),
             )
             if use_ntp:
                 loss = loss + cfg.ntp_weight * ntp_loss(
-                    res.logits_lm, batch["input_ids"], batch["response_mask"]
+                    res.logits_lm.float(), batch["input_ids"], batch["response_mask"]
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -590,6 +594,12 @@ def train_output_classifier(
     if lm is None or tokenizer is None:
         lm, tokenizer = load_backbone(cfg.backbone_dir, dev)
     lm = lm.to(dev)
+    if cfg.mode == "full" and next(lm.parameters()).dtype != torch.float32:
+        # bf16 weights (load_backbone on a GPU) cannot take AdamW's small steps: an
+        # update under half a bf16 ulp (~4e-3 relative) rounds away. Fine-tune fp32
+        # master weights (under bf16 autocast on a GPU); the artifact keeps fp32,
+        # so calibration and serving score with the weights that were trained.
+        lm = lm.float()
     model = build_model(cfg, lm)
     model.classifier_config = cfg  # read by save_output_classifier
     train_enc = [encode_example(tokenizer, ex, cfg.max_length) for ex in train]
