@@ -1,0 +1,206 @@
+"""The input classifier over many seeds and settings, for a GPU worker.
+
+    python -m bench input_sweep --export var/splits --dataset N      # needs the database
+    python -m bench input_sweep --splits var/splits --seeds 0-15 \\
+        [--epochs 3] [--backbone-lr 3e-5] [--workers 4] [--device cuda]
+
+`--export` writes a reviewed dataset's splits as JSONL (one Example per line; the
+texts stay under the data dir, never in git). The sweep needs no database, so it
+runs where only torch and transformers are (a GPU machine): one input classifier
+(full mode unless --mode fast) per (epochs, backbone lr, seed), trained on "train"
+with "validation" for early stopping as `manage.py train` does, scored as served
+(canonical views) on validation, calibration, test and heldout_transforms. A row
+gives TPR at 1% FPR per split (the ROC point) and test recall / FPR at the
+threshold calibrated on the calibration split.
+
+Seeds differ a lot on these data (session 11: test 0.784 to 0.942 at one setting),
+so the summary also asks whether picking the seed with the best validation score
+picks a good test score: for every subset of `--pick-from` seeds of one setting,
+the test ROC point of its validation-best member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing as mp
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "validation", "calibration", "test", "heldout_transforms")
+SCORED = ("validation", "calibration", "test", "heldout_transforms")
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench input_sweep")
+    parser.add_argument("--export", help="write the dataset's splits to this folder")
+    parser.add_argument("--dataset", type=int, help="with --export: the dataset id")
+    parser.add_argument("--splits", help="a folder written by --export")
+    parser.add_argument("--seeds", default="0-3", help="e.g. 0-15 or 0,2,3")
+    parser.add_argument("--epochs", default="3", help="comma-separated")
+    parser.add_argument("--backbone-lr", default="3e-5", help="comma-separated")
+    parser.add_argument("--mode", choices=("fast", "full"), default="full")
+    parser.add_argument("--workers", type=int, default=1, help="models trained at once")
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: auto)")
+    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--pick-from", type=int, default=4)
+    args = parser.parse_args(argv)
+    if args.export:
+        if args.dataset is None:
+            parser.error("--export needs --dataset")
+        return export_splits(args.dataset, Path(args.export))
+    if not args.splits:
+        parser.error("give --splits DIR (or --export DIR --dataset N)")
+    jobs = [
+        {"epochs": e, "backbone_lr": lr, "seed": s}
+        for e in _numbers(args.epochs, int)
+        for lr in _numbers(args.backbone_lr, float)
+        for s in _seeds(args.seeds)
+    ]
+    common = {"splits": args.splits, "device": args.device, "mode": args.mode,
+              "target_fpr": args.target_fpr}  # fmt: skip
+    started = time.perf_counter()
+    if args.workers > 1:
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            rows = pool.map(_run_job, [{**common, **job} for job in jobs])
+    else:
+        rows = [_run_job({**common, **job}) for job in jobs]
+    return {
+        "splits": args.splits,
+        "sizes": _sizes(Path(args.splits)),
+        "wall_s": round(time.perf_counter() - started),
+        "rows": rows,
+        "summary": summarise(rows, args.pick_from),
+    }
+
+
+def _numbers(text: str, kind: type) -> list[Any]:
+    return [kind(part) for part in text.split(",") if part.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        low, high = text.split("-")
+        return list(range(int(low), int(high) + 1))
+    return _numbers(text, int)
+
+
+def export_splits(dataset_id: int, folder: Path) -> dict[str, Any]:
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")
+    import django
+
+    django.setup()
+    from classifiers.models import Dataset
+    from classifiers.services_training import _examples_by_split
+
+    dataset = Dataset.objects.get(pk=dataset_id)
+    splits = _examples_by_split(dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    categories = [c.name for c in dataset.constitution_version.to_spec().categories]
+    (folder / "categories.json").write_text(json.dumps(categories))
+    for split in SPLITS:
+        with open(folder / f"{split}.jsonl", "w") as handle:
+            for example in splits.get(split, []):
+                handle.write(json.dumps(example.to_dict()) + "\n")
+    return {"dataset": dataset_id, "folder": str(folder), "sizes": _sizes(folder)}
+
+
+def _sizes(folder: Path) -> dict[str, dict[str, int]]:
+    out = {}
+    for split in SPLITS:
+        examples = _load(folder, split)
+        out[split] = {"harmful": sum(e.label for e in examples),
+                      "benign": sum(1 - e.label for e in examples)}  # fmt: skip
+    return out
+
+
+def _load(folder: Path, split: str) -> list[Any]:
+    from classifiers.ml.types import Example
+
+    path = folder / f"{split}.jsonl"
+    if not path.exists():
+        return []
+    return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from classifiers.ml import registry
+    from classifiers.ml.calibrate import threshold_for_fpr
+    from classifiers.ml.evaluate import auroc, tpr_at_fpr
+    from classifiers.ml.input_classifier import (
+        InputClassifierConfig,
+        score_texts,
+        train_input_classifier,
+    )
+
+    torch.set_num_threads(2)  # several workers share the machine's cores
+    folder = Path(job["splits"])
+    splits = {split: _load(folder, split) for split in SPLITS}
+    cfg = InputClassifierConfig(
+        backbone_dir=str(registry.encoder_dir()),
+        categories=json.loads((folder / "categories.json").read_text()),
+        mode=job["mode"], epochs=job["epochs"], backbone_lr=job["backbone_lr"], seed=job["seed"],
+    )  # fmt: skip
+    started = time.perf_counter()
+    trained = train_input_classifier(cfg, splits["train"], splits["validation"],
+                                     device=job["device"])  # fmt: skip
+    row: dict[str, Any] = {"epochs": job["epochs"], "backbone_lr": job["backbone_lr"],
+                           "seed": job["seed"], "best_epoch": trained.best_epoch}  # fmt: skip
+    scored = {}
+    for split in SCORED:
+        examples = splits[split]
+        if not examples:
+            continue
+        scores = [s.score for s in score_texts(trained.model, trained.tokenizer,
+                                               [e.prompt_text for e in examples])]  # fmt: skip
+        labels = [e.label for e in examples]
+        scored[split] = (scores, labels)
+        row[f"{split}_tpr"] = round(tpr_at_fpr(scores, labels, job["target_fpr"]), 3)
+        row[f"{split}_auroc"] = round(auroc(scores, labels), 4)
+    benign_calibration = [s for s, y in zip(*scored["calibration"], strict=True) if y == 0]
+    threshold = threshold_for_fpr(benign_calibration, job["target_fpr"])
+    test_scores, test_labels = scored["test"]
+    harmful = [s for s, y in zip(test_scores, test_labels, strict=True) if y == 1]
+    benign = [s for s, y in zip(test_scores, test_labels, strict=True) if y == 0]
+    row["test_deployed_tpr"] = round(sum(s >= threshold for s in harmful) / len(harmful), 3)
+    row["test_deployed_fpr"] = round(sum(s >= threshold for s in benign) / len(benign), 4)
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def summarise(rows: list[dict[str, Any]], pick_from: int) -> dict[str, Any]:
+    """Per setting: mean/min/max test ROC point over seeds, and what choosing the
+    validation-best of `pick_from` seeds gives on test (every subset counted)."""
+    out: dict[str, Any] = {}
+    for key, group in itertools.groupby(
+        sorted(rows, key=lambda r: (r["epochs"], r["backbone_lr"], r["seed"])),
+        key=lambda r: (r["epochs"], r["backbone_lr"]),
+    ):
+        group = list(group)
+        entry: dict[str, Any] = {"seeds": len(group)}
+        for split in ("validation", "test", "heldout_transforms"):
+            values = [r[f"{split}_tpr"] for r in group if f"{split}_tpr" in r]
+            if values:
+                entry[split] = {"mean": round(statistics.fmean(values), 3),
+                                "min": min(values), "max": max(values)}  # fmt: skip
+        if len(group) >= pick_from > 1:
+            picked = [
+                max(subset, key=lambda r: (r["validation_tpr"], r["calibration_tpr"]))["test_tpr"]
+                for subset in itertools.combinations(group, pick_from)
+            ]
+            entry[f"test_of_validation_best_of_{pick_from}"] = {
+                "mean": round(statistics.fmean(picked), 3),
+                "min": min(picked),
+                "share_at_least_0.9": round(sum(p >= 0.9 for p in picked) / len(picked), 3),
+                "subsets": len(picked),
+            }
+        out[f"epochs={key[0]} backbone_lr={key[1]:g}"] = entry
+    return out
