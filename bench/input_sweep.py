@@ -47,6 +47,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--device", default=None, help="cuda / cpu (default: auto)")
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--pick-from", type=int, default=4)
+    parser.add_argument("--rows", help="append each finished row (with its scores) here")
     args = parser.parse_args(argv)
     if args.export:
         if args.dataset is None:
@@ -54,20 +55,26 @@ def main(argv: list[str]) -> dict[str, Any]:
         return export_splits(args.dataset, Path(args.export))
     if not args.splits:
         parser.error("give --splits DIR (or --export DIR --dataset N)")
+    # Seed-major order: a run cut short still has every setting at the same seeds.
     jobs = [
         {"epochs": e, "backbone_lr": lr, "seed": s}
+        for s in _seeds(args.seeds)
         for e in _numbers(args.epochs, int)
         for lr in _numbers(args.backbone_lr, float)
-        for s in _seeds(args.seeds)
     ]
     common = {"splits": args.splits, "device": args.device, "mode": args.mode,
               "target_fpr": args.target_fpr}  # fmt: skip
     started = time.perf_counter()
-    if args.workers > 1:
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            rows = pool.map(_run_job, [{**common, **job} for job in jobs])
-    else:
-        rows = [_run_job({**common, **job}) for job in jobs]
+    rows = []
+    with mp.get_context("spawn").Pool(max(1, args.workers)) as pool:
+        for row in pool.imap_unordered(_run_job, [{**common, **job} for job in jobs]):
+            if args.rows:  # written as they finish, so a run cut short keeps them
+                with open(args.rows, "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+            row.pop("scores")
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    rows.sort(key=lambda r: (r["epochs"], r["backbone_lr"], r["seed"]))
     return {
         "splits": args.splits,
         "sizes": _sizes(Path(args.splits)),
@@ -162,6 +169,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
                                                [e.prompt_text for e in examples])]  # fmt: skip
         labels = [e.label for e in examples]
         scored[split] = (scores, labels)
+        row.setdefault("scores", {})[split] = scores
         row[f"{split}_tpr"] = round(tpr_at_fpr(scores, labels, job["target_fpr"]), 3)
         row[f"{split}_auroc"] = round(auroc(scores, labels), 4)
     benign_calibration = [s for s, y in zip(*scored["calibration"], strict=True) if y == 0]
@@ -172,7 +180,6 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     row["test_deployed_tpr"] = round(sum(s >= threshold for s in harmful) / len(harmful), 3)
     row["test_deployed_fpr"] = round(sum(s >= threshold for s in benign) / len(benign), 4)
     row["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(row), flush=True)
     return row
 
 
