@@ -48,7 +48,13 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--pick-from", type=int, default=4)
     parser.add_argument("--rows", help="append each finished row (with its scores) here")
+    parser.add_argument("--analyse", help="rows written by --rows: summarise them again, "
+                        "with mean-logit ensembles of --pick-from seeds (needs --splits)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.analyse:
+        if not args.splits:
+            parser.error("--analyse needs --splits (the labels)")
+        return analyse(Path(args.analyse), Path(args.splits), args.pick_from, args.target_fpr)
     if args.export:
         if args.dataset is None:
             parser.error("--export needs --dataset")
@@ -211,3 +217,39 @@ def summarise(rows: list[dict[str, Any]], pick_from: int) -> dict[str, Any]:
             }
         out[f"epochs={key[0]} backbone_lr={key[1]:g}"] = entry
     return out
+
+
+def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) -> dict[str, Any]:
+    """Summaries of saved rows, plus what a mean-logit ensemble of `pick_from` seeds
+    of one setting scores (consecutive seed groups, so each seed is used once)."""
+    import math
+
+    from classifiers.ml.evaluate import tpr_at_fpr
+
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line]
+    labels = {split: [e.label for e in _load(folder, split)] for split in SCORED}
+    result: dict[str, Any] = {"rows": len(rows), "summary": summarise(rows, pick_from)}
+    rows.sort(key=lambda r: (r["epochs"], r["backbone_lr"], r["seed"]))
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-7), 1 - 1e-7)
+        return math.log(p / (1 - p))
+
+    for key, group in itertools.groupby(rows, key=lambda r: (r["epochs"], r["backbone_lr"])):
+        group = list(group)
+        ensembles = []
+        for start in range(0, len(group) - pick_from + 1, pick_from):
+            members = group[start : start + pick_from]
+            entry = {"seeds": [m["seed"] for m in members]}
+            for split in ("validation", "test", "heldout_transforms"):
+                if not labels[split] or split not in members[0]["scores"]:
+                    continue
+                mean = [
+                    statistics.fmean(logit(m["scores"][split][i]) for m in members)
+                    for i in range(len(labels[split]))
+                ]
+                entry[f"{split}_tpr"] = round(tpr_at_fpr(mean, labels[split], target_fpr), 3)
+            ensembles.append(entry)
+        name = f"epochs={key[0]} backbone_lr={key[1]:g}"
+        result.setdefault("ensembles", {})[name] = ensembles
+    return result

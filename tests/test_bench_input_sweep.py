@@ -34,7 +34,7 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     assert exported["sizes"]["test"]["benign"] > 0
     result = input_sweep.main(
         ["--splits", str(tmp_path), "--seeds", "0-2", "--mode", "fast", "--epochs", "5",
-         "--pick-from", "2", "--device", "cpu"]
+         "--pick-from", "2", "--device", "cpu", "--rows", str(tmp_path / "rows.jsonl")]
     )  # fmt: skip
     assert [r["seed"] for r in result["rows"]] == [0, 1, 2]
     for row in result["rows"]:
@@ -42,3 +42,9 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
         assert "heldout_transforms_tpr" not in row  # this dataset has none
     summary = result["summary"]["epochs=5 backbone_lr=3e-05"]
     assert summary["seeds"] == 3 and summary["test_of_validation_best_of_2"]["subsets"] == 3
+    # The saved rows keep every score, so ensembles are computed afterwards.
+    again = input_sweep.main(["--analyse", str(tmp_path / "rows.jsonl"), "--splits",
+                              str(tmp_path), "--pick-from", "2"])  # fmt: skip
+    assert again["rows"] == 3 and again["summary"] == result["summary"]
+    (ensemble,) = again["ensembles"]["epochs=5 backbone_lr=3e-05"]
+    assert ensemble["seeds"] == [0, 1] and 0.0 <= ensemble["test_tpr"] <= 1.0
