@@ -237,6 +237,22 @@ def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) ->
 
     for key, group in itertools.groupby(rows, key=lambda r: (r["epochs"], r["backbone_lr"])):
         group = list(group)
+        name = f"epochs={key[0]} backbone_lr={key[1]:g}"
+        # Selection on validation and calibration pooled: twice the benign examples
+        # of validation alone, so one hard benign source moves the 1% point less.
+        pooled_labels = labels["validation"] + labels["calibration"]
+        for row in group:
+            pooled = row["scores"]["validation"] + row["scores"]["calibration"]
+            row["pooled_tpr"] = tpr_at_fpr(pooled, pooled_labels, target_fpr)
+        if len(group) >= pick_from > 1:
+            picked = [max(subset, key=lambda r: r["pooled_tpr"])["test_tpr"]
+                      for subset in itertools.combinations(group, pick_from)]  # fmt: skip
+            result.setdefault("pooled_selection", {})[name] = {
+                "mean": round(statistics.fmean(picked), 3),
+                "min": min(picked),
+                "share_at_least_0.9": round(sum(p >= 0.9 for p in picked) / len(picked), 3),
+                "subsets": len(picked),
+            }
         ensembles = []
         for start in range(0, len(group) - pick_from + 1, pick_from):
             members = group[start : start + pick_from]
@@ -250,6 +266,5 @@ def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) ->
                 ]
                 entry[f"{split}_tpr"] = round(tpr_at_fpr(mean, labels[split], target_fpr), 3)
             ensembles.append(entry)
-        name = f"epochs={key[0]} backbone_lr={key[1]:g}"
         result.setdefault("ensembles", {})[name] = ensembles
     return result
