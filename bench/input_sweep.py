@@ -8,7 +8,8 @@
 texts stay under the data dir, never in git). The sweep needs no database, so it
 runs where only torch and transformers are (a GPU machine): one input classifier
 (full mode unless --mode fast) per (epochs, backbone lr, seed), trained on "train"
-with "validation" for early stopping as `manage.py train` does, scored as served
+with "validation" for early stopping as `manage.py train` does at its default
+correction weight (1), scored as served
 (canonical views) on validation, calibration, test and heldout_transforms. A row
 gives TPR at 1% FPR per split (the ROC point) and test recall / FPR at the
 threshold calibrated on the calibration split.
@@ -61,6 +62,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         return export_splits(args.dataset, Path(args.export))
     if not args.splits:
         parser.error("give --splits DIR (or --export DIR --dataset N)")
+    problem = _split_problem(Path(args.splits))
+    if problem:
+        parser.error(problem)
     # Seed-major order: a run cut short still has every setting at the same seeds.
     jobs = [
         {"epochs": e, "backbone_lr": lr, "seed": s}
@@ -132,6 +136,34 @@ def _sizes(folder: Path) -> dict[str, dict[str, int]]:
     return out
 
 
+def _split_problem(folder: Path) -> str | None:
+    """Why these splits cannot be swept (None when they can)."""
+    if not (folder / "categories.json").exists():
+        return f"{folder} has no categories.json: write it with --export"
+    sizes = _sizes(folder)
+    for split in ("train", "validation"):
+        if not sum(sizes[split].values()):
+            return f"the {split} split in {folder} is empty"
+    if not sizes["calibration"]["benign"]:
+        return "the calibration split has no benign examples (no threshold)"
+    if not (sizes["test"]["benign"] and sizes["test"]["harmful"]):
+        return "the test split needs harmful and benign examples"
+    return None
+
+
+def _setting(row: dict[str, Any]) -> tuple[str, int, float]:
+    return (row["mode"], row["epochs"], row["backbone_lr"])
+
+
+def _name(setting: tuple[str, int, float]) -> str:
+    mode, epochs, backbone_lr = setting
+    return f"{mode} epochs={epochs} backbone_lr={backbone_lr:g}"
+
+
+def _selection_key(value: float) -> float:
+    return -1.0 if value != value else value  # NaN (a class missing) never wins
+
+
 def _load(folder: Path, split: str) -> list[Any]:
     from classifiers.ml.types import Example
 
@@ -164,8 +196,9 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     trained = train_input_classifier(cfg, splits["train"], splits["validation"],
                                      device=job["device"])  # fmt: skip
-    row: dict[str, Any] = {"epochs": job["epochs"], "backbone_lr": job["backbone_lr"],
-                           "seed": job["seed"], "best_epoch": trained.best_epoch}  # fmt: skip
+    row: dict[str, Any] = {"mode": job["mode"], "epochs": job["epochs"],
+                           "backbone_lr": job["backbone_lr"], "seed": job["seed"],
+                           "target_fpr": job["target_fpr"], "best_epoch": trained.best_epoch}  # fmt: skip
     scored = {}
     for split in SCORED:
         examples = splits[split]
@@ -176,7 +209,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         labels = [e.label for e in examples]
         scored[split] = (scores, labels)
         row.setdefault("scores", {})[split] = scores
-        row[f"{split}_tpr"] = round(tpr_at_fpr(scores, labels, job["target_fpr"]), 3)
+        row[f"{split}_tpr"] = tpr_at_fpr(scores, labels, job["target_fpr"])
         row[f"{split}_auroc"] = round(auroc(scores, labels), 4)
     benign_calibration = [s for s, y in zip(*scored["calibration"], strict=True) if y == 0]
     threshold = threshold_for_fpr(benign_calibration, job["target_fpr"])
@@ -191,72 +224,85 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(rows: list[dict[str, Any]], pick_from: int) -> dict[str, Any]:
     """Per setting: mean/min/max test ROC point over seeds, and what choosing the
-    validation-best of `pick_from` seeds gives on test (every subset counted)."""
+    validation-best of `pick_from` seeds gives on test (every subset counted; ties
+    go to calibration, then to the lower seed; test is never looked at)."""
     out: dict[str, Any] = {}
-    for key, group in itertools.groupby(
-        sorted(rows, key=lambda r: (r["epochs"], r["backbone_lr"], r["seed"])),
-        key=lambda r: (r["epochs"], r["backbone_lr"]),
-    ):
+    ordered = sorted(rows, key=lambda r: (_setting(r), r["seed"]))
+    for setting, group in itertools.groupby(ordered, key=_setting):
         group = list(group)
         entry: dict[str, Any] = {"seeds": len(group)}
         for split in ("validation", "test", "heldout_transforms"):
             values = [r[f"{split}_tpr"] for r in group if f"{split}_tpr" in r]
             if values:
                 entry[split] = {"mean": round(statistics.fmean(values), 3),
-                                "min": min(values), "max": max(values)}  # fmt: skip
+                                "min": round(min(values), 3), "max": round(max(values), 3)}  # fmt: skip
         if len(group) >= pick_from > 1:
             picked = [
-                max(subset, key=lambda r: (r["validation_tpr"], r["calibration_tpr"]))["test_tpr"]
+                max(subset, key=lambda r: (_selection_key(r["validation_tpr"]),
+                                           _selection_key(r["calibration_tpr"])))["test_tpr"]
                 for subset in itertools.combinations(group, pick_from)
-            ]
-            entry[f"test_of_validation_best_of_{pick_from}"] = {
-                "mean": round(statistics.fmean(picked), 3),
-                "min": min(picked),
-                "share_at_least_0.9": round(sum(p >= 0.9 for p in picked) / len(picked), 3),
-                "subsets": len(picked),
-            }
-        out[f"epochs={key[0]} backbone_lr={key[1]:g}"] = entry
+            ]  # fmt: skip
+            entry[f"test_of_validation_best_of_{pick_from}"] = _picked_summary(picked)
+        out[_name(setting)] = entry
     return out
 
 
+def _picked_summary(picked: list[float]) -> dict[str, Any]:
+    return {
+        "mean": round(statistics.fmean(picked), 3),
+        "min": round(min(picked), 3),
+        "share_at_least_0.9": round(sum(p >= 0.9 for p in picked) / len(picked), 3),
+        "subsets": len(picked),
+    }
+
+
 def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) -> dict[str, Any]:
-    """Summaries of saved rows, plus what a mean-logit ensemble of `pick_from` seeds
-    of one setting scores (consecutive seed groups, so each seed is used once)."""
+    """Summaries of saved rows, plus selection on validation and calibration pooled,
+    and mean-logit ensembles of `pick_from` seeds of one setting (consecutive seed
+    groups, so each seed is used once). A repeated (setting, seed) counts once."""
     import math
 
     from classifiers.ml.evaluate import tpr_at_fpr
 
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line]
     labels = {split: [e.label for e in _load(folder, split)] for split in SCORED}
+    rows, seen = [], set()
+    for line in rows_path.read_text().splitlines():
+        if not line:
+            continue
+        row = json.loads(line)
+        if row["target_fpr"] != target_fpr:
+            raise SystemExit(f"a row was measured at FPR {row['target_fpr']}, not "
+                             f"{target_fpr}: pass --target-fpr {row['target_fpr']}")  # fmt: skip
+        for split, scores in row["scores"].items():
+            if len(scores) != len(labels[split]):
+                raise SystemExit(f"{split}: a row has {len(scores)} scores for "
+                                 f"{len(labels[split])} examples: not these splits")  # fmt: skip
+        if (_setting(row), row["seed"]) not in seen:
+            seen.add((_setting(row), row["seed"]))
+            rows.append(row)
     result: dict[str, Any] = {"rows": len(rows), "summary": summarise(rows, pick_from)}
-    rows.sort(key=lambda r: (r["epochs"], r["backbone_lr"], r["seed"]))
+    rows.sort(key=lambda r: (_setting(r), r["seed"]))
 
     def logit(p: float) -> float:
         p = min(max(p, 1e-7), 1 - 1e-7)
         return math.log(p / (1 - p))
 
-    for key, group in itertools.groupby(rows, key=lambda r: (r["epochs"], r["backbone_lr"])):
+    # Selection on validation and calibration pooled: twice the benign examples of
+    # validation alone, so one hard benign source moves the 1% point less.
+    pooled_labels = labels["validation"] + labels["calibration"]
+    for setting, group in itertools.groupby(rows, key=_setting):
         group = list(group)
-        name = f"epochs={key[0]} backbone_lr={key[1]:g}"
-        # Selection on validation and calibration pooled: twice the benign examples
-        # of validation alone, so one hard benign source moves the 1% point less.
-        pooled_labels = labels["validation"] + labels["calibration"]
         for row in group:
             pooled = row["scores"]["validation"] + row["scores"]["calibration"]
             row["pooled_tpr"] = tpr_at_fpr(pooled, pooled_labels, target_fpr)
         if len(group) >= pick_from > 1:
-            picked = [max(subset, key=lambda r: r["pooled_tpr"])["test_tpr"]
+            picked = [max(subset, key=lambda r: _selection_key(r["pooled_tpr"]))["test_tpr"]
                       for subset in itertools.combinations(group, pick_from)]  # fmt: skip
-            result.setdefault("pooled_selection", {})[name] = {
-                "mean": round(statistics.fmean(picked), 3),
-                "min": min(picked),
-                "share_at_least_0.9": round(sum(p >= 0.9 for p in picked) / len(picked), 3),
-                "subsets": len(picked),
-            }
+            result.setdefault("pooled_selection", {})[_name(setting)] = _picked_summary(picked)
         ensembles = []
         for start in range(0, len(group) - pick_from + 1, pick_from):
             members = group[start : start + pick_from]
-            entry = {"seeds": [m["seed"] for m in members]}
+            entry: dict[str, Any] = {"seeds": [m["seed"] for m in members]}
             for split in ("validation", "test", "heldout_transforms"):
                 if not labels[split] or split not in members[0]["scores"]:
                     continue
@@ -266,5 +312,5 @@ def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) ->
                 ]
                 entry[f"{split}_tpr"] = round(tpr_at_fpr(mean, labels[split], target_fpr), 3)
             ensembles.append(entry)
-        result.setdefault("ensembles", {})[name] = ensembles
+        result.setdefault("ensembles", {})[_name(setting)] = ensembles
     return result

@@ -158,12 +158,13 @@ def ntp_loss(
     lm_logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor
 ) -> torch.Tensor:
     """Next-token cross-entropy on response tokens (keeps the generator generating)."""
-    pred = lm_logits[:, :-1].float()  # (B, T-1, V) position t predicts token t+1
+    pred = lm_logits[:, :-1]  # (B, T-1, V) position t predicts token t+1
     target = input_ids[:, 1:]  # (B, T-1)
     m = response_mask[:, 1:].bool()  # (B, T-1)
     if not m.any():
         return pred.sum() * 0
-    return F.cross_entropy(pred[m], target[m])
+    # Upcast only the response positions (bf16 logits under autocast; V is ~49k).
+    return F.cross_entropy(pred[m].float(), target[m])
 
 
 # ------------------------------------------------------------------------ tokenising
@@ -521,8 +522,10 @@ def _train_backbone(
                 [train_enc[i] for i in keep[start : start + cfg.batch_size]], pad_id
             )
             batch = {k: v.to(device) for k, v in batch.items()}
-            # bf16 matmuls on a GPU (fp32 weights and gradients stay); no-op on CPU.
-            with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            # Full mode on a GPU: bf16 matmuls over the fp32 master weights (LoRA's
+            # frozen base is bf16 there already and its adapters stay fp32).
+            autocast = cfg.mode == "full" and device.type == "cuda"
+            with torch.autocast("cuda", torch.bfloat16, enabled=autocast):
                 res = model(
                     batch["input_ids"],
                     batch["attention_mask"],
@@ -530,14 +533,14 @@ def _train_backbone(
                 )
             loss = classifier_loss(
                 cfg,
-                res.values.float(),
+                res.values,
                 batch["labels"],
                 batch["response_mask"],
                 step / max(total - 1, 1),
             )
             if use_ntp:
                 loss = loss + cfg.ntp_weight * ntp_loss(
-                    res.logits_lm.float(), batch["input_ids"], batch["response_mask"]
+                    res.logits_lm, batch["input_ids"], batch["response_mask"]
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -600,6 +603,8 @@ def train_output_classifier(
         # master weights (under bf16 autocast on a GPU); the artifact keeps fp32,
         # so calibration and serving score with the weights that were trained.
         lm = lm.float()
+        # from_config (load_output_classifier) builds in the config's dtype.
+        lm.config.dtype = torch.float32
     model = build_model(cfg, lm)
     model.classifier_config = cfg  # read by save_output_classifier
     train_enc = [encode_example(tokenizer, ex, cfg.max_length) for ex in train]
@@ -713,7 +718,8 @@ def load_output_classifier(
     if cfg.mode == "full":
         lm_conf = dict(art.config["lm_config"])
         lm_config = AutoConfig.for_model(lm_conf.pop("model_type"), **lm_conf)
-        lm = AutoModelForCausalLM.from_config(lm_config)
+        # fp32 as trained (older GPU-trained artifacts carry dtype bf16 in lm_config).
+        lm = AutoModelForCausalLM.from_config(lm_config, dtype=torch.float32)
         lm.load_state_dict(art.tensors["backbone"])
         lm = lm.to(dev)
     else:

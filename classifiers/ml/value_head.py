@@ -32,8 +32,10 @@ class ValueHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # Upcast: the backbone may run in bf16, but a probe's logit is sensitive to
         # rounding and the head is tiny, so it always computes in its own fp32.
-        hidden = hidden.to(self.summary.weight.dtype)  # (B, T, H*n)
-        return self.summary(self.dropout(hidden)).squeeze(-1)  # (B, T)
+        # Autocast (full-mode training on a GPU) would run this Linear in bf16 too.
+        with torch.autocast(hidden.device.type, enabled=False):
+            hidden = hidden.to(self.summary.weight.dtype)  # (B, T, H*n)
+            return self.summary(self.dropout(hidden)).squeeze(-1)  # (B, T)
 
 
 def resolve_hidden_size(config: Any) -> int:

@@ -130,7 +130,10 @@ def test_full_mode_on_cuda_takes_steps_smaller_than_a_bf16_ulp(tmp_path: Path):
     backbone = tmp_path / "backbone"
     tiny_lm(tok.vocab_size).save_pretrained(backbone)
     tok.save_pretrained(backbone)
+    # The backbone loads in bf16 on a GPU; the weights training starts from are
+    # those, upcast.
     before = tiny_lm(tok.vocab_size).model.layers[0].self_attn.q_proj.weight
+    before = before.detach().to(torch.bfloat16).float()
     # Backbone lr 1e-6: each step is ~1e-6, far below half a bf16 ulp of these
     # weights (~1e-4), so bf16 master weights would not move at all.
     cfg = OutputClassifierConfig(
@@ -139,8 +142,14 @@ def test_full_mode_on_cuda_takes_steps_smaller_than_a_bf16_ulp(tmp_path: Path):
     res = train_output_classifier(cfg, toy_examples(16), [], device="cuda")
     after = res.model.lm.model.layers[0].self_attn.q_proj.weight
     assert after.dtype == torch.float32
-    moved = (after.detach().cpu() != before.detach()).float().mean().item()
+    moved = (after.detach().cpu() != before).float().mean().item()
     assert moved > 0.5
+    save_output_classifier(
+        res.model, tmp_path / "art", thresholds={}, metrics={}, code_version="test"
+    )
+    for device in ("cuda", "cpu"):  # reloads as trained: fp32, not the config's bf16
+        loaded = load_output_classifier(tmp_path / "art", device=device)
+        assert next(loaded.model.lm.parameters()).dtype == torch.float32
 
 
 @pytest.fixture(scope="module")
