@@ -2,7 +2,7 @@
 
     python -m bench input_sweep --export var/splits --dataset N      # needs the database
     python -m bench input_sweep --splits var/splits --seeds 0-15 \\
-        [--epochs 3] [--backbone-lr 3e-5] [--workers 4] [--device cuda]
+        [--epochs 3] [--backbone-lr 6e-5] [--workers 4] [--device cuda]
 
 `--export` writes a reviewed dataset's splits as JSONL (one Example per line; the
 texts stay under the data dir, never in git). The sweep needs no database, so it
@@ -42,7 +42,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--splits", help="a folder written by --export")
     parser.add_argument("--seeds", default="0-3", help="e.g. 0-15 or 0,2,3")
     parser.add_argument("--epochs", default="3", help="comma-separated")
-    parser.add_argument("--backbone-lr", default="3e-5", help="comma-separated")
+    parser.add_argument("--backbone-lr", default=None,
+                        help="comma-separated (default: the product's)")  # fmt: skip
     parser.add_argument("--mode", choices=("fast", "full"), default="full")
     parser.add_argument("--workers", type=int, default=1, help="models trained at once")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: auto)")
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         {"epochs": e, "backbone_lr": lr, "seed": s}
         for s in _seeds(args.seeds)
         for e in _numbers(args.epochs, int)
-        for lr in _numbers(args.backbone_lr, float)
+        for lr in _numbers(args.backbone_lr or str(_default_backbone_lr()), float)
     ]
     common = {"splits": args.splits, "device": args.device, "mode": args.mode,
               "target_fpr": args.target_fpr}  # fmt: skip
@@ -92,6 +93,12 @@ def main(argv: list[str]) -> dict[str, Any]:
         "rows": rows,
         "summary": summarise(rows, args.pick_from),
     }
+
+
+def _default_backbone_lr() -> float:
+    from classifiers.ml.input_classifier import InputClassifierConfig
+
+    return InputClassifierConfig.backbone_lr
 
 
 def _numbers(text: str, kind: type) -> list[Any]:

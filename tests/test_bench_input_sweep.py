@@ -56,7 +56,7 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     for row in result["rows"]:
         assert 0.0 <= row["test_tpr"] <= 1.0 and 0.0 <= row["test_deployed_fpr"] <= 1.0
         assert "heldout_transforms_tpr" not in row  # this dataset has none
-    summary = result["summary"]["fast epochs=5 backbone_lr=3e-05"]
+    summary = result["summary"]["fast epochs=5 backbone_lr=6e-05"]
     assert summary["seeds"] == 3 and summary["test_of_validation_best_of_2"]["subsets"] == 3
 
     # The saved rows keep every score, so selections and ensembles come afterwards;
@@ -66,8 +66,8 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     again = input_sweep.main(["--analyse", str(rows_file), "--splits", str(tmp_path),
                               "--pick-from", "2"])  # fmt: skip
     assert again["rows"] == 3 and again["summary"] == result["summary"]
-    assert again["pooled_selection"]["fast epochs=5 backbone_lr=3e-05"]["subsets"] == 3
-    (ensemble,) = again["ensembles"]["fast epochs=5 backbone_lr=3e-05"]
+    assert again["pooled_selection"]["fast epochs=5 backbone_lr=6e-05"]["subsets"] == 3
+    (ensemble,) = again["ensembles"]["fast epochs=5 backbone_lr=6e-05"]
     assert ensemble["seeds"] == [0, 1] and 0.0 <= ensemble["test_tpr"] <= 1.0
 
     with pytest.raises(SystemExit, match="--target-fpr 0.01"):
