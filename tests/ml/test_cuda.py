@@ -30,9 +30,9 @@ from classifiers.ml.streaming import (
     generate_plain,
     generate_with_scores,
 )
-from classifiers.ml.value_head import CausalLMWithValueHead
 from tests.ml.test_input_classifier import _config, _make_backbone, make_examples
 from tests.ml.test_output_classifier import toy_examples
+from tests.ml.test_streaming import spread_probe
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 
 pytestmark = pytest.mark.skipif(
@@ -154,12 +154,8 @@ def test_full_mode_on_cuda_takes_steps_smaller_than_a_bf16_ulp(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def cuda_probe():
-    tok = make_tokenizer()
-    model = CausalLMWithValueHead(tiny_lm(tok.vocab_size, seed=1), layers=(1, -1))
-    torch.manual_seed(2)
-    with torch.no_grad():  # a visible spread of scores, so comparisons mean something
-        model.v_head.summary.weight.normal_(0, 0.5)
-    return model.eval().to("cuda"), tok
+    model, tok = spread_probe()
+    return model.to("cuda"), tok
 
 
 def test_streaming_on_cuda_matches_a_full_forward_and_the_cpu(cuda_probe):
@@ -180,9 +176,8 @@ def test_streaming_on_cuda_matches_a_full_forward_and_the_cpu(cuda_probe):
         ]
     full = torch.sigmoid(values).float().cpu().tolist()
     assert incremental == pytest.approx(full, abs=1e-4)
-    cpu_model = CausalLMWithValueHead(tiny_lm(tok.vocab_size, seed=1), layers=(1, -1))
-    cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
-    cpu_scorer = StreamingScorer(cpu_model.eval(), tok)
+    cpu_model, _ = spread_probe()  # the same seeded weights, on the CPU
+    cpu_scorer = StreamingScorer(cpu_model, tok)
     cpu_scorer.start(MESSAGES)
     on_cpu = [s.prob for s in cpu_scorer.push(tokens)]
     assert on_cpu == pytest.approx(incremental, abs=1e-3)

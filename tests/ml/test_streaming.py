@@ -30,14 +30,19 @@ RESPONSE = (
 )
 
 
-@pytest.fixture(scope="module")
-def setup():
+def spread_probe():
+    """A tiny LM with a two-layer probe whose scores visibly vary (seeded)."""
     tok = make_tokenizer()
     model = CausalLMWithValueHead(tiny_lm(tok.vocab_size, seed=1), layers=(1, -1))
     torch.manual_seed(2)
     with torch.no_grad():  # a visible spread of scores, so comparisons mean something
         model.v_head.summary.weight.normal_(0, 0.5)
     return model.eval(), tok
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return spread_probe()
 
 
 def _full_forward_probs(model, tok, response_ids):
