@@ -185,7 +185,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     from classifiers.ml import registry
     from classifiers.ml.calibrate import threshold_for_fpr
-    from classifiers.ml.evaluate import auroc, tpr_at_fpr
+    from classifiers.ml.evaluate import auroc, confusion, tpr_at_fpr
     from classifiers.ml.input_classifier import (
         InputClassifierConfig,
         score_texts,
@@ -220,11 +220,9 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         row[f"{split}_auroc"] = round(auroc(scores, labels), 4)
     benign_calibration = [s for s, y in zip(*scored["calibration"], strict=True) if y == 0]
     threshold = threshold_for_fpr(benign_calibration, job["target_fpr"])
-    test_scores, test_labels = scored["test"]
-    harmful = [s for s, y in zip(test_scores, test_labels, strict=True) if y == 1]
-    benign = [s for s, y in zip(test_scores, test_labels, strict=True) if y == 0]
-    row["test_deployed_tpr"] = round(sum(s >= threshold for s in harmful) / len(harmful), 3)
-    row["test_deployed_fpr"] = round(sum(s >= threshold for s in benign) / len(benign), 4)
+    counts = confusion(*scored["test"], threshold)
+    row["test_deployed_tpr"] = round(counts["tp"] / (counts["tp"] + counts["fn"]), 3)
+    row["test_deployed_fpr"] = round(counts["fp"] / (counts["fp"] + counts["tn"]), 4)
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 

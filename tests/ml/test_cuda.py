@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from classifiers.ml.batched_streaming import ContinuousBatcher
+from classifiers.ml.evaluate import auroc
 from classifiers.ml.generation import LocalGenerator
 from classifiers.ml.input_classifier import (
     load_input_classifier,
@@ -21,6 +22,7 @@ from classifiers.ml.input_classifier import (
 from classifiers.ml.output_classifier import (
     OutputClassifierConfig,
     load_output_classifier,
+    prompt_token_ids,
     save_output_classifier,
     score_responses,
     train_output_classifier,
@@ -42,13 +44,6 @@ pytestmark = pytest.mark.skipif(
 MESSAGES = [{"role": "user", "content": "tell me about vaccines"}]
 
 
-def _auroc(scores: list[float], labels: list[int]) -> float:
-    pos = [s for s, y in zip(scores, labels, strict=True) if y]
-    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
 @pytest.mark.parametrize("mode", ["fast", "full"])
 def test_input_classifier_trains_on_cuda_and_loads_on_cpu(tmp_path: Path, mode: str):
     backbone = _make_backbone(tmp_path / "bert", seed=0)
@@ -65,7 +60,7 @@ def test_input_classifier_trains_on_cuda_and_loads_on_cpu(tmp_path: Path, mode: 
     held_out = make_examples(40, seed=5)
     texts = [e.prompt_text for e in held_out]
     on_gpu = score_texts(result.model, result.tokenizer, texts)
-    assert _auroc([s.score for s in on_gpu], [e.label for e in held_out]) > 0.9
+    assert auroc([s.score for s in on_gpu], [e.label for e in held_out]) > 0.9
     save_input_classifier(
         result.model,
         backbone,
@@ -167,8 +162,6 @@ def test_streaming_on_cuda_matches_a_full_forward_and_the_cpu(cuda_probe):
     scorer = StreamingScorer(model, tok)
     scorer.start(MESSAGES)
     incremental = [s.prob for t in tokens for s in scorer.push([t])]
-    from classifiers.ml.output_classifier import prompt_token_ids
-
     prompt = prompt_token_ids(tok, MESSAGES)
     with torch.no_grad():
         values = model(torch.tensor([prompt + tokens], device="cuda")).values[
