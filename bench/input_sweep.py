@@ -2,7 +2,8 @@
 
     python -m bench input_sweep --export var/splits --dataset N      # needs the database
     python -m bench input_sweep --splits var/splits --seeds 0-15 \\
-        [--epochs 3] [--backbone-lr 6e-5] [--workers 4] [--device cuda]
+        [--epochs 3] [--backbone-lr 6e-5] [--config batch_size=16,32] \
+        [--workers 4] [--device cuda]
 
 `--export` writes a reviewed dataset's splits as JSONL (one Example per line; the
 texts stay under the data dir, never in git). The sweep needs no database, so it
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--backbone-lr", default=None,
                         help="comma-separated (default: the product's)")  # fmt: skip
     parser.add_argument("--mode", choices=("fast", "full"), default="full")
+    parser.add_argument("--config", action="append", default=[], metavar="FIELD=V1,V2",
+                        help="vary another InputClassifierConfig field, e.g. "
+                        "batch_size=16,32 (repeatable; every combination is run)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="models trained at once")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: auto)")
     parser.add_argument("--target-fpr", type=float, default=0.01)
@@ -66,12 +70,17 @@ def main(argv: list[str]) -> dict[str, Any]:
     problem = _split_problem(Path(args.splits))
     if problem:
         parser.error(problem)
+    try:
+        varied = _config_grid(args.config)
+    except ValueError as error:
+        parser.error(str(error))
     # Seed-major order: a run cut short still has every setting at the same seeds.
     jobs = [
-        {"epochs": e, "backbone_lr": lr, "seed": s}
+        {"epochs": e, "backbone_lr": lr, "seed": s, "config": config}
         for s in _seeds(args.seeds)
         for e in _numbers(args.epochs, int)
         for lr in _numbers(args.backbone_lr or str(_default_backbone_lr()), float)
+        for config in varied
     ]
     common = {"splits": args.splits, "device": args.device, "mode": args.mode,
               "target_fpr": args.target_fpr}  # fmt: skip
@@ -85,7 +94,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             row.pop("scores")
             print(json.dumps(row), flush=True)
             rows.append(row)
-    rows.sort(key=lambda r: (r["epochs"], r["backbone_lr"], r["seed"]))
+    rows.sort(key=lambda r: (_setting(r), r["seed"]))
     return {
         "splits": args.splits,
         "sizes": _sizes(Path(args.splits)),
@@ -99,6 +108,33 @@ def _default_backbone_lr() -> float:
     from classifiers.ml.input_classifier import InputClassifierConfig
 
     return InputClassifierConfig.backbone_lr
+
+
+def _config_grid(specs: list[str]) -> list[dict[str, Any]]:
+    """Every combination of the `--config FIELD=V1,V2` values, each value parsed as
+    the field's default is typed (so a typo or a wrong type fails before training)."""
+    from dataclasses import fields
+
+    from classifiers.ml.input_classifier import InputClassifierConfig
+
+    known = {f.name: f for f in fields(InputClassifierConfig)}
+    fixed = {"backbone_dir", "categories", "mode", "epochs", "backbone_lr", "seed"}
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip()
+        if name not in known or name in fixed:
+            raise ValueError(f"--config {spec!r}: not a field it can vary "
+                             f"(choose from {', '.join(sorted(set(known) - fixed))})")  # fmt: skip
+        kind = type(known[name].default)
+        parse = (lambda v: v.strip().lower() in ("1", "true", "yes")) if kind is bool else kind
+        try:
+            axes.append([(name, parse(v)) for v in values.split(",") if v.strip()])
+        except ValueError:
+            raise ValueError(f"--config {spec!r}: {name} takes {kind.__name__} values") from None
+        if not axes[-1]:
+            raise ValueError(f"--config {spec!r}: give at least one value")
+    return [dict(combination) for combination in itertools.product(*axes)]
 
 
 def _numbers(text: str, kind: type) -> list[Any]:
@@ -158,13 +194,16 @@ def _split_problem(folder: Path) -> str | None:
     return None
 
 
-def _setting(row: dict[str, Any]) -> tuple[str, int, float]:
-    return (row["mode"], row["epochs"], row["backbone_lr"])
+def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["mode"], row["epochs"], row["backbone_lr"],
+            tuple(sorted(row.get("config", {}).items())))  # fmt: skip
 
 
-def _name(setting: tuple[str, int, float]) -> str:
-    mode, epochs, backbone_lr = setting
-    return f"{mode} epochs={epochs} backbone_lr={backbone_lr:g}"
+def _name(setting: tuple[Any, ...]) -> str:
+    mode, epochs, backbone_lr, config = setting
+    extra = "".join(f" {key}={value:g}" if isinstance(value, float) else f" {key}={value}"
+                    for key, value in config)  # fmt: skip
+    return f"{mode} epochs={epochs} backbone_lr={backbone_lr:g}{extra}"
 
 
 def _selection_key(value: float) -> float:
@@ -199,6 +238,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         backbone_dir=str(registry.encoder_dir()),
         categories=json.loads((folder / "categories.json").read_text()),
         mode=job["mode"], epochs=job["epochs"], backbone_lr=job["backbone_lr"], seed=job["seed"],
+        **job.get("config", {}),
     )  # fmt: skip
     started = time.perf_counter()
     trained = train_input_classifier(cfg, splits["train"], splits["validation"],
@@ -206,6 +246,8 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"mode": job["mode"], "epochs": job["epochs"],
                            "backbone_lr": job["backbone_lr"], "seed": job["seed"],
                            "target_fpr": job["target_fpr"], "best_epoch": trained.best_epoch}  # fmt: skip
+    if job.get("config"):
+        row["config"] = job["config"]
     scored = {}
     for split in SCORED:
         examples = splits[split]

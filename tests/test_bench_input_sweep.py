@@ -50,13 +50,15 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     rows_file = tmp_path / "rows.jsonl"
     result = input_sweep.main(
         ["--splits", str(tmp_path), "--seeds", "0-2", "--mode", "fast", "--epochs", "5",
-         "--pick-from", "2", "--device", "cpu", "--rows", str(rows_file)]
+         "--pick-from", "2", "--device", "cpu", "--rows", str(rows_file),
+         "--config", "hidden=64"]
     )  # fmt: skip
     assert [r["seed"] for r in result["rows"]] == [0, 1, 2]
+    assert all(r["config"] == {"hidden": 64} for r in result["rows"])
     for row in result["rows"]:
         assert 0.0 <= row["test_tpr"] <= 1.0 and 0.0 <= row["test_deployed_fpr"] <= 1.0
         assert "heldout_transforms_tpr" not in row  # this dataset has none
-    summary = result["summary"]["fast epochs=5 backbone_lr=6e-05"]
+    summary = result["summary"]["fast epochs=5 backbone_lr=6e-05 hidden=64"]
     assert summary["seeds"] == 3 and summary["test_of_validation_best_of_2"]["subsets"] == 3
 
     # The saved rows keep every score, so selections and ensembles come afterwards;
@@ -66,8 +68,8 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     again = input_sweep.main(["--analyse", str(rows_file), "--splits", str(tmp_path),
                               "--pick-from", "2"])  # fmt: skip
     assert again["rows"] == 3 and again["summary"] == result["summary"]
-    assert again["pooled_selection"]["fast epochs=5 backbone_lr=6e-05"]["subsets"] == 3
-    (ensemble,) = again["ensembles"]["fast epochs=5 backbone_lr=6e-05"]
+    assert again["pooled_selection"]["fast epochs=5 backbone_lr=6e-05 hidden=64"]["subsets"] == 3
+    (ensemble,) = again["ensembles"]["fast epochs=5 backbone_lr=6e-05 hidden=64"]
     assert ensemble["seeds"] == [0, 1] and 0.0 <= ensemble["test_tpr"] <= 1.0
 
     with pytest.raises(SystemExit, match="--target-fpr 0.01"):
@@ -78,6 +80,21 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     rows_file.write_text(json.dumps(row) + "\n")
     with pytest.raises(SystemExit, match="not these splits"):
         input_sweep.main(["--analyse", str(rows_file), "--splits", str(tmp_path)])
+
+
+def test_other_config_fields_vary_as_typed_combinations():
+    from bench.input_sweep import _config_grid
+
+    grid = _config_grid(["batch_size=16,32", "restore_best=false", "dropout=0.2"])
+    assert grid == [
+        {"batch_size": 16, "restore_best": False, "dropout": 0.2},
+        {"batch_size": 32, "restore_best": False, "dropout": 0.2},
+    ]
+    assert _config_grid([]) == [{}]
+    for bad, message in (("seed=1", "not a field"), ("nonsense=1", "not a field"),
+                         ("batch_size=big", "takes int"), ("hidden=", "at least one")):
+        with pytest.raises(ValueError, match=message):
+            _config_grid([bad])
 
 
 def test_splits_that_cannot_be_swept_are_refused_before_training(tmp_path, capsys):
