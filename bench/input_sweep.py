@@ -2,7 +2,7 @@
 
     python -m bench input_sweep --export var/splits --dataset N      # needs the database
     python -m bench input_sweep --splits var/splits --seeds 0-15 \\
-        [--epochs 3] [--backbone-lr 6e-5] [--config batch_size=16,32] \
+        [--epochs 3] [--backbone-lr 6e-5] [--config batch_size=16,32] \\
         [--workers 4] [--device cuda]
 
 `--export` writes a reviewed dataset's splits as JSONL (one Example per line; the
