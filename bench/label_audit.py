@@ -47,6 +47,11 @@ def main(argv: list[str]) -> dict[str, Any]:
         "prefilled an opener for their source",
     )  # fmt: skip
     parser.add_argument(
+        "--by-run", action="store_true",
+        help="also split the test split's harmful examples by the generation run "
+        "their source came from (its dataset and seed), each against all benign ones",
+    )  # fmt: skip
+    parser.add_argument(
         "--frames-ablation", action="store_true",
         help="also score with the augmenter's known jailbreak frames scored as they "
         "are (canonical.prompt_views(known_frames=False), the rule before session 9) "
@@ -78,6 +83,8 @@ def main(argv: list[str]) -> dict[str, Any]:
                 _row(result, model, dataset, split, threshold, guard, rows)
             if args.by_opener:
                 _opener_rows(result, model, dataset, threshold, guard)
+            if args.by_run:
+                _run_rows(result, model, dataset, threshold, guard)
             if args.frames_ablation:
                 _frame_rows(result, model, dataset, threshold, guard)
     return result
@@ -105,6 +112,36 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
     for kind, inside in (("restricted_opener", True), ("other_opener", False)):
         own = [(t, y) for t, y, o in rows if y == 0 and bool(o) and (o in restricted) == inside]
         _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
+
+
+def _run_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,
+              guard: Any) -> None:  # fmt: skip
+    """The test split's harmful examples grouped by the generation run of their
+    source (a combined dataset keeps each source's "d<run>:" id prefix), each group
+    against all the split's benign examples: does the model miss one run's
+    phrasings, e.g. a top-up whose prompts nothing before it resembled?"""
+    from classifiers.models import Dataset
+
+    rows = list(dataset.examples.filter(split="test").values_list("prompt_text", "label",
+                                                                  "source_id"))  # fmt: skip
+    benign = [(t, y) for t, y, _ in rows if y == 0]
+    runs = sorted({_run_of(source) for _, y, source in rows if y == 1})
+    seeds = dict(Dataset.objects.filter(pk__in=[r for r in runs if r]).values_list("pk", "seed"))
+    for run in runs:
+        harmful = [(t, y) for t, y, source in rows if y == 1 and _run_of(source) == run]
+        name = f"run d{run} (seed {seeds.get(run, '?')})" if run else "unprefixed sources"
+        _row(result, model, dataset, f"test_harmful_{name}", threshold, guard, benign + harmful)
+
+
+def _run_of(source_id: str) -> int:
+    """The generation run of a source: combining prefixes each part's source ids
+    with "d<part's dataset id>:", so "d5:d2:category-0012" came into the combined
+    data through #2, and the innermost prefix names the run it was generated in
+    (or its reviewed copy, which keeps the run's seed). 0 for a source with no
+    prefix (the constitution's own examples in a dataset never combined)."""
+    runs = [part[1:] for part in source_id.split(":")[:-1]
+            if part[:1] == "d" and part[1:].isdigit()]  # fmt: skip
+    return int(runs[-1]) if runs else 0
 
 
 def _restricted_openers(dataset: Any) -> set[str]:
