@@ -35,6 +35,16 @@ def test_the_model_page_draws_the_roc_chart_and_activating_updates_it(
     assert page.locator("#halting-test").is_visible()
     page.screenshot(path="/tmp/shots/training_model_page.png", full_page=True)
 
+    # Two models side by side: the ROC chart keeps its frame's height (a responsive
+    # chart in a parent that grew with it once ran to thousands of pixels).
+    page.goto(f"{asgi_server}/classifiers/models/compare/?a={old.pk}&b={new.pk}")
+    page.wait_for_function("document.getElementById('compare-roc').dataset.rendered === 'true'")
+    page.wait_for_timeout(500)
+    box = page.locator("#compare-roc").bounding_box()
+    assert box and box["width"] > 300 and 200 < box["height"] < 400
+    page.screenshot(path="/tmp/shots/training_compare_page.png", full_page=True)
+
+    page.goto(f"{asgi_server}/classifiers/models/{old.pk}/")
     page.click("[data-testid=activate]")  # a rollback to the older model
     page.locator("[data-testid=active-badge]").wait_for()
     assert ActiveModel.objects.get(kind="output").model_version == old
