@@ -8,10 +8,9 @@
 `--export` writes a reviewed dataset's splits as JSONL (one Example per line; the
 texts stay under the data dir, never in git). The sweep needs no database, so it
 runs where only torch and transformers are (a GPU machine): one input classifier
-(full mode unless --mode fast) per (epochs, backbone lr, seed), trained on "train"
-with "validation" for early stopping as `manage.py train` does at its default
-correction weight (1), scored as served
-(canonical views) on validation, calibration, test and heldout_transforms. A row
+(full mode unless --mode fast) per (epochs, backbone lr, `--config` values, seed),
+trained on "train" with "validation" for early stopping as `manage.py train` does
+at its default correction weight (1), scored as served (canonical views) on validation, calibration, test and heldout_transforms. A row
 gives TPR at 1% FPR per split (the ROC point) and test recall / FPR at the
 threshold calibrated on the calibration split.
 
@@ -119,22 +118,34 @@ def _config_grid(specs: list[str]) -> list[dict[str, Any]]:
 
     known = {f.name: f for f in fields(InputClassifierConfig)}
     fixed = {"backbone_dir", "categories", "mode", "epochs", "backbone_lr", "seed"}
-    axes = []
+    axes: dict[str, list[tuple[str, Any]]] = {}
     for spec in specs:
         name, _, values = spec.partition("=")
         name = name.strip()
         if name not in known or name in fixed:
             raise ValueError(f"--config {spec!r}: not a field it can vary "
                              f"(choose from {', '.join(sorted(set(known) - fixed))})")  # fmt: skip
+        if name in axes:
+            raise ValueError(f"--config {spec!r}: {name} is given twice; list its values "
+                             f"once, comma-separated")  # fmt: skip
         kind = type(known[name].default)
-        parse = (lambda v: v.strip().lower() in ("1", "true", "yes")) if kind is bool else kind
+        parse = _parse_bool if kind is bool else kind
         try:
-            axes.append([(name, parse(v)) for v in values.split(",") if v.strip()])
+            parsed = [parse(v.strip()) for v in values.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"--config {spec!r}: {name} takes {kind.__name__} values") from None
-        if not axes[-1]:
+        if not parsed:
             raise ValueError(f"--config {spec!r}: give at least one value")
-    return [dict(combination) for combination in itertools.product(*axes)]
+        axes[name] = [(name, value) for value in dict.fromkeys(parsed)]  # repeats run once
+    return [dict(combination) for combination in itertools.product(*axes.values())]
+
+
+def _parse_bool(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    try:
+        return value[text.lower()]
+    except KeyError:
+        raise ValueError(text) from None
 
 
 def _numbers(text: str, kind: type) -> list[Any]:
@@ -246,8 +257,8 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"mode": job["mode"], "epochs": job["epochs"],
                            "backbone_lr": job["backbone_lr"], "seed": job["seed"],
                            "target_fpr": job["target_fpr"], "best_epoch": trained.best_epoch}  # fmt: skip
-    if job.get("config"):
-        row["config"] = job["config"]
+    if job.get("config"):  # what the trained model's config says it used
+        row["config"] = {key: getattr(trained.config, key) for key in job["config"]}
     scored = {}
     for split in SCORED:
         examples = splits[split]

@@ -117,28 +117,36 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
 def _run_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float,
               guard: Any) -> None:  # fmt: skip
     """The test split's harmful examples grouped by the generation run of their
-    source (a combined dataset keeps each source's "d<run>:" id prefix), each group
-    against all the split's benign examples: does the model miss one run's
-    phrasings, e.g. a top-up whose prompts nothing before it resembled?"""
+    source, each group against all the split's benign examples: does the model miss
+    one run's phrasings, e.g. a top-up whose prompts nothing before it resembled?
+    The constitution's own example queries form their own group: every run starts
+    from them, and combining keeps the first run's copy."""
     from classifiers.models import Dataset
 
-    rows = list(dataset.examples.filter(split="test").values_list("prompt_text", "label",
-                                                                  "source_id"))  # fmt: skip
-    benign = [(t, y) for t, y, _ in rows if y == 0]
-    runs = sorted({_run_of(source) for _, y, source in rows if y == 1})
-    seeds = dict(Dataset.objects.filter(pk__in=[r for r in runs if r]).values_list("pk", "seed"))
-    for run in runs:
-        harmful = [(t, y) for t, y, source in rows if y == 1 and _run_of(source) == run]
-        name = f"run d{run} (seed {seeds.get(run, '?')})" if run else "unprefixed sources"
+    rows = list(dataset.examples.filter(split="test").values_list(
+        "prompt_text", "label", "source_id", "meta__source"))  # fmt: skip
+    benign = [(t, y) for t, y, _, _ in rows if y == 0]
+
+    def group(source_id: str, source: str | None) -> int:
+        return -1 if source == "author" else _run_of(source_id)
+
+    groups = sorted({group(sid, src) for _, y, sid, src in rows if y == 1})
+    seeds = dict(Dataset.objects.filter(pk__in=[g for g in groups if g > 0])
+                 .values_list("pk", "seed"))  # fmt: skip
+    for key in groups:
+        harmful = [(t, y) for t, y, sid, src in rows if y == 1 and group(sid, src) == key]
+        name = {-1: "author_examples", 0: f"run_d{dataset.pk}_seed{dataset.seed}"}.get(
+            key, f"run_d{key}_seed{seeds.get(key, '?')}")  # fmt: skip
         _row(result, model, dataset, f"test_harmful_{name}", threshold, guard, benign + harmful)
 
 
 def _run_of(source_id: str) -> int:
     """The generation run of a source: combining prefixes each part's source ids
-    with "d<part's dataset id>:", so "d5:d2:category-0012" came into the combined
-    data through #2, and the innermost prefix names the run it was generated in
-    (or its reviewed copy, which keeps the run's seed). 0 for a source with no
-    prefix (the constitution's own examples in a dataset never combined)."""
+    with "d<part's dataset id>:", so in a dataset combined from #5 and #6,
+    "d5:d2:category-0012" came into #5 from #2, and the innermost prefix names the
+    run it was generated in (or that run's reviewed copy, which keeps its seed).
+    0 when there is no prefix: the dataset was never combined, and every source is
+    its own run's."""
     runs = [part[1:] for part in source_id.split(":")[:-1]
             if part[:1] == "d" and part[1:].isdigit()]  # fmt: skip
     return int(runs[-1]) if runs else 0

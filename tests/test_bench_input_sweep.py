@@ -85,14 +85,17 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
 def test_other_config_fields_vary_as_typed_combinations():
     from bench.input_sweep import _config_grid
 
-    grid = _config_grid(["batch_size=16,32", "restore_best=false", "dropout=0.2"])
+    grid = _config_grid(["batch_size=16,32,16", "restore_best=false", "dropout=0.2"])
     assert grid == [
         {"batch_size": 16, "restore_best": False, "dropout": 0.2},
         {"batch_size": 32, "restore_best": False, "dropout": 0.2},
     ]
     assert _config_grid([]) == [{}]
+    with pytest.raises(ValueError, match="given twice"):
+        _config_grid(["batch_size=16", "batch_size=32"])
     for bad, message in (("seed=1", "not a field"), ("nonsense=1", "not a field"),
-                         ("batch_size=big", "takes int"), ("hidden=", "at least one")):
+                         ("batch_size=big", "takes int"), ("hidden=", "at least one"),
+                         ("restore_best=ture", "takes bool")):
         with pytest.raises(ValueError, match=message):
             _config_grid([bad])
 
