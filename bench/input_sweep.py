@@ -10,9 +10,10 @@ texts stay under the data dir, never in git). The sweep needs no database, so it
 runs where only torch and transformers are (a GPU machine): one input classifier
 (full mode unless --mode fast) per (epochs, backbone lr, `--config` values, seed),
 trained on "train" with "validation" for early stopping as `manage.py train` does
-at its default correction weight (1), scored as served (canonical views) on validation, calibration, test and heldout_transforms. A row
-gives TPR at 1% FPR per split (the ROC point) and test recall / FPR at the
-threshold calibrated on the calibration split.
+at its default correction weight (1), scored as served (canonical views) on
+validation, calibration, test and heldout_transforms. A row gives TPR at 1% FPR
+per split (the ROC point) and test recall / FPR at the threshold calibrated on the
+calibration split.
 
 Seeds differ a lot on these data (session 11: test 0.784 to 0.942 at one setting),
 so the summary also asks whether picking the seed with the best validation score
