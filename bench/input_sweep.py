@@ -142,9 +142,9 @@ def _config_grid(specs: list[str]) -> list[dict[str, Any]]:
 
 
 def _parse_bool(text: str) -> bool:
-    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    meanings = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     try:
-        return value[text.lower()]
+        return meanings[text.lower()]
     except KeyError:
         raise ValueError(text) from None
 

@@ -119,25 +119,42 @@ def _run_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float
     """The test split's harmful examples grouped by the generation run of their
     source, each group against all the split's benign examples: does the model miss
     one run's phrasings, e.g. a top-up whose prompts nothing before it resembled?
-    The constitution's own example queries form their own group: every run starts
-    from them, and combining keeps the first run's copy."""
+    The split is scored once; each group's row is computed from those scores."""
+    from classifiers.ml.input_classifier import score_texts
     from classifiers.models import Dataset
 
     rows = list(dataset.examples.filter(split="test").values_list(
         "prompt_text", "label", "source_id", "meta__source"))  # fmt: skip
-    benign = [(t, y) for t, y, _, _ in rows if y == 0]
+    runs = {_run_of(sid) for _, _, sid, _ in rows} - {0}
+    seeds = dict(Dataset.objects.filter(pk__in=runs).values_list("pk", "seed"))
+    seeds[0] = dataset.seed  # unprefixed sources: the dataset is its own run
+    groups = harmful_by_run([(y, sid, src) for _, y, sid, src in rows], dataset.pk, seeds)
+    scores = [s.score for s in score_texts(guard.model, guard.tokenizer,
+                                           [t for t, *_ in rows])]  # fmt: skip
+    benign = [i for i, (_, y, _, _) in enumerate(rows) if y == 0]
+    for name, harmful in groups.items():
+        chosen = benign + harmful
+        _scored_row(result, model, dataset, f"test_harmful_{name}", threshold,
+                    [scores[i] for i in chosen], [rows[i][1] for i in chosen])  # fmt: skip
 
-    def group(source_id: str, source: str | None) -> int:
-        return -1 if source == "author" else _run_of(source_id)
 
-    groups = sorted({group(sid, src) for _, y, sid, src in rows if y == 1})
-    seeds = dict(Dataset.objects.filter(pk__in=[g for g in groups if g > 0])
-                 .values_list("pk", "seed"))  # fmt: skip
-    for key in groups:
-        harmful = [(t, y) for t, y, sid, src in rows if y == 1 and group(sid, src) == key]
-        name = {-1: "author_examples", 0: f"run_d{dataset.pk}_seed{dataset.seed}"}.get(
-            key, f"run_d{key}_seed{seeds.get(key, '?')}")  # fmt: skip
-        _row(result, model, dataset, f"test_harmful_{name}", threshold, guard, benign + harmful)
+def harmful_by_run(rows: list[tuple[int, str, str | None]], dataset_pk: int,
+                   seeds: dict[int, int]) -> dict[str, list[int]]:  # fmt: skip
+    """Indices of the harmful rows (label, source_id, meta source) per generation
+    run, named "run_d<run>_seed<seed>". The constitution's own example queries are
+    a group of their own ("author_examples"): every run starts from them, and
+    combining keeps the first run's copy, so they would otherwise count as its."""
+    groups: dict[str, list[int]] = {}
+    for index, (label, source_id, source) in enumerate(rows):
+        if label != 1:
+            continue
+        if source == "author":
+            name = "author_examples"
+        else:
+            run = _run_of(source_id)
+            name = f"run_d{run or dataset_pk}_seed{seeds.get(run, '?')}"
+        groups.setdefault(name, []).append(index)
+    return dict(sorted(groups.items()))
 
 
 def _run_of(source_id: str) -> int:
@@ -205,11 +222,19 @@ def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: flo
                 if not harmful:
                     continue
                 pairs = benign + harmful
-                result["rows"].append({
-                    "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
-                    "split": f"test:{rule}:harmful_{family}", "threshold": own, "seconds": 0.0,
-                    **_metrics([p[0] for p in pairs], [p[1] for p in pairs], own),
-                })  # fmt: skip
+                _scored_row(result, model, dataset, f"test:{rule}:harmful_{family}", own,
+                            [p[0] for p in pairs], [p[1] for p in pairs])  # fmt: skip
+
+
+def _scored_row(result: dict[str, Any], model: Any, dataset: Any, split: str,
+                threshold: float, scores: list[float], labels: list[int],
+                seconds: float = 0.0) -> None:  # fmt: skip
+    """One result row from scores already computed."""
+    result["rows"].append({
+        "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
+        "split": split, "threshold": threshold, "seconds": seconds,
+        **_metrics(scores, labels, threshold),
+    })  # fmt: skip
 
 
 def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,
@@ -223,9 +248,6 @@ def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold
     scored = score_texts(guard.model, guard.tokenizer, [text for text, _ in rows],
                          known_frames=known_frames)  # fmt: skip
     scores = [s.score for s in scored]
-    result["rows"].append({
-        "model": model.pk, "trained_on": model.dataset_id, "dataset": dataset.pk,
-        "split": split, "threshold": threshold, "seconds": time.perf_counter() - started,
-        **_metrics(scores, [y for _, y in rows], threshold),
-    })  # fmt: skip
+    _scored_row(result, model, dataset, split, threshold, scores, [y for _, y in rows],
+                seconds=time.perf_counter() - started)  # fmt: skip
     return scores
