@@ -1,16 +1,27 @@
-"""Each area's views module declares its own `urlpatterns`; they share one namespace."""
+"""Every page of the classifiers app, under one namespace: each domain's views
+module declares its `urlpatterns`, listed here explicitly."""
 
 from __future__ import annotations
 
-import importlib
+from classifiers.api import tokens
+from classifiers.audit import views as audit_views
+from classifiers.core import views as core_views
+from classifiers.datasets import views as dataset_views
+from classifiers.guard import views as guard_views
+from classifiers.playground import views as playground_views
+from classifiers.review import dashboard_views
+from classifiers.review import views as review_views
+from classifiers.training import views as training_views
 
 app_name = "classifiers"
-urlpatterns: list = []
-for area in ("overview", "datasets", "audit", "training", "guard", "tokens", "review", "dashboard"):
-    try:
-        module = importlib.import_module(f"classifiers.views.{area}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"classifiers.views.{area}":
-            raise
-        continue
-    urlpatterns += module.urlpatterns
+urlpatterns = [
+    *core_views.urlpatterns,
+    *dataset_views.urlpatterns,
+    *audit_views.urlpatterns,
+    *training_views.urlpatterns,
+    *playground_views.urlpatterns,
+    *guard_views.urlpatterns,
+    *tokens.urlpatterns,
+    *review_views.urlpatterns,
+    *dashboard_views.urlpatterns,
+]

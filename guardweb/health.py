@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from guardweb.celery import app
+
 QUEUES = ("default", "gpu")
 
 
@@ -38,7 +40,6 @@ def check_redis(url: str) -> dict[str, Any]:
 
 def check_celery(timeout: float = 1.5) -> dict[str, Any]:
     """Which workers consume which queue; a queue with no worker is down."""
-    from guardweb.celery import app
 
     try:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}

@@ -1,8 +1,13 @@
-"""The three roles, as Django groups created by a data migration."""
+"""The three roles, as Django groups created by a data migration, and the one pair
+of checks every view uses: `require_role` and `get_object_for_role`."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 
 POLICY_AUTHOR = "policy_author"
 REVIEWER = "reviewer"
@@ -24,3 +29,30 @@ def user_roles(user: Any) -> frozenset[str]:
 
 def has_role(user: Any, role: str) -> bool:
     return role in user_roles(user)
+
+
+def require_role(request: HttpRequest, *roles: str, message: str = "") -> None:
+    """Raise PermissionDenied (403) unless the user holds one of `roles`; with no
+    roles given, any role will do (viewers included)."""
+    held = user_roles(request.user)
+    if not (held.intersection(roles) if roles else held):
+        raise PermissionDenied(message or _refusal(roles))
+
+
+def get_object_for_role(
+    request: HttpRequest, queryset: Any, *roles: str, message: str = "", **lookup: Any
+) -> Any:
+    """The object for a user who holds one of `roles` (any role when none given).
+
+    The role is checked first, so a user without it gets 403 whether or not the
+    object exists and learns nothing from a 404.
+    """
+    require_role(request, *roles, message=message)
+    return get_object_or_404(queryset, **lookup)
+
+
+def _refusal(roles: tuple[str, ...]) -> str:
+    if not roles:
+        return "you need a role (viewer, reviewer or policy author)"
+    names = " and ".join(role.replace("_", " ") + "s" for role in roles)
+    return f"only {names} can do this"

@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
-from classifiers.metrics import metrics_view
+from classifiers.guard.metrics import metrics_view
 from guardweb import views
 
 urlpatterns = [

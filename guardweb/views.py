@@ -7,13 +7,13 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from constitutions.models import Constitution
 from guardweb import health
 from guardweb.roles import user_roles
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    from constitutions.models import Constitution
 
     # Users without a role see the welcome only: the names are not theirs to read.
     constitutions = Constitution.objects.order_by("name") if user_roles(request.user) else []

@@ -19,6 +19,7 @@ from classifiers.api.errors import ApiError
 from classifiers.ml.types import Message
 from classifiers.models import ApiToken, GuardPolicy
 from constitutions.models import Constitution
+from guardweb.roles import POLICY_AUTHOR, has_role
 
 MAX_BODY_BYTES = 1_000_000  # bodies over 1 MB are refused with 413
 ROLES = ("system", "user", "assistant")
@@ -197,7 +198,6 @@ def policy_of(constitution: Constitution) -> GuardPolicy:
 def target_for(
     token: ApiToken, constitution: Constitution, *, unguarded: bool = False
 ) -> Target:
-    from guardweb.roles import POLICY_AUTHOR, has_role
 
     policy = policy_of(constitution)
     # The token's mode overrides the constitution's (e.g. a shadow-mode trial), but

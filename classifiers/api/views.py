@@ -32,7 +32,6 @@ from django.db import close_old_connections, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from classifiers import guard_service
 from classifiers.api import batching
 from classifiers.api.auth import authenticate, touch
 from classifiers.api.errors import ApiError, error_response
@@ -48,6 +47,7 @@ from classifiers.api.requests import (
     resolve_constitution,
     target_for,
 )
+from classifiers.guard import engines, turns
 from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputDecision
 from classifiers.ml.types import Message, render_messages
 from classifiers.models import ActiveModel, ApiToken, Conversation, ModelVersion, Turn
@@ -122,7 +122,7 @@ def _input_engine(model: ModelVersion) -> GuardEngine:
     engine = _engines.get(model.pk)
     if engine is None:
         engine = GuardEngine(
-            input_guard=guard_service.input_guard_for(model), output_model=None,
+            input_guard=engines.input_guard_for(model), output_model=None,
             output_thresholds=None, lm=None, tokenizer=None,
         )  # fmt: skip
         _engines[model.pk] = engine
@@ -252,7 +252,7 @@ class ChatPlan:
     model_name: str  # echoed back as "model"
     messages: list[Message]
     stream: bool
-    setup: guard_service.GuardSetup
+    setup: engines.GuardSetup
     config: GuardConfig
 
 
@@ -304,8 +304,8 @@ def _prepare_chat(request: HttpRequest) -> ChatPlan:
     del n  # only n=1 is supported; the check above rejects anything else
     seed = optional_number(body, "seed", low=-(2**63), high=2**63 - 1, integer=True)
     try:
-        setup = guard_service.guard_setup(constitution, mode=target.mode)
-    except guard_service.GuardUnavailable as exc:
+        setup = engines.guard_setup(constitution, mode=target.mode)
+    except engines.GuardUnavailable as exc:
         raise ApiError(503, str(exc), code="classifier_unavailable") from None
     config = setup.config(max_new_tokens=int(max_tokens) if max_tokens else None)
     config.temperature = float(temperature or 0.0)
@@ -331,7 +331,7 @@ def _run_chat(
     should_stop: Callable[[], bool] | None,
 ) -> ChatOutcome:
     """Generate on this (worker) thread; store the turn before reporting the end."""
-    watch = guard_service.Stopwatch()
+    watch = turns.Stopwatch()
     try:
         result: GuardResult | None = None
         for event in plan.setup.engine.stream(
@@ -366,7 +366,7 @@ def _prompt_tokens(plan: ChatPlan) -> int:
 
 
 def _store_chat(
-    plan: ChatPlan, result: GuardResult, watch: guard_service.Stopwatch
+    plan: ChatPlan, result: GuardResult, watch: turns.Stopwatch
 ) -> int:
     setup = plan.setup
     close_old_connections()
@@ -379,12 +379,12 @@ def _store_chat(
     shadow = None
     if setup.shadow_engine is not None:
         try:
-            shadow = guard_service.shadow_decision(
+            shadow = engines.shadow_decision(
                 setup, plan.messages, result.generated
             )
         except Exception:  # a broken candidate model must not break live traffic
             logger.exception("shadow model failed on conversation %s", conversation.pk)
-    guard_service.record_turn(
+    turns.record_turn(
         conversation=conversation, user_content=last_user_content(plan.messages),
         result=result, latency_ms=watch.elapsed_ms, first_token_ms=watch.first,
         shadow=shadow,

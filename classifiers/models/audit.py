@@ -16,6 +16,14 @@ from django.utils import timezone
 
 from classifiers.models.jobs import Job
 
+# The limits of an audit's settings (the start form and the service check both).
+DEFAULT_SPOT_CHECK = 20  # random non-suspects queued too: estimates what was missed
+MAX_SPOT_CHECK = 200
+# Splits whose every generated source can be queued for people to label: the
+# evaluation split (gold labels for the reported numbers) and the calibration split
+# (its benign examples set the thresholds).
+REVIEWABLE_SPLITS = ("test", "calibration", "validation", "train")
+
 
 class LabelAudit(Job):
     job_kind = "audit"

@@ -30,6 +30,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.audit.report import audit_report
+from classifiers.audit.run import AuditError, run_audit_job
+from classifiers.audit.services import apply_audit, decide, learn_order, start_audit
+from classifiers.models import Dataset, LabelAudit
+from classifiers.models.audit import DEFAULT_SPOT_CHECK
+
 
 class Command(BaseCommand):
     help = "Audit a dataset's generated labels (cross-validated suspects for people to check)."
@@ -55,13 +61,6 @@ class Command(BaseCommand):
         parser.add_argument("--user", default=None, help="record decisions as this user")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from classifiers.models import Dataset, LabelAudit
-        from classifiers.services_audit import (
-            DEFAULT_SPOT_CHECK,
-            AuditError,
-            start_audit,
-        )
-        from classifiers.tasks.datasets import run_audit_job
 
         user = self._user(options["user"])
         if bool(options["dataset"]) == bool(options["audit"]):
@@ -92,7 +91,6 @@ class Command(BaseCommand):
         if options["decisions"]:
             self._record(audit, Path(options["decisions"]), user)
         if options["learn"]:
-            from classifiers.services_audit import learn_order
 
             try:
                 learned = learn_order(audit)
@@ -108,7 +106,6 @@ class Command(BaseCommand):
         if options["export_decisions"]:
             self._export_decisions(audit, Path(options["export_decisions"]))
         if options["apply"]:
-            from classifiers.services_audit import apply_audit
 
             try:
                 copy = apply_audit(audit=audit, user=user)
@@ -127,7 +124,6 @@ class Command(BaseCommand):
         return user
 
     def _record(self, audit: Any, path: Path, user: Any) -> None:
-        from classifiers.services_audit import AuditError, decide
 
         items = {item.source_id: item for item in audit.items.all()}
         by_hash: dict[str, list[Any]] = {}
@@ -190,7 +186,6 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(parsed)} decisions recorded{skipped}")
 
     def _print(self, audit: Any) -> None:
-        from classifiers.services_audit import audit_report
 
         s, r = audit.summary, audit_report(audit)
         self.stdout.write(

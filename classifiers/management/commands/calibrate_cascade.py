@@ -9,6 +9,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.guard.cascade_run import run_cascade_job
+from classifiers.guard.policy import DEFAULT_ESCALATE_FRACTION, CascadeError
+from classifiers.guard.services import start_cascade_calibration
+from classifiers.models import CascadeCalibration, GuardPolicy, ModelVersion
+from constitutions.models import Constitution
+
 
 def _f(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
@@ -34,14 +40,6 @@ class Command(BaseCommand):
                             help="write the full report here")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from classifiers.models import CascadeCalibration, ModelVersion
-        from classifiers.services_cascade import (
-            DEFAULT_ESCALATE_FRACTION,
-            CascadeError,
-            start_cascade_calibration,
-        )
-        from classifiers.tasks.training import run_cascade_job
-        from constitutions.models import Constitution
 
         constitution = Constitution.objects.filter(slug=options["constitution"]).first()
         if constitution is None:
@@ -88,7 +86,6 @@ class Command(BaseCommand):
             f"generation {cost['extra_compute_vs_generation']:.1%} (heavy on everything: "
             f"{cost['heavy_on_everything_vs_generation']:.0%})"
         )
-        from classifiers.models import GuardPolicy
 
         served = GuardPolicy.for_constitution(constitution).cascade_id == job.pk
         self.stdout.write("served now" if served else "not served (use it from the guard settings)")

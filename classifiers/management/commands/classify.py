@@ -9,6 +9,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.training.config import TrainingError
+from classifiers.training.registry import classify_texts
+from constitutions.models import Constitution
+
 
 class Command(BaseCommand):
     help = (
@@ -24,8 +28,6 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=64)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from classifiers.services_training import TrainingError, classify_texts
-        from constitutions.models import Constitution
 
         constitution = self._constitution(Constitution, options["constitution"])
         rows = self._read(Path(options["input"]))

@@ -13,6 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.datasets.combine import CombineError, combine_datasets
+from classifiers.models import Dataset
+
 
 class Command(BaseCommand):
     help = "Combine finished datasets of one constitution version into a new dataset."
@@ -27,8 +30,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django.contrib.auth import get_user_model
 
-        from classifiers.models import Dataset
-        from classifiers.services_combine import CombineError, combine_datasets
 
         ids: list[int] = []
         for part in options["datasets"].split(","):

@@ -12,6 +12,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.datasets.config import StartError, generate_config
+from classifiers.datasets.export import format_eta, throttled
+from classifiers.datasets.run import run_dataset
+from classifiers.datasets.services import dataset_start
+from classifiers.models import Dataset
+from classifiers.training.registry import active_model
+from classifiers.training.run import run_training_job
+from classifiers.training.services import training_start
+from constitutions.models import Constitution
+
 DEMO_SLUGS = ("cbrn-demo", "fraud-demo")
 DEMO_DATASET = {
     # Small on purpose: the author's 4-5 examples per category plus a few generated
@@ -54,8 +64,6 @@ class Command(BaseCommand):
                             help="train again even when active models exist")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from classifiers.services_training import active_model
-        from constitutions.models import Constitution
 
         for slug in options["slug"] or DEMO_SLUGS:
             constitution = Constitution.objects.filter(slug=slug).first()
@@ -74,13 +82,11 @@ class Command(BaseCommand):
             ))  # fmt: skip
 
     def _dataset(self, constitution: Any, per_category: int) -> Any:
-        from classifiers import services_datasets as datasets
-        from classifiers.models import Dataset
 
         version = constitution.latest_version()
         if version is None:
             raise CommandError(f"{constitution.slug} has no published version")
-        config = datasets.generate_config(**{**DEMO_DATASET, "per_category": per_category})
+        config = generate_config(**{**DEMO_DATASET, "per_category": per_category})
         # Reuse a finished demo dataset of this version with this config (cache).
         cached = Dataset.objects.filter(
             constitution_version=version, status="done", config=config
@@ -89,18 +95,18 @@ class Command(BaseCommand):
             self.stdout.write(f"{constitution.slug}: reusing dataset #{cached.pk}")
             return cached
         try:
-            dataset = datasets.dataset_start(
+            dataset = dataset_start(
                 version=version, config=config, user=None, enqueue=False
             )
-        except datasets.StartError as exc:
+        except StartError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{constitution.slug}: generating dataset #{dataset.pk}")
         started = time.monotonic()
 
         def line(stage: str, done: int, total: int, eta: float | None) -> None:
-            self.stdout.write(f"  {stage:<12} {done}/{total}  ETA {datasets.format_eta(eta)}")
+            self.stdout.write(f"  {stage:<12} {done}/{total}  ETA {format_eta(eta)}")
 
-        dataset = datasets.run_dataset(dataset.pk, echo=datasets.throttled(line, 3.0))
+        dataset = run_dataset(dataset.pk, echo=throttled(line, 3.0))
         if dataset.status != "done":
             raise CommandError(f"dataset #{dataset.pk} {dataset.status}: {dataset.error}")
         self.stdout.write(
@@ -110,8 +116,6 @@ class Command(BaseCommand):
         return dataset
 
     def _train(self, dataset: Any) -> None:
-        from classifiers.services_training import training_start
-        from classifiers.tasks.training import run_training_job
 
         run = training_start(
             dataset=dataset, config=DEMO_TRAINING, user=None, activate_when_done=True,

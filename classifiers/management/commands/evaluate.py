@@ -8,6 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.models import ModelVersion
+from classifiers.training.registry import artifact_dir
+
 
 class Command(BaseCommand):
     help = "Show a model's evaluation report on the test or held-out-transforms split."
@@ -22,8 +25,6 @@ class Command(BaseCommand):
                             help="also verify the artifact's checksums")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from classifiers.models import ModelVersion
-        from classifiers.services_training import artifact_dir
 
         model = ModelVersion.objects.filter(pk=options["model"]).first()
         if model is None:

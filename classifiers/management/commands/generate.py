@@ -12,6 +12,13 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.datasets.config import StartError, generate_config
+from classifiers.datasets.export import format_eta, throttled
+from classifiers.datasets.run import run_dataset
+from classifiers.datasets.services import dataset_start
+from classifiers.models import GeneratorEndpoint
+from constitutions.models import ConstitutionVersion
+
 HELP = """Generate a synthetic dataset for a published constitution version.
 
 Runs in this process (no Celery worker needed) through the same service code as
@@ -117,9 +124,6 @@ class Command(BaseCommand):
         parser.add_argument("--user", default=None, help="record the run as this user")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from classifiers import services_datasets as services
-        from classifiers.models import GeneratorEndpoint
-        from constitutions.models import ConstitutionVersion
 
         versions = ConstitutionVersion.objects.filter(
             constitution__slug=opts["constitution"]
@@ -141,7 +145,7 @@ class Command(BaseCommand):
         if opts["user"]:
             user = get_user_model().objects.filter(username=opts["user"]).first()
         try:
-            config = services.generate_config(
+            config = generate_config(
                 per_category=opts["per_category"],
                 responses=not opts["no_responses"],
                 transforms=opts["transforms"],
@@ -161,21 +165,21 @@ class Command(BaseCommand):
                     else {"opener_share": opts["opener_share"]}
                 ),
             )
-            dataset = services.dataset_start(
+            dataset = dataset_start(
                 version=version, config=config, user=user, endpoint=endpoint,
                 enqueue=False,
             )  # fmt: skip
-        except services.StartError as err:
+        except StartError as err:
             raise CommandError(str(err)) from err
         self.stdout.write(f"dataset #{dataset.pk}: {version} with {dataset.generator}")
 
         def line(stage: str, done: int, total: int, eta: float | None) -> None:
             self.stdout.write(
-                f"  {stage:<10} {done}/{total}  ETA {services.format_eta(eta)}"
+                f"  {stage:<10} {done}/{total}  ETA {format_eta(eta)}"
             )
 
         try:
-            dataset = services.run_dataset(dataset.pk, echo=services.throttled(line))
+            dataset = run_dataset(dataset.pk, echo=throttled(line))
         except KeyboardInterrupt:
             dataset.request_cancel()
             dataset.mark_failed("interrupted from the command line")

@@ -6,6 +6,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.models import Dataset
+from classifiers.training.config import TrainingError
+from classifiers.training.run import run_training_job
+from classifiers.training.services import training_start
+
 
 class Command(BaseCommand):
     help = "Train the input and output classifiers on a finished dataset (in this process)."
@@ -28,9 +33,6 @@ class Command(BaseCommand):
                             help="activate both models when done")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from classifiers.models import Dataset
-        from classifiers.services_training import TrainingError, training_start
-        from classifiers.tasks.training import run_training_job
 
         dataset = Dataset.objects.filter(pk=options["dataset"]).first()
         if dataset is None:

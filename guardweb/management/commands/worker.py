@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from guardweb import startup
+from guardweb.celery import app
 
 
 class Command(BaseCommand):
@@ -20,7 +21,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, queues: str, concurrency: int, loglevel: str,
                hostname: str | None, **options: Any) -> None:
-        from guardweb.celery import app
 
         startup.check_services()
         argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}",

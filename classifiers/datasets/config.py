@@ -1,0 +1,144 @@
+"""A generation run's settings: defaults, checks, and what a constitution version
+needs before data can be generated from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any
+
+from classifiers.ml import data as ml_data
+from classifiers.ml.types import RESTRICTED
+
+LOCAL = "local"
+
+
+SAVE_BATCH = 500  # rows per bulk_create
+
+
+DEFAULT_REDTEAM_TEMPLATES = 4  # new templates red-teamed per run that uses them
+
+
+GENERATE_CONFIG_FIELDS = frozenset(f.name for f in fields(ml_data.GenerateConfig))
+
+
+class StartError(ValueError):
+    """A dataset cannot be started with these settings; the message says why."""
+
+
+def version_problems(version: Any) -> list[str]:
+    """Why `version` cannot be used for generation ([] when it can)."""
+    categories = version.content.get("categories", [])
+    kinds = {c.get("kind") for c in categories}
+    if RESTRICTED not in kinds or "permitted" not in kinds:
+        return [
+            f"{version} needs at least one restricted and one permitted category "
+            "(a classifier learns the boundary between the two)"
+        ]
+    return []
+
+
+# Configs stored before prefilled openers existed have no opener_share; they meant
+# none, whatever GenerateConfig's default is now.
+OLD_CONFIG_OPENER_SHARE = 0.0
+
+
+def ml_generate_config(config: dict[str, Any]) -> ml_data.GenerateConfig:
+    """The ml-layer config for a stored dataset config."""
+    known = {k: v for k, v in config.items() if k in GENERATE_CONFIG_FIELDS}
+    known.setdefault("opener_share", OLD_CONFIG_OPENER_SHARE)
+    for name in ("transforms", "heldout_families", "only_categories"):
+        known[name] = tuple(known.get(name) or ())
+    return ml_data.GenerateConfig(**known)
+
+
+def generate_config(**options: Any) -> dict[str, Any]:
+    """A full GenerateConfig as a JSON-able dict; unknown keys are an error."""
+    unknown = set(options) - GENERATE_CONFIG_FIELDS - {"redteam_templates"}
+    if unknown:
+        raise StartError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+    redteam_templates = int(options.pop("redteam_templates", DEFAULT_REDTEAM_TEMPLATES))
+    for name in ("transforms", "heldout_families", "only_categories"):
+        options[name] = tuple(options.get(name) or ())
+    try:
+        cfg = ml_data.GenerateConfig(**options)
+    except TypeError as err:
+        raise StartError(str(err)) from err
+    config = asdict(cfg)
+    config["transforms"] = list(cfg.transforms)
+    config["heldout_families"] = list(cfg.heldout_families)
+    config["only_categories"] = list(cfg.only_categories)
+    config["redteam_templates"] = redteam_templates
+    return config
+
+
+def check_config(config: dict[str, Any]) -> list[str]:
+    """Problems with transform names, families and sizes ([] when fine)."""
+    from classifiers.ml.augment import FAMILIES, TRANSFORMS
+
+    problems = []
+    unknown = [t for t in config.get("transforms", []) if t not in TRANSFORMS]
+    if unknown:
+        problems.append(f"unknown transform(s): {', '.join(unknown)}")
+    bad_families = [f for f in config.get("heldout_families", []) if f not in FAMILIES]
+    if bad_families:
+        problems.append(f"unknown transform family(ies): {', '.join(bad_families)}")
+    for family in config.get("heldout_families", []):
+        if family in FAMILIES and not set(FAMILIES[family]) & set(config["transforms"]):
+            problems.append(
+                f"held-out family {family!r} has none of its transforms selected "
+                f"({', '.join(FAMILIES[family])})"
+            )
+    if not 1 <= int(config.get("per_category", 0)) <= 500:
+        problems.append("size per category must be between 1 and 500")
+    opener_share = config.get("opener_share", OLD_CONFIG_OPENER_SHARE)
+    if (
+        isinstance(opener_share, bool)
+        or not isinstance(opener_share, int | float)
+        or not 0 <= opener_share <= 1
+    ):
+        problems.append("the share of prefilled openers must be between 0 and 1")
+    problems += _split_problems(config)
+    return problems
+
+
+def _split_problems(config: dict[str, Any]) -> list[str]:
+    fractions = {
+        name: config.get(
+            f"{name}_fraction", getattr(ml_data.GenerateConfig, f"{name}_fraction")
+        )
+        for name in ml_data.SPLITS
+    }
+    try:
+        fractions = {name: float(value) for name, value in fractions.items()}
+    except (TypeError, ValueError):
+        return ["split fractions must be numbers"]
+    # Training needs sources; thresholds need the calibration split's benign
+    # examples; the report needs the test split. Validation may be empty.
+    empty = [
+        name for name in ("train", "calibration", "test") if not fractions[name] > 0
+    ]
+    problems = []
+    if any(not 0 <= f <= 1 for f in fractions.values()):
+        problems.append("each split fraction must be between 0 and 1")
+    elif empty:
+        problems.append(f"split fraction(s) must be above 0: {', '.join(empty)}")
+    elif abs(sum(fractions.values()) - 1) > 0.001:
+        shown = ", ".join(f"{n}={f:g}" for n, f in fractions.items())
+        problems.append(f"split fractions must add up to 1 ({shown})")
+    return problems
+
+
+def category_problems(version: Any, config: dict[str, Any]) -> list[str]:
+    """Names in only_categories that the version does not have."""
+    only = config.get("only_categories") or []
+    if not isinstance(only, list | tuple) or not all(isinstance(n, str) for n in only):
+        return ["the categories to generate for must be a list of names"]
+    names = {c.name for c in version.to_spec().categories}
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        return [
+            f"{version} has no categor{'y' if len(unknown) == 1 else 'ies'} "
+            + ", ".join(repr(n) for n in unknown)
+        ]
+    return []

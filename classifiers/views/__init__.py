@@ -1,1 +1,0 @@
-"""Views by area: datasets (generation), training (models, reports), guard (playground, API)."""
