@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.urls import path
 
-from constitutions import views
+from constitutions import version_views, views
 
 app_name = "constitutions"
 urlpatterns = [
     path("", views.constitution_list, name="list"),
-    path("import/", views.import_view, name="import"),
+    path("import/", version_views.import_view, name="import"),
     path("<slug:slug>/", views.constitution_detail, name="detail"),
     path("<slug:slug>/header/", views.header_save, name="header"),
     path("<slug:slug>/categories/add/", views.category_add, name="category_add"),
@@ -33,10 +33,10 @@ urlpatterns = [
         views.category_delete,
         name="category_delete",
     ),
-    path("<slug:slug>/publish/", views.publish, name="publish"),
-    path("<slug:slug>/history/", views.history, name="history"),
-    path("<slug:slug>/versions/<int:number>/", views.version_detail, name="version"),
-    path("<slug:slug>/diff/", views.diff, name="diff"),
-    path("<slug:slug>/audit/", views.audit, name="audit"),
-    path("<slug:slug>/export/", views.export, name="export"),
+    path("<slug:slug>/publish/", version_views.publish, name="publish"),
+    path("<slug:slug>/history/", version_views.history, name="history"),
+    path("<slug:slug>/versions/<int:number>/", version_views.version_detail, name="version"),
+    path("<slug:slug>/diff/", version_views.diff, name="diff"),
+    path("<slug:slug>/audit/", version_views.audit, name="audit"),
+    path("<slug:slug>/export/", version_views.export, name="export"),
 ]

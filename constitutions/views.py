@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,17 +21,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from constitutions import services, yaml_io
-from constitutions.diff import diff_contents
+from constitutions import services
 from constitutions.forms import (
     CategoryForm,
     ConstitutionCreateForm,
     HeaderForm,
-    ImportForm,
     PublishForm,
 )
-from constitutions.models import Category, Constitution, ConstitutionVersion, Kind
-from guardweb.roles import POLICY_AUTHOR, has_role, user_roles
+from constitutions.models import Category, Constitution, Kind
+from guardweb.htmx import htmx_partial
+from guardweb.roles import POLICY_AUTHOR, get_object_for_role, has_role, require_role
 
 DETAIL = "constitutions/detail.html"
 AUDIT_ON_PAGE = 20
@@ -41,26 +39,20 @@ DRAFT_CHANGED = "draftChanged"  # client event: the publish panel and audit refr
 # --- Permission helpers -------------------------------------------------------------
 
 
-def _require_reader(request: HttpRequest) -> None:
-    if not user_roles(request.user):
-        raise PermissionDenied("You need a role to see constitutions.")
+READER_REFUSAL = "You need a role to see constitutions."
+AUTHOR_REFUSAL = "Only policy authors can change constitutions."
 
 
-def _require_author(request: HttpRequest) -> None:
-    if not has_role(request.user, POLICY_AUTHOR):
-        raise PermissionDenied("Only policy authors can change constitutions.")
+def get_constitution_for_reader(request: HttpRequest, slug: str) -> Constitution:
+    """The constitution if the user may read it; 403 without a role, else 404 if missing."""
+    return get_object_for_role(request, Constitution, message=READER_REFUSAL, slug=slug)
 
 
-def _get_constitution_for_reader(request: HttpRequest, slug: str) -> Constitution:
-    """The constitution if the user may read it; 404 if missing, 403 without a role."""
-    _require_reader(request)
-    return get_object_or_404(Constitution, slug=slug)
-
-
-def _get_constitution_for_author(request: HttpRequest, slug: str) -> Constitution:
-    """The constitution if the user may change it; 404 if missing, 403 otherwise."""
-    _require_author(request)
-    return get_object_or_404(Constitution, slug=slug)
+def get_constitution_for_author(request: HttpRequest, slug: str) -> Constitution:
+    """The constitution if the user may change it; 403 for others, else 404 if missing."""
+    return get_object_for_role(
+        request, Constitution, POLICY_AUTHOR, message=AUTHOR_REFUSAL, slug=slug
+    )
 
 
 def _get_category(constitution: Constitution, pk: int) -> Category:
@@ -74,10 +66,6 @@ def _get_category(constitution: Constitution, pk: int) -> Category:
 # --- Rendering helpers --------------------------------------------------------------
 
 
-def _is_partial(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.boosted
-
-
 def _render(
     request: HttpRequest,
     template: str,
@@ -85,7 +73,7 @@ def _render(
     partial: str | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    if partial and _is_partial(request):
+    if partial and htmx_partial(request):
         template = f"{template}#{partial}"
     return render(request, template, context, status=status)
 
@@ -164,7 +152,7 @@ def _conflict_rows(
     ]
 
 
-def _redirect_to_page(constitution: Constitution, anchor: str = "") -> HttpResponse:
+def redirect_to_page(constitution: Constitution, anchor: str = "") -> HttpResponse:
     url = reverse("constitutions:detail", args=[constitution.slug])
     return redirect(f"{url}#{anchor}" if anchor else url)
 
@@ -178,10 +166,10 @@ def _changed(response: HttpResponse) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def constitution_list(request: HttpRequest) -> HttpResponse:
-    _require_reader(request)
+    require_role(request, message=READER_REFUSAL)
     form = ConstitutionCreateForm()
     if request.method == "POST":
-        _require_author(request)
+        require_role(request, POLICY_AUTHOR, message=AUTHOR_REFUSAL)
         form = ConstitutionCreateForm(request.POST)
         if form.is_valid():
             constitution = services.create_constitution(
@@ -190,7 +178,7 @@ def constitution_list(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, f"Created '{constitution.name}'. Add categories below."
             )
-            return _redirect_to_page(constitution)
+            return redirect_to_page(constitution)
     constitutions = []
     for constitution in Constitution.objects.prefetch_related("categories"):
         kinds = [c.kind for c in constitution.categories.all()]
@@ -219,7 +207,7 @@ FRAGMENTS = {"publish_panel", "audit", "category_list", "header"}
 
 @require_GET
 def constitution_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
+    constitution = get_constitution_for_reader(request, slug)
     context = _detail_context(request, constitution)
     edit = request.GET.get("edit", "")
     if edit.isdigit() and context["is_author"]:  # the no-JavaScript way into an edit
@@ -234,7 +222,7 @@ def constitution_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def header_save(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     form = HeaderForm(request.POST)
     if not form.is_valid():
         context = _detail_context(
@@ -262,16 +250,16 @@ def header_save(request: HttpRequest, slug: str) -> HttpResponse:
             },
         )
         return _render(request, DETAIL, context, partial="header", status=409)
-    if not _is_partial(request):
+    if not htmx_partial(request):
         messages.success(request, "Saved the name and domain.")
-        return _redirect_to_page(constitution)
+        return redirect_to_page(constitution)
     context = _detail_context(request, constitution, saved_at=timezone.localtime())
     return _changed(_render(request, DETAIL, context, partial="header"))
 
 
 @require_POST
 def category_add(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     names = list(constitution.categories.values_list("name", flat=True))
     form = CategoryForm(request.POST, prefix="new", other_names=names)
     if form.is_valid():
@@ -284,9 +272,9 @@ def category_add(request: HttpRequest, slug: str) -> HttpResponse:
                 for message in field_messages:
                     form.add_error(field_name, message)
         else:
-            if not _is_partial(request):
+            if not htmx_partial(request):
                 messages.success(request, f"Added '{category.name}'.")
-                return _redirect_to_page(constitution, f"cat-{category.pk}")
+                return redirect_to_page(constitution, f"cat-{category.pk}")
             # A fresh add form, plus the new list swapped out of band.
             context = _detail_context(
                 request, constitution, oob=True, added_pk=category.pk
@@ -298,14 +286,14 @@ def category_add(request: HttpRequest, slug: str) -> HttpResponse:
         DETAIL,
         context,
         partial="add_form",
-        status=200 if _is_partial(request) else 400,
+        status=200 if htmx_partial(request) else 400,
     )
 
 
 @require_POST
 def category_validate(request: HttpRequest, slug: str) -> HttpResponse:
     """Live validation: inline messages for every field of the posted form."""
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     prefix = request.POST.get("prefix", "new")
     exclude = int(prefix[1:]) if prefix[:1] == "c" and prefix[1:].isdigit() else None
     names = list(
@@ -326,20 +314,20 @@ def category_validate(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_GET
 def category_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
+    constitution = get_constitution_for_reader(request, slug)
     category = _category_in_list(constitution, pk)
-    if not _is_partial(request):
-        return _redirect_to_page(constitution, f"cat-{pk}")
+    if not htmx_partial(request):
+        return redirect_to_page(constitution, f"cat-{pk}")
     context = _detail_context(request, constitution, category=category)
     return _render(request, DETAIL, context, partial="category")
 
 
 @require_http_methods(["GET", "POST"])
 def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     category = _category_in_list(constitution, pk)
     if request.method == "GET":
-        if not _is_partial(request):
+        if not htmx_partial(request):
             url = reverse("constitutions:detail", args=[slug])
             return redirect(f"{url}?edit={pk}#cat-{pk}")
         context = _detail_context(
@@ -355,7 +343,7 @@ def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @require_POST
 def category_autosave(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     category = _category_in_list(constitution, pk)
     return _save_category(request, constitution, category, autosave=True)
 
@@ -403,7 +391,7 @@ def _save_category(
                     "error": True,
                 },
             )
-        return editor(200 if _is_partial(request) else 400)
+        return editor(200 if htmx_partial(request) else 400)
     try:
         saved = services.update_category(
             category, form.values(), seen_revision=int(seen), user=request.user
@@ -412,7 +400,7 @@ def _save_category(
         for field_name, field_messages in exc.errors.items():
             for message in field_messages:
                 form.add_error(field_name, message)
-        return editor(200 if _is_partial(request) else 400)
+        return editor(200 if htmx_partial(request) else 400)
     except services.Gone:
         messages.error(
             request, "Someone deleted this category while you were editing it."
@@ -420,7 +408,7 @@ def _save_category(
         response = HttpResponse(
             "This category was deleted by someone else.", status=404
         )
-        return response if _is_partial(request) else _redirect_to_page(constitution)
+        return response if htmx_partial(request) else redirect_to_page(constitution)
     except services.Conflict as conflict:
         labels = {name: str(field.label) for name, field in form.fields.items()}
         mine = CategoryForm(
@@ -448,9 +436,9 @@ def _save_category(
             },
         )
         return _changed(response)
-    if not _is_partial(request):
+    if not htmx_partial(request):
         messages.success(request, f"Saved '{saved.name}'.")
-        return _redirect_to_page(constitution, f"cat-{saved.pk}")
+        return redirect_to_page(constitution, f"cat-{saved.pk}")
     fresh = _category_in_list(constitution, saved.pk)
     context = _detail_context(
         request,
@@ -464,7 +452,7 @@ def _save_category(
 
 @require_POST
 def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     category = _get_category(constitution, pk)
     direction = request.POST.get("direction", "")
     if direction not in {"up", "down"}:
@@ -473,8 +461,8 @@ def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         services.move_category(category, direction=direction, user=request.user)
     except services.Gone:
         raise Http404("category not found") from None
-    if not _is_partial(request):
-        return _redirect_to_page(constitution, f"cat-{pk}")
+    if not htmx_partial(request):
+        return redirect_to_page(constitution, f"cat-{pk}")
     context = _detail_context(
         request, constitution, moved_pk=pk, moved_direction=direction
     )
@@ -483,7 +471,7 @@ def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @require_POST
 def category_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
+    constitution = get_constitution_for_author(request, slug)
     category = _get_category(constitution, pk)
     seen = request.POST.get("revision", "")
     try:
@@ -495,178 +483,15 @@ def category_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     except services.Conflict as conflict:
         who = conflict.by.username if conflict.by else "someone"
         notice = f"Not deleted: {who} changed this category since you loaded it. Check it and delete again."
-        if not _is_partial(request):
+        if not htmx_partial(request):
             messages.error(request, notice)
-            return _redirect_to_page(constitution, f"cat-{pk}")
+            return redirect_to_page(constitution, f"cat-{pk}")
         fresh = _category_in_list(constitution, pk)
         context = _detail_context(request, constitution, category=fresh, notice=notice)
         response = _render(request, DETAIL, context, partial="category", status=409)
         return retarget(response, f"#cat-{pk}")
-    if not _is_partial(request):
+    if not htmx_partial(request):
         messages.success(request, f"Deleted '{category.name}'.")
-        return _redirect_to_page(constitution)
+        return redirect_to_page(constitution)
     context = _detail_context(request, constitution)
     return _changed(_render(request, DETAIL, context, partial="category_list"))
-
-
-# --- Publishing, history, diff ------------------------------------------------------
-
-
-@require_POST
-def publish(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_author(request, slug)
-    form = PublishForm(request.POST)
-    note = form.cleaned_data["note"] if form.is_valid() else ""
-    try:
-        version = services.publish_draft(constitution, user=request.user, note=note)
-    except services.PublishBlocked as blocked:
-        messages.error(request, "Not published: " + " ".join(blocked.reasons))
-        response = _redirect_to_page(constitution)
-        response.status_code = 303
-        return response
-    messages.success(
-        request, f"Published {version.label} ({version.content_hash[:12]})."
-    )
-    return redirect("constitutions:history", slug=slug)
-
-
-@require_GET
-def history(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
-    versions = constitution.versions.select_related("published_by").order_by("-number")
-    return render(
-        request,
-        "constitutions/history.html",
-        {
-            "constitution": constitution,
-            "versions": versions,
-            "draft_changed": not versions
-            or versions[0].content != constitution.draft_content(),
-        },
-    )
-
-
-@require_GET
-def version_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
-    version = get_object_or_404(
-        ConstitutionVersion, constitution=constitution, number=number
-    )
-    return render(
-        request,
-        "constitutions/version.html",
-        {"constitution": constitution, "version": version},
-    )
-
-
-def _side(constitution: Constitution, key: str) -> tuple[str, dict[str, Any]] | None:
-    if key == "draft":
-        return "Draft", constitution.draft_content()
-    if key.isdigit():
-        version = constitution.versions.filter(number=int(key)).first()
-        if version is not None:
-            return version.label, version.content
-    return None
-
-
-@require_GET
-def diff(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
-    numbers = list(
-        constitution.versions.order_by("-number").values_list("number", flat=True)
-    )
-    default_a = str(numbers[0]) if numbers else "draft"
-    a_key = request.GET.get("a", default_a)
-    b_key = request.GET.get("b", "draft")
-    a, b = _side(constitution, a_key), _side(constitution, b_key)
-    if a is None or b is None:
-        raise Http404("no such version")
-    return render(
-        request,
-        "constitutions/diff.html",
-        {
-            "constitution": constitution,
-            "numbers": numbers,
-            "a_key": a_key,
-            "b_key": b_key,
-            "a_label": a[0],
-            "b_label": b[0],
-            "diff": diff_contents(a[1], b[1]),
-        },
-    )
-
-
-@require_GET
-def audit(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
-    events = constitution.audit_events.select_related("user")
-    return render(
-        request,
-        "constitutions/audit.html",
-        {"constitution": constitution, "audit_events": events},
-    )
-
-
-# --- YAML ---------------------------------------------------------------------------
-
-
-@require_GET
-def export(request: HttpRequest, slug: str) -> HttpResponse:
-    constitution = _get_constitution_for_reader(request, slug)
-    key = request.GET.get("version", "draft")
-    if key == "draft":
-        text, suffix = yaml_io.export_draft(constitution), "draft"
-    elif key.isdigit():
-        version = get_object_or_404(
-            ConstitutionVersion, constitution=constitution, number=int(key)
-        )
-        text, suffix = yaml_io.export_version(version), version.label
-    else:
-        raise Http404("no such version")
-    response = HttpResponse(text, content_type="application/yaml; charset=utf-8")
-    disposition = "inline" if request.GET.get("inline") else "attachment"
-    response["Content-Disposition"] = f'{disposition}; filename="{slug}-{suffix}.yaml"'
-    return response
-
-
-@require_http_methods(["GET", "POST"])
-def import_view(request: HttpRequest) -> HttpResponse:
-    _require_reader(request)
-    if request.method == "POST":
-        _require_author(request)
-    form = ImportForm(
-        request.POST or None,
-        request.FILES or None,
-        initial={"target": request.GET.get("target")},
-    )
-    errors: list[str] = []
-    if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        if upload.size > yaml_io.MAX_BYTES:
-            errors = [f"line 1: the file is larger than {yaml_io.MAX_BYTES} bytes"]
-        else:
-            try:
-                constitution = yaml_io.import_yaml(
-                    upload.read(),
-                    user=request.user,
-                    mode=form.cleaned_data["mode"],
-                    target=form.cleaned_data.get("target"),
-                )
-            except yaml_io.YamlImportError as exc:
-                errors = exc.errors
-            else:
-                messages.success(
-                    request, f"Imported '{constitution.name}' into the draft."
-                )
-                return _redirect_to_page(constitution)
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "constitutions/import.html",
-        {
-            "form": form,
-            "errors": errors,
-            "is_author": has_role(request.user, POLICY_AUTHOR),
-        },
-        status=status,
-    )

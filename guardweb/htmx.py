@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django_htmx.http import HttpResponseStopPolling
 
 
 def htmx_partial(request: HttpRequest) -> bool:
@@ -10,3 +14,12 @@ def htmx_partial(request: HttpRequest) -> bool:
     (a boosted link or form wants the whole page)."""
     htmx = getattr(request, "htmx", None)
     return bool(htmx) and not htmx.boosted
+
+
+def polled_fragment(
+    request: HttpRequest, template: str, context: dict[str, Any], *, done: bool
+) -> HttpResponse:
+    """A fragment that htmx polls; once `done`, django-htmx's HttpResponseStopPolling
+    (status 286) swaps it in one last time and stops the polling."""
+    content = render_to_string(template, context, request)
+    return HttpResponseStopPolling(content) if done else HttpResponse(content)

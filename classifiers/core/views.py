@@ -12,15 +12,15 @@ from django.views.decorators.http import require_GET
 
 from classifiers.models import ActiveModel, Dataset, TrainingRun
 from classifiers.models.jobs import Job
+from guardweb.htmx import polled_fragment
 from guardweb.roles import require_role
 
 
 def progress_response(request: HttpRequest, job: Job) -> HttpResponse:
-    """The polling fallback; 286 tells htmx to stop once the job is over."""
-    response = render(request, "classifiers/_job_progress.html", {"job": job})
-    if not job.is_active:
-        response.status_code = 286
-    return response
+    """The polling fallback, until the job is over."""
+    return polled_fragment(
+        request, "classifiers/_job_progress.html", {"job": job}, done=not job.is_active
+    )
 
 
 def cancel_response(request: HttpRequest, job: Job, *, label: str, partial: bool) -> HttpResponse:

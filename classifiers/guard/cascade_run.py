@@ -15,11 +15,11 @@ from classifiers.core.model_cache import shared_generator
 from classifiers.datasets.examples import examples_by_split
 from classifiers.guard.engines import input_guard_for, output_model_for
 from classifiers.guard.policy import CascadeError, serve_if_probe_active
+from classifiers.ml.pipeline import REPORT_SPLITS, with_response_label
 from classifiers.ml.types import Cancelled, Example
 from classifiers.models import CascadeCalibration
 from classifiers.models.jobs import JobStatus
 from classifiers.training.registry import active_model
-from classifiers.training.run import REPORT_SPLITS, _with_response_label
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,10 @@ def execute_cascade_calibration(
     # reported on): the calibration split alone is a few dozen replies on small
     # datasets, too few benign ones to place a band.
     examples = {
-        "calibration": _with_response_label(
+        "calibration": with_response_label(
             splits.get("calibration", []) + splits.get("validation", [])
         ),
-        **{s: _with_response_label(splits.get(s, [])) for s in REPORT_SPLITS},
+        **{s: with_response_label(splits.get(s, [])) for s in REPORT_SPLITS},
     }
     if not any(e.label == 0 for e in examples["calibration"]):
         raise CascadeError(

@@ -17,7 +17,7 @@ from classifiers.training.config import TrainingError
 from classifiers.training.forms import TrainingForm
 from classifiers.training.registry import activate_model
 from classifiers.training.services import corrected_training_prompts, training_start
-from guardweb.htmx import htmx_partial
+from guardweb.htmx import htmx_partial, polled_fragment
 from guardweb.roles import POLICY_AUTHOR, has_role, require_role
 
 # ----------------------------------------------------------------------- permissions
@@ -93,15 +93,13 @@ def training_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def training_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """The polling fallback: 286 tells htmx to stop once the run is terminal."""
+    """The polling fallback, until the run is over."""
     TrainingRun.reap_stale()
     run = _run_for(request, pk)
-    response = render(
-        request, "classifiers/training/detail.html#status", _run_context(request, run)
-    )
-    if not run.is_active:
-        response.status_code = 286
-    return response
+    return polled_fragment(
+        request, "classifiers/training/detail.html#status", _run_context(request, run),
+        done=not run.is_active,
+    )  # fmt: skip
 
 
 @require_GET
