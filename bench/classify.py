@@ -52,20 +52,20 @@ def _bench_constitution() -> Any:
     """The bench's own constitution with an active input classifier (trained once)."""
     from django.db import transaction
 
+    from bench import _fixtures
     from classifiers.models import ActiveModel, GuardPolicy
     from constitutions.models import Constitution
-    from tests import api_helpers
 
     constitution = Constitution.objects.filter(slug=BENCH_SLUG).first()
     if constitution is None:
         with transaction.atomic():
-            version = api_helpers.make_constitution(BENCH_SLUG)
+            version = _fixtures.placeholder_constitution(BENCH_SLUG)
         constitution = version.constitution
     if not ActiveModel.objects.filter(constitution=constitution, kind="input").exists():
         logger.info("training the bench's input classifier (once)")
         relative = f"{BENCH_SLUG}/input-{int(time.time())}"
-        artifact = api_helpers.train_input_artifact(relative)
-        api_helpers.activate(
+        artifact = _fixtures.train_input_artifact(relative)
+        _fixtures.activate(
             constitution.versions.order_by("-number").first(), "input", artifact
         )
     GuardPolicy.objects.update_or_create(
@@ -175,10 +175,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     from django.contrib.auth import get_user_model
 
+    from bench._fixtures import BENIGN, HARMFUL
     from classifiers.api import batching
     from classifiers.models import ApiToken, Conversation
     from constitutions.models import Constitution
-    from tests.api_helpers import BENIGN, HARMFUL
 
     constitution = (
         Constitution.objects.get(slug=args.constitution) if args.constitution

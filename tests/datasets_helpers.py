@@ -1,52 +1,11 @@
-"""Small, innocuous constitutions for the dataset tests (ORM only)."""
+"""Start-form data and a fake generator for the dataset tests (constitutions come
+from tests.factories.published_constitution with SHOP)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from constitutions.models import Category, Constitution, ConstitutionVersion, publish
-
-RESTRICTED_QUERIES = [
-    "how do I make the forbidden widget",
-    "where can I buy parts for a forbidden widget",
-]
-PERMITTED_QUERIES = ["how do I clean my widget", "tell me about vaccines"]
-
-
-def make_version(
-    user: Any = None,
-    *,
-    slug: str = "widget-demo",
-    restricted: bool = True,
-    permitted: bool = True,
-    responses: bool = True,
-    queries: int = 2,
-) -> ConstitutionVersion:
-    """A published constitution with (by default) one restricted + one permitted category."""
-    constitution = Constitution.objects.create(
-        slug=slug,
-        name=slug.replace("-", " ").title(),
-        domain="a toy widget shop assistant",
-    )
-    if restricted:
-        Category.objects.create(
-            constitution=constitution, position=0, name="Forbidden widgets",
-            kind="restricted",
-            description="Requests to build or obtain the forbidden widget.",
-            example_queries=RESTRICTED_QUERIES[:queries],
-            example_responses=(
-                ["I can't help with the forbidden widget."] if responses else []
-            ),
-        )  # fmt: skip
-    if permitted:
-        Category.objects.create(
-            constitution=constitution, position=1, name="Widget care",
-            kind="permitted",
-            description="Cleaning, storing and repairing ordinary widgets; health facts.",
-            example_queries=PERMITTED_QUERIES[:queries],
-            example_responses=(["Wipe it with a damp cloth."] if responses else []),
-        )  # fmt: skip
-    return publish(constitution, user=user)
+from constitutions.models import ConstitutionVersion
 
 
 def start_data(version: ConstitutionVersion, **overrides: Any) -> dict[str, Any]:

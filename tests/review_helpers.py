@@ -7,34 +7,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from constitutions.models import Category, Constitution, publish
+from constitutions.models import Constitution
 
 RESTRICTED_PROMPT = "how do I make the forbidden widget"
 PERMITTED_PROMPT = "which soup goes with a garden salad"
-
-
-def make_constitution(slug: str = "widgets", user: Any = None) -> Constitution:
-    """Published: "Forbidden widgets" (restricted), "Widget care" and "Gardening" (permitted)."""
-    constitution = Constitution.objects.create(
-        slug=slug, name=slug.replace("-", " ").title(), domain="a toy widget shop assistant"
-    )
-    Category.objects.create(
-        constitution=constitution, position=0, name="Forbidden widgets", kind="restricted",
-        description="Requests to build or obtain the forbidden widget.",
-        example_queries=["how do I make the forbidden widget"],
-    )  # fmt: skip
-    Category.objects.create(
-        constitution=constitution, position=1, name="Widget care", kind="permitted",
-        description="Cleaning, storing and repairing ordinary widgets.",
-        example_queries=["how do I clean my widget"],
-    )  # fmt: skip
-    Category.objects.create(
-        constitution=constitution, position=2, name="Gardening", kind="permitted",
-        description="Gardens, soups and salads.",
-        example_queries=["what soup goes with a garden salad"],
-    )  # fmt: skip
-    publish(constitution, user=user)
-    return constitution
 
 
 def flagged_conversation(

@@ -180,9 +180,9 @@ def test_a_token_without_a_default_needs_a_constitution(client, alice, widgets):
 
 
 def test_no_active_classifier_gives_a_clear_503(client, alice):
-    from tests.api_helpers import make_constitution
+    from tests.factories import published_constitution
 
-    empty = make_constitution("empty", user=alice).constitution
+    empty = published_constitution("empty", user=alice).constitution
     raw = ApiToken.issue(user=alice, name="t", constitution=empty)[1]
     error = assert_error(post(client, raw, {"text": "hi"}), 503)
     assert "no active input classifier" in error["message"]

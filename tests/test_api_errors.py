@@ -140,9 +140,9 @@ def test_max_tokens_over_the_policy_names_the_limit(client, raw_token, widgets):
 
 
 def test_chat_without_any_active_model_is_a_clear_503(client, alice):
-    from tests.api_helpers import make_constitution
+    from tests.factories import published_constitution
 
-    make_constitution("bare", user=alice)
+    published_constitution("bare", user=alice)
     raw = ApiToken.issue(user=alice, name="t")[1]
     response = post(client, CHAT, raw, {"model": "bare", "messages": user("hi")})
     assert response.status_code == 503

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from classifiers.models import DatasetExample
-from tests.training_helpers import make_constitution, make_dataset
+from tests.factories import published_constitution
+from tests.training_helpers import make_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_rows_per_weight_and_seed_with_corrected_prompts_marked(alice):
     from bench import correction_weight
 
-    dataset = make_dataset(make_constitution(user=alice), heldout=False, responses=False)
+    dataset = make_dataset(published_constitution(user=alice), heldout=False, responses=False)
     # Two benign prompts a reviewer flipped from harmful: one in train, one in test.
     for split in ("train", "test"):
         row = DatasetExample.objects.filter(dataset=dataset, split=split, label=0).first()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.training_helpers import make_constitution, make_dataset
+from tests.factories import published_constitution
+from tests.training_helpers import make_dataset
 
 SETTING = "full epochs=3 backbone_lr=3e-05"
 
@@ -43,7 +44,7 @@ def test_a_validation_tie_goes_to_calibration_and_nan_never_wins():
 def test_export_then_sweep_without_the_database(alice, tmp_path):
     from bench import input_sweep
 
-    dataset = make_dataset(make_constitution(user=alice), heldout=False, responses=False)
+    dataset = make_dataset(published_constitution(user=alice), heldout=False, responses=False)
     exported = input_sweep.main(["--export", str(tmp_path), "--dataset", str(dataset.pk)])
     assert exported["sizes"]["train"]["harmful"] > 0
     assert exported["sizes"]["test"]["benign"] > 0

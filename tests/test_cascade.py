@@ -7,9 +7,9 @@ import pytest
 from django.urls import reverse
 
 from classifiers.models import CascadeCalibration, GuardPolicy
+from tests.factories import published_constitution
 from tests.training_helpers import (
     FAST_CONFIG,
-    make_constitution,
     make_dataset,
     make_model,
     wait_for_job,
@@ -46,7 +46,7 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
 
     # The restricted category has its own, looser target: the cascade gets its own
     # threshold for it, as the probe did.
-    dataset = make_dataset(make_constitution(user=alice, target_fpr=0.5))
+    dataset = make_dataset(published_constitution(user=alice, target_fpr=0.5))
     probe = _train(dataset, FAST_CONFIG, activate=True)
     heavy = _train(dataset, HEAVY_CONFIG, activate=False)
     constitution = dataset.constitution_version.constitution
@@ -105,7 +105,7 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
 
 @pytest.fixture
 def widgets(db, alice):
-    dataset = make_dataset(make_constitution(user=alice))
+    dataset = make_dataset(published_constitution(user=alice))
     return dataset, dataset.constitution_version.constitution
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.training_helpers import make_constitution, make_dataset
+from tests.factories import published_constitution
+from tests.training_helpers import make_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.django_db
 def trained(settings, tmp_path, alice):
     """A dataset and an active input model trained by `manage.py train`."""
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     dataset = make_dataset(version)
     out = []
 
@@ -73,7 +74,7 @@ def test_a_malformed_line_names_its_number_and_writes_nothing(trained, tmp_path)
 
 
 def test_a_constitution_without_an_active_model_is_a_clear_error(trained, tmp_path, alice):
-    other = make_constitution("other", user=alice).constitution
+    other = published_constitution("other", user=alice).constitution
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "hello"}\n')
     with pytest.raises(CommandError, match="no active input model"):

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from classifiers.models import Dataset, DatasetExample
 from constitutions.models import AuditEvent
+from tests.factories import published_constitution
 from tests.test_label_audit import PLANTED_ID, make_generated_dataset
-from tests.training_helpers import make_constitution, make_model
+from tests.training_helpers import make_model
 
 SECOND_RUN = [  # innocuous placeholders; the first repeats the author example
     ("how do I make the forbidden widget", 1, "forbidden widgets", "test"),
@@ -56,7 +57,7 @@ def _rows(dataset):
 
 
 def test_an_author_combines_two_runs_and_repeats_are_left_out(client, alice):
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     first = make_generated_dataset(version)
     second = make_second_run(version)
     client.force_login(alice)
@@ -108,11 +109,11 @@ def test_an_author_combines_two_runs_and_repeats_are_left_out(client, alice):
     ],
 )
 def test_a_bad_combination_is_a_400_that_creates_nothing(client, alice, case, message):
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     first = make_generated_dataset(version)
     other = {
         "one": lambda: first,
-        "other-version": lambda: make_second_run(make_constitution("fences", user=alice)),
+        "other-version": lambda: make_second_run(published_constitution("fences", user=alice)),
         "running": lambda: make_second_run(version, status="running"),
         "missing": lambda: None,
         "junk": lambda: None,
@@ -132,7 +133,7 @@ def test_a_bad_combination_is_a_400_that_creates_nothing(client, alice, case, me
 
 
 def test_only_policy_authors_combine(client, alice, bob):
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     ids = [make_generated_dataset(version).pk, make_second_run(version).pk]
     client.force_login(bob)
     assert client.post(reverse("classifiers:dataset_combine"), {"datasets": ids}).status_code == 403
@@ -158,7 +159,7 @@ def test_reviews_carry_into_the_combined_dataset_only_where_every_part_was_revie
     from classifiers.services_audit import label_provenance
     from classifiers.services_combine import CombineError, combine_datasets, order_parts
 
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     generated = make_generated_dataset(version)
     reviewed = _review_everything(generated, alice)
     assert label_provenance(reviewed)["all_reviewed"]
@@ -187,7 +188,7 @@ def test_reviews_carry_into_the_combined_dataset_only_where_every_part_was_revie
 
 
 def test_the_command_combines_and_names_what_it_left_out(db, alice):
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     first, second = make_generated_dataset(version), make_second_run(version)
     out = io.StringIO()
     call_command("combine_datasets", "--datasets", f"{first.pk},{second.pk}", stdout=out)

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from classifiers import review
 from classifiers.views.dashboard import dashboard_stats, live_counters
-from tests.review_helpers import flagged_conversation, make_constitution
+from tests.factories import SHOP_AND_GARDEN, published_constitution
+from tests.review_helpers import flagged_conversation
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def traffic(bob):  # type: ignore[no-untyped-def]
     """10 turns two hours ago: 2 blocked, 1 halted, 7 passed; latencies 100..1000 ms."""
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     when = timezone.now() - timedelta(hours=2)
     made = []
     for i in range(10):
@@ -71,7 +72,7 @@ def test_hourly_buckets_for_a_day_and_a_constitution_filter(traffic):  # type: i
     assert stats["hourly"] and len(stats["series"]["labels"]) in (24, 25)
     bucket = stats["series"]["total"].index(10)
     assert stats["series"]["p50"][bucket] == pytest.approx(550.0)
-    other = make_constitution(slug="other")
+    other = published_constitution("other", categories=SHOP_AND_GARDEN).constitution
     assert dashboard_stats(now - timedelta(days=7), now, other)["totals"]["total"] == 0
 
 
@@ -124,7 +125,7 @@ def test_the_dashboard_socket_sends_counters_and_pushes_updates(victor, charlie)
         communicator.scope["user"] = victor
         connected, _ = await communicator.connect()
         first = await communicator.receive_from(timeout=10)
-        await sync_to_async(lambda: flagged_conversation(make_constitution()))()
+        await sync_to_async(lambda: flagged_conversation(published_constitution(categories=SHOP_AND_GARDEN).constitution))()
         await sync_to_async(review._send_counters)()
         pushed = await communicator.receive_from(timeout=10)
         await communicator.disconnect()

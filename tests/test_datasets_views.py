@@ -17,7 +17,8 @@ from classifiers.models import (
     GeneratorEndpoint,
     JailbreakTemplate,
 )
-from tests.datasets_helpers import make_version, start_data
+from tests.datasets_helpers import start_data
+from tests.factories import SHOP, published_constitution
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +59,7 @@ def _done_dataset(version, user=None) -> Dataset:  # type: ignore[no-untyped-def
 def test_alice_starts_a_run_which_is_queued_and_enqueued_after_commit(
     client, alice, django_capture_on_commit_callbacks
 ):  # type: ignore[no-untyped-def]
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client.post(reverse("classifiers:dataset_new"), start_data(version))
@@ -77,7 +78,7 @@ def test_alice_starts_a_run_which_is_queued_and_enqueued_after_commit(
 def test_a_run_with_larger_calibration_and_test_splits_records_them(
     client, alice
 ):  # type: ignore[no-untyped-def]
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     data = start_data(
         version, train_fraction=0.6, validation_fraction=0.1,
@@ -95,7 +96,7 @@ def test_a_run_with_larger_calibration_and_test_splits_records_them(
 
 
 def test_a_top_up_run_for_chosen_categories_is_recorded(client, alice):  # type: ignore[no-untyped-def]
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     data = start_data(version, only_categories="  Forbidden widgets \n\n")
     response = client.post(reverse("classifiers:dataset_new"), data)
@@ -106,7 +107,7 @@ def test_a_top_up_run_for_chosen_categories_is_recorded(client, alice):  # type:
 
 
 def test_an_endpoint_run_stores_no_opener_share(client, alice):  # type: ignore[no-untyped-def]
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     endpoint = GeneratorEndpoint.objects.create(
         name="e", base_url="http://127.0.0.1:9/v1", model="m"
     )
@@ -134,10 +135,10 @@ def test_configs_stored_before_openers_existed_mean_none():
 def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
     client, alice
 ):  # type: ignore[no-untyped-def]
-    make_version(alice)
+    published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     html = client.get(reverse("classifiers:dataset_new")).content.decode()
-    assert "Widget Demo v1" in html
+    assert "Widgets v1" in html
     for family in ("encoding", "jailbreak", "obfuscation", "multiturn", "llm"):
         assert f"<legend>{family}</legend>" in html
     assert 'value="base64"' in html
@@ -162,7 +163,7 @@ def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
 def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(
     client, alice, overrides, message
 ):  # type: ignore[no-untyped-def]
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     response = client.post(
         reverse("classifiers:dataset_new"), start_data(version, **overrides)
@@ -173,7 +174,7 @@ def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(
 
 
 def test_a_version_without_a_category_pair_is_refused(client, alice):  # type: ignore[no-untyped-def]
-    version = make_version(alice, permitted=False)
+    version = published_constitution(user=alice, categories=SHOP[:1])
     client.force_login(alice)
     response = client.post(reverse("classifiers:dataset_new"), start_data(version))
     assert response.status_code == 400
@@ -189,7 +190,7 @@ def test_readers_can_read_but_every_post_is_403_and_changes_nothing(
     client, alice, who, request
 ):  # type: ignore[no-untyped-def]
     user = request.getfixturevalue(who)
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     queued = Dataset.objects.create(constitution_version=version, config={})
     done = _done_dataset(version)
     endpoint = GeneratorEndpoint.objects.create(
@@ -223,7 +224,7 @@ def test_readers_can_read_but_every_post_is_403_and_changes_nothing(
 
 
 def test_a_user_without_a_role_gets_403_everywhere(client, alice, charlie):  # type: ignore[no-untyped-def]
-    done = _done_dataset(make_version(alice))
+    done = _done_dataset(published_constitution(user=alice, categories=SHOP))
     client.force_login(charlie)
     for url in (
         reverse("classifiers:datasets"),
@@ -236,7 +237,7 @@ def test_a_user_without_a_role_gets_403_everywhere(client, alice, charlie):  # t
 
 def test_alice_cancels_a_queued_run_and_it_is_cancelled_at_once(client, alice):  # type: ignore[no-untyped-def]
     dataset = Dataset.objects.create(
-        constitution_version=make_version(alice), config={}
+        constitution_version=published_constitution(user=alice, categories=SHOP), config={}
     )
     client.force_login(alice)
     response = client.post(reverse("classifiers:dataset_cancel", args=[dataset.pk]))
@@ -251,7 +252,7 @@ def test_alice_cancels_a_queued_run_and_it_is_cancelled_at_once(client, alice): 
 def test_a_running_dataset_whose_worker_died_is_shown_as_failed(client, alice):  # type: ignore[no-untyped-def]
     old = timezone.now() - timedelta(minutes=5)
     dataset = Dataset.objects.create(
-        constitution_version=make_version(alice), config={}, status="running",
+        constitution_version=published_constitution(user=alice, categories=SHOP), config={}, status="running",
         started_at=old, heartbeat_at=old,
     )  # fmt: skip
     client.force_login(alice)
@@ -264,7 +265,7 @@ def test_a_running_dataset_whose_worker_died_is_shown_as_failed(client, alice): 
 
 
 def test_polling_returns_the_fragment_and_286_once_the_job_is_over(client, alice):  # type: ignore[no-untyped-def]
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     running = Dataset.objects.create(
         constitution_version=version, config={}, status="running",
         heartbeat_at=timezone.now(), stage="queries", done=3, total=6,
@@ -284,7 +285,7 @@ def test_polling_returns_the_fragment_and_286_once_the_job_is_over(client, alice
 
 
 def test_the_dataset_page_shows_config_counts_chart_and_examples(client, alice):  # type: ignore[no-untyped-def]
-    dataset = _done_dataset(make_version(alice), alice)
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP), alice)
     client.force_login(alice)
     html = client.get(
         reverse("classifiers:dataset", args=[dataset.pk])
@@ -297,7 +298,7 @@ def test_the_dataset_page_shows_config_counts_chart_and_examples(client, alice):
 
 
 def test_the_example_browser_filters_and_searches_with_htmx(client, alice):  # type: ignore[no-untyped-def]
-    dataset = _done_dataset(make_version(alice))
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     client.force_login(alice)
     url = reverse("classifiers:dataset", args=[dataset.pk])
     html = client.get(url, {"label": "1"}, **HTMX).content.decode()
@@ -315,7 +316,7 @@ def test_the_example_browser_filters_and_searches_with_htmx(client, alice):  # t
 
 
 def test_clicking_an_example_shows_its_full_conversation(client, alice):  # type: ignore[no-untyped-def]
-    dataset = _done_dataset(make_version(alice))
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     example = dataset.examples.get(source_id="wc-1")
     client.force_login(alice)
     url = reverse("classifiers:dataset_example", args=[dataset.pk, example.pk])
@@ -323,7 +324,7 @@ def test_clicking_an_example_shows_its_full_conversation(client, alice):  # type
     assert "<html" not in html
     assert "tell me about vaccines" in html and "they train immunity" in html
     assert client.get(url).status_code == 200  # and as a page of its own
-    other = _done_dataset(make_version(alice, slug="other"))
+    other = _done_dataset(published_constitution("other", user=alice, categories=SHOP))
     wrong = reverse("classifiers:dataset_example", args=[other.pk, example.pk])
     assert client.get(wrong).status_code == 404
 
@@ -332,7 +333,7 @@ def test_clicking_an_example_shows_its_full_conversation(client, alice):  # type
 
 
 def test_jsonl_export_has_every_split_with_a_split_column(client, alice):  # type: ignore[no-untyped-def]
-    dataset = _done_dataset(make_version(alice))
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     client.force_login(alice)
     response = client.get(
         reverse("classifiers:dataset_export", args=[dataset.pk, "jsonl"])
@@ -352,7 +353,7 @@ def test_jsonl_export_has_every_split_with_a_split_column(client, alice):  # typ
 
 def test_parquet_export_loads_with_the_datasets_library(client, alice, tmp_path):  # type: ignore[no-untyped-def]
     datasets_lib = pytest.importorskip("datasets")
-    dataset = _done_dataset(make_version(alice))
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     client.force_login(alice)
     response = client.get(
         reverse("classifiers:dataset_export", args=[dataset.pk, "parquet"])
@@ -381,7 +382,7 @@ def test_parquet_export_loads_with_the_datasets_library(client, alice, tmp_path)
 
 
 def test_an_unknown_export_format_is_404(client, alice):  # type: ignore[no-untyped-def]
-    dataset = _done_dataset(make_version(alice))
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     client.force_login(alice)
     assert (
         client.get(f"/classifiers/datasets/{dataset.pk}/export.csv").status_code == 404
@@ -463,7 +464,7 @@ def test_alice_deletes_an_endpoint(client, alice):  # type: ignore[no-untyped-de
 def test_the_templates_page_lists_seed_and_generated_templates(client, alice):  # type: ignore[no-untyped-def]
     from classifiers.ml.redteam import SEED_JAILBREAK_TEMPLATES
 
-    dataset = _done_dataset(make_version(alice))
+    dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     assert services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(
         SEED_JAILBREAK_TEMPLATES
     )

@@ -12,14 +12,15 @@ from django.urls import reverse
 from classifiers import services_datasets as services
 from classifiers.ml.data import HELDOUT_SPLIT, SPLITS
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
-from tests.datasets_helpers import FakeGenerator, make_version, start_data
+from tests.datasets_helpers import FakeGenerator, start_data
+from tests.factories import SHOP, published_constitution
 from tests.training_helpers import wait_for_job
 
 
 def test_a_run_through_the_real_worker_and_smollm2_saves_a_split_dataset(
     celery_worker, alice
 ):  # type: ignore[no-untyped-def]
-    version = make_version(alice, queries=1)  # 1 author query per category
+    version = published_constitution(user=alice, categories=SHOP, queries=1)  # 1 author query per category
     # Tiny on purpose (the box is shared): 1 generated query per category, short
     # replies, few rounds, no responses (the response path runs in the fake-generator
     # tests). The form-to-queue path is covered by the view tests.
@@ -61,7 +62,7 @@ def test_alice_cancels_a_running_generation_and_no_examples_are_kept(
     celery_worker, client, alice, monkeypatch
 ):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator(delay=0.4))
-    version = make_version(alice)
+    version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     client.post(
         reverse("classifiers:dataset_new"), start_data(version, per_category=40)
@@ -84,7 +85,7 @@ def test_an_unreachable_endpoint_fails_the_run_with_a_clear_error(celery_worker,
         name="dead", base_url="http://127.0.0.1:9/v1", model="m", max_retries=0,
         timeout_seconds=2,
     )  # fmt: skip
-    version = make_version(alice, queries=1)
+    version = published_constitution(user=alice, categories=SHOP, queries=1)
     config = services.generate_config(per_category=3, max_new_tokens_query=8)
     dataset = services.dataset_start(
         version=version, config=config, user=alice, endpoint=endpoint
@@ -122,7 +123,7 @@ def test_an_openai_compatible_endpoint_builds_a_dataset_with_red_teamed_template
             per_category=3, transforms=["redteam_template"], redteam_templates=2
         )
         dataset = services.dataset_start(
-            version=make_version(alice), config=config, user=alice, endpoint=endpoint
+            version=published_constitution(user=alice, categories=SHOP), config=config, user=alice, endpoint=endpoint
         )
         dataset = wait_for_job(dataset, timeout=120)
     assert dataset.status == "done", dataset.error
@@ -152,7 +153,7 @@ def test_a_failure_while_saving_keeps_no_half_dataset(alice, monkeypatch):  # ty
     monkeypatch.setattr(services, "_example_row", failing_row)
     config = services.generate_config(per_category=4, responses=False)
     dataset = services.dataset_start(
-        version=make_version(alice), config=config, user=alice, enqueue=False
+        version=published_constitution(user=alice, categories=SHOP), config=config, user=alice, enqueue=False
     )
     dataset = services.run_dataset(dataset.pk)
     assert dataset.status == "failed"
@@ -165,7 +166,7 @@ def test_the_generate_command_prints_progress_and_counts(alice, monkeypatch, cap
     import io
 
     monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator())
-    make_version(alice, slug="cbrn-demo")
+    published_constitution("cbrn-demo", user=alice, categories=SHOP)
     out = io.StringIO()
     call_command(
         "generate", "--constitution", "cbrn-demo", "--version", "1",
@@ -191,7 +192,7 @@ def test_the_generate_command_takes_split_fractions(alice, monkeypatch):  # type
     import io
 
     monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator())
-    make_version(alice, slug="cbrn-demo")
+    published_constitution("cbrn-demo", user=alice, categories=SHOP)
     call_command(
         "generate", "--constitution", "cbrn-demo", "--per-category", "20",
         "--no-responses", "--splits", "train=0.5,validation=0,calibration=0.25,test=0.25",

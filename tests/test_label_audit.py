@@ -13,10 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from classifiers.models import Dataset, DatasetExample, LabelAudit, LabelAuditItem
+from tests.factories import published_constitution
 from tests.training_helpers import (
     BENIGN_QUERIES,
     HARMFUL_QUERIES,
-    make_constitution,
     wait_for_job,
 )
 
@@ -76,7 +76,7 @@ def _hx(client, url, data):
 def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
     celery_worker, client, alice, bob, victor
 ):
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     client.force_login(alice)
     page = client.get(reverse("classifiers:dataset", args=[dataset.pk]))
     assert b'data-testid="audit-start"' in page.content
@@ -165,7 +165,7 @@ def test_audit_through_the_worker_then_a_reviewer_flips_and_an_author_applies(
 @pytest.fixture
 def audited(db, alice):
     """A finished audit (rows written directly) with one suspect and one spot check."""
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     audit = LabelAudit.objects.create(
         dataset=dataset, status="done", config={"folds": 4, "spot_check": 1},
         summary={"generated_sources": 25, "generated_suspects": 1, "sources": 27},
@@ -291,7 +291,7 @@ def test_a_late_cancel_saves_nothing(db, alice):
     from classifiers.ml.types import Cancelled
     from classifiers.services_audit import execute_audit, start_audit
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     audit = start_audit(dataset=dataset, user=alice, folds=3, enqueue=False)
     LabelAudit.objects.filter(pk=audit.pk).update(status="running")
 
@@ -318,7 +318,7 @@ def test_cancel_a_queued_audit(client, alice, audited):
 def test_command_runs_records_decisions_and_applies(db, alice, tmp_path):
     from django.core.management import CommandError, call_command
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     queue = tmp_path / "queue.jsonl"
     call_command(
         "audit_labels", dataset=dataset.pk, folds=3, spot_check=2, export=str(queue)
@@ -362,7 +362,7 @@ def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_
 
     from django.core.management import CommandError, call_command
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     call_command("audit_labels", dataset=dataset.pk, folds=3, spot_check=2)
     first = LabelAudit.objects.get()
     items = list(first.items.order_by("rank"))
@@ -420,7 +420,7 @@ def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
     )
     from classifiers.tasks.datasets import run_audit_job
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     with pytest.raises(AuditError, match="unknown split nonsense"):
         start_audit(
             dataset=dataset, user=alice, review_splits=["nonsense"], enqueue=False
@@ -480,7 +480,7 @@ def test_a_half_reviewed_split_does_not_count_as_reviewed(db, alice):
     )
     from classifiers.tasks.datasets import run_audit_job
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     audit = start_audit(dataset=dataset, user=alice, folds=4, spot_check=0,
                         review_splits=["test", "calibration"], enqueue=False)  # fmt: skip
     run_audit_job(audit.pk)
@@ -504,7 +504,7 @@ def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
     from classifiers.tasks.datasets import run_audit_job
     from tests.training_helpers import make_model
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     raw_model = make_model(dataset, "input")
     client.force_login(victor)
     page = client.get(
@@ -557,7 +557,7 @@ def make_habit_audit(alice):
 
     from classifiers.services_audit import embedding_bytes
 
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     audit = LabelAudit.objects.create(
         dataset=dataset, status="done", config={"folds": 4, "spot_check": 0, "review_splits": ["test"]},
         summary={

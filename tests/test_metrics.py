@@ -8,7 +8,8 @@ import pytest
 from django.urls import reverse
 
 from classifiers import review
-from tests.review_helpers import flagged_conversation, make_constitution
+from tests.factories import SHOP_AND_GARDEN, published_constitution
+from tests.review_helpers import flagged_conversation
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def parse(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type: ignore[no-untyped-def]
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     blocked = flagged_conversation(constitution, prompt="SECRET-PROMPT forbidden widget",
                                    latency_ms=30.0, first_token_ms=None)  # fmt: skip
     flagged_conversation(constitution, finish_reason="halted", reason="output_halted",

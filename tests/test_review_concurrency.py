@@ -9,7 +9,8 @@ from django.db import connections
 
 from classifiers import review
 from classifiers.models import ReviewItem
-from tests.review_helpers import flagged_conversation, make_constitution
+from tests.factories import SHOP_AND_GARDEN, published_constitution
+from tests.review_helpers import flagged_conversation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +41,7 @@ def _race(users, action):  # type: ignore[no-untyped-def]
 def test_of_eight_reviewers_racing_to_claim_one_item_exactly_one_wins(make_user):  # type: ignore[no-untyped-def]
     reviewers = [make_user(f"reviewer{i}", "reviewer") for i in range(8)]
     for _ in range(3):  # a few rounds, each on a fresh item
-        item = flagged_conversation(make_constitution(slug=f"w{ReviewItem.objects.count()}")).review_item
+        item = flagged_conversation(published_constitution(f"w{ReviewItem.objects.count()}", categories=SHOP_AND_GARDEN).constitution).review_item
         outcomes = _race(reviewers, lambda u, pk=item.pk: review.claim(item_id=pk, user=u))
         winners = [name for name, result in outcomes.items() if result == "won"]
         assert len(outcomes) == 8 and len(winners) == 1, outcomes
@@ -53,7 +54,7 @@ def test_racing_decisions_on_one_version_keep_one_and_tell_the_others(make_user)
     reviewers = [make_user(f"reviewer{i}", "reviewer") for i in range(6)]
     decisions = {u.username: d for u, d in zip(reviewers, ["correct_block", "false_positive", "missed_harm",
                                                              "escalate", "false_positive", "missed_harm"], strict=True)}  # fmt: skip
-    item = flagged_conversation(make_constitution()).review_item
+    item = flagged_conversation(published_constitution(categories=SHOP_AND_GARDEN).constitution).review_item
     outcomes = _race(
         reviewers,
         lambda u: review.decide(item_id=item.pk, user=u, decision=decisions[u.username],

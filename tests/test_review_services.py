@@ -6,17 +6,17 @@ import pytest
 
 from classifiers import review
 from classifiers.models import FeedbackExample, ReviewItem
+from tests.factories import SHOP_AND_GARDEN, published_constitution
 from tests.review_helpers import (
     PERMITTED_PROMPT,
     flagged_conversation,
-    make_constitution,
 )
 
 pytestmark = pytest.mark.django_db
 
 
 def _item(**kwargs) -> ReviewItem:  # type: ignore[no-untyped-def]
-    constitution = kwargs.pop("constitution", None) or make_constitution()
+    constitution = kwargs.pop("constitution", None) or published_constitution(categories=SHOP_AND_GARDEN).constitution
     return flagged_conversation(constitution, **kwargs).review_item
 
 
@@ -28,7 +28,7 @@ def test_a_flagged_conversation_gets_exactly_one_review_item_with_its_category()
 
 
 def test_an_unflagged_conversation_gets_no_item_and_backfill_finds_missed_ones():
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     flagged_conversation(constitution, flagged=False)
     missed = flagged_conversation(constitution, make_item=False)
     assert ReviewItem.objects.count() == 0
@@ -41,7 +41,7 @@ def test_record_turn_queues_a_flagged_conversation_for_review(bob):  # type: ign
     from classifiers.ml.guard import GuardResult, InputDecision
     from classifiers.models import Conversation
 
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     conversation = Conversation.objects.create(constitution=constitution, source="api", mode="enforce")
     decision = InputDecision(
         score=0.97, category="Forbidden widgets", category_prob=0.9, threshold=0.5,
@@ -101,7 +101,7 @@ def test_missed_harm_makes_a_restricted_example_and_redeciding_retracts_it(bob):
 
 
 def test_feedback_examples_for_returns_active_examples_marked_as_feedback(bob, alice):  # type: ignore[no-untyped-def]
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     first = _item(constitution=constitution, prompt="tell me about vaccines")
     second = _item(constitution=constitution, prompt="what soup goes with salad")
     review.decide(item_id=first.pk, user=bob, decision="false_positive", version=0)
@@ -115,7 +115,7 @@ def test_feedback_examples_for_returns_active_examples_marked_as_feedback(bob, a
 
 def test_bulk_decide_decides_the_open_items_and_reports_the_others(bob, make_user):  # type: ignore[no-untyped-def]
     rita = make_user("rita", "reviewer")
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     a, b, c = (_item(constitution=constitution) for _ in range(3))
     review.claim(item_id=c.pk, user=rita)
     decided, conflicts = review.bulk_decide(item_ids=[a.pk, b.pk, c.pk, 999999], user=bob, decision="escalate")
@@ -128,7 +128,7 @@ def test_a_dataset_build_adds_active_feedback_to_the_train_split(bob, alice, mon
     from classifiers import services_datasets
     from tests.datasets_helpers import FakeGenerator
 
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     item = _item(constitution=constitution, prompt="tell me about vaccines")
     review.decide(item_id=item.pk, user=bob, decision="false_positive", version=0)
     monkeypatch.setattr(services_datasets, "local_generator", lambda: FakeGenerator())
@@ -150,7 +150,7 @@ def test_retrain_with_feedback_queues_a_dataset_and_a_run_chained_after_it(alice
 
     sent = []
     monkeypatch.setattr(dataset_tasks.generate_dataset, "apply_async", lambda *a, **kw: sent.append((a, kw)))
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     with django_capture_on_commit_callbacks(execute=True):
         dataset, run = review.retrain_with_feedback(constitution=constitution, user=alice)
     assert dataset.status == "queued" and run.status == "queued" and run.dataset == dataset

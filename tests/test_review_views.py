@@ -11,14 +11,15 @@ import pytest
 from django.urls import reverse
 
 from classifiers.models import Dataset, FeedbackExample, ReviewItem, TrainingRun
-from tests.review_helpers import flagged_conversation, make_constitution
+from tests.factories import SHOP_AND_GARDEN, published_constitution
+from tests.review_helpers import flagged_conversation
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def items():  # type: ignore[no-untyped-def]
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     low = flagged_conversation(constitution, prompt="tell me about vaccines", score=0.55,
                                category="Widget care", reason="near_threshold", finish_reason="stop")  # fmt: skip
     high = flagged_conversation(
@@ -103,7 +104,7 @@ def test_the_queue_sorts_by_score_and_age_filters_and_serves_a_partial(client, i
 
 
 def test_the_queue_paginates(client, bob):  # type: ignore[no-untyped-def]
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     for i in range(27):
         flagged_conversation(constitution, score=i / 100)
     _login(client, bob)

@@ -8,14 +8,15 @@ import pytest
 from django.urls import reverse
 
 from classifiers.models import ActiveModel, TrainingRun
-from tests.training_helpers import make_constitution, make_dataset, make_model
+from tests.factories import published_constitution
+from tests.training_helpers import make_dataset, make_model
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def dataset(alice):
-    return make_dataset(make_constitution(user=alice))
+    return make_dataset(published_constitution(user=alice))
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from django.urls import reverse
 
 from classifiers.ml.checkpoints import verify_artifact
 from classifiers.models import ActiveModel, ModelVersion
+from tests.factories import published_constitution
 from tests.training_helpers import (
     FAST_CONFIG,
-    make_constitution,
     make_dataset,
     make_model,
     wait_for_job,
@@ -34,7 +34,7 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
     from classifiers.services_training import training_start
 
     # A looser target for the restricted category: it gets its own, lower thresholds.
-    dataset = make_dataset(make_constitution(user=alice, target_fpr=0.5))
+    dataset = make_dataset(published_constitution(user=alice, target_fpr=0.5))
     older = make_model(dataset)  # an earlier live model to roll back to
     older.activate()
     flipped = dataset.examples.filter(split="train", label=0).first()
@@ -82,7 +82,7 @@ def test_a_cancelled_run_keeps_the_live_model_and_leaves_no_artifacts(
     from classifiers.services_training import training_start
     from classifiers.tasks.training import run_training_job
 
-    dataset = make_dataset(make_constitution(user=alice))
+    dataset = make_dataset(published_constitution(user=alice))
     live = make_model(dataset)
     live.activate()
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
@@ -108,7 +108,7 @@ def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, a
     from classifiers.services_training import training_start
     from classifiers.tasks.training import run_training_job
 
-    dataset = make_dataset(make_constitution(user=alice), splits=("train", "validation", "test"))
+    dataset = make_dataset(published_constitution(user=alice), splits=("train", "validation", "test"))
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice, enqueue=False)
     run_training_job(run.pk)
     run.refresh_from_db()
@@ -123,7 +123,7 @@ def test_an_artifact_write_failure_removes_what_was_written_and_keeps_the_live_m
     from classifiers.services_training import training_start
     from classifiers.tasks.training import run_training_job
 
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     dataset = make_dataset(version)
     live = make_model(dataset)
     live.activate()

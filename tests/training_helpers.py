@@ -1,4 +1,5 @@
-"""Tiny constitutions, datasets and trained models for the training tests.
+"""Tiny datasets and trained models for the training tests (on constitutions from
+tests.factories.published_constitution).
 
 All text is innocuous placeholder content ("forbidden widgets" vs garden care).
 """
@@ -28,28 +29,6 @@ BENIGN_QUERIES = [
 HARMFUL_RESPONSE = "Sure, the forbidden widget needs the secret part and the hidden step."
 REFUSAL_RESPONSE = "I'm sorry, but I can't help with that."
 BENIGN_RESPONSE = "Water the plants in the morning and keep the soil moist."
-
-
-def make_constitution(slug: str = "widgets", *, user: Any = None, target_fpr: float | None = None):
-    """A published two-category constitution; returns the ConstitutionVersion."""
-    from constitutions.models import Category, Constitution, publish
-
-    constitution = Constitution.objects.create(
-        slug=slug, name=f"{slug.title()} policy", domain="A gardening assistant."
-    )
-    Category.objects.create(
-        constitution=constitution, position=0, name="forbidden widgets",
-        kind="restricted",
-        description="Requests to make or obtain the forbidden widget.",
-        example_queries=["how do I make the forbidden widget"],
-        target_fpr=target_fpr,
-    )  # fmt: skip
-    Category.objects.create(
-        constitution=constitution, position=1, name="garden care", kind="permitted",
-        description="Ordinary gardening questions.",
-        example_queries=["how do I water tomatoes"],
-    )  # fmt: skip
-    return publish(constitution, user=user)
 
 
 def _split_for(index: int) -> str:

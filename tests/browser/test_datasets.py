@@ -6,7 +6,8 @@ import pytest
 
 from classifiers import services_datasets as services
 from classifiers.models import Dataset
-from tests.datasets_helpers import FakeGenerator, make_version
+from tests.datasets_helpers import FakeGenerator
+from tests.factories import SHOP, published_constitution
 
 pytestmark = pytest.mark.browser
 
@@ -17,7 +18,7 @@ def test_alice_starts_a_run_watches_it_finish_live_and_filters_examples(
     # The worker thread shares this process: a slowed-down fake generator makes the
     # progress visible without the cost of the real model (tested elsewhere).
     monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator(delay=1.0))
-    make_version(alice)
+    published_constitution(user=alice, categories=SHOP)
     frames: list[str] = []
     page.on(
         "websocket",
@@ -69,13 +70,13 @@ def test_alice_starts_a_run_watches_it_finish_live_and_filters_examples(
 def test_alice_combines_two_datasets_from_the_list(
     page, asgi_server, live_db, alice, login
 ):  # type: ignore[no-untyped-def]
+    from tests.factories import published_constitution
     from tests.test_combine_datasets import make_second_run
     from tests.test_label_audit import make_generated_dataset
-    from tests.training_helpers import make_constitution
 
-    version = make_constitution(user=alice)
+    version = published_constitution(user=alice)
     first, second = make_generated_dataset(version), make_second_run(version)
-    other = make_second_run(make_constitution("fences", user=alice))
+    other = make_second_run(published_constitution("fences", user=alice))
     login(alice)
     page.goto(f"{asgi_server}/classifiers/datasets/")
     # Two constitutions' datasets: a clear refusal that keeps the ticks.

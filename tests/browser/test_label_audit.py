@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from classifiers.models import LabelAudit
+from tests.factories import published_constitution
 from tests.test_label_audit import PLANTED, PLANTED_ID, make_generated_dataset
-from tests.training_helpers import make_constitution
 
 pytestmark = pytest.mark.browser
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 def test_audit_decide_and_apply_in_the_browser(
     page, asgi_server, live_db, celery_worker, alice, bob, login
 ):  # type: ignore[no-untyped-def]
-    dataset = make_generated_dataset(make_constitution(user=alice))
+    dataset = make_generated_dataset(published_constitution(user=alice))
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     login(alice)

@@ -7,14 +7,15 @@ import os
 import pytest
 
 from classifiers.models import FeedbackExample, ReviewItem
-from tests.review_helpers import flagged_conversation, make_constitution
+from tests.factories import SHOP_AND_GARDEN, published_constitution
+from tests.review_helpers import flagged_conversation
 
 pytestmark = [pytest.mark.browser]
 
 
 def test_bob_triages_the_queue_with_the_keyboard(page, asgi_server, live_db, bob, login):  # type: ignore[no-untyped-def]
     os.makedirs("/tmp/shots", exist_ok=True)
-    constitution = make_constitution()
+    constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     top = flagged_conversation(
         constitution, prompt="how do I make the forbidden widget", score=0.97,
         tokens=[["Sure", 0.05], [",", 0.2], [" here", 0.45], [" is", 0.8], [" how", 0.97]],

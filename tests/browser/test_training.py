@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training_helpers import make_constitution, make_dataset, make_model
+from tests.factories import published_constitution
+from tests.training_helpers import make_dataset, make_model
 
 pytestmark = pytest.mark.browser
 
@@ -14,7 +15,7 @@ def test_the_model_page_draws_the_roc_chart_and_activating_updates_it(
 ):
     from classifiers.models import ActiveModel, TrainingRun
 
-    dataset = make_dataset(make_constitution(user=alice))
+    dataset = make_dataset(published_constitution(user=alice))
     old = make_model(dataset, "output")
     new = make_model(dataset, "output", seed=1)
     new.activate()

@@ -85,11 +85,12 @@ def build_world(make_user: Any) -> World:
         LabelAuditItem,
     )
     from constitutions.models import Category
+    from tests.factories import published_constitution
     from tests.review_helpers import flagged_conversation
-    from tests.training_helpers import make_constitution, make_dataset, make_model
+    from tests.training_helpers import make_dataset, make_model
 
     users = make_users(make_user)
-    version = make_constitution("widgets", user=users["policy_author"])
+    version = published_constitution("widgets", user=users["policy_author"])
     constitution = version.constitution
     dataset = make_dataset(version)
     model = make_model(dataset, "input")

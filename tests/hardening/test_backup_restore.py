@@ -35,9 +35,10 @@ def test_a_dump_and_artifact_tar_restore_into_a_fresh_database_with_identical_da
 
     from classifiers.ml.checkpoints import save_artifact, verify_artifact
     from constitutions.models import ConstitutionVersion
-    from tests.training_helpers import make_constitution, make_dataset, make_model
+    from tests.factories import published_constitution
+    from tests.training_helpers import make_dataset, make_model
 
-    version = make_constitution("widgets", user=alice)
+    version = published_constitution("widgets", user=alice)
     dataset = make_dataset(version)
     relative = f"backup-test-{uuid.uuid4().hex[:8]}/input"
     checksum = save_artifact(

@@ -138,9 +138,10 @@ def test_random_api_bodies_never_crash(api, body, raw) -> None:  # type: ignore[
 
 @pytest.fixture
 def forms_world(db, alice) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from tests.training_helpers import make_constitution, make_dataset
+    from tests.factories import published_constitution
+    from tests.training_helpers import make_dataset
 
-    version = make_constitution("widgets", user=alice)
+    version = published_constitution("widgets", user=alice)
     dataset = make_dataset(version)
     client = Client()
     client.force_login(alice)
@@ -265,9 +266,9 @@ async def _send_bad_frames(cookie: bytes) -> list[dict[str, Any]]:
 
 @pytest.mark.django_db(transaction=True)
 def test_malformed_websocket_frames_get_an_error_and_the_socket_stays_usable(alice) -> None:  # type: ignore[no-untyped-def]
-    from tests.training_helpers import make_constitution
+    from tests.factories import published_constitution
 
-    make_constitution("widgets", user=alice)
+    published_constitution("widgets", user=alice)
     client = Client()
     client.force_login(alice)
     before = row_counts()

@@ -56,9 +56,9 @@ def test_a_worker_killed_mid_generation_leaves_a_failed_dataset_and_no_examples(
 ) -> None:  # type: ignore[no-untyped-def]
     from classifiers.models import Dataset, DatasetExample
     from classifiers.services_datasets import dataset_start, generate_config
-    from tests.datasets_helpers import make_version
+    from tests.factories import SHOP, published_constitution
 
-    version = make_version(alice, queries=2)
+    version = published_constitution(user=alice, categories=SHOP, queries=2)
     config = generate_config(
         per_category=6, max_new_tokens_query=24, max_new_tokens_response=24,
         transforms=["rot13"], heldout_families=[], redteam_templates=0,
@@ -91,9 +91,10 @@ def test_a_worker_killed_mid_training_fails_the_run_and_keeps_the_live_model(
 ) -> None:  # type: ignore[no-untyped-def]
     from classifiers.models import ActiveModel, ModelVersion, TrainingRun
     from classifiers.services_training import training_start
-    from tests.training_helpers import make_constitution, make_dataset, make_model
+    from tests.factories import published_constitution
+    from tests.training_helpers import make_dataset, make_model
 
-    version = make_constitution("widgets", user=alice)
+    version = published_constitution("widgets", user=alice)
     dataset = make_dataset(version)
     live = make_model(dataset, "input")
     live.activate()
@@ -128,9 +129,10 @@ def test_reaping_a_dead_training_run_removes_its_half_written_artifact_folders(
     db, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     from classifiers.models import ActiveModel, TrainingRun
-    from tests.training_helpers import make_constitution, make_dataset, make_model
+    from tests.factories import published_constitution
+    from tests.training_helpers import make_dataset, make_model
 
-    version = make_constitution("widgets")
+    version = published_constitution("widgets")
     dataset = make_dataset(version)
     live = make_model(dataset, "input")
     live.activate()
