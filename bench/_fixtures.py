@@ -140,7 +140,7 @@ def train_input_artifact(relative: str) -> Artifact:
 
 @functools.cache
 def _output_probe() -> Any:
-    from classifiers.guard_service import shared_generator
+    from classifiers.core.model_cache import shared_generator
     from classifiers.ml.output_classifier import (
         OutputClassifierConfig,
         train_output_classifier,

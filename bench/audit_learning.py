@@ -33,10 +33,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     import django
 
     django.setup()
+    from classifiers.audit.run import embeddings_from_bytes
     from classifiers.ml.evaluate import auroc
     from classifiers.ml.label_audit import rank_by_decisions
     from classifiers.models import LabelAudit
-    from classifiers.services_audit import embeddings_from_bytes
 
     audit = LabelAudit.objects.get(pk=args.audit)
     rows = list(

@@ -41,6 +41,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     django.setup()
     from django.conf import settings
 
+    from classifiers.datasets.examples import examples_by_split
     from classifiers.ml import registry
     from classifiers.ml.data import correction_weights, is_correction
     from classifiers.ml.input_classifier import (
@@ -48,10 +49,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         train_input_classifier,
     )
     from classifiers.models import Dataset
-    from classifiers.services_training import _examples_by_split
 
     dataset = Dataset.objects.get(pk=args.dataset)
-    splits = _examples_by_split(dataset)
+    splits = examples_by_split(dataset)
     spec = dataset.constitution_version.to_spec()
     encoder = registry.encoder_dir(getattr(settings, "ENCODER_MODEL_DIR", "") or None)
     train = splits["train"]

@@ -167,11 +167,11 @@ def export_splits(dataset_id: int, folder: Path) -> dict[str, Any]:
     import django
 
     django.setup()
+    from classifiers.datasets.examples import examples_by_split
     from classifiers.models import Dataset
-    from classifiers.services_training import _examples_by_split
 
     dataset = Dataset.objects.get(pk=dataset_id)
-    splits = _examples_by_split(dataset)
+    splits = examples_by_split(dataset)
     folder.mkdir(parents=True, exist_ok=True)
     categories = [c.name for c in dataset.constitution_version.to_spec().categories]
     (folder / "categories.json").write_text(json.dumps(categories))

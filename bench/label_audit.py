@@ -62,7 +62,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     import django
 
     django.setup()
-    from classifiers.guard_service import input_guard_for
+    from classifiers.guard.engines import input_guard_for
     from classifiers.models import Dataset, ModelVersion
 
     models = [ModelVersion.objects.get(pk=int(m), kind="input") for m in args.models.split(",")]

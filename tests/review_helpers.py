@@ -35,7 +35,7 @@ def flagged_conversation(
 ) -> Any:
     """A conversation with one guarded turn (and its review item when flagged)."""
     from classifiers.models import Conversation, Turn
-    from classifiers.review import ensure_review_item
+    from classifiers.review.services import ensure_review_item
 
     when = created_at or timezone.now()
     conversation = Conversation.objects.create(

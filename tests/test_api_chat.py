@@ -224,7 +224,8 @@ def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
     (the batcher's counters show it), and each gets what it gets unbatched."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from classifiers import guard_service
+    from classifiers.core.model_cache import shared_generator
+    from classifiers.guard.engines import batchers
 
     prompts = [BENIGN_PROMPT, "How do I repot a cactus?", "What is compost made of?",
                "When should I water tomatoes?"]  # fmt: skip
@@ -239,7 +240,7 @@ def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
     alone = [ask(p) for p in prompts]
     settings.GENERATION_BATCH = 8
     ask(prompts[0])  # makes sure the generator's batcher exists
-    [batcher] = [b for b in guard_service.batchers() if b.lm is guard_service.shared_generator()[0]]
+    [batcher] = [b for b in batchers() if b.lm is shared_generator()[0]]
     admitted, batcher.stats.max_batch = batcher.stats.admitted, 0
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(ask, prompts))

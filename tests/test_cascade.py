@@ -25,8 +25,8 @@ def artifacts(settings, tmp_path):
 
 
 def _train(dataset, config, *, activate):
-    from classifiers.services_training import training_start
-    from classifiers.tasks.training import run_training_job
+    from classifiers.training.run import run_training_job
+    from classifiers.training.services import training_start
 
     run = training_start(
         dataset=dataset, config=config, user=None, activate_when_done=activate, enqueue=False
@@ -41,7 +41,7 @@ def _train(dataset, config, *, activate):
 def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     celery_worker, client, alice, artifacts
 ):
-    from classifiers.guard_service import guard_setup
+    from classifiers.guard.engines import guard_setup
     from classifiers.ml.guard import GuardConfig, run_to_end
 
     # The restricted category has its own, looser target: the cascade gets its own
@@ -159,7 +159,7 @@ def test_a_second_calibration_waits_for_the_first(client, alice, widgets):
     dataset, constitution = widgets
     make_model(dataset, "output").activate()
     heavy = make_model(dataset, "output", seed=1)
-    from classifiers.services_cascade import start_cascade_calibration
+    from classifiers.guard.services import start_cascade_calibration
 
     start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     response = _start(client, alice, constitution, heavy_model=heavy.pk)
@@ -168,9 +168,9 @@ def test_a_second_calibration_waits_for_the_first(client, alice, widgets):
 
 
 def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(alice, widgets, monkeypatch):
-    from classifiers import services_cascade
-    from classifiers.services_cascade import start_cascade_calibration
-    from classifiers.tasks.training import run_cascade_job
+    from classifiers.guard import cascade_run
+    from classifiers.guard.cascade_run import run_cascade_job
+    from classifiers.guard.services import start_cascade_calibration
 
     dataset, constitution = widgets
     make_model(dataset, "output").activate()
@@ -190,7 +190,7 @@ def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(alice
     def boom(*args, **kwargs):
         raise RuntimeError("the model files are gone")
 
-    monkeypatch.setattr(services_cascade, "execute_cascade_calibration", boom)
+    monkeypatch.setattr(cascade_run, "execute_cascade_calibration", boom)
     failing = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     run_cascade_job(failing.pk)
     failing.refresh_from_db()
@@ -199,7 +199,7 @@ def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(alice
 
 
 def test_a_cascade_made_for_a_replaced_probe_is_not_served_and_cannot_be_chosen(client, alice, widgets):
-    from classifiers.services_cascade import served_cascade
+    from classifiers.guard.policy import served_cascade
 
     dataset, constitution = widgets
     old_probe = make_model(dataset, "output")
@@ -232,7 +232,7 @@ def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(cl
     dataset, constitution = widgets
     make_model(dataset, "output").activate()
     heavy = make_model(dataset, "output", seed=1)
-    from classifiers.services_cascade import start_cascade_calibration
+    from classifiers.guard.services import start_cascade_calibration
 
     job = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     CascadeCalibration.objects.filter(pk=job.pk).update(
@@ -247,7 +247,7 @@ def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(cl
 
 
 def _running_job(constitution, probe, heavy, **fields):
-    from classifiers.services_cascade import start_cascade_calibration
+    from classifiers.guard.services import start_cascade_calibration
 
     job = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     CascadeCalibration.objects.filter(pk=job.pk).update(status="running", **fields)
@@ -266,8 +266,9 @@ RESULT = {"settings": {"band": [0.2, 0.6], "weight": 0.5, "threshold": 0.7}, "re
 
 
 def test_a_late_cancel_or_a_reaped_job_beats_the_result_and_switches_nothing(widgets):
+    from classifiers.guard.cascade_run import save_result
+    from classifiers.guard.policy import CascadeError
     from classifiers.ml.types import Cancelled
-    from classifiers.services_cascade import CascadeError, save_result
 
     dataset, constitution = widgets
     probe = make_model(dataset, "output")
@@ -300,7 +301,8 @@ def test_saving_the_guard_settings_keeps_a_cascade_switched_meanwhile(widgets):
     policy = GuardPolicy.objects.create(constitution=constitution)
     stale = GuardPolicy.objects.get(pk=policy.pk)  # loaded before the switch
     GuardPolicy.objects.filter(pk=policy.pk).update(cascade=job)
-    from classifiers.views.guard import GuardPolicyForm, save_policy
+    from classifiers.guard.forms import GuardPolicyForm
+    from classifiers.guard.views import save_policy
 
     form = GuardPolicyForm({"mode": "shadow", "max_message_chars": 4000, "max_new_tokens": 128,
                             "requests_per_minute": 30}, instance=stale)  # fmt: skip

@@ -142,8 +142,8 @@ def test_only_policy_authors_combine(client, alice, bob):
 
 
 def _review_everything(dataset, alice):
-    from classifiers.services_audit import apply_audit, decide, start_audit
-    from classifiers.tasks.datasets import run_audit_job
+    from classifiers.audit.run import run_audit_job
+    from classifiers.audit.services import apply_audit, decide, start_audit
 
     audit = start_audit(dataset=dataset, user=alice, folds=4, spot_check=0, enqueue=False,
                         review_splits=["train", "validation", "calibration", "test"])  # fmt: skip
@@ -156,8 +156,8 @@ def _review_everything(dataset, alice):
 def test_reviews_carry_into_the_combined_dataset_only_where_every_part_was_reviewed(
     db, client, alice, victor
 ):
-    from classifiers.services_audit import label_provenance
-    from classifiers.services_combine import CombineError, combine_datasets, order_parts
+    from classifiers.datasets.combine import CombineError, combine_datasets, order_parts
+    from classifiers.datasets.lineage import label_provenance
 
     version = published_constitution(user=alice)
     generated = make_generated_dataset(version)

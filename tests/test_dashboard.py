@@ -8,8 +8,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from classifiers import review
-from classifiers.views.dashboard import dashboard_stats, live_counters
+from classifiers.review import dashboard, services
+from classifiers.review.dashboard import dashboard_stats, live_counters
 from tests.factories import SHOP_AND_GARDEN, published_constitution
 from tests.review_helpers import flagged_conversation
 
@@ -35,9 +35,9 @@ def traffic(bob):  # type: ignore[no-untyped-def]
         ))  # fmt: skip
     old = flagged_conversation(constitution, created_at=timezone.now() - timedelta(days=20))
     items = [c.review_item for c in made[:4]]
-    review.decide(item_id=items[0].pk, user=bob, decision="correct_block", version=0)
-    review.decide(item_id=items[1].pk, user=bob, decision="false_positive", version=0)
-    review.claim(item_id=items[2].pk, user=bob)
+    services.decide(item_id=items[0].pk, user=bob, decision="correct_block", version=0)
+    services.decide(item_id=items[1].pk, user=bob, decision="false_positive", version=0)
+    services.claim(item_id=items[2].pk, user=bob)
     return constitution, made, old
 
 
@@ -126,7 +126,7 @@ def test_the_dashboard_socket_sends_counters_and_pushes_updates(victor, charlie)
         connected, _ = await communicator.connect()
         first = await communicator.receive_from(timeout=10)
         await sync_to_async(lambda: flagged_conversation(published_constitution(categories=SHOP_AND_GARDEN).constitution))()
-        await sync_to_async(review._send_counters)()
+        await sync_to_async(dashboard.send_counters)()
         pushed = await communicator.receive_from(timeout=10)
         await communicator.disconnect()
         from django.db import connections

@@ -10,7 +10,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from classifiers import services_datasets as services
+from classifiers.datasets import config as services
+from classifiers.datasets.run import store_templates
 from classifiers.models import (
     Dataset,
     DatasetExample,
@@ -465,18 +466,18 @@ def test_the_templates_page_lists_seed_and_generated_templates(client, alice):  
     from classifiers.ml.redteam import SEED_JAILBREAK_TEMPLATES
 
     dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
-    assert services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(
+    assert store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(
         SEED_JAILBREAK_TEMPLATES
     )
     assert (
-        services.store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == 0
+        store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == 0
     )  # stored once
     new = [
         "As a pirate captain, tell the crew: {request}",
         "AS A PIRATE  captain, tell the crew:  {request}",
     ]
     assert (
-        services.store_templates(new, source="generated", dataset=dataset) == 1
+        store_templates(new, source="generated", dataset=dataset) == 1
     )  # normalised
     client.force_login(alice)
     html = client.get(reverse("classifiers:jailbreak_templates")).content.decode()

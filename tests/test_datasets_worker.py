@@ -9,7 +9,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from classifiers import services_datasets as services
+from classifiers.datasets import generators, run
+from classifiers.datasets.config import generate_config
+from classifiers.datasets.services import dataset_start
 from classifiers.ml.data import HELDOUT_SPLIT, SPLITS
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
 from tests.datasets_helpers import FakeGenerator, start_data
@@ -24,11 +26,11 @@ def test_a_run_through_the_real_worker_and_smollm2_saves_a_split_dataset(
     # Tiny on purpose (the box is shared): 1 generated query per category, short
     # replies, few rounds, no responses (the response path runs in the fake-generator
     # tests). The form-to-queue path is covered by the view tests.
-    config = services.generate_config(
+    config = generate_config(
         per_category=2, transforms=["base64", "rot13"], heldout_families=["encoding"],
         max_new_tokens_query=14, responses=False, max_rounds=2,
     )  # fmt: skip
-    services.dataset_start(version=version, config=config, user=alice)
+    dataset_start(version=version, config=config, user=alice)
     dataset = wait_for_job(Dataset.objects.get(), timeout=240)
     assert dataset.status == "done", dataset.error
     examples = list(dataset.examples.all())
@@ -61,7 +63,7 @@ def test_a_run_through_the_real_worker_and_smollm2_saves_a_split_dataset(
 def test_alice_cancels_a_running_generation_and_no_examples_are_kept(
     celery_worker, client, alice, monkeypatch
 ):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator(delay=0.4))
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator(delay=0.4))
     version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     client.post(
@@ -86,8 +88,8 @@ def test_an_unreachable_endpoint_fails_the_run_with_a_clear_error(celery_worker,
         timeout_seconds=2,
     )  # fmt: skip
     version = published_constitution(user=alice, categories=SHOP, queries=1)
-    config = services.generate_config(per_category=3, max_new_tokens_query=8)
-    dataset = services.dataset_start(
+    config = generate_config(per_category=3, max_new_tokens_query=8)
+    dataset = dataset_start(
         version=version, config=config, user=alice, endpoint=endpoint
     )
     dataset = wait_for_job(dataset, timeout=60)
@@ -119,10 +121,10 @@ def test_an_openai_compatible_endpoint_builds_a_dataset_with_red_teamed_template
         endpoint = GeneratorEndpoint.objects.create(
             name="test-server", base_url=server.base_url, model="fake", concurrency=2
         )
-        config = services.generate_config(
+        config = generate_config(
             per_category=3, transforms=["redteam_template"], redteam_templates=2
         )
-        dataset = services.dataset_start(
+        dataset = dataset_start(
             version=published_constitution(user=alice, categories=SHOP), config=config, user=alice, endpoint=endpoint
         )
         dataset = wait_for_job(dataset, timeout=120)
@@ -139,9 +141,9 @@ def test_an_openai_compatible_endpoint_builds_a_dataset_with_red_teamed_template
 
 @pytest.mark.django_db
 def test_a_failure_while_saving_keeps_no_half_dataset(alice, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator())
-    monkeypatch.setattr(services, "SAVE_BATCH", 2)
-    real_row = services._example_row
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
+    monkeypatch.setattr(run, "SAVE_BATCH", 2)
+    real_row = run._example_row
     made = []
 
     def failing_row(dataset, ex):  # type: ignore[no-untyped-def]
@@ -150,12 +152,12 @@ def test_a_failure_while_saving_keeps_no_half_dataset(alice, monkeypatch):  # ty
             raise RuntimeError("disk full")
         return real_row(dataset, ex)
 
-    monkeypatch.setattr(services, "_example_row", failing_row)
-    config = services.generate_config(per_category=4, responses=False)
-    dataset = services.dataset_start(
+    monkeypatch.setattr(run, "_example_row", failing_row)
+    config = generate_config(per_category=4, responses=False)
+    dataset = dataset_start(
         version=published_constitution(user=alice, categories=SHOP), config=config, user=alice, enqueue=False
     )
-    dataset = services.run_dataset(dataset.pk)
+    dataset = run.run_dataset(dataset.pk)
     assert dataset.status == "failed"
     assert "disk full" in dataset.error
     assert dataset.examples.count() == 0 and not dataset.counts
@@ -165,7 +167,7 @@ def test_a_failure_while_saving_keeps_no_half_dataset(alice, monkeypatch):  # ty
 def test_the_generate_command_prints_progress_and_counts(alice, monkeypatch, capsys):  # type: ignore[no-untyped-def]
     import io
 
-    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator())
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
     published_constitution("cbrn-demo", user=alice, categories=SHOP)
     out = io.StringIO()
     call_command(
@@ -191,7 +193,7 @@ def test_the_generate_command_prints_progress_and_counts(alice, monkeypatch, cap
 def test_the_generate_command_takes_split_fractions(alice, monkeypatch):  # type: ignore[no-untyped-def]
     import io
 
-    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator())
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
     published_constitution("cbrn-demo", user=alice, categories=SHOP)
     call_command(
         "generate", "--constitution", "cbrn-demo", "--per-category", "20",

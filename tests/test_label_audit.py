@@ -222,7 +222,8 @@ def test_flip_defaults_to_the_suggested_category_and_a_decision_can_change(
 
 
 def test_report_estimates_the_errors_the_model_did_not_flag(client, bob, audited):
-    from classifiers.services_audit import audit_report, decide
+    from classifiers.audit.report import audit_report
+    from classifiers.audit.services import decide
 
     audit, suspect, spot = audited
     decide(item=suspect, decision="flip", user=bob)
@@ -278,7 +279,7 @@ def test_starting_an_audit_refuses_bad_input(client, alice, bob, audited):
 
 def test_applying_nothing_is_refused(client, alice, audited):
     audit, suspect, _ = audited
-    from classifiers.services_audit import decide
+    from classifiers.audit.services import decide
 
     decide(item=suspect, decision="keep", user=alice)
     client.force_login(alice)
@@ -288,8 +289,9 @@ def test_applying_nothing_is_refused(client, alice, audited):
 
 
 def test_a_late_cancel_saves_nothing(db, alice):
+    from classifiers.audit.run import execute_audit
+    from classifiers.audit.services import start_audit
     from classifiers.ml.types import Cancelled
-    from classifiers.services_audit import execute_audit, start_audit
 
     dataset = make_generated_dataset(published_constitution(user=alice))
     audit = start_audit(dataset=dataset, user=alice, folds=3, enqueue=False)
@@ -411,14 +413,9 @@ def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_
 
 
 def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
-    from classifiers.services_audit import (
-        AuditError,
-        apply_audit,
-        audit_report,
-        decide,
-        start_audit,
-    )
-    from classifiers.tasks.datasets import run_audit_job
+    from classifiers.audit.report import audit_report
+    from classifiers.audit.run import AuditError, run_audit_job
+    from classifiers.audit.services import apply_audit, decide, start_audit
 
     dataset = make_generated_dataset(published_constitution(user=alice))
     with pytest.raises(AuditError, match="unknown split nonsense"):
@@ -472,13 +469,9 @@ def test_a_reviewed_split_queues_every_generated_source_of_it(db, alice):
 
 
 def test_a_half_reviewed_split_does_not_count_as_reviewed(db, alice):
-    from classifiers.services_audit import (
-        apply_audit,
-        completed_review_splits,
-        decide,
-        start_audit,
-    )
-    from classifiers.tasks.datasets import run_audit_job
+    from classifiers.audit.report import completed_review_splits
+    from classifiers.audit.run import run_audit_job
+    from classifiers.audit.services import apply_audit, decide, start_audit
 
     dataset = make_generated_dataset(published_constitution(user=alice))
     audit = start_audit(dataset=dataset, user=alice, folds=4, spot_check=0,
@@ -500,8 +493,8 @@ def test_a_half_reviewed_split_does_not_count_as_reviewed(db, alice):
 
 
 def test_a_model_says_whether_its_labels_were_reviewed(client, victor, alice):
-    from classifiers.services_audit import apply_audit, decide, start_audit
-    from classifiers.tasks.datasets import run_audit_job
+    from classifiers.audit.run import run_audit_job
+    from classifiers.audit.services import apply_audit, decide, start_audit
     from tests.training_helpers import make_model
 
     dataset = make_generated_dataset(published_constitution(user=alice))
@@ -555,7 +548,7 @@ def make_habit_audit(alice):
     label), the even ones real requests."""
     import numpy as np
 
-    from classifiers.services_audit import embedding_bytes
+    from classifiers.audit.run import embedding_bytes
 
     dataset = make_generated_dataset(published_constitution(user=alice))
     audit = LabelAudit.objects.create(
@@ -584,7 +577,7 @@ def make_habit_audit(alice):
 
 def decide_first(audit, user, n):
     """Decide the first n items in queue order: odd ranks dropped, even ones kept."""
-    from classifiers.services_audit import decide
+    from classifiers.audit.services import decide
 
     for item in audit.items.order_by("rank")[:n]:
         decide(item=item, decision="drop" if item.rank % 2 else "keep", user=user)
@@ -593,7 +586,7 @@ def decide_first(audit, user, n):
 def test_decisions_order_the_rest_of_the_queue_likely_errors_first(
     client, alice, bob, habit_audit
 ):
-    from classifiers.services_audit import audit_report
+    from classifiers.audit.report import audit_report
 
     audit = habit_audit
     decide_first(audit, bob, 10)  # 5 right, 5 wrong, in random (queue) order

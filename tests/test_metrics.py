@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from classifiers import review
+from classifiers.review import services as review
 from tests.factories import SHOP_AND_GARDEN, published_constitution
 from tests.review_helpers import flagged_conversation
 

@@ -7,8 +7,8 @@ import threading
 import pytest
 from django.db import connections
 
-from classifiers import review
 from classifiers.models import ReviewItem
+from classifiers.review import services as review
 from tests.factories import SHOP_AND_GARDEN, published_constitution
 from tests.review_helpers import flagged_conversation
 

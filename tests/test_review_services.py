@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from classifiers import review
+from classifiers.datasets.examples import feedback_examples_for
 from classifiers.models import FeedbackExample, ReviewItem
+from classifiers.review import services as review
+from classifiers.review.feedback import remove_feedback, retrain_with_feedback
 from tests.factories import SHOP_AND_GARDEN, published_constitution
 from tests.review_helpers import (
     PERMITTED_PROMPT,
@@ -37,7 +39,7 @@ def test_an_unflagged_conversation_gets_no_item_and_backfill_finds_missed_ones()
 
 
 def test_record_turn_queues_a_flagged_conversation_for_review(bob):  # type: ignore[no-untyped-def]
-    from classifiers.guard_service import record_turn
+    from classifiers.guard.turns import record_turn
     from classifiers.ml.guard import GuardResult, InputDecision
     from classifiers.models import Conversation
 
@@ -97,7 +99,7 @@ def test_missed_harm_makes_a_restricted_example_and_redeciding_retracts_it(bob):
     review.decide(item_id=item.pk, user=bob, decision="correct_block", version=item.version)
     example.refresh_from_db()
     assert not example.active and example.removed_by == bob
-    assert review.feedback_examples_for(item.conversation.constitution) == []
+    assert feedback_examples_for(item.conversation.constitution) == []
 
 
 def test_feedback_examples_for_returns_active_examples_marked_as_feedback(bob, alice):  # type: ignore[no-untyped-def]
@@ -106,11 +108,11 @@ def test_feedback_examples_for_returns_active_examples_marked_as_feedback(bob, a
     second = _item(constitution=constitution, prompt="what soup goes with salad")
     review.decide(item_id=first.pk, user=bob, decision="false_positive", version=0)
     review.decide(item_id=second.pk, user=bob, decision="false_positive", version=0)
-    examples = review.feedback_examples_for(constitution)
+    examples = feedback_examples_for(constitution)
     assert [e.messages[0]["content"] for e in examples] == ["tell me about vaccines", "what soup goes with salad"]
     assert all(e.meta["source"] == "feedback" and e.label == 0 for e in examples)
-    assert review.remove_feedback(example=FeedbackExample.objects.get(review_item=first), user=alice)
-    assert [e.messages[0]["content"] for e in review.feedback_examples_for(constitution)] == ["what soup goes with salad"]
+    assert remove_feedback(example=FeedbackExample.objects.get(review_item=first), user=alice)
+    assert [e.messages[0]["content"] for e in feedback_examples_for(constitution)] == ["what soup goes with salad"]
 
 
 def test_bulk_decide_decides_the_open_items_and_reports_the_others(bob, make_user):  # type: ignore[no-untyped-def]
@@ -125,18 +127,20 @@ def test_bulk_decide_decides_the_open_items_and_reports_the_others(bob, make_use
 
 
 def test_a_dataset_build_adds_active_feedback_to_the_train_split(bob, alice, monkeypatch):  # type: ignore[no-untyped-def]
-    from classifiers import services_datasets
+    from classifiers.datasets import generators, run
+    from classifiers.datasets.config import generate_config
+    from classifiers.datasets.services import dataset_start
     from tests.datasets_helpers import FakeGenerator
 
     constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     item = _item(constitution=constitution, prompt="tell me about vaccines")
     review.decide(item_id=item.pk, user=bob, decision="false_positive", version=0)
-    monkeypatch.setattr(services_datasets, "local_generator", lambda: FakeGenerator())
-    config = services_datasets.generate_config(per_category=1, transforms=[], heldout_families=[])
-    dataset = services_datasets.dataset_start(
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
+    config = generate_config(per_category=1, transforms=[], heldout_families=[])
+    dataset = dataset_start(
         version=constitution.latest_version(), config=config, user=alice, enqueue=False
     )
-    dataset = services_datasets.run_dataset(dataset.pk)
+    dataset = run.run_dataset(dataset.pk)
     assert dataset.status == "done", dataset.error
     assert dataset.feedback_included == 1 and dataset.counts["feedback"] == 1
     row = dataset.examples.get(meta__source="feedback")
@@ -146,13 +150,13 @@ def test_a_dataset_build_adds_active_feedback_to_the_train_split(bob, alice, mon
 
 
 def test_retrain_with_feedback_queues_a_dataset_and_a_run_chained_after_it(alice, django_capture_on_commit_callbacks, monkeypatch):  # type: ignore[no-untyped-def]
-    from classifiers.tasks import datasets as dataset_tasks
+    from classifiers.datasets import tasks as dataset_tasks
 
     sent = []
     monkeypatch.setattr(dataset_tasks.generate_dataset, "apply_async", lambda *a, **kw: sent.append((a, kw)))
     constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     with django_capture_on_commit_callbacks(execute=True):
-        dataset, run = review.retrain_with_feedback(constitution=constitution, user=alice)
+        dataset, run = retrain_with_feedback(constitution=constitution, user=alice)
     assert dataset.status == "queued" and run.status == "queued" and run.dataset == dataset
     assert dataset.constitution_version == constitution.latest_version()
     (args, kwargs), = sent

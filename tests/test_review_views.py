@@ -118,7 +118,7 @@ def test_the_item_page_highlights_tokens_marks_the_halt_and_shows_the_shadow(cli
     _, _, high = items
     _login(client, bob)
     html = client.get(reverse("classifiers:review_item", args=[high.pk])).content.decode()
-    from classifiers.views.review import token_colour
+    from classifiers.review.views import token_colour
 
     # The playground's scale: hue 45 - 45 s, alpha 0.08 + 0.72 s.
     assert token_colour(0.5) == "hsla(22.5, 95%, 55%, 0.440)"
@@ -175,7 +175,7 @@ def test_assigning_and_releasing(client, items, bob, make_user):  # type: ignore
 
 def test_bulk_decisions_report_conflicts_in_the_table(client, items, bob, make_user):  # type: ignore[no-untyped-def]
     _, low, high = items
-    from classifiers import review
+    from classifiers.review import services as review
 
     review.claim(item_id=high.pk, user=make_user("rita", "reviewer"))
     _login(client, bob)
@@ -190,7 +190,7 @@ def test_bulk_decisions_report_conflicts_in_the_table(client, items, bob, make_u
 
 
 def test_exports_hold_the_reviewed_items_matching_the_filters(client, items, bob):  # type: ignore[no-untyped-def]
-    from classifiers import review
+    from classifiers.review import services as review
 
     _, low, high = items
     review.decide(item_id=low.pk, user=bob, decision="false_positive", note="=cmd()", version=0)
@@ -209,7 +209,7 @@ def test_exports_hold_the_reviewed_items_matching_the_filters(client, items, bob
 
 
 def test_authors_remove_feedback_and_reviewers_cannot(client, items, alice, bob):  # type: ignore[no-untyped-def]
-    from classifiers import review
+    from classifiers.review import services as review
 
     _, low, _ = items
     review.decide(item_id=low.pk, user=bob, decision="false_positive", version=0)
@@ -227,7 +227,7 @@ def test_authors_remove_feedback_and_reviewers_cannot(client, items, alice, bob)
 
 
 def test_retrain_with_feedback_builds_a_dataset_then_a_run(client, items, alice, bob, monkeypatch):  # type: ignore[no-untyped-def]
-    from classifiers.tasks import datasets as dataset_tasks
+    from classifiers.datasets import tasks as dataset_tasks
 
     sent = []
     monkeypatch.setattr(dataset_tasks.generate_dataset, "apply_async", lambda *a, **kw: sent.append(kw))

@@ -22,7 +22,7 @@ def dataset(alice):
 @pytest.fixture
 def no_enqueue(monkeypatch):
     sent: list[int] = []
-    from classifiers.tasks import training
+    from classifiers.training import tasks as training
 
     monkeypatch.setattr(training.train_classifier, "delay", sent.append)
     return sent

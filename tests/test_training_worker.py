@@ -31,7 +31,7 @@ def _artifact_folders(root) -> list[str]:
 def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_old_one(
     celery_worker, client, alice, artifacts
 ):
-    from classifiers.services_training import training_start
+    from classifiers.training.services import training_start
 
     # A looser target for the restricted category: it gets its own, lower thresholds.
     dataset = make_dataset(published_constitution(user=alice, target_fpr=0.5))
@@ -78,23 +78,24 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
 def test_a_cancelled_run_keeps_the_live_model_and_leaves_no_artifacts(
     alice, artifacts, monkeypatch
 ):
-    from classifiers import progress, services_training
-    from classifiers.services_training import training_start
-    from classifiers.tasks.training import run_training_job
+    from classifiers.core import jobs
+    from classifiers.ml import pipeline
+    from classifiers.training.run import run_training_job
+    from classifiers.training.services import training_start
 
     dataset = make_dataset(published_constitution(user=alice))
     live = make_model(dataset)
     live.activate()
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
                          activate_when_done=True, enqueue=False)  # fmt: skip
-    monkeypatch.setattr(progress, "CANCEL_CHECK_SECONDS", 0.0)
-    original = services_training._train_output
+    monkeypatch.setattr(jobs, "CANCEL_CHECK_SECONDS", 0.0)
+    original = pipeline._train_output
 
     def cancel_midway(*args, **kwargs):  # the author presses cancel during output training
         run.request_cancel()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(services_training, "_train_output", cancel_midway)
+    monkeypatch.setattr(pipeline, "_train_output", cancel_midway)
     run_training_job(run.pk)
     run.refresh_from_db()
     assert run.status == "cancelled"
@@ -105,8 +106,8 @@ def test_a_cancelled_run_keeps_the_live_model_and_leaves_no_artifacts(
 
 @pytest.mark.django_db
 def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, artifacts):
-    from classifiers.services_training import training_start
-    from classifiers.tasks.training import run_training_job
+    from classifiers.training.run import run_training_job
+    from classifiers.training.services import training_start
 
     dataset = make_dataset(published_constitution(user=alice), splits=("train", "validation", "test"))
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice, enqueue=False)
@@ -120,8 +121,8 @@ def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, a
 def test_an_artifact_write_failure_removes_what_was_written_and_keeps_the_live_model(
     alice, artifacts
 ):
-    from classifiers.services_training import training_start
-    from classifiers.tasks.training import run_training_job
+    from classifiers.training.run import run_training_job
+    from classifiers.training.services import training_start
 
     version = published_constitution(user=alice)
     dataset = make_dataset(version)

@@ -53,7 +53,7 @@ def local_generator() -> ChatGenerator:
 
             _local_generator = LocalGenerator.from_dir(
                 registry.generator_dir(data_dir=settings.DATA_DIR),
-                device=registry.pickpick_device(),
+                device=pick_device(),
             )
         return _local_generator
 
@@ -71,6 +71,6 @@ def relevance_embedder() -> Any:
 
             _embedder = sentence_embedder(
                 registry.encoder_dir(settings.ENCODER_MODEL_DIR or None),
-                device=registry.pickpick_device(),
+                device=pick_device(),
             )
         return _embedder

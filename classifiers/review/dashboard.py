@@ -244,7 +244,7 @@ def push_dashboard() -> None:
             timer.start()
             return
         _last_push = time.monotonic()
-    _send_counters()
+    send_counters()
 
 
 def _trailing_push() -> None:
@@ -253,12 +253,12 @@ def _trailing_push() -> None:
         _push_pending = False
         _last_push = time.monotonic()
     try:
-        _send_counters()
+        send_counters()
     finally:
         connections.close_all()  # this thread's own connections only
 
 
-def _send_counters() -> None:
+def send_counters() -> None:
     try:
         from asgiref.sync import async_to_sync
         from channels.layers import get_channel_layer

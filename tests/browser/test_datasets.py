@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from classifiers import services_datasets as services
+from classifiers.datasets import generators
 from classifiers.models import Dataset
 from tests.datasets_helpers import FakeGenerator
 from tests.factories import SHOP, published_constitution
@@ -17,7 +17,7 @@ def test_alice_starts_a_run_watches_it_finish_live_and_filters_examples(
 ):  # type: ignore[no-untyped-def]
     # The worker thread shares this process: a slowed-down fake generator makes the
     # progress visible without the cost of the real model (tested elsewhere).
-    monkeypatch.setattr(services, "local_generator", lambda: FakeGenerator(delay=1.0))
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator(delay=1.0))
     published_constitution(user=alice, categories=SHOP)
     frames: list[str] = []
     page.on(

@@ -54,8 +54,9 @@ def start_worker() -> subprocess.Popen[bytes]:
 def test_a_worker_killed_mid_generation_leaves_a_failed_dataset_and_no_examples(
     transactional_db, alice
 ) -> None:  # type: ignore[no-untyped-def]
+    from classifiers.datasets.config import generate_config
+    from classifiers.datasets.services import dataset_start
     from classifiers.models import Dataset, DatasetExample
-    from classifiers.services_datasets import dataset_start, generate_config
     from tests.factories import SHOP, published_constitution
 
     version = published_constitution(user=alice, categories=SHOP, queries=2)
@@ -90,7 +91,7 @@ def test_a_worker_killed_mid_training_fails_the_run_and_keeps_the_live_model(
     transactional_db, alice
 ) -> None:  # type: ignore[no-untyped-def]
     from classifiers.models import ActiveModel, ModelVersion, TrainingRun
-    from classifiers.services_training import training_start
+    from classifiers.training.services import training_start
     from tests.factories import published_constitution
     from tests.training_helpers import make_dataset, make_model
 
