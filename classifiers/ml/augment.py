@@ -31,7 +31,12 @@ from classifiers.ml.canonical import (
     reverse,
     rot13,
 )
-from classifiers.ml.types import Cancelled, ChatGenerator, Example, Message
+from classifiers.ml.types import (
+    ChatGenerator,
+    Example,
+    Message,
+    check_cancelled,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -651,8 +656,7 @@ def augment_examples(
     batch_index = 0
 
     def check_cancel() -> None:
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("augmentation cancelled")
+        check_cancelled(should_cancel, "augmentation cancelled")
 
     while True:
         # Advance every variant through rule-based steps up to its next LLM step.

@@ -21,6 +21,7 @@ import numpy as np
 from torch import nn
 
 from classifiers.ml.calibrate import threshold_for_fpr
+from classifiers.ml.device import pick_device
 from classifiers.ml.evaluate import auroc, tpr_at_fpr
 from classifiers.ml.output_classifier import (
     OutputClassifierConfig,
@@ -30,7 +31,6 @@ from classifiers.ml.output_classifier import (
     encode_features,
     final_scores,
     load_backbone,
-    pick_device,
     train_head_on_features,
 )
 from classifiers.ml.streaming_cascade import ensemble_score, logit

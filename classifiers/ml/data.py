@@ -30,7 +30,6 @@ from typing import Any
 from classifiers.ml.dedupe import MinHashDeduper
 from classifiers.ml.types import (
     RESTRICTED,
-    Cancelled,
     CategorySpec,
     ChatGenerator,
     ConstitutionSpec,
@@ -38,6 +37,7 @@ from classifiers.ml.types import (
     Message,
     ProgressCallback,
     ShouldCancel,
+    check_cancelled,
 )
 
 logger = logging.getLogger(__name__)
@@ -401,11 +401,6 @@ def clean_query(text: str, *, max_chars: int = 600) -> str:
 # Stage I
 
 
-def _check_cancel(should_cancel: ShouldCancel | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled()
-
-
 def _report(
     on_progress: ProgressCallback | None,
     stage: str,
@@ -601,7 +596,7 @@ def generate_stage1(
             need = cfg.per_category - len(queries)
             if need <= 0:
                 break
-            _check_cancel(should_cancel)
+            check_cancelled(should_cancel)
             pool = [q for q, *_ in queries]
             # Ask for more than needed: small generators waste many samples.
             openers = [
@@ -742,7 +737,7 @@ def _add_responses(
     for attempt in range(cfg.response_retries + 1):
         retry: list[Example] = []
         for start in range(0, len(todo), cfg.batch_size):
-            _check_cancel(should_cancel)
+            check_cancelled(should_cancel)
             chunk = todo[start : start + cfg.batch_size]
             outputs = generator.chat(
                 [response_prompt(ex.messages[-1]["content"]) for ex in chunk],
@@ -967,7 +962,7 @@ def build_dataset(
             ex for ex in originals if (ex.source_id, ex.transform) not in present
         ]
         examples = missing + list(augmented)
-    _check_cancel(should_cancel)
+    check_cancelled(should_cancel)
     splits = split_by_source(
         examples,
         fractions=cfg.fractions,

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import torch
 
+from classifiers.ml.device import pick_device
 from classifiers.ml.types import Message
 
 logger = logging.getLogger(__name__)
@@ -34,12 +35,6 @@ CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
 class GeneratorError(RuntimeError):
     """A generator backend failed in a way the user has to fix (one-line message)."""
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------------------

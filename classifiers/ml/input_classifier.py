@@ -38,8 +38,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from classifiers.ml.calibrate import Thresholds
 from classifiers.ml.checkpoints import ArtifactError, load_artifact, save_artifact
+from classifiers.ml.device import pick_device
 from classifiers.ml.evaluate import auroc
-from classifiers.ml.types import Cancelled, Example
+from classifiers.ml.types import Example, check_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +120,6 @@ def _single_thread_on_cpu(device: torch.device, enabled: bool) -> Iterator[None]
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class InputHead(nn.Module):
@@ -239,11 +234,6 @@ def _encode(
     }
 
 
-def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled("input classifier run cancelled")
-
-
 def embed_texts(
     model: InputClassifier,
     tokenizer: Any,
@@ -263,7 +253,7 @@ def embed_texts(
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
-                _check_cancel(should_cancel)
+                check_cancelled(should_cancel, "input classifier run cancelled")
                 index = order[start : start + batch_size]
                 batch = _encode(
                     tokenizer, [texts[i] for i in index], model.cfg.max_length, device
@@ -384,7 +374,7 @@ def _run_epoch(
     model.train()
     loss_sum = 0.0
     for start in range(0, permutation.numel(), cfg.batch_size):
-        _check_cancel(reporter.should_cancel)
+        check_cancelled(reporter.should_cancel, "input classifier run cancelled")
         index = permutation[start : start + cfg.batch_size].to(harm_y.device)
         harm_logit, category_logits = model.head(embeddings_for(index))  # (B,), (B, C)
         loss = _loss(
@@ -441,7 +431,7 @@ def train_input_classifier(
     ):
         raise ValueError("weights needs one positive finite number per training example")
     cfg = _with_categories(cfg, train)
-    target_device = resolve_device(device)
+    target_device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(cfg.backbone_dir)
     train_texts = [e.prompt_text for e in train]
     val_texts = [e.prompt_text for e in validation]
@@ -778,7 +768,7 @@ def load_input_classifier(
 
     model = InputClassifier(cfg, backbone=backbone)
     model.head.load_state_dict(artifact.tensors["head"])
-    model.to(resolve_device(device)).eval()
+    model.to(pick_device(device)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     thresholds_doc = artifact.extra.get("thresholds") or {}
     thresholds = Thresholds.from_dict(thresholds_doc) if thresholds_doc else None
@@ -801,7 +791,7 @@ def sentence_embedder(
     uses it to keep generated queries that sit with their category.
     """
     cfg = InputClassifierConfig(backbone_dir=str(backbone_dir), categories=["any"])
-    model = InputClassifier(cfg).to(resolve_device(device))
+    model = InputClassifier(cfg).to(pick_device(device))
     tokenizer = AutoTokenizer.from_pretrained(str(backbone_dir))
 
     def embed(texts: Sequence[str]) -> Any:

@@ -36,7 +36,7 @@ import torch
 
 from classifiers.ml.evaluate import auroc
 from classifiers.ml.input_classifier import InputHead, _loss
-from classifiers.ml.types import Cancelled
+from classifiers.ml.types import check_cancelled
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,7 @@ def out_of_fold_scores(
     harm_scores = torch.zeros(n)
     category_probs = torch.zeros(n, n_categories)
     for fold in range(folds):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("label audit cancelled")
+        check_cancelled(should_cancel, "label audit cancelled")
         held_out = assignment == fold
         train = ~held_out
         if not bool(held_out.any()):

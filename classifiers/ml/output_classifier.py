@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classifiers.ml.device import pick_device
 from classifiers.ml.evaluate import auroc
-from classifiers.ml.types import Cancelled, Example, Message
+from classifiers.ml.types import Example, Message, check_cancelled
 from classifiers.ml.value_head import (
     CausalLMWithValueHead,
     apply_lora,
@@ -305,12 +306,6 @@ class OutputTrainResult:
     val_scores: list[list[float]] = field(default_factory=list)  # per-token probs
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_backbone(backbone_dir: str | Path, device: torch.device) -> tuple[Any, Any]:
     """The causal LM and its tokenizer from a local folder (never the hub)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -334,11 +329,6 @@ def build_model(cfg: OutputClassifierConfig, lm: nn.Module) -> CausalLMWithValue
     return CausalLMWithValueHead(lm, cfg.layers, cfg.dropout)
 
 
-def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled()
-
-
 @torch.no_grad()
 def encode_features(
     lm: nn.Module,
@@ -359,7 +349,7 @@ def encode_features(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     out: list[torch.Tensor | None] = [None] * len(encoded)
     for done in range(0, len(order), batch_size):
-        _check_cancel(should_cancel)
+        check_cancelled(should_cancel)
         idx = order[done : done + batch_size]
         batch = collate([encoded[i] for i in idx], pad_id)
         res = lm(
@@ -443,7 +433,7 @@ def train_head_on_features(
         rng.shuffle(keep)
         losses = []
         for start in range(0, len(keep), cfg.batch_size):
-            _check_cancel(should_cancel)
+            check_cancelled(should_cancel)
             idx = keep[start : start + cfg.batch_size]
             x, mask = _pad_features([train_feats[i] for i in idx], device)
             y = torch.tensor([train_labels[i] for i in idx], device=device)
@@ -517,7 +507,7 @@ def _train_backbone(
         rng.shuffle(keep)
         losses = []
         for start in range(0, len(keep), cfg.batch_size):
-            _check_cancel(should_cancel)
+            check_cancelled(should_cancel)
             batch = collate(
                 [train_enc[i] for i in keep[start : start + cfg.batch_size]], pad_id
             )

@@ -15,7 +15,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-from classifiers.ml.types import Cancelled, ChatGenerator, Message
+from classifiers.ml.types import ChatGenerator, Message, check_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +191,7 @@ def generate_jailbreak_templates(
     deduper = TemplateDeduper(seed_templates)
     accepted: list[str] = []
     for round_index in range(rounds):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("template generation cancelled")
+        check_cancelled(should_cancel, "template generation cancelled")
         prompts = [
             template_request(
                 rng.sample(list(seed_templates), min(shots, len(seed_templates)))
