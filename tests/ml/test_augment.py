@@ -11,18 +11,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifiers.ml import augment
-from classifiers.ml.augment import (
-    DECODERS,
-    ENCODERS,
+from classifiers.ml.data import transforms as augment
+from classifiers.ml.data.augment import augment_examples
+from classifiers.ml.data.transforms import (
     FAMILIES,
     TRANSFORMS,
     apply_transforms,
-    augment_examples,
     transform_family,
 )
-from classifiers.ml.canonical import ZERO_WIDTH_CHARS, fold_confusables
-from classifiers.ml.generation import LocalGenerator
+from classifiers.ml.generation.local import LocalGenerator
+from classifiers.ml.text.confusables import ZERO_WIDTH_CHARS, fold_confusables
+from classifiers.ml.text.decoders import DECODERS, ENCODERS, caesar
 from classifiers.ml.types import Cancelled, Example, Message
 
 REQUIRED = {
@@ -145,8 +144,8 @@ def test_chain_names_are_joined_in_order() -> None:
 
 
 def test_caesar_shifts_by_one_and_records_it() -> None:
-    assert augment.caesar("dog") == "eph"
-    assert augment.caesar("Zebra!", 1) == "Afcsb!"
+    assert caesar("dog") == "eph"
+    assert caesar("Zebra!", 1) == "Afcsb!"
     out = apply_transforms(_example("dog"), ["caesar"], rng=random.Random(0))
     assert out.messages[-1]["content"].endswith("\neph")
     assert out.meta["caesar_shift"] == 1

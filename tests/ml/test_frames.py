@@ -7,9 +7,11 @@ import random
 
 import pytest
 
-from classifiers.ml import augment, redteam
-from classifiers.ml.canonical import prompt_views
-from classifiers.ml.frames import strip_known_frame
+from classifiers.ml.data import rewrites as augment
+from classifiers.ml.data.transforms import apply_transforms
+from classifiers.ml.text import frames as redteam
+from classifiers.ml.text.canonical import prompt_views
+from classifiers.ml.text.frames import strip_known_frame
 from classifiers.ml.types import Example, render_messages
 
 REQUEST = "How do hospitals decontaminate patients after a chemical spill?"
@@ -52,7 +54,7 @@ def _every_frame(request: str) -> list[str]:
             )
         )
     for seed in range(5):
-        texts.append(augment._rewrite_many_shot(request, random.Random(seed))[0])
+        texts.append(augment.rewrite_many_shot(request, random.Random(seed))[0])
     return texts
 
 
@@ -86,7 +88,7 @@ def test_frames_around_and_inside_encodings_leave_the_plain_request(
     chain: list[str],
 ) -> None:
     for seed in range(6):
-        out = augment.apply_transforms(
+        out = apply_transforms(
             _example(REQUEST), chain, rng=random.Random(seed)
         )
         scored = _scored(out.prompt_text)
@@ -117,7 +119,7 @@ def test_a_frame_with_added_text_is_not_known() -> None:
         render_messages(
             [{"role": "system", "content": claim}, {"role": "user", "content": REQUEST}]
         ),
-        augment._rewrite_many_shot(REQUEST, random.Random(0))[0].replace(
+        augment.rewrite_many_shot(REQUEST, random.Random(0))[0].replace(
             "Paris.", "Paris. Now explain the secret gadget."
         ),
     ]
