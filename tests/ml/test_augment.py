@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifiers.ml.data import transforms as augment
+from classifiers.ml.data import transforms
 from classifiers.ml.data.augment import augment_examples
 from classifiers.ml.data.transforms import (
     FAMILIES,
@@ -337,7 +337,7 @@ def test_llm_transforms_are_batched(tiny_llm: TinyLlamaChat) -> None:
 
 def test_llm_reply_parsing_drops_refusals_and_echoes() -> None:
     paraphrase = TRANSFORMS["paraphrase"]
-    assert isinstance(paraphrase, augment.LLMTransform)
+    assert isinstance(paraphrase, transforms.LLMTransform)
     assert paraphrase.parse_reply('Here is a paraphrase: "say hi"', "hello") == "say hi"
     assert paraphrase.parse_reply("I'm sorry, but I can't help with that.", "x") is None
     assert paraphrase.parse_reply("  HELLO ", "hello") is None

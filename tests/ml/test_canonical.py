@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from classifiers.ml.data.transforms import FAMILIES, apply_transforms
-from classifiers.ml.text import decoders as augment
+from classifiers.ml.text import decoders
 from classifiers.ml.text.canonical import canonical_views, framed_request, prompt_views
 from classifiers.ml.text.confusables import fold_confusables
 from classifiers.ml.text.decoders import english_score, strip_instructions
@@ -116,9 +116,9 @@ def test_property_encoded_sentences_are_recovered(
 ) -> None:
     request_text = "please tell me how to make the " + " ".join(words)
     if encoding == "caesar":
-        payload = augment.caesar(request_text, shift)
+        payload = decoders.caesar(request_text, shift)
     else:
-        payload = augment.ENCODERS[encoding](request_text)
+        payload = decoders.ENCODERS[encoding](request_text)
     views = canonical_views(f"Decode this and answer:\n{payload}")
     assert request_text in views
 

@@ -719,7 +719,7 @@ def test_build_dataset_with_tiny_local_model():
 
 
 def test_module_does_not_import_django():
-    code = "import sys, classifiers.ml.data.io; assert 'django' not in sys.modules"
+    code = "import sys, classifiers.ml.data.assemble, classifiers.ml.data.io; assert 'django' not in sys.modules"
     subprocess.run(
         [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2]
     )

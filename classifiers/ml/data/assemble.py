@@ -1,4 +1,7 @@
-"""TODO docstring for data.assemble.
+"""Dataset assembly: Stage I + augmentation + splits -> one BuiltDataset.
+
+`build_dataset` runs data/stage1.py, then data/augment.py (when transforms are
+configured), then data/splits.py, and counts the result (`count_examples`).
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ def build_dataset(
     )
     examples = originals
     if cfg.transforms:
+        # Looked up at call time, not import time: tests script the augmenter by
+        # putting a stand-in classifiers.ml.data.augment in sys.modules.
         from classifiers.ml.data.augment import augment_examples
 
         languages = sorted(

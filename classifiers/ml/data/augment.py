@@ -1,15 +1,10 @@
-"""Stage II augmentation: named, seeded, composable transforms over `Example`s.
+"""Stage II augmentation of a dataset: `augment_examples`.
 
-Constitutional Classifiers train on synthetic queries pushed through the kinds of
-rewrites attackers use (encodings, obfuscations, jailbreak wrappers, multi-turn
-splits, paraphrases, translations). Every transform here returns a NEW Example with
-the same label/category/source_id, its name appended to `transform`, and the prompt
-changed; benign and harmful examples go through exactly the same transforms, so the
-classifier has to learn intent rather than "encoded means harmful".
-
-Text transforms rewrite the content of the LAST user message. Encodings and
-obfuscations prepend a short instruction ("Decode this and answer:") so the prompt
-stays a request; `canonical.py` strips those lines again when it decodes.
+Every example gets `variants_per_example` variants, each a seeded chain of the
+transforms in data/transforms.py (rewrites in data/rewrites.py); LLM transforms
+(paraphrase, translate) are batched into `llm.chat` calls of LLM_BATCH_SIZE
+conversations. Benign and harmful examples go through exactly the same transforms,
+so the classifier has to learn intent rather than "encoded means harmful".
 """
 
 from __future__ import annotations

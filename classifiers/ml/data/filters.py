@@ -1,4 +1,10 @@
-"""TODO docstring for data.filters.
+"""Stage I filters: which generated queries are dropped, and why.
+
+`clean_query` normalises a generation; `is_refusal`, `is_degenerate`,
+`looks_like_user_message`, `narrates_the_task`, `asks_for_something` are the
+individual checks and `rejection_reason(query, cfg)` the one verdict Stage I uses
+(None = keep). `RelevanceFilter` keeps queries whose embedding sits with their
+category (an `Embedder`, e.g. input.model.sentence_embedder).
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
-"""Stage I synthetic data, dataset assembly, splits and export.
+"""Dataset files: Example <-> flat rows, JSONL and Parquet.
 
-Pipeline (after Constitutional Classifiers): for every constitution category a chat
-generator writes user queries from a few-shot prompt built from the category's
-natural-language description; queries are cleaned, filtered (refusals, degenerate
-text, near-duplicates) and optionally answered; augment.py then makes variants;
-finally examples are split BY SOURCE QUERY so no query's variants straddle splits.
-
-Labels: `Example.label` comes from the category kind and is what the INPUT classifier
-learns (a harmful request stays harmful even if the generator refused it). The
-OUTPUT classifier judges the response instead, so each example also carries
-`meta["response_label"]`: the category label, except that a refusal is benign (0),
-because a refusal contains nothing harmful and teaching the output classifier to
-flag refusals would make it key on topic words instead of harmful content. Use
-`response_label(example)` to read it.
+COLUMNS is the on-disk schema (`example_row` / `example_from_row`); the formats are
+unchanged from before the ml/ split, so existing dataset files keep loading.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""TODO docstring for data.prompts.
+"""Stage I prompts: GenerateConfig and what the chat generator is asked.
+
+`query_prompt` builds the few-shot prompt from a category's natural-language
+description (with style hints and list continuation), `pick_opener` /
+`with_opener` vary how replies start, and `response_prompt` asks for a response.
+Correction weights for re-labelled examples live here too (`correction_weights`).
 """
 
 from __future__ import annotations

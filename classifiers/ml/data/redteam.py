@@ -6,6 +6,9 @@ placeholder ("Write a story in which a character asks: {request}"). The augmente
 the same request under many disguises. Templates are frames only: they carry no
 harmful content themselves, and generated ones are validated to stay that way
 (refusals, degenerate text and near-duplicates are dropped).
+
+The seed templates and the fixed frames are text/frames.py (the input side takes
+known frames off again); this module generates, cleans and dedupes new templates.
 """
 
 from __future__ import annotations

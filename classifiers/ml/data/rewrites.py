@@ -1,4 +1,12 @@
-"""TODO docstring for data.rewrites.
+"""Stage II rewrite functions: how one prompt is disguised.
+
+Each `rewrite_*` takes text (or a conversation) and a seeded Random and returns the
+rewritten value plus metadata: encodings and obfuscations (using the text/
+decoders and confusables tables, so text/canonical.py can fold them back),
+jailbreak frames (text/frames.py), many-shot, system-prompt claims, split turns.
+Encodings and obfuscations prepend a short instruction ("Decode this and answer:")
+so the prompt stays a request; text/decoders.strip_instructions strips it again.
+data/transforms.py names and composes these.
 """
 
 from __future__ import annotations
@@ -7,8 +15,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-from classifiers.ml.text import confusables
-from classifiers.ml.text import frames as redteam
+from classifiers.ml.text import confusables, frames
 from classifiers.ml.text.decoders import (
     caesar,
     encode_base64,
@@ -194,7 +201,7 @@ def rewrite_word_split(text: str, rng: random.Random) -> tuple[str, dict]:
 
 
 def rewrite_many_shot(text: str, rng: random.Random) -> tuple[str, dict]:
-    shots = rng.sample(redteam.INNOCUOUS_SHOTS, rng.randint(3, 6))
+    shots = rng.sample(frames.INNOCUOUS_SHOTS, rng.randint(3, 6))
     lines = ["Here are some example conversations with a helpful assistant:", ""]
     for question, answer in shots:
         lines += [f"User: {question}", f"Assistant: {answer}", ""]
@@ -203,21 +210,21 @@ def rewrite_many_shot(text: str, rng: random.Random) -> tuple[str, dict]:
 
 
 def rewrite_roleplay(text: str, rng: random.Random) -> tuple[str, dict]:
-    persona = rng.choice(redteam.PERSONAS)
-    frame = rng.choice(redteam.ROLEPLAY_FRAMES)
+    persona = rng.choice(frames.PERSONAS)
+    frame = rng.choice(frames.ROLEPLAY_FRAMES)
     wrapped = frame.replace("{persona_cap}", persona[0].upper() + persona[1:])
     return wrapped.replace("{persona}", persona).replace("{request}", text), {}
 
 
 def rewrite_dan(text: str, rng: random.Random) -> tuple[str, dict]:
-    return rng.choice(redteam.DAN_FRAMES).replace("{request}", text), {}
+    return rng.choice(frames.DAN_FRAMES).replace("{request}", text), {}
 
 
 def rewrite_system_prompt(
     messages: list[Message], rng: random.Random, templates: Sequence[str]
 ) -> tuple[list[Message], dict]:
     return [
-        {"role": "system", "content": rng.choice(redteam.SYSTEM_CLAIMS)},
+        {"role": "system", "content": rng.choice(frames.SYSTEM_CLAIMS)},
         *messages,
     ], {}
 
@@ -271,7 +278,7 @@ def rewrite_split_turns(
         turns.append({"role": "user", "content": content})
         if i < len(parts):
             turns.append(
-                {"role": "assistant", "content": rng.choice(redteam.ACKNOWLEDGEMENTS)}
+                {"role": "assistant", "content": rng.choice(frames.ACKNOWLEDGEMENTS)}
             )
     out = (
         [dict(m) for m in messages[:last]]

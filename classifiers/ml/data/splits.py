@@ -1,4 +1,8 @@
-"""TODO docstring for data.splits.
+"""Dataset splits: train / validation / calibration / test, and held-out transforms.
+
+Examples are split BY SOURCE QUERY (`split_by_source`), so no query's variants
+straddle splits; transform families named as held out go to HELDOUT_SPLIT only,
+to measure generalisation to unseen attacks (`transform_families`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def transform_families(transform: str) -> set[str]:
     """Families of the transforms in a "+"-joined chain ("original" has none)."""
     try:
         from classifiers.ml.data.transforms import transform_family
-    except ImportError:  # augment.py not installed yet: fall back to the name stem
+    except ImportError:  # transforms module unavailable: fall back to the name stem
         transform_family = None  # type: ignore[assignment]
     families: set[str] = set()
     for name in (part.strip() for part in (transform or "").split("+")):

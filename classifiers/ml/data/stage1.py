@@ -1,4 +1,18 @@
-"""TODO docstring for data.stage1.
+"""Stage I synthetic data: queries per constitution category, then responses.
+
+Pipeline (after Constitutional Classifiers): for every constitution category a chat
+generator writes user queries from a few-shot prompt built from the category's
+natural-language description (data/prompts.py); queries are cleaned and filtered
+(data/filters.py: refusals, degenerate text, near-duplicates) and optionally
+answered. data/augment.py then makes variants and data/splits.py splits them.
+
+Labels: `Example.label` comes from the category kind and is what the INPUT classifier
+learns (a harmful request stays harmful even if the generator refused it). The
+OUTPUT classifier judges the response instead, so each example also carries
+`meta["response_label"]`: the category label, except that a refusal is benign (0),
+because a refusal contains nothing harmful and teaching the output classifier to
+flag refusals would make it key on topic words instead of harmful content. Use
+`response_label(example)` to read it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,15 @@
-"""TODO docstring for data.transforms.
+"""Stage II transforms: named, seeded, composable rewrites over `Example`s.
+
+Constitutional Classifiers train on synthetic queries pushed through the kinds of
+rewrites attackers use (encodings, obfuscations, jailbreak wrappers, multi-turn
+splits, paraphrases, translations). Every transform here returns a NEW Example with
+the same label/category/source_id, its name appended to `transform`, and the prompt
+changed; benign and harmful examples go through exactly the same transforms, so the
+classifier has to learn intent rather than "encoded means harmful".
+
+Text transforms rewrite the content of the LAST user message (data/rewrites.py);
+LLM transforms (paraphrase, translate) call a `types.ChatGenerator`. TRANSFORMS and
+FAMILIES are the registry; `apply_transforms` runs a chain, `sample_chain` picks one.
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
-"""The probe cascade as served: a cheap probe scores every token of a stream, and a
-heavier output classifier joins only when the probe becomes uncertain.
-
-After Constitutional Classifiers++ (a linear probe on the policy model screens all
-traffic and escalates a few percent to a stronger classifier; the final score is a
-weighted sum of the two logits), in streaming form:
-
-* the probe is the value head on the generator's own activations (free per token);
-* at the first token whose probe score falls inside the calibrated band [lo, hi],
-  the heavy classifier starts: it encodes the prompt and the response so far once
-  (one prefill), then scores each later token incrementally from its KV cache;
-* from then on each token's score is sigmoid(w * logit(probe) + (1 - w) * logit(heavy));
-  before escalation it is the probe's score alone; the halting score is the running
-  max of these, so the usual rule (halt at the first token above the threshold)
-  applies unchanged;
-* a probe score that jumps from below lo to above hi in one token is confident: it
-  stands alone and the heavy classifier is not consulted.
+"""Calibrating and evaluating the streaming probe cascade (serving/cascade.py).
 
 With a running-max probe every stream that reaches lo escalates, so lo sets the
 escalation rate: it is calibrated so that a chosen fraction of benign traffic
 escalates. hi is the highest probe score any benign calibration stream reached.
-
-Plain Python: the heavy classifier comes in through `HeavyStream`, so the same
-`StreamingCascade` replays precomputed per-token scores for calibration and
-evaluation (`replay`) and runs live in the guard engine.
+`run_cascade` replays precomputed probe and heavy per-token scores through
+StreamingCascade; `calibrate_cascade` picks band, weight and threshold;
+`evaluate_cascade` reports probe, heavy and cascade side by side.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""TODO docstring for generation.local.
+"""LocalGenerator: a local Hugging Face causal LM as a `types.ChatGenerator`.
+
+It decodes by hand instead of calling `model.generate` so that the batching
+behaviour is explicit and testable: left padding, position ids derived from the
+attention mask, one forward pass per step for the whole batch with the KV cache,
+and a seeded torch.Generator so that the same seed gives the same text.
 """
 
 from __future__ import annotations

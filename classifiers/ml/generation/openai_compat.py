@@ -1,14 +1,10 @@
-"""Chat generator backends: a local Hugging Face model and an OpenAI-compatible API.
+"""OpenAICompatGenerator: any OpenAI-compatible chat endpoint as a `types.ChatGenerator`.
 
-Both implement `types.ChatGenerator`: `chat(conversations, ...) -> list[str]`, one
-reply per conversation. Stage I data generation (data.py) and the LLM-based
-augmentations only ever talk to this protocol, so a run can switch from the bundled
-SmolLM2 to a vLLM / llama.cpp / hosted endpoint without touching anything else.
-
-LocalGenerator decodes by hand instead of calling `model.generate` so that the
-batching behaviour is explicit and testable: left padding, position ids derived from
-the attention mask, one forward pass per step for the whole batch with the KV cache,
-and a seeded torch.Generator so that the same seed gives the same text.
+Stage I data generation (data/stage1.py) and the LLM-based augmentations only ever
+talk to that protocol, so a run can switch from the bundled SmolLM2
+(generation/local.py) to a vLLM / llama.cpp / hosted endpoint without touching
+anything else. Transient server errors are retried; failures the user has to fix
+raise GeneratorError with a one-line message.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""TODO docstring for generation.sampling.
+"""Sampling and shared bits of the chat generators.
+
+`sample_next_token` picks one token per row (greedy at temperature 0, else
+temperature + nucleus), used by LocalGenerator's batched decoding;
+CHAT_END_TOKENS are the end-of-turn tokens of common chat templates, and
+GeneratorError is the one-line error a backend raises for the user to fix.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""TODO docstring for input.losses.
+"""The input classifier's loss: harm BCE plus category cross-entropy.
+
+`loss_targets` turns Examples into harm and category targets (IGNORE_CATEGORY for an
+unknown category); `input_loss` is the weighted loss the trainer and the label
+audit (eval/label_audit.py) both use.
 """
 
 from __future__ import annotations

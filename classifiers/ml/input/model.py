@@ -1,4 +1,11 @@
-"""TODO docstring for input.model.
+"""The input classifier's model: a sentence encoder plus a small head.
+
+A BERT-style sentence encoder (all-MiniLM-L6-v2 in production: mean pooling over
+the attention mask, then L2 normalisation, exactly as sentence-transformers does)
+feeds InputHead, with two outputs: one harm logit and one logit per constitution
+category (restricted and permitted), so a flagged prompt can say *why*.
+`encode_batch` / `embed_texts` run the encoder; `sentence_embedder` is the frozen
+encoder alone (Stage I relevance filtering).
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
-"""The input classifier: scores a prompt for harmful intent and names its category.
+"""Saving and loading a trained input classifier.
 
-A BERT-style sentence encoder (all-MiniLM-L6-v2 in production: mean pooling over
-the attention mask, then L2 normalisation, exactly as sentence-transformers does)
-feeds a small head with two outputs: one harm logit and one logit per constitution
-category (restricted and permitted), so a flagged prompt can say *why*.
-
-Two training modes:
-- "fast": the encoder is frozen, so each text's embedding never changes; they are
-  computed once per dataset and the head trains on the cached vectors. Seconds to
-  minutes on CPU, which is what makes the authoring loop interactive.
-- "full": the encoder is fine-tuned with the head (lower learning rate for the
-  encoder). Better accuracy, much slower, still runs on CPU.
-
-At inference `score_texts` scores every canonical view of a prompt (decoded base64,
-ROT13, folded homoglyphs, ...) and takes the maximum, so encoding a request does not
-hide it from the classifier.
+`save_input_classifier` writes the head, config and thresholds as a checkpoints.py
+artifact (kind ARTIFACT_KIND, with the backbone's fingerprint);
+`load_input_classifier` rebuilds InputClassifier + tokenizer from it. The artifact
+format is unchanged from before the ml/ split.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""TODO docstring for input.scoring.
+"""Scoring prompts with a trained input classifier.
+
+`score_texts` scores every canonical view of a prompt (text/canonical.py: decoded
+base64, ROT13, folded homoglyphs, frames taken off, ...) and takes the maximum, so
+encoding a request does not hide it from the classifier. `predict_texts` scores
+plain texts; `score_examples` scores Examples.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def _views(
     """(views with the original first, indexes of the views to score)."""
     if not canonicalize:
         return [text], [0]
-    try:
+    try:  # optional: without text/, only the prompt itself is scored (tested)
         from classifiers.ml.text.canonical import prompt_views
     except ModuleNotFoundError as exc:
         if exc.name != "classifiers.ml.text.canonical":

@@ -1,4 +1,11 @@
-"""TODO docstring for input.training.
+"""Training the input classifier.
+
+Two modes:
+- "fast": the encoder is frozen, so each text's embedding never changes; they are
+  computed once per dataset and the head trains on the cached vectors. Seconds to
+  minutes on CPU, which is what makes the authoring loop interactive.
+- "full": the encoder is fine-tuned with the head (lower learning rate for the
+  encoder). Better accuracy, much slower, still runs on CPU.
 """
 
 from __future__ import annotations

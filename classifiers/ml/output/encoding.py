@@ -1,4 +1,9 @@
-"""TODO docstring for output.encoding.
+"""Token ids for the output classifier: chat template, examples, batches.
+
+`prompt_token_ids` is the prompt as the generator sees it (chat template plus the
+assistant header); serving uses it too, so training and serving tokenise alike.
+`encode_example` marks where the response starts; `collate` pads a batch with
+`tokenizer_pad_id(tokenizer)`.
 """
 
 from __future__ import annotations

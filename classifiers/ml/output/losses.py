@@ -1,4 +1,9 @@
-"""TODO docstring for output.losses.
+"""Losses of the output classifier (after Constitutional Classifiers).
+
+`running_max_loss` anneals from per-prefix BCE to BCE on the cumulative maximum
+(the quantity the guard halts on, see output/scoring.py), and `window_loss` is the
+softmax-weighted sliding-window variant served as an EMA. `ntp_loss` is the
+next-token regulariser for a trained backbone; `classifier_loss` picks by config.
 """
 
 from __future__ import annotations

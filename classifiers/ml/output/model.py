@@ -1,4 +1,12 @@
-"""TODO docstring for output.model.
+"""The output classifier's configuration and model construction.
+
+A value head on the generator (SmolLM2) predicts, at every response token, the
+probability that the FULL response is harmful. Modes (OutputClassifierConfig.mode):
+  fast  frozen backbone, head only (a probe); hidden states are encoded once.
+  full  the backbone is fine-tuned too (optionally with a next-token regulariser).
+  lora  low-rank adapters on q_proj/v_proj plus the head (a local minimal LoRA, so
+        artifacts have one format whether or not `peft` is installed).
+`load_backbone` loads the causal LM from a local folder; `build_model` wraps it.
 """
 
 from __future__ import annotations

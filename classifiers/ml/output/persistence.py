@@ -1,14 +1,8 @@
-"""The streaming output classifier: training, per-token scoring, save/load.
+"""Saving and loading a trained output classifier (value head, LoRA or full backbone).
 
-A value head on the generator (SmolLM2) predicts, at every response token, the
-probability that the FULL response is harmful. Modes:
-  fast  frozen backbone, head only (a probe); hidden states are encoded once.
-  full  the backbone is fine-tuned too (optionally with a next-token regulariser).
-  lora  low-rank adapters on q_proj/v_proj plus the head (a local minimal LoRA, so
-        artifacts have one format whether or not `peft` is installed).
-Losses follow Constitutional Classifiers: `running_max_loss` anneals from per-prefix
-BCE to BCE on the cumulative maximum (the quantity the guard halts on), and
-`window_loss` is the softmax-weighted sliding-window variant served as an EMA.
+`save_output_classifier` writes a checkpoints.py artifact; `load_output_classifier`
+rebuilds CausalLMWithValueHead + tokenizer from it. The artifact format is
+unchanged from before the ml/ split.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""TODO docstring for output.training.
+"""Training the output classifier (fast probe, full fine-tune, or LoRA).
+
+Fast mode encodes hidden states once (`encode_features`) and trains the head on
+them (`train_head_on_features`); full and LoRA modes train through the backbone.
+Validation scores responses with output/scoring.py's rule.
 """
 
 from __future__ import annotations

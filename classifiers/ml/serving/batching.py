@@ -22,7 +22,7 @@ How, after vLLM's and TGI's continuous batching, on transformers' DynamicCache:
   index_select on the batch axis, and columns that are padding in every remaining
   row are cut off.
 
-A row's tokens and scores equal the unbatched path's (`streaming.generate_with_scores`)
+A row's tokens and scores equal the unbatched path's (`serving.stream.generate_with_scores`)
 up to float rounding: padding is masked out, positions are per row. In fp32 (CPU)
 that rounding is ~1e-6 and greedy tokens match (tests/ml/test_batched_streaming.py,
 bench/concurrent.py); in bf16 on a GPU, batch composition can shift a near-tie.
@@ -152,7 +152,7 @@ class ContinuousBatcher:
     """Serves every generation on `lm` from one background thread, batched per step.
 
     `stream(...)` has the same arguments and yields the same TokenScores as
-    `streaming.generate_with_scores` (with `guard`) or `generate_plain` (without);
+    `serving.stream.generate_with_scores` (with `guard`) or `generate_plain` (without);
     the caller's thread just reads a queue. Thread-safe.
     """
 

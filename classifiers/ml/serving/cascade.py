@@ -1,4 +1,24 @@
-"""TODO docstring for serving.cascade.
+"""The probe cascade as served: a cheap probe scores every token of a stream, and a
+heavier output classifier joins only when the probe becomes uncertain.
+
+After Constitutional Classifiers++ (a linear probe on the policy model screens all
+traffic and escalates a few percent to a stronger classifier; the final score is a
+weighted sum of the two logits), in streaming form:
+
+* the probe is the value head on the generator's own activations (free per token);
+* at the first token whose probe score falls inside the calibrated band [lo, hi],
+  the heavy classifier starts: it encodes the prompt and the response so far once
+  (one prefill), then scores each later token incrementally from its KV cache;
+* from then on each token's score is sigmoid(w * logit(probe) + (1 - w) * logit(heavy));
+  before escalation it is the probe's score alone; the halting score is the running
+  max of these (output/scoring.py's CummaxAggregator), so the usual rule (halt at
+  the first token above the threshold) applies unchanged;
+* a probe score that jumps from below lo to above hi in one token is confident: it
+  stands alone and the heavy classifier is not consulted.
+
+The heavy classifier comes in through `HeavyStream`, so the same
+`StreamingCascade` replays precomputed per-token scores for calibration and
+evaluation (`replay`, eval/cascade_calibration.py) and runs live in the engine.
 """
 
 from __future__ import annotations
@@ -7,6 +27,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from classifiers.ml.output.scoring import CummaxAggregator
 
 DEFAULT_WEIGHTS = (0.25, 0.5, 0.75)
 
@@ -92,6 +114,7 @@ class StreamingCascade:
         self.token_ids: list[int] = []
         self.escalated_at: int | None = None  # token index where the heavy one joined
         self.heavy_tokens = 0  # response tokens the heavy classifier encoded
+        self._running = CummaxAggregator()  # the halting score: output.scoring's running max
         self.value = 0.0
 
     @property
@@ -115,7 +138,7 @@ class StreamingCascade:
             if heavy_score is None
             else ensemble_score(probe_score, heavy_score, self.settings.weight)
         )
-        self.value = max(self.value, raw)
+        self.value = self._running.update(raw)
         return CascadeStep(self.value, probe_score, heavy_score, now)
 
     def rollback(self, n_tokens: int) -> None:

@@ -10,7 +10,7 @@ Plain Python + torch. Given a conversation it
 
 Two generator paths:
 - local: the generator is the output classifier's own backbone, so the value head
-  reads the generator's hidden states (`streaming.generate_with_scores`: one forward
+  reads the generator's hidden states (`serving.stream.generate_with_scores`: one forward
   per token, shared activations);
 - upstream: text streamed from an OpenAI-compatible endpoint is re-tokenised and
   scored incrementally by a separate classifier with its own KV cache
@@ -146,7 +146,7 @@ class InputGuard:
 class CascadeGuard:
     """The heavy half of a served probe cascade: a separate output classifier (own
     weights, own KV cache per stream) that joins a stream when the probe (the
-    engine's output model) becomes uncertain. See streaming_cascade."""
+    engine's output model) becomes uncertain. See serving/cascade.py."""
 
     def __init__(
         self,
@@ -170,7 +170,7 @@ class CascadeGuard:
 
 
 class _HeavyScorerStream:
-    """streaming_cascade.HeavyStream over a StreamingScorer: the prompt and the
+    """serving.cascade.HeavyStream over a StreamingScorer: the prompt and the
     response so far are encoded once at escalation, then one token per forward."""
 
     def __init__(self, cascade: CascadeGuard, messages: list[Message]) -> None:
@@ -212,7 +212,7 @@ class GuardEngine:
         tokenizer: Any,
         aggregator: str = "cummax",
         ema_alpha: float | None = None,
-        batcher: Any | None = None,  # batched_streaming.ContinuousBatcher on `lm`
+        batcher: Any | None = None,  # serving.batching.ContinuousBatcher on `lm`
         cascade: CascadeGuard | None = None,  # output_model is its probe
     ) -> None:
         self.input_guard = input_guard

@@ -1,4 +1,8 @@
-"""TODO docstring for serving.tokens.
+"""One generated token: its TokenScore record, text decoding, sampling, EOS ids.
+
+`TokenScore.prob` / `.score` / `.halted` are filled by output/scoring.py's rule.
+`sample_token` is the per-stream sampler (greedy under temperature 1e-5, else
+nucleus on CPU with the stream's seeded generator).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ Design constraints:
   max; the decoders only fire on lines that do not read as English, and decoded
   views keep the lines that did.
 
-The tables here (confusables, leetspeak, zero-width characters) are shared with
-`augment.py`, so every obfuscation the augmenter produces is folded back here.
+The folds live in text/confusables.py and the decoders in text/decoders.py (their
+tables are shared with the augmenter, data/rewrites.py, so every obfuscation it
+produces is folded back); known jailbreak frames come off via text/frames.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""TODO docstring for text.confusables.
+"""Confusables: zero-width characters, homoglyphs, leetspeak and split letters.
+
+The tables (ZERO_WIDTH_CHARS, HOMOGLYPHS, CONFUSABLE_FOLD, LEET, LEET_FOLD) are
+shared with the augmenter (data/rewrites.py), so every obfuscation it produces is
+folded back here; the folds (`remove_zero_width`, `fold_confusables`, `fold_case`,
+`fold_leetspeak`, `join_split_letters`, and `deobfuscate` chaining the last three)
+are what text/canonical.py applies before the input classifier reads a prompt.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""TODO docstring for text.decoders.
+"""Decoders: undo encodings (base64, ROT13, Caesar shifts, reversed text).
+
+`ENCODERS` / `DECODERS` are the named codecs (the augmenter encodes with the same
+ones). `english_score` / `word_hit_rate` say whether text reads as English, so the
+decoders only run on lines that do not (`decode_lines`, `decode_base64_segments`)
+and pick the decoding that reads best. `strip_instructions` drops "Decode this
+and answer:"-style lines the augmenter adds around an encoded request.
 """
 
 from __future__ import annotations

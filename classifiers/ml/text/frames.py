@@ -1,14 +1,14 @@
 """Known jailbreak frames: recognise the augmenter's wrappers and take them off.
 
 The augmenter wraps benign and harmful queries alike in role-play, "DAN", system
-override and many-shot frames (`py`). A mean-pooled sentence encoder reads
+override and many-shot frames (defined here, below). A mean-pooled sentence encoder reads
 such a prompt mostly as its frame, so a benign question inside one scored like a
 harmful one: on cbrn-demo the highest benign test scores (0.955-0.976, the ones
 that set the 1% false-positive point) were all benign questions in these frames.
 
 A frame the product itself knows carries no content of its own (the templates are
 fixed text around one request), so like a known encoding it is undone before
-scoring: `canonical.prompt_views` scores the request taken out of the frame and not
+scoring: `text.canonical.prompt_views` scores the request taken out of the frame and not
 the framed surface. Frames it does not know (generated red-team templates, new
 ones from the wild) keep the generic treatment: the framed text is scored as well
 as the request after its last colon, and the higher score counts. Measured on
@@ -17,6 +17,11 @@ at the deployment threshold it catches more at no more false positives, because
 framed benign questions no longer set the threshold; at the split's own 1% point
 it is no better, since a classifier trained on framed examples also gave framed
 harmful ones weight from the frame.
+
+The frames themselves live here too (PLACEHOLDER, SEED_JAILBREAK_TEMPLATES,
+`apply_template`, PERSONAS, ROLEPLAY_FRAMES, DAN_FRAMES, SYSTEM_CLAIMS,
+INNOCUOUS_SHOTS, ACKNOWLEDGEMENTS): the augmenter (data/rewrites.py) wraps prompts
+in them and data/redteam.py seeds template generation with them.
 """
 
 from __future__ import annotations
