@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from classifiers.ml.data.prompts import GenerateConfig
-from classifiers.ml.types import (
-    ConstitutionSpec,
-)
+from classifiers.ml.types import ConstitutionSpec
 
 # ---------------------------------------------------------------------------
 # Filters

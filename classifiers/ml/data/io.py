@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.ml.data.stage1 import response_label
-from classifiers.ml.types import (
-    Example,
-)
+from classifiers.ml.types import Example
 
 # ---------------------------------------------------------------------------
 # Export

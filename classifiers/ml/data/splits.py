@@ -12,9 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from classifiers.ml.types import (
-    Example,
-)
+from classifiers.ml.types import Example
 
 SPLITS = ("train", "validation", "calibration", "test")
 
