@@ -288,7 +288,7 @@ def rewrite_split_turns(
     return out, {"split_turns_parts": len(parts)}
 
 
-# ------------------------------------------------------------------- transforms
+# ---------------------------------------------------------------------- helpers
 
 
 def last_user_index(messages: list[Message]) -> int:

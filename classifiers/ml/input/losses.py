@@ -19,7 +19,7 @@ from classifiers.ml.types import Example
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------- training
+# ------------------------------------------------------------------------------- losses
 
 
 def loss_targets(

@@ -24,7 +24,7 @@ class TokenScore:
     heavy: float | None = None  # a probe cascade's heavy classifier, once escalated
 
 
-# ---------------------------------------------------------------------- generation
+# -------------------------------------------------------------- decoding, sampling
 
 
 class IncrementalDecoder:

@@ -137,7 +137,7 @@ _LEET_TABLE = str.maketrans(LEET_FOLD)
 SCORING_FOLD_TABLE = str.maketrans(CONFUSABLE_FOLD | LEET_FOLD)
 
 
-# ------------------------------------------------------------------ single decoders
+# ------------------------------------------------------------------------ folds
 
 
 def remove_zero_width(text: str) -> str:

@@ -288,7 +288,7 @@ def decode_lines(text: str) -> tuple[str | None, str | None]:
     )
 
 
-# ------------------------------------------------------------------------ the API
+# ------------------------------------------------------------- decoding helpers
 
 
 def clean_decoded(decoded: str) -> str:
