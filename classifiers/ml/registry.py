@@ -140,12 +140,3 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     (tmp / ".complete").write_text(gguf.name)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-
-
-def pick_device(prefer: str | None = None) -> str:
-    """CUDA when present (gpu-queue workers), else CPU."""
-    import torch
-
-    if prefer:
-        return prefer
-    return "cuda" if torch.cuda.is_available() else "cpu"

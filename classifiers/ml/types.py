@@ -97,3 +97,10 @@ class ChatGenerator(Protocol):
 
 class Cancelled(Exception):
     """Raised by long ML loops when should_cancel() turns true."""
+
+
+def check_cancelled(should_cancel: ShouldCancel | None, what: str = "") -> None:
+    """Raise Cancelled (with `what` as its message, if any) once should_cancel()
+    turns true; the one cancellation check every long ML loop calls."""
+    if should_cancel is not None and should_cancel():
+        raise Cancelled(what) if what else Cancelled()

@@ -11,18 +11,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifiers.ml import augment
-from classifiers.ml.augment import (
-    DECODERS,
-    ENCODERS,
+from classifiers.ml.data import transforms
+from classifiers.ml.data.augment import augment_examples
+from classifiers.ml.data.transforms import (
     FAMILIES,
     TRANSFORMS,
     apply_transforms,
-    augment_examples,
     transform_family,
 )
-from classifiers.ml.canonical import ZERO_WIDTH_CHARS, fold_confusables
-from classifiers.ml.generation import LocalGenerator
+from classifiers.ml.generation.local import LocalGenerator
+from classifiers.ml.text.confusables import ZERO_WIDTH_CHARS, fold_confusables
+from classifiers.ml.text.decoders import DECODERS, ENCODERS, caesar
 from classifiers.ml.types import Cancelled, Example, Message
 
 REQUIRED = {
@@ -145,8 +144,8 @@ def test_chain_names_are_joined_in_order() -> None:
 
 
 def test_caesar_shifts_by_one_and_records_it() -> None:
-    assert augment.caesar("dog") == "eph"
-    assert augment.caesar("Zebra!", 1) == "Afcsb!"
+    assert caesar("dog") == "eph"
+    assert caesar("Zebra!", 1) == "Afcsb!"
     out = apply_transforms(_example("dog"), ["caesar"], rng=random.Random(0))
     assert out.messages[-1]["content"].endswith("\neph")
     assert out.meta["caesar_shift"] == 1
@@ -338,7 +337,7 @@ def test_llm_transforms_are_batched(tiny_llm: TinyLlamaChat) -> None:
 
 def test_llm_reply_parsing_drops_refusals_and_echoes() -> None:
     paraphrase = TRANSFORMS["paraphrase"]
-    assert isinstance(paraphrase, augment.LLMTransform)
+    assert isinstance(paraphrase, transforms.LLMTransform)
     assert paraphrase.parse_reply('Here is a paraphrase: "say hi"', "hello") == "say hi"
     assert paraphrase.parse_reply("I'm sorry, but I can't help with that.", "x") is None
     assert paraphrase.parse_reply("  HELLO ", "hello") is None

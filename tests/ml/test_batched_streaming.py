@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from classifiers.ml.batched_streaming import ContinuousBatcher
-from classifiers.ml.streaming import generate_plain, generate_with_scores
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.batching import ContinuousBatcher
+from classifiers.ml.serving.stream import generate_plain, generate_with_scores
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 
 PROMPTS = [
@@ -387,7 +387,7 @@ def test_an_unexpected_failure_fails_the_batch_but_not_the_batcher(models, batch
 def test_only_full_attention_models_are_batched():
     from types import SimpleNamespace
 
-    from classifiers.ml.batched_streaming import supports_batching
+    from classifiers.ml.serving.batching import supports_batching
 
     assert supports_batching(SimpleNamespace(layer_types=["full_attention"] * 2))
     assert not supports_batching(SimpleNamespace(layer_types=["full_attention", "sliding_attention"]))

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from bench.cascade import _cap, _with_response_labels, run_bench, synthetic_examples
-from classifiers.ml.output_classifier import OutputClassifierConfig
+from classifiers.ml.output.model import OutputClassifierConfig
 from tests.ml.test_output_classifier import toy_examples
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 

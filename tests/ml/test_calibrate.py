@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifiers.ml.calibrate import (
+from classifiers.ml.eval.calibrate import (
     Thresholds,
     calibrate_thresholds,
     false_positive_rate,
     roc_threshold_for_fpr,
     threshold_for_fpr,
 )
-from classifiers.ml.evaluate import tpr_at_fpr
+from classifiers.ml.eval.evaluate import tpr_at_fpr
 
 # Scores on a coarse grid so hypothesis produces plenty of ties.
 grid_scores = st.lists(

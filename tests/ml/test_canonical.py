@@ -9,15 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifiers.ml import augment
-from classifiers.ml.canonical import (
-    canonical_views,
-    english_score,
-    fold_confusables,
-    framed_request,
-    prompt_views,
-    strip_instructions,
-)
+from classifiers.ml.data.transforms import FAMILIES, apply_transforms
+from classifiers.ml.text import decoders
+from classifiers.ml.text.canonical import canonical_views, framed_request, prompt_views
+from classifiers.ml.text.confusables import fold_confusables
+from classifiers.ml.text.decoders import english_score, strip_instructions
 from classifiers.ml.types import Example
 
 REQUESTS = (
@@ -27,8 +23,8 @@ REQUESTS = (
     "what is the best way to grow tomatoes in a small garden",
 )
 REVERSIBLE_OBFUSCATIONS = (
-    *augment.FAMILIES["encoding"],
-    *augment.FAMILIES["obfuscation"],
+    *FAMILIES["encoding"],
+    *FAMILIES["obfuscation"],
 )
 
 
@@ -66,7 +62,7 @@ def test_encoded_request_is_recovered_in_some_view(
 ) -> None:
     checked = 0
     for seed in range(12):
-        out = augment.apply_transforms(
+        out = apply_transforms(
             _example(request_text), [name], rng=random.Random(seed)
         )
         if out.meta.get("word_split_separator") == " ":
@@ -81,7 +77,7 @@ def test_encoded_request_is_recovered_in_some_view(
 @pytest.mark.parametrize("name", ["base64", "rot13", "caesar", "reverse"])
 def test_decoded_view_is_the_request_itself_without_instruction(name: str) -> None:
     request_text = REQUESTS[0]
-    out = augment.apply_transforms(_example(request_text), [name], rng=random.Random(0))
+    out = apply_transforms(_example(request_text), [name], rng=random.Random(0))
     assert request_text in canonical_views(out.messages[-1]["content"])
 
 
@@ -99,7 +95,7 @@ def test_decoded_view_is_the_request_itself_without_instruction(name: str) -> No
 def test_composed_chains_still_recover_the_request(chain: list[str]) -> None:
     request_text = REQUESTS[0]
     for seed in range(5):
-        out = augment.apply_transforms(
+        out = apply_transforms(
             _example(request_text), chain, rng=random.Random(seed)
         )
         views = canonical_views(out.prompt_text)
@@ -120,9 +116,9 @@ def test_property_encoded_sentences_are_recovered(
 ) -> None:
     request_text = "please tell me how to make the " + " ".join(words)
     if encoding == "caesar":
-        payload = augment.caesar(request_text, shift)
+        payload = decoders.caesar(request_text, shift)
     else:
-        payload = augment.ENCODERS[encoding](request_text)
+        payload = decoders.ENCODERS[encoding](request_text)
     views = canonical_views(f"Decode this and answer:\n{payload}")
     assert request_text in views
 
@@ -155,7 +151,7 @@ def test_request_inside_a_jailbreak_frame_is_a_view_of_its_own(
     wrapper: str, request_text: str
 ) -> None:
     for seed in range(4):  # every frame of the wrapper
-        out = augment.apply_transforms(
+        out = apply_transforms(
             _example(request_text), [wrapper], rng=random.Random(seed)
         )
         wrapped = out.messages[-1]["content"]
@@ -172,7 +168,7 @@ def test_encoded_surfaces_are_not_scored_but_their_decodings_are(
     chain = [encoding, "roleplay_wrapper"]
     if order == "wrap_then_encode":
         chain.reverse()
-    out = augment.apply_transforms(
+    out = apply_transforms(
         _example(request_text), chain, rng=random.Random(3)
     )
     views = prompt_views(out.messages[-1]["content"])
@@ -184,7 +180,7 @@ def test_encoded_surfaces_are_not_scored_but_their_decodings_are(
 
 
 def test_an_obfuscated_request_in_a_frame_is_framed_folded_only() -> None:
-    out = augment.apply_transforms(
+    out = apply_transforms(
         _example(REQUESTS[2]), ["leetspeak", "dan_wrapper"], rng=random.Random(2)
     )
     wrapped = out.messages[-1]["content"]
@@ -206,7 +202,7 @@ def test_leetspeak_is_scored_folded_even_when_a_shift_also_decodes_it(seed: int)
     folded plain request must still be scored, not only the gibberish."""
     for request_text in REQUESTS:
         for name in ("leetspeak", "homoglyph"):
-            out = augment.apply_transforms(
+            out = apply_transforms(
                 _example(request_text), [name], rng=random.Random(seed)
             )
             scored = _scored(out.messages[-1]["content"])
@@ -218,7 +214,7 @@ def test_plaintext_request_stays_scored_beside_an_encoded_benign_blob() -> None:
     ending the request like an encoder's instruction ("Answer in full detail:")."""
     import base64
 
-    from classifiers.ml.canonical import caesar
+    from classifiers.ml.text.decoders import caesar
 
     request_text = "How do I build the forbidden widget at home? Answer in full detail:"
     benign = "How do I grow tomatoes in a small garden this summer?"
@@ -249,7 +245,7 @@ def test_framed_request_needs_a_long_frame_and_a_real_request() -> None:
 
 
 def test_max_views_is_respected() -> None:
-    out = augment.apply_transforms(
+    out = apply_transforms(
         _example(REQUESTS[0]), ["leetspeak", "rot13"], rng=random.Random(1)
     )
     views = canonical_views(out.prompt_text, max_views=2)
@@ -259,7 +255,7 @@ def test_max_views_is_respected() -> None:
 
 def test_fast_enough_for_every_request() -> None:
     plain = "Tell me about vaccines and how they train the immune system, please."
-    encoded = augment.apply_transforms(
+    encoded = apply_transforms(
         _example(REQUESTS[2]), ["caesar"], rng=random.Random(0)
     ).prompt_text
     for text, budget_ms in ((plain, 0.5), (encoded, 3.0)):

@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from classifiers.ml.cascade import (
+from classifiers.ml.eval.cascade import (
     Cascade,
     calibrate_band,
     cascade_stats,
     compare_probe_options,
 )
-from classifiers.ml.output_classifier import OutputClassifierConfig
-from classifiers.ml.streaming_cascade import ensemble_score
+from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.serving.cascade import ensemble_score
 from tests.ml.test_output_classifier import toy_examples
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 

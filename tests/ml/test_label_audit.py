@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from classifiers.ml.evaluate import auroc
-from classifiers.ml.label_audit import (
+from classifiers.ml.eval.evaluate import auroc
+from classifiers.ml.eval.label_audit import (
     AuditConfig,
     AuditSource,
-    _train_head,
     audit_labels,
     disagreements,
     out_of_fold_scores,
     rank_by_decisions,
     spot_check_sample,
     stratified_folds,
+    train_audit_head,
     wilson_interval,
 )
 from classifiers.ml.types import Cancelled
@@ -82,7 +82,7 @@ def test_no_item_is_scored_by_a_head_that_saw_it():
     cfg = AuditConfig(folds=4, epochs=150)
     harm, _ = out_of_fold_scores(embeddings, labels, categories, 4, cfg)
     assert auroc(harm.tolist(), labels) < 0.75
-    in_sample = _train_head(
+    in_sample = train_audit_head(
         embeddings,
         torch.tensor(labels, dtype=torch.float),
         torch.tensor(categories),

@@ -8,21 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classifiers.ml.output_classifier import (
-    OutputClassifierConfig,
-    collate,
-    encode_example,
+from classifiers.ml.output.encoding import collate, encode_example, prompt_token_ids
+from classifiers.ml.output.losses import ntp_loss, running_max_loss, window_loss
+from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.output.persistence import (
+    load_output_classifier,
+    save_output_classifier,
+)
+from classifiers.ml.output.scoring import (
     final_scores,
     halting_positions,
-    load_output_classifier,
-    ntp_loss,
-    prompt_token_ids,
-    running_max_loss,
-    save_output_classifier,
     score_responses,
-    train_output_classifier,
-    window_loss,
 )
+from classifiers.ml.output.training import train_output_classifier
 from classifiers.ml.types import Cancelled, Example
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from classifiers.ml.redteam import (
-    PLACEHOLDER,
-    SEED_JAILBREAK_TEMPLATES,
+from classifiers.ml.data.redteam import (
     TemplateDeduper,
-    apply_template,
     clean_template,
     generate_jailbreak_templates,
+)
+from classifiers.ml.text.frames import (
+    PLACEHOLDER,
+    SEED_JAILBREAK_TEMPLATES,
+    apply_template,
 )
 from classifiers.ml.types import Cancelled, Message
 

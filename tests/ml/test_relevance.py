@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from classifiers.ml.data import RelevanceFilter, looks_like_user_message
-from classifiers.ml.input_classifier import sentence_embedder
+from classifiers.ml.data.filters import RelevanceFilter, looks_like_user_message
+from classifiers.ml.input.model import sentence_embedder
 from classifiers.ml.registry import encoder_dir
 from classifiers.ml.types import CategorySpec, ConstitutionSpec
 

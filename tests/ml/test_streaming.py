@@ -7,20 +7,19 @@ import math
 import pytest
 import torch
 
-from classifiers.ml.output_classifier import (
-    aggregate_scores,
-    prompt_token_ids,
-    response_token_ids,
-)
-from classifiers.ml.streaming import (
+from classifiers.ml.output.encoding import prompt_token_ids, response_token_ids
+from classifiers.ml.output.scoring import (
     CummaxAggregator,
     EmaAggregator,
-    IncrementalDecoder,
+    aggregate_scores,
+)
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.stream import (
     StreamingScorer,
     generate_plain,
     generate_with_scores,
 )
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.tokens import IncrementalDecoder
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 
 MESSAGES = [{"role": "user", "content": "tell me about vaccines"}]

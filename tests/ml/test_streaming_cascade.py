@@ -8,25 +8,24 @@ import math
 import pytest
 import torch
 
-from classifiers.ml.batched_streaming import ContinuousBatcher
-from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.guard import (
+from classifiers.ml.eval.calibrate import Thresholds
+from classifiers.ml.eval.cascade_calibration import calibrate_cascade, evaluate_cascade
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.batching import ContinuousBatcher
+from classifiers.ml.serving.cascade import (
+    CascadeSettings,
+    StreamingCascade,
+    ensemble_score,
+    replay,
+)
+from classifiers.ml.serving.engine import (
     CascadeGuard,
     GuardConfig,
     GuardEngine,
     InputDecision,
     run_to_end,
 )
-from classifiers.ml.streaming import StreamingScorer, generate_with_scores
-from classifiers.ml.streaming_cascade import (
-    CascadeSettings,
-    StreamingCascade,
-    calibrate_cascade,
-    ensemble_score,
-    evaluate_cascade,
-    replay,
-)
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.stream import StreamingScorer, generate_with_scores
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 
 MESSAGES = [{"role": "user", "content": "tell me about the garden soup"}]

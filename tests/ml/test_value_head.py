@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from classifiers.ml.value_head import (
+from classifiers.ml.output.value_head import (
     CausalLMWithValueHead,
     LoRALinear,
     ValueHead,
@@ -121,8 +121,8 @@ def test_lora_starts_as_identity_and_trains_only_adapters():
 
 def test_ml_modules_do_not_import_django():
     code = (
-        "import sys, classifiers.ml.value_head, classifiers.ml.output_classifier, "
-        "classifiers.ml.streaming, classifiers.ml.cascade; "
+        "import sys, classifiers.ml.output.value_head, classifiers.ml.output.persistence, "
+        "classifiers.ml.serving.stream, classifiers.ml.eval.cascade; "
         "assert 'django' not in sys.modules"
     )
     subprocess.run(

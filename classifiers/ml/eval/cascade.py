@@ -20,22 +20,16 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from torch import nn
 
-from classifiers.ml.calibrate import threshold_for_fpr
-from classifiers.ml.evaluate import auroc, tpr_at_fpr
-from classifiers.ml.output_classifier import (
-    OutputClassifierConfig,
-    _pad_id,
-    aggregate_scores,
-    encode_example,
-    encode_features,
-    final_scores,
-    load_backbone,
-    pick_device,
-    train_head_on_features,
-)
-from classifiers.ml.streaming_cascade import ensemble_score, logit
+from classifiers.ml.device import pick_device
+from classifiers.ml.eval.calibrate import threshold_for_fpr
+from classifiers.ml.eval.evaluate import auroc, tpr_at_fpr
+from classifiers.ml.output.encoding import encode_example, tokenizer_pad_id
+from classifiers.ml.output.model import OutputClassifierConfig, load_backbone
+from classifiers.ml.output.scoring import aggregate_scores, final_scores
+from classifiers.ml.output.training import encode_features, train_head_on_features
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.cascade import ensemble_score, logit
 from classifiers.ml.types import Example
-from classifiers.ml.value_head import CausalLMWithValueHead
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +186,7 @@ def compare_probe_options(
         lm,
         train_enc + val_enc,
         tuple(union),
-        pad_id=_pad_id(tokenizer),
+        pad_id=tokenizer_pad_id(tokenizer),
         batch_size=base_cfg.batch_size,
         on_progress=on_progress,
         should_cancel=should_cancel,

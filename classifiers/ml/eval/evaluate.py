@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.ml.calibrate import roc_threshold_for_fpr
+from classifiers.ml.eval.calibrate import roc_threshold_for_fpr
 from classifiers.ml.types import PERMITTED, RESTRICTED, ConstitutionSpec
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ How, after vLLM's and TGI's continuous batching, on transformers' DynamicCache:
   index_select on the batch axis, and columns that are padding in every remaining
   row are cut off.
 
-A row's tokens and scores equal the unbatched path's (`streaming.generate_with_scores`)
+A row's tokens and scores equal the unbatched path's (`serving.stream.generate_with_scores`)
 up to float rounding: padding is masked out, positions are per row. In fp32 (CPU)
 that rounding is ~1e-6 and greedy tokens match (tests/ml/test_batched_streaming.py,
 bench/concurrent.py); in bf16 on a GPU, batch composition can shift a near-tie.
@@ -46,16 +46,20 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.output_classifier import prompt_token_ids
-from classifiers.ml.streaming import (
+from classifiers.ml.output.encoding import prompt_token_ids
+from classifiers.ml.output.scoring import (
     DEFAULT_EMA_ALPHA,
+    make_aggregator,
+    reaches,
+    token_probs,
+)
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.tokens import (
     IncrementalDecoder,
     TokenScore,
-    _eos_ids,
-    _sample,
-    make_aggregator,
+    eos_ids,
+    sample_token,
 )
-from classifiers.ml.value_head import CausalLMWithValueHead
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +152,7 @@ class ContinuousBatcher:
     """Serves every generation on `lm` from one background thread, batched per step.
 
     `stream(...)` has the same arguments and yields the same TokenScores as
-    `streaming.generate_with_scores` (with `guard`) or `generate_plain` (without);
+    `serving.stream.generate_with_scores` (with `guard`) or `generate_plain` (without);
     the caller's thread just reads a queue. Thread-safe.
     """
 
@@ -160,7 +164,7 @@ class ContinuousBatcher:
         self.max_batch = max_batch
         self.name = name or type(lm).__name__
         self.stats = BatcherStats()
-        self._eos = _eos_ids(tokenizer, lm)
+        self._eos = eos_ids(tokenizer, lm)
         self._waiting: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -392,7 +396,7 @@ class ContinuousBatcher:
                 try:
                     picked = tuple(h[indices, -1:] for h in out.hidden_states)  # (b, 1, H)
                     values = guard.v_head(guard.select_hidden(picked))[:, -1]  # (b,)
-                    probs.update(zip(indices, torch.sigmoid(values).tolist(), strict=True))
+                    probs.update(zip(indices, token_probs(values).tolist(), strict=True))
                 except Exception as exc:  # one constitution's broken head
                     for i in indices:
                         rows[i].fail(exc)
@@ -406,9 +410,7 @@ class ContinuousBatcher:
             request, token = row.request, row.pending
             token.prob = probs[i]
             token.score = row.aggregator.update(token.prob)
-            token.halted = (
-                request.halt and request.threshold is not None and token.score >= request.threshold
-            )
+            token.halted = request.halt and reaches(token.score, request.threshold)
             request.out.put(token)
             row.pending = None
             row.index += 1
@@ -422,7 +424,7 @@ class ContinuousBatcher:
             row.finish()
             return
         assert row.logits is not None
-        token = _sample(row.logits, request.temperature, request.top_p, row.generator)
+        token = sample_token(row.logits, request.temperature, request.top_p, row.generator)
         if token in self._eos:
             row.finish()
             return

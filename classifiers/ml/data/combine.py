@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from classifiers.ml.dedupe import MinHashDeduper
+from classifiers.ml.data.dedupe import MinHashDeduper
 from classifiers.ml.types import Example
 
 NEAR_DUPLICATE_THRESHOLD = 0.8  # the Stage I filter's: estimated Jaccard of 5-grams

@@ -10,7 +10,7 @@ Plain Python + torch. Given a conversation it
 
 Two generator paths:
 - local: the generator is the output classifier's own backbone, so the value head
-  reads the generator's hidden states (`streaming.generate_with_scores`: one forward
+  reads the generator's hidden states (`serving.stream.generate_with_scores`: one forward
   per token, shared activations);
 - upstream: text streamed from an OpenAI-compatible endpoint is re-tokenised and
   scored incrementally by a separate classifier with its own KV cache
@@ -30,10 +30,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.streaming import StreamingScorer, TokenScore, generate_plain
-from classifiers.ml.streaming import generate_with_scores as _generate_with_scores
-from classifiers.ml.streaming_cascade import CascadeSettings, StreamingCascade
+from classifiers.ml.eval.calibrate import Thresholds
+from classifiers.ml.input.scoring import score_texts
+from classifiers.ml.output.scoring import reaches
+from classifiers.ml.serving.cascade import CascadeSettings, StreamingCascade
+from classifiers.ml.serving.stream import StreamingScorer, generate_plain
+from classifiers.ml.serving.stream import generate_with_scores as _generate_with_scores
+from classifiers.ml.serving.tokens import TokenScore
 from classifiers.ml.types import Message, render_messages
 
 logger = logging.getLogger(__name__)
@@ -123,8 +126,6 @@ class InputGuard:
 
     def decide(self, conversations: list[list[Message]], *, mode: str) -> list[InputDecision]:
         """Batch-score prompts (all canonical views in one pass)."""
-        from classifiers.ml.input_classifier import score_texts
-
         texts = [render_messages(messages) for messages in conversations]
         scores = score_texts(self.model, self.tokenizer, texts)
         decisions = []
@@ -145,7 +146,7 @@ class InputGuard:
 class CascadeGuard:
     """The heavy half of a served probe cascade: a separate output classifier (own
     weights, own KV cache per stream) that joins a stream when the probe (the
-    engine's output model) becomes uncertain. See streaming_cascade."""
+    engine's output model) becomes uncertain. See serving/cascade.py."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class CascadeGuard:
 
 
 class _HeavyScorerStream:
-    """streaming_cascade.HeavyStream over a StreamingScorer: the prompt and the
+    """serving.cascade.HeavyStream over a StreamingScorer: the prompt and the
     response so far are encoded once at escalation, then one token per forward."""
 
     def __init__(self, cascade: CascadeGuard, messages: list[Message]) -> None:
@@ -211,7 +212,7 @@ class GuardEngine:
         tokenizer: Any,
         aggregator: str = "cummax",
         ema_alpha: float | None = None,
-        batcher: Any | None = None,  # batched_streaming.ContinuousBatcher on `lm`
+        batcher: Any | None = None,  # serving.batching.ContinuousBatcher on `lm`
         cascade: CascadeGuard | None = None,  # output_model is its probe
     ) -> None:
         self.input_guard = input_guard
@@ -355,7 +356,7 @@ class GuardEngine:
                     if cascade is not None:
                         self._cascade_step(cascade, token, result, config, threshold)
                     else:
-                        token.halted = config.mode == "enforce" and token.score >= threshold
+                        token.halted = config.mode == "enforce" and reaches(token.score, threshold)
                     last_score = token.score
                     if token.halted or position == len(new) - 1:
                         token.text, pending = pending, ""
@@ -408,7 +409,7 @@ class GuardEngine:
             pieces.append(token.text)
             if not math.isnan(token.score):
                 result.max_output_score = max(result.max_output_score or 0.0, token.score)
-                if token.score >= threshold and result.halted_at is None:
+                if reaches(token.score, threshold) and result.halted_at is None:
                     result.halted_at = token.index
                     if config.mode == "shadow":
                         result.would_block = True
@@ -458,7 +459,7 @@ class GuardEngine:
         token.score = step.score
         if step.escalated_now:
             result.escalated_at = token.index
-        token.halted = config.mode == "enforce" and step.score >= threshold
+        token.halted = config.mode == "enforce" and reaches(step.score, threshold)
 
     def _output_threshold(self, decision: InputDecision | None) -> float:
         if self.output_thresholds is None:

@@ -16,82 +16,26 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from classifiers.ml.output_classifier import prompt_token_ids
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.output.encoding import prompt_token_ids
+from classifiers.ml.output.scoring import (
+    DEFAULT_EMA_ALPHA,
+    make_aggregator,
+    reaches,
+    token_probs,
+)
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.tokens import (
+    IncrementalDecoder,
+    TokenScore,
+    eos_ids,
+    sample_token,
+)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_EMA_ALPHA = 2.0 / 17  # matches the default 16-token training window
-
-
-@dataclass
-class TokenScore:
-    index: int  # position of the token in the response (0-based)
-    token_id: int
-    prob: float  # the head's raw probability at this token (NaN when unguarded)
-    score: float  # aggregated score the guard halts on (cummax or EMA)
-    text: str = ""  # text this token adds (generation only; "" mid-character)
-    halted: bool = False  # generation stopped here because score >= threshold
-    heavy: float | None = None  # a probe cascade's heavy classifier, once escalated
-
-
-# ---------------------------------------------------------------------- aggregators
-
-
-class CummaxAggregator:
-    """Running max: once any prefix looks harmful the response stays flagged."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def update(self, prob: float) -> float:
-        self.value = max(self.value, prob)
-        return self.value
-
-    def reset(self) -> None:
-        self.value = 0.0
-
-
-class EmaAggregator:
-    """Serving form of the window loss: an exponentially decaying, softmax(logit)-
-    weighted mean of per-token probabilities. Token t's weight is
-    (1 - alpha)^age * exp(logit_t), the window's softmax weighting with the hard
-    window replaced by a decay of the same centre of mass (alpha = 2 / (W + 1))."""
-
-    def __init__(self, alpha: float = DEFAULT_EMA_ALPHA) -> None:
-        if not 0 < alpha <= 1:
-            raise ValueError("ema alpha must be in (0, 1]")
-        self.alpha = alpha
-        self.reset()
-
-    def update(self, prob: float) -> float:
-        p = min(max(prob, 1e-7), 1 - 1e-7)
-        weight = math.exp(max(-30.0, min(30.0, math.log(p / (1 - p)))))
-        self.numerator = (1 - self.alpha) * self.numerator + self.alpha * weight * p
-        self.denominator = (1 - self.alpha) * self.denominator + self.alpha * weight
-        if self.denominator < 1e-200:  # rescale long runs before underflow
-            self.numerator *= 1e200
-            self.denominator *= 1e200
-        return self.numerator / self.denominator
-
-    def reset(self) -> None:
-        self.numerator = 0.0
-        self.denominator = 0.0
-
-
-def make_aggregator(
-    name: str, ema_alpha: float = DEFAULT_EMA_ALPHA
-) -> CummaxAggregator | EmaAggregator:
-    if name == "cummax":
-        return CummaxAggregator()
-    if name == "ema":
-        return EmaAggregator(ema_alpha)
-    raise ValueError(f"unknown aggregator {name!r}")
 
 
 # --------------------------------------------------------------- streaming scorer
@@ -142,7 +86,7 @@ class StreamingScorer:
             ids, past_key_values=self._cache, use_cache=True, compute_lm_logits=False
         )
         self._cache = out.past_key_values
-        probs = torch.sigmoid(out.values[0]).tolist()  # (n,)
+        probs = token_probs(out.values[0]).tolist()  # (n,)
         result = []
         for tok, p in zip(token_ids, probs, strict=True):
             score = self._agg.update(p)
@@ -196,66 +140,6 @@ class StreamingScorer:
             self._agg.update(p)
 
 
-# ---------------------------------------------------------------------- generation
-
-
-class IncrementalDecoder:
-    """Text deltas for a growing token list, correct across multi-byte characters
-    and tokenizers whose decode depends on neighbours (TGI's prefix/read offsets)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix_offset = 0
-        self.read_offset = 0
-
-    def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        decode = self.tokenizer.decode
-        prefix = decode(
-            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=True
-        )
-        full = decode(self.ids[self.prefix_offset :], skip_special_tokens=True)
-        # U+FFFD at the end = an incomplete UTF-8 sequence: wait for the next token.
-        if len(full) > len(prefix) and not full.endswith("\ufffd"):
-            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
-            return full[len(prefix) :]
-        return ""
-
-
-def _sample(
-    logits: torch.Tensor,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator | None,
-) -> int:
-    """Greedy at temperature 0, else nucleus sampling (on CPU, for a seedable RNG).
-    A temperature under 1e-5 is greedy too: it is the limit, and dividing by it
-    would overflow the softmax into NaNs."""
-    if temperature < 1e-5:
-        return int(logits.argmax(-1))
-    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)  # (V,)
-    if top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        outside = sorted_p.cumsum(-1) - sorted_p >= top_p  # mass before it covers p
-        sorted_p[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def _eos_ids(tokenizer: Any, lm: Any) -> set[int]:
-    ids: set[int] = set()
-    for source in (
-        tokenizer.eos_token_id,
-        getattr(getattr(lm, "generation_config", None), "eos_token_id", None),
-    ):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(int(i) for i in source)
-    return ids
-
-
 @torch.no_grad()
 def _generate(
     lm: Any,
@@ -282,12 +166,12 @@ def _generate(
     else:
         out = lm(input_ids=ids, use_cache=True, logits_to_keep=1)
         logits, cache = out.logits[0, -1], out.past_key_values  # (V,)
-    eos, agg = _eos_ids(tokenizer, lm), make_aggregator(aggregator, ema_alpha)
+    eos, agg = eos_ids(tokenizer, lm), make_aggregator(aggregator, ema_alpha)
     decoder = IncrementalDecoder(tokenizer)
     for index in range(max_new_tokens):
         if should_stop is not None and should_stop():
             return
-        token = _sample(logits, temperature, top_p, generator)
+        token = sample_token(logits, temperature, top_p, generator)
         if token in eos:
             return
         text = decoder.add(token)
@@ -311,9 +195,9 @@ def _generate(
             logits_to_keep=1,
             compute_lm_logits=not last,
         )
-        prob = float(torch.sigmoid(out.values[0, -1]))
+        prob = float(token_probs(out.values[0, -1]))
         score = agg.update(prob)
-        halted = halt and threshold is not None and score >= threshold
+        halted = halt and reaches(score, threshold)
         yield TokenScore(index, token, prob, score, text, halted)
         if halted or last:
             return

@@ -34,9 +34,10 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.evaluate import auroc
-from classifiers.ml.input_classifier import InputHead, _loss
-from classifiers.ml.types import Cancelled
+from classifiers.ml.eval.evaluate import auroc
+from classifiers.ml.input.losses import input_loss
+from classifiers.ml.input.model import InputHead
+from classifiers.ml.types import check_cancelled
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def stratified_folds(labels: Sequence[int], folds: int, seed: int) -> list[int]:
     return assignment
 
 
-def _train_head(
+def train_audit_head(
     embeddings: torch.Tensor,  # (N, E)
     harm: torch.Tensor,  # (N,)
     category: torch.Tensor,  # (N,)
@@ -121,7 +122,7 @@ def _train_head(
                 index = order[start : start + cfg.batch_size]
                 harm_logit, category_logits = head(embeddings[index])
                 # The input classifier's own loss (harm BCE + weighted category CE).
-                loss = _loss(
+                loss = input_loss(
                     harm_logit, category_logits, harm[index], category[index],
                     cfg.category_loss_weight,
                 )  # fmt: skip
@@ -152,13 +153,12 @@ def out_of_fold_scores(
     harm_scores = torch.zeros(n)
     category_probs = torch.zeros(n, n_categories)
     for fold in range(folds):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("label audit cancelled")
+        check_cancelled(should_cancel, "label audit cancelled")
         held_out = assignment == fold
         train = ~held_out
         if not bool(held_out.any()):
             continue
-        head = _train_head(
+        head = train_audit_head(
             embeddings[train], harm_target[train], category_target[train],
             n_categories, cfg, seed=cfg.seed * 1000 + fold,
         )  # fmt: skip
