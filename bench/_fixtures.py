@@ -106,13 +106,11 @@ def input_artifact() -> Artifact:
 
 def train_input_artifact(relative: str) -> Artifact:
     """Train and save an input classifier at ARTIFACTS_DIR/`relative` (seconds)."""
-    from classifiers.ml.calibrate import calibrate_thresholds
-    from classifiers.ml.input_classifier import (
-        InputClassifierConfig,
-        save_input_classifier,
-        score_examples,
-        train_input_classifier,
-    )
+    from classifiers.ml.eval.calibrate import calibrate_thresholds
+    from classifiers.ml.input.model import InputClassifierConfig
+    from classifiers.ml.input.persistence import save_input_classifier
+    from classifiers.ml.input.scoring import score_examples
+    from classifiers.ml.input.training import train_input_classifier
     from classifiers.ml.registry import encoder_dir
 
     harmful = _examples(HARMFUL, 1, CATEGORIES[0], "")
@@ -141,10 +139,8 @@ def train_input_artifact(relative: str) -> Artifact:
 @functools.cache
 def _output_probe() -> Any:
     from classifiers.core.model_cache import shared_generator
-    from classifiers.ml.output_classifier import (
-        OutputClassifierConfig,
-        train_output_classifier,
-    )
+    from classifiers.ml.output.model import OutputClassifierConfig
+    from classifiers.ml.output.training import train_output_classifier
 
     lm, tokenizer = shared_generator()
     harmful = _examples(
@@ -171,8 +167,8 @@ def _output_probe() -> Any:
 @functools.cache
 def output_artifact(threshold: float | None) -> Artifact:
     """A probe on the real SmolLM2; `threshold` None never halts, 0.0 halts at once."""
-    from classifiers.ml.calibrate import Thresholds
-    from classifiers.ml.output_classifier import save_output_classifier
+    from classifiers.ml.eval.calibrate import Thresholds
+    from classifiers.ml.output.persistence import save_output_classifier
 
     model, cfg = _output_probe()
     thresholds = Thresholds(

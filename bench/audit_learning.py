@@ -34,8 +34,8 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     django.setup()
     from classifiers.audit.run import embeddings_from_bytes
-    from classifiers.ml.evaluate import auroc
-    from classifiers.ml.label_audit import rank_by_decisions
+    from classifiers.ml.eval.evaluate import auroc
+    from classifiers.ml.eval.label_audit import rank_by_decisions
     from classifiers.models import LabelAudit
 
     audit = LabelAudit.objects.get(pk=args.audit)

@@ -33,27 +33,25 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.cascade import (
+from classifiers.ml.data.stage1 import response_label
+from classifiers.ml.device import pick_device
+from classifiers.ml.eval.cascade import (
     Cascade,
     calibrate_band,
     cascade_stats,
     compare_probe_options,
 )
-from classifiers.ml.data import response_label
-from classifiers.ml.evaluate import auroc, tpr_at_fpr
-from classifiers.ml.output_classifier import (
-    OutputClassifierConfig,
-    _pad_features,
-    _pad_id,
-    aggregate_scores,
-    encode_example,
+from classifiers.ml.eval.evaluate import auroc, tpr_at_fpr
+from classifiers.ml.output.encoding import encode_example, tokenizer_pad_id
+from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.output.scoring import aggregate_scores, final_scores
+from classifiers.ml.output.training import (
     encode_features,
-    final_scores,
-    pick_device,
+    pad_features,
     train_head_on_features,
 )
+from classifiers.ml.output.value_head import CausalLMWithValueHead
 from classifiers.ml.types import Example
-from classifiers.ml.value_head import CausalLMWithValueHead
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +176,7 @@ def train_probe(
     Also times, on the last split, the head alone (the serving cost when the probe
     reads the generator's own activations) and the backbone forward that produces
     its features (the cost of running the probe standalone)."""
-    pad = _pad_id(tokenizer)
+    pad = tokenizer_pad_id(tokenizer)
 
     def encode(examples: list[Example]) -> list[torch.Tensor]:
         enc = [encode_example(tokenizer, e, cfg.max_length) for e in examples]
@@ -198,7 +196,7 @@ def train_probe(
         encode_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with torch.no_grad():
-            x, mask = _pad_features(feats, model.device)  # (B, R, F), (B, R)
+            x, mask = pad_features(feats, model.device)  # (B, R, F), (B, R)
             probs = torch.sigmoid(head(x)).cpu()  # (B, R)
         per_token = [probs[i, : len(f)].tolist() for i, f in enumerate(feats)]
         agg = [
@@ -222,11 +220,9 @@ def input_heavy(max_length: int = 256) -> HeavyTrainer:
 
     def trainer(train: list[Example], validation: list[Example]) -> ScoreFn:
         from classifiers.ml import registry
-        from classifiers.ml.input_classifier import (
-            InputClassifierConfig,
-            score_examples,
-            train_input_classifier,
-        )
+        from classifiers.ml.input.model import InputClassifierConfig
+        from classifiers.ml.input.scoring import score_examples
+        from classifiers.ml.input.training import train_input_classifier
 
         cfg = InputClassifierConfig(
             backbone_dir=str(registry.encoder_dir()), mode="fast", max_length=max_length
@@ -252,10 +248,8 @@ def full_heavy(backbone_dir: str, n_train: int, max_length: int) -> HeavyTrainer
     """A second SmolLM2 copy fine-tuned end to end (full mode, 1 epoch)."""
 
     def trainer(train: list[Example], validation: list[Example]) -> ScoreFn:
-        from classifiers.ml.output_classifier import (
-            score_responses,
-            train_output_classifier,
-        )
+        from classifiers.ml.output.scoring import score_responses
+        from classifiers.ml.output.training import train_output_classifier
 
         cfg = OutputClassifierConfig(
             backbone_dir=backbone_dir,
@@ -396,7 +390,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     test = _cap(splits["test"], args.n_eval, 2)
 
     from classifiers.ml import registry
-    from classifiers.ml.output_classifier import load_backbone
+    from classifiers.ml.output.model import load_backbone
 
     device = pick_device()
     backbone = str(registry.generator_dir())

@@ -25,11 +25,17 @@ from typing import Any
 import torch
 
 from bench.streaming import PROMPTS, _default_model_dir, _median_ratio
-from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.guard import CascadeGuard, GuardConfig, GuardEngine, run_to_end
-from classifiers.ml.output_classifier import load_backbone, pick_device
-from classifiers.ml.streaming_cascade import CascadeSettings
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.device import pick_device
+from classifiers.ml.eval.calibrate import Thresholds
+from classifiers.ml.output.model import load_backbone
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.cascade import CascadeSettings
+from classifiers.ml.serving.engine import (
+    CascadeGuard,
+    GuardConfig,
+    GuardEngine,
+    run_to_end,
+)
 
 NEVER = (1.5, 1.5)  # no probability reaches it
 ALWAYS = (0.0, 1.0)

@@ -23,10 +23,12 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.batched_streaming import ContinuousBatcher
-from classifiers.ml.output_classifier import load_backbone, pick_device
-from classifiers.ml.streaming import TokenScore, generate_with_scores
-from classifiers.ml.value_head import CausalLMWithValueHead
+from classifiers.ml.device import pick_device
+from classifiers.ml.output.model import load_backbone
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.batching import ContinuousBatcher
+from classifiers.ml.serving.stream import generate_with_scores
+from classifiers.ml.serving.tokens import TokenScore
 
 PROMPTS = [
     "Tell me about vaccines.",

@@ -43,11 +43,9 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     from classifiers.datasets.examples import examples_by_split
     from classifiers.ml import registry
-    from classifiers.ml.data import correction_weights, is_correction
-    from classifiers.ml.input_classifier import (
-        InputClassifierConfig,
-        train_input_classifier,
-    )
+    from classifiers.ml.data.prompts import correction_weights, is_correction
+    from classifiers.ml.input.model import InputClassifierConfig
+    from classifiers.ml.input.training import train_input_classifier
     from classifiers.models import Dataset
 
     dataset = Dataset.objects.get(pk=args.dataset)
@@ -87,10 +85,10 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 def _evaluate(trained: Any, splits: dict[str, list[Any]], target_fpr: float) -> dict[str, Any]:
-    from classifiers.ml.calibrate import threshold_for_fpr
-    from classifiers.ml.data import is_correction
-    from classifiers.ml.evaluate import auroc, tpr_at_fpr
-    from classifiers.ml.input_classifier import score_texts
+    from classifiers.ml.data.prompts import is_correction
+    from classifiers.ml.eval.calibrate import threshold_for_fpr
+    from classifiers.ml.eval.evaluate import auroc, tpr_at_fpr
+    from classifiers.ml.input.scoring import score_texts
 
     row: dict[str, Any] = {}
     scored: dict[str, tuple[list[float], list[int]]] = {}

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.data import clean_query, is_degenerate, is_refusal, query_prompt
-from classifiers.ml.generation import LocalGenerator
+from classifiers.ml.data.filters import clean_query, is_degenerate, is_refusal
+from classifiers.ml.data.prompts import query_prompt
+from classifiers.ml.generation.local import LocalGenerator
 from classifiers.ml.types import (
     PERMITTED,
     RESTRICTED,

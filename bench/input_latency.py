@@ -19,11 +19,8 @@ from typing import Any
 import torch
 
 from classifiers.ml import registry
-from classifiers.ml.input_classifier import (
-    InputClassifier,
-    InputClassifierConfig,
-    score_texts,
-)
+from classifiers.ml.input.model import InputClassifier, InputClassifierConfig
+from classifiers.ml.input.scoring import score_texts
 
 SHORT = "how do I keep slugs off my lettuce"
 SENTENCE = "The gardener waters the tomato plants every morning before the sun gets hot. "

@@ -105,7 +105,7 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 def _default_backbone_lr() -> float:
-    from classifiers.ml.input_classifier import InputClassifierConfig
+    from classifiers.ml.input.model import InputClassifierConfig
 
     return InputClassifierConfig.backbone_lr
 
@@ -115,7 +115,7 @@ def _config_grid(specs: list[str]) -> list[dict[str, Any]]:
     the field's default is typed (so a typo or a wrong type fails before training)."""
     from dataclasses import fields
 
-    from classifiers.ml.input_classifier import InputClassifierConfig
+    from classifiers.ml.input.model import InputClassifierConfig
 
     known = {f.name: f for f in fields(InputClassifierConfig)}
     fixed = {"backbone_dir", "categories", "mode", "epochs", "backbone_lr", "seed"}
@@ -235,13 +235,11 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from classifiers.ml import registry
-    from classifiers.ml.calibrate import threshold_for_fpr
-    from classifiers.ml.evaluate import auroc, confusion, tpr_at_fpr
-    from classifiers.ml.input_classifier import (
-        InputClassifierConfig,
-        score_texts,
-        train_input_classifier,
-    )
+    from classifiers.ml.eval.calibrate import threshold_for_fpr
+    from classifiers.ml.eval.evaluate import auroc, confusion, tpr_at_fpr
+    from classifiers.ml.input.model import InputClassifierConfig
+    from classifiers.ml.input.scoring import score_texts
+    from classifiers.ml.input.training import train_input_classifier
 
     torch.set_num_threads(2)  # several workers share the machine's cores
     folder = Path(job["splits"])
@@ -321,7 +319,7 @@ def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) ->
     groups, so each seed is used once). A repeated (setting, seed) counts once."""
     import math
 
-    from classifiers.ml.evaluate import tpr_at_fpr
+    from classifiers.ml.eval.evaluate import tpr_at_fpr
 
     labels = {split: [e.label for e in _load(folder, split)] for split in SCORED}
     rows, seen = [], set()

@@ -1,7 +1,7 @@
 """Input classifiers before and after a label audit, each scored on each dataset:
 `python -m bench label_audit --models 1,2 --datasets 1,2`.
 
-A label audit (classifiers.ml.label_audit) changes two things at once: the labels
+A label audit (classifiers.ml.eval.label_audit) changes two things at once: the labels
 a model trains on, and the labels it is measured on. Scoring every model on every
 dataset's test and held-out-transform splits separates them: model(raw) on the
 audited splits is the effect of cleaner evaluation labels alone; model(audited) on
@@ -21,7 +21,7 @@ SPLITS = ("test", "heldout_transforms")
 
 
 def _metrics(scores: list[float], labels: list[int], threshold: float) -> dict[str, Any]:
-    from classifiers.ml.evaluate import auroc, tpr_at_fpr
+    from classifiers.ml.eval.evaluate import auroc, tpr_at_fpr
 
     harmful = [s for s, y in zip(scores, labels, strict=True) if y == 1]
     benign = [s for s, y in zip(scores, labels, strict=True) if y == 0]
@@ -120,7 +120,7 @@ def _run_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float
     source, each group against all the split's benign examples: does the model miss
     one run's phrasings, e.g. a top-up whose prompts nothing before it resembled?
     The split is scored once; each group's row is computed from those scores."""
-    from classifiers.ml.input_classifier import score_texts
+    from classifiers.ml.input.scoring import score_texts
     from classifiers.models import Dataset
 
     rows = list(dataset.examples.filter(split="test").values_list(
@@ -170,7 +170,7 @@ def _run_of(source_id: str) -> int:
 
 
 def _restricted_openers(dataset: Any) -> set[str]:
-    from classifiers.ml.data import opener_starts
+    from classifiers.ml.data.prompts import opener_starts
     from classifiers.ml.types import RESTRICTED
 
     spec = dataset.constitution_version.to_spec()
@@ -185,8 +185,8 @@ def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: flo
     transforms; and on the test split the harmful examples of each transform family
     against all of its benign ones (each family's recall at the split's own
     1%-FPR point)."""
-    from classifiers.ml.augment import transform_family
-    from classifiers.ml.calibrate import threshold_for_fpr
+    from classifiers.ml.data.transforms import transform_family
+    from classifiers.ml.eval.calibrate import threshold_for_fpr
 
     def split_rows(*splits: str) -> list[tuple[str, int, str]]:
         return list(dataset.examples.filter(split__in=splits)
@@ -240,7 +240,7 @@ def _scored_row(result: dict[str, Any], model: Any, dataset: Any, split: str,
 def _row(result: dict[str, Any], model: Any, dataset: Any, split: str, threshold: float,
          guard: Any, rows: list[tuple[str, int]], *,
          known_frames: bool = True) -> list[float]:  # fmt: skip
-    from classifiers.ml.input_classifier import score_texts
+    from classifiers.ml.input.scoring import score_texts
 
     if not rows:
         return []

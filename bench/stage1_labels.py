@@ -45,20 +45,18 @@ import torch
 
 from bench.stage1_prompts import demo_constitution
 from classifiers.ml import registry
-from classifiers.ml.data import (
+from classifiers.ml.data.dedupe import MinHashDeduper
+from classifiers.ml.data.filters import RelevanceFilter, clean_query, rejection_reason
+from classifiers.ml.data.prompts import (
     GenerateConfig,
-    RelevanceFilter,
-    _rejection,
-    clean_query,
     pick_opener,
     query_prompt,
     with_opener,
 )
-from classifiers.ml.dedupe import MinHashDeduper
-from classifiers.ml.evaluate import auroc
-from classifiers.ml.generation import LocalGenerator
-from classifiers.ml.input_classifier import sentence_embedder
-from classifiers.ml.label_audit import fit_logistic
+from classifiers.ml.eval.evaluate import auroc
+from classifiers.ml.eval.label_audit import fit_logistic
+from classifiers.ml.generation.local import LocalGenerator
+from classifiers.ml.input.model import sentence_embedder
 from classifiers.ml.types import RESTRICTED, ConstitutionSpec
 
 _REQUEST_OPENER = re.compile(
@@ -112,7 +110,7 @@ def dump(
             query = clean_query(
                 with_opener(opener, output), max_chars=cfg.max_query_chars
             )
-            if _rejection(query, cfg) is None:
+            if rejection_reason(query, cfg) is None:
                 rows.append(
                     {"id": len(rows), "category": ci, "text": query, "opener": opener}
                 )

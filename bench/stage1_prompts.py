@@ -24,15 +24,10 @@ import torch
 import yaml
 
 from classifiers.ml import registry
-from classifiers.ml.data import (
-    GenerateConfig,
-    RelevanceFilter,
-    _rejection,
-    clean_query,
-    query_prompt,
-)
-from classifiers.ml.generation import LocalGenerator
-from classifiers.ml.input_classifier import sentence_embedder
+from classifiers.ml.data.filters import RelevanceFilter, clean_query, rejection_reason
+from classifiers.ml.data.prompts import GenerateConfig, query_prompt
+from classifiers.ml.generation.local import LocalGenerator
+from classifiers.ml.input.model import sentence_embedder
 from classifiers.ml.types import CategorySpec, ConstitutionSpec
 
 DEMO_YAML = Path(__file__).parents[1] / "constitutions" / "demo_data" / "cbrn-demo.yaml"
@@ -83,7 +78,7 @@ def run_style(
             temperature=cfg.temperature, top_p=cfg.top_p, seed=ci,
         )  # fmt: skip
         cleaned = [clean_query(o, max_chars=cfg.max_query_chars) for o in outputs]
-        verdicts = [_rejection(q, cfg) for q in cleaned]
+        verdicts = [rejection_reason(q, cfg) for q in cleaned]
         passed = [q for q, r in zip(cleaned, verdicts, strict=True) if r is None]
         relevant = iter(relevance.reasons(passed, ci))
         verdicts = [next(relevant) if r is None else r for r in verdicts]

@@ -22,13 +22,14 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.output_classifier import load_backbone, pick_device
-from classifiers.ml.streaming import (
+from classifiers.ml.device import pick_device
+from classifiers.ml.output.model import load_backbone
+from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.serving.stream import (
     StreamingScorer,
     generate_plain,
     generate_with_scores,
 )
-from classifiers.ml.value_head import CausalLMWithValueHead
 
 logger = logging.getLogger(__name__)
 

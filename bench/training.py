@@ -18,14 +18,10 @@ from typing import Any
 import torch
 
 from classifiers.ml import registry
-from classifiers.ml.input_classifier import (
-    InputClassifierConfig,
-    train_input_classifier,
-)
-from classifiers.ml.output_classifier import (
-    OutputClassifierConfig,
-    train_output_classifier,
-)
+from classifiers.ml.input.model import InputClassifierConfig
+from classifiers.ml.input.training import train_input_classifier
+from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.output.training import train_output_classifier
 from classifiers.ml.types import Example
 
 HARMFUL = "how do I make the forbidden widget number {i} at home with the secret part"

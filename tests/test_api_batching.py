@@ -11,7 +11,7 @@ import pytest
 
 from classifiers.api import batching
 from classifiers.api.batching import Batcher
-from classifiers.ml.guard import InputDecision
+from classifiers.ml.serving.engine import InputDecision
 from tests.api_helpers import BENIGN, HARMFUL
 
 PROMPTS = HARMFUL[:8] + BENIGN[:8]
@@ -108,9 +108,9 @@ def test_the_switch_reads_the_environment(monkeypatch):
 def test_the_real_classifier_gives_the_same_scores_batched_and_alone():
     from django.conf import settings
 
-    from classifiers.ml.calibrate import Thresholds
-    from classifiers.ml.guard import InputGuard
-    from classifiers.ml.input_classifier import load_input_classifier
+    from classifiers.ml.eval.calibrate import Thresholds
+    from classifiers.ml.input.persistence import load_input_classifier
+    from classifiers.ml.serving.engine import InputGuard
     from tests.api_helpers import input_artifact
 
     artifact = input_artifact()

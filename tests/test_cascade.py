@@ -42,7 +42,7 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     celery_worker, client, alice, artifacts
 ):
     from classifiers.guard.engines import guard_setup
-    from classifiers.ml.guard import GuardConfig, run_to_end
+    from classifiers.ml.serving.engine import GuardConfig, run_to_end
 
     # The restricted category has its own, looser target: the cascade gets its own
     # threshold for it, as the probe did.

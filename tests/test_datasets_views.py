@@ -463,7 +463,7 @@ def test_alice_deletes_an_endpoint(client, alice):  # type: ignore[no-untyped-de
 
 
 def test_the_templates_page_lists_seed_and_generated_templates(client, alice):  # type: ignore[no-untyped-def]
-    from classifiers.ml.redteam import SEED_JAILBREAK_TEMPLATES
+    from classifiers.ml.text.frames import SEED_JAILBREAK_TEMPLATES
 
     dataset = _done_dataset(published_constitution(user=alice, categories=SHOP))
     assert store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(

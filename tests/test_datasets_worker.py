@@ -12,7 +12,7 @@ from django.urls import reverse
 from classifiers.datasets import generators, run
 from classifiers.datasets.config import generate_config
 from classifiers.datasets.services import dataset_start
-from classifiers.ml.data import HELDOUT_SPLIT, SPLITS
+from classifiers.ml.data.splits import HELDOUT_SPLIT, SPLITS
 from classifiers.models import Dataset, GeneratorEndpoint, JailbreakTemplate
 from tests.datasets_helpers import FakeGenerator, start_data
 from tests.factories import SHOP, published_constitution
@@ -102,7 +102,7 @@ def test_an_unreachable_endpoint_fails_the_run_with_a_clear_error(celery_worker,
 def test_an_openai_compatible_endpoint_builds_a_dataset_with_red_teamed_templates(
     celery_worker, alice
 ):  # type: ignore[no-untyped-def]
-    from classifiers.ml.redteam import SEED_JAILBREAK_TEMPLATES
+    from classifiers.ml.text.frames import SEED_JAILBREAK_TEMPLATES
     from tests.ml.openai_test_server import OpenAITestServer
 
     class TemplateWriter(FakeGenerator):

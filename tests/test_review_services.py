@@ -40,7 +40,7 @@ def test_an_unflagged_conversation_gets_no_item_and_backfill_finds_missed_ones()
 
 def test_record_turn_queues_a_flagged_conversation_for_review(bob):  # type: ignore[no-untyped-def]
     from classifiers.guard.turns import record_turn
-    from classifiers.ml.guard import GuardResult, InputDecision
+    from classifiers.ml.serving.engine import GuardResult, InputDecision
     from classifiers.models import Conversation
 
     constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution

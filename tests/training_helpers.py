@@ -106,7 +106,7 @@ def fake_report(kind: str = "input", *, seed: int = 0) -> dict[str, Any]:
     """A real-shaped report from evaluate.evaluation_report on made-up scores."""
     import random
 
-    from classifiers.ml.evaluate import evaluation_report
+    from classifiers.ml.eval.evaluate import evaluation_report
 
     rng = random.Random(seed)
     labels = [1] * 10 + [0] * 10

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from classifiers.ml.guard import InputDecision
+from classifiers.ml.serving.engine import InputDecision
 from classifiers.ml.types import Message
 
 logger = logging.getLogger(__name__)

@@ -48,7 +48,12 @@ from classifiers.api.requests import (
     target_for,
 )
 from classifiers.guard import engines, turns
-from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult, InputDecision
+from classifiers.ml.serving.engine import (
+    GuardConfig,
+    GuardEngine,
+    GuardResult,
+    InputDecision,
+)
 from classifiers.ml.types import Message, render_messages
 from classifiers.models import ActiveModel, ApiToken, Conversation, ModelVersion, Turn
 from constitutions.models import Constitution
@@ -357,7 +362,7 @@ def _run_chat(
 
 
 def _prompt_tokens(plan: ChatPlan) -> int:
-    from classifiers.ml.output_classifier import prompt_token_ids
+    from classifiers.ml.output.encoding import prompt_token_ids
 
     try:
         return len(prompt_token_ids(plan.setup.engine.tokenizer, plan.messages))

@@ -31,7 +31,7 @@ def _sources(dataset: Dataset) -> tuple[list[Any], dict[str, str], set[str]]:
     """Every source query's original text (reviewed feedback excluded: people
     labelled it), the split of each generated one (the only ones audited), and the
     generated ones an applied audit already decided."""
-    from classifiers.ml.label_audit import AuditSource
+    from classifiers.ml.eval.label_audit import AuditSource
 
     rows = (
         dataset.examples.filter(transform="original")
@@ -62,7 +62,7 @@ def execute_audit(
 ) -> None:
     import torch
 
-    from classifiers.ml.label_audit import (
+    from classifiers.ml.eval.label_audit import (
         AuditConfig,
         audit_labels,
         score_histogram,

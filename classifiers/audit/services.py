@@ -127,13 +127,13 @@ def decide(
 
 def learn_order(audit: LabelAudit) -> dict[str, Any]:
     """Score every undecided item by how likely its generated label is wrong, from
-    the decisions so far (classifiers.ml.label_audit.rank_by_decisions).
+    the decisions so far (classifiers.ml.eval.label_audit.rank_by_decisions).
 
     Only orders the queue: ranks, reasons and the random sample are unchanged.
     Takes milliseconds to a second (a logistic head on stored embeddings), so it
     runs in the request, under the audit's row lock: a decision made meanwhile
     waits, and the scores match the decisions they were learned from."""
-    from classifiers.ml.label_audit import rank_by_decisions
+    from classifiers.ml.eval.label_audit import rank_by_decisions
 
     with transaction.atomic():
         locked = LabelAudit.objects.select_for_update().get(pk=audit.pk)
@@ -188,7 +188,7 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
     """Write a new dataset: flipped sources (all their augmented copies) relabelled,
     dropped sources left out, reviewed sources marked (a later audit skips them).
     One transaction: all of it or nothing."""
-    from classifiers.ml import data as ml_data
+    from classifiers.ml.data import assemble as ml_data
 
     with transaction.atomic():
         audit = LabelAudit.objects.select_for_update().select_related(

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from classifiers.ml.registry import pick_device
+from classifiers.ml.device import pick_device_name
 from classifiers.ml.types import ChatGenerator
 
 _lock = threading.Lock()
@@ -20,7 +20,7 @@ def shared_generator() -> tuple[Any, Any]:
     """The local generator (SmolLM2 unless configured), loaded once per process."""
     import torch
 
-    from classifiers.ml.output_classifier import load_backbone
+    from classifiers.ml.output.model import load_backbone
     from classifiers.ml.registry import generator_dir
 
     directory = str(generator_dir(settings.GENERATOR_MODEL_DIR or None, data_dir=settings.DATA_DIR))
@@ -31,7 +31,7 @@ def shared_generator() -> tuple[Any, Any]:
         if directory not in _shared_lm:
             if settings.TORCH_THREADS:
                 torch.set_num_threads(settings.TORCH_THREADS)
-            lm, tokenizer = load_backbone(directory, torch.device(pick_device()))
+            lm, tokenizer = load_backbone(directory, torch.device(pick_device_name()))
             lm.requires_grad_(False)
             _shared_lm[directory] = (lm, tokenizer)
         return _shared_lm[directory]
@@ -49,11 +49,11 @@ def local_generator() -> ChatGenerator:
     with _local_lock:
         if _local_generator is None:
             from classifiers.ml import registry
-            from classifiers.ml.generation import LocalGenerator
+            from classifiers.ml.generation.local import LocalGenerator
 
             _local_generator = LocalGenerator.from_dir(
                 registry.generator_dir(data_dir=settings.DATA_DIR),
-                device=pick_device(),
+                device=pick_device_name(),
             )
         return _local_generator
 
@@ -67,10 +67,10 @@ def relevance_embedder() -> Any:
     with _local_lock:
         if _embedder is None:
             from classifiers.ml import registry
-            from classifiers.ml.input_classifier import sentence_embedder
+            from classifiers.ml.input.model import sentence_embedder
 
             _embedder = sentence_embedder(
                 registry.encoder_dir(settings.ENCODER_MODEL_DIR or None),
-                device=pick_device(),
+                device=pick_device_name(),
             )
         return _embedder

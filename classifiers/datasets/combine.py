@@ -14,8 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from classifiers.datasets.lineage import label_provenance, part_name
-from classifiers.ml import data as ml_data
-from classifiers.ml.combine import combine_examples
+from classifiers.ml.data import assemble as ml_data
+from classifiers.ml.data.combine import combine_examples
 from classifiers.models import Dataset, DatasetExample
 from classifiers.models.jobs import JobStatus
 from constitutions.models import record

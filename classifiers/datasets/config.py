@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any
 
-from classifiers.ml import data as ml_data
+from classifiers.ml.data import prompts as ml_data
+from classifiers.ml.data.splits import SPLITS
 from classifiers.ml.types import RESTRICTED
 
 LOCAL = "local"
@@ -74,7 +75,7 @@ def generate_config(**options: Any) -> dict[str, Any]:
 
 def check_config(config: dict[str, Any]) -> list[str]:
     """Problems with transform names, families and sizes ([] when fine)."""
-    from classifiers.ml.augment import FAMILIES, TRANSFORMS
+    from classifiers.ml.data.transforms import FAMILIES, TRANSFORMS
 
     problems = []
     unknown = [t for t in config.get("transforms", []) if t not in TRANSFORMS]
@@ -107,7 +108,7 @@ def _split_problems(config: dict[str, Any]) -> list[str]:
         name: config.get(
             f"{name}_fraction", getattr(ml_data.GenerateConfig, f"{name}_fraction")
         )
-        for name in ml_data.SPLITS
+        for name in SPLITS
     }
     try:
         fractions = {name: float(value) for name, value in fractions.items()}

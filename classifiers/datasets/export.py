@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count
 
-from classifiers.ml import data as ml_data
+from classifiers.ml.data import io as ml_data
 from classifiers.ml.types import Example
 from classifiers.models import (
     Dataset,

@@ -13,8 +13,9 @@ from classifiers.datasets.config import (
     generate_config,
     version_problems,
 )
-from classifiers.ml.augment import FAMILIES
-from classifiers.ml.data import ALL_SPLITS, SPLITS, GenerateConfig
+from classifiers.ml.data.prompts import GenerateConfig
+from classifiers.ml.data.splits import ALL_SPLITS, SPLITS
+from classifiers.ml.data.transforms import FAMILIES
 from classifiers.models import GeneratorEndpoint
 from classifiers.models.audit import (
     DEFAULT_SPOT_CHECK,

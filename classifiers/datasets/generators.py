@@ -16,7 +16,7 @@ from classifiers.models import (
 
 
 def endpoint_generator(endpoint: GeneratorEndpoint) -> Any:
-    from classifiers.ml.generation import OpenAICompatGenerator
+    from classifiers.ml.generation.openai_compat import OpenAICompatGenerator
 
     return OpenAICompatGenerator(
         endpoint.base_url,
@@ -30,7 +30,7 @@ def endpoint_generator(endpoint: GeneratorEndpoint) -> Any:
 
 def check_endpoint(endpoint: GeneratorEndpoint) -> str:
     """Return "ok", or what is wrong with the endpoint (never raises for its faults)."""
-    from classifiers.ml.generation import GeneratorError
+    from classifiers.ml.generation.sampling import GeneratorError
 
     try:
         with endpoint_generator(endpoint) as generator:

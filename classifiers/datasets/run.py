@@ -21,8 +21,9 @@ from classifiers.datasets.config import (
 from classifiers.datasets.examples import feedback_for_dataset
 from classifiers.datasets.export import ProgressLine
 from classifiers.datasets.generators import dataset_generator
-from classifiers.ml import data as ml_data
-from classifiers.ml import redteam
+from classifiers.ml.data import assemble as ml_data
+from classifiers.ml.data import redteam
+from classifiers.ml.text.frames import SEED_JAILBREAK_TEMPLATES
 from classifiers.ml.types import Example
 from classifiers.models import (
     Dataset,
@@ -94,7 +95,7 @@ def _build_and_save(
 
     templates: list[str] = []
     if "redteam_template" in cfg.transforms:
-        store_templates(redteam.SEED_JAILBREAK_TEMPLATES, source="seed")
+        store_templates(SEED_JAILBREAK_TEMPLATES, source="seed")
         new = redteam.generate_jailbreak_templates(
             generator,
             seed_templates=all_templates(),

@@ -38,7 +38,7 @@ def _score(
     should_cancel: Callable[[], bool],
 ) -> tuple[list[list[float]], float]:
     """Per-token running scores (each model's own aggregator), and seconds spent."""
-    from classifiers.ml.output_classifier import aggregate_scores, score_responses
+    from classifiers.ml.output.scoring import aggregate_scores, score_responses
 
     per_token: list[list[float]] = []
     seconds = 0.0
@@ -59,7 +59,7 @@ def _score(
 def _predicted_categories(constitution: Any, examples: Sequence[Example]) -> list[str] | None:
     """The active input classifier's category of each prompt: the guard picks a
     per-category output threshold by it. None without an active input model."""
-    from classifiers.ml.input_classifier import score_texts
+    from classifiers.ml.input.scoring import score_texts
 
     model = active_model(constitution, "input")
     if model is None:
@@ -80,7 +80,10 @@ def execute_cascade_calibration(
     should_cancel: Callable[[], bool],
     finish: Callable[..., None],
 ) -> None:
-    from classifiers.ml.streaming_cascade import calibrate_cascade, evaluate_cascade
+    from classifiers.ml.eval.cascade_calibration import (
+        calibrate_cascade,
+        evaluate_cascade,
+    )
 
     probe_model, heavy_model = job.probe_model, job.heavy_model
     probe, probe_thresholds, probe_cfg = output_model_for(probe_model)

@@ -18,14 +18,14 @@ from django.conf import settings
 
 from classifiers.core.model_cache import shared_generator
 from classifiers.guard.policy import served_cascade
-from classifiers.ml.calibrate import Thresholds
-from classifiers.ml.guard import (
+from classifiers.ml.device import pick_device_name
+from classifiers.ml.eval.calibrate import Thresholds
+from classifiers.ml.serving.engine import (
     CascadeGuard,
     GuardConfig,
     GuardEngine,
     InputGuard,
 )
-from classifiers.ml.registry import pick_device
 from classifiers.models import (
     ActiveModel,
     GuardPolicy,
@@ -59,14 +59,14 @@ def artifact_dir(model: ModelVersion) -> Any:
 
 
 def input_guard_for(model: ModelVersion) -> InputGuard:
-    from classifiers.ml.input_classifier import load_input_classifier
+    from classifiers.ml.input.persistence import load_input_classifier
 
     cached = _input_guards.get(model.pk)
     if cached is not None:
         return cached
     with _lock:
         if model.pk not in _input_guards:
-            loaded = load_input_classifier(artifact_dir(model), device=pick_device())
+            loaded = load_input_classifier(artifact_dir(model), device=pick_device_name())
             thresholds = loaded.thresholds or Thresholds.from_dict(model.thresholds)
             _input_guards[model.pk] = InputGuard(loaded.model, loaded.tokenizer, thresholds)
         return _input_guards[model.pk]
@@ -75,11 +75,9 @@ def input_guard_for(model: ModelVersion) -> InputGuard:
 def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
     """(CausalLMWithValueHead, thresholds, classifier config) for a model version."""
     from classifiers.ml.checkpoints import load_artifact
-    from classifiers.ml.output_classifier import (
-        OutputClassifierConfig,
-        load_output_classifier,
-    )
-    from classifiers.ml.value_head import CausalLMWithValueHead
+    from classifiers.ml.output.model import OutputClassifierConfig
+    from classifiers.ml.output.persistence import load_output_classifier
+    from classifiers.ml.output.value_head import CausalLMWithValueHead
 
     cached = _output_models.get(model.pk)
     if cached is not None:
@@ -98,7 +96,7 @@ def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
                 wrapped.load_head_state_dict(artifact.tensors["head"])
                 wrapped.to(lm.device).eval()
             else:
-                wrapped = load_output_classifier(artifact_dir(model), device=pick_device()).model
+                wrapped = load_output_classifier(artifact_dir(model), device=pick_device_name()).model
             _output_models[model.pk] = (wrapped, thresholds, cfg)
         return _output_models[model.pk]
 
@@ -106,7 +104,7 @@ def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
 def batcher_for(lm: Any, tokenizer: Any) -> Any | None:
     """The one ContinuousBatcher of a loaded generator, shared by every request that
     generates with it; None when batching is off (GUARDWEB_GENERATION_BATCH=1)."""
-    from classifiers.ml.batched_streaming import ContinuousBatcher, supports_batching
+    from classifiers.ml.serving.batching import ContinuousBatcher, supports_batching
 
     if settings.GENERATION_BATCH <= 1 or not supports_batching(lm.config):
         return None
@@ -144,7 +142,7 @@ def active_models(constitution: Any) -> tuple[ModelVersion | None, ModelVersion 
 def cascade_guard_for(calibration: Any) -> CascadeGuard:
     """The heavy half of a served cascade, one per calibration and process, so every
     stream that escalates shares its model and the lock its forwards take turns on."""
-    from classifiers.ml.streaming_cascade import CascadeSettings
+    from classifiers.ml.serving.cascade import CascadeSettings
 
     cached = _cascade_guards.get(calibration.pk)
     if cached is not None:
@@ -252,7 +250,7 @@ def shadow_decision(setup: GuardSetup, messages: list[dict[str, str]], reply: st
     """What the shadow model would have decided on the same prompt and reply."""
     if setup.shadow_engine is None:
         return {}
-    from classifiers.ml.guard import run_to_end
+    from classifiers.ml.serving.engine import run_to_end
 
     result = run_to_end(
         setup.shadow_engine.stream_upstream(messages, [reply] if reply else [], GuardConfig(mode="shadow"))

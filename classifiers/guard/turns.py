@@ -8,9 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
-from classifiers.ml.guard import (
-    GuardResult,
-)
+from classifiers.ml.serving.engine import GuardResult
 from classifiers.models import (
     Conversation,
     Turn,

@@ -24,33 +24,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from classifiers.ml.calibrate import Thresholds, calibrate_thresholds
-from classifiers.ml.data import (
-    correction_weights,
-    is_correction,
-    is_refusal,
-    response_label,
-)
-from classifiers.ml.evaluate import (
+from classifiers.ml.data.filters import is_refusal
+from classifiers.ml.data.prompts import correction_weights, is_correction
+from classifiers.ml.data.stage1 import response_label
+from classifiers.ml.eval.calibrate import Thresholds, calibrate_thresholds
+from classifiers.ml.eval.evaluate import (
     KeywordBaseline,
     evaluation_report,
     refusal_baseline_scores,
     tpr_at_fpr,
 )
-from classifiers.ml.input_classifier import (
-    InputClassifierConfig,
-    save_input_classifier,
-    score_texts,
-    train_input_classifier,
-)
-from classifiers.ml.output_classifier import (
-    OutputClassifierConfig,
+from classifiers.ml.input.model import InputClassifierConfig
+from classifiers.ml.input.persistence import save_input_classifier
+from classifiers.ml.input.scoring import score_texts
+from classifiers.ml.input.training import train_input_classifier
+from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.output.persistence import save_output_classifier
+from classifiers.ml.output.scoring import (
     final_scores,
     halting_positions,
-    save_output_classifier,
     score_responses,
-    train_output_classifier,
 )
+from classifiers.ml.output.training import train_output_classifier
 from classifiers.ml.types import Cancelled, ConstitutionSpec, Example
 
 REPORT_SPLITS = ("test", "heldout_transforms")

@@ -1,7 +1,7 @@
 """Label audits: a person checks the generated labels a cross-validated model doubts.
 
 A `LabelAudit` is a job over one dataset: it scores every source query out of fold
-(classifiers.ml.label_audit) and stores one `LabelAuditItem` per suspect, plus a
+(classifiers.ml.eval.label_audit) and stores one `LabelAuditItem` per suspect, plus a
 random spot check of non-suspects. Reviewers keep, flip or drop each item; applying
 the audit writes a NEW dataset with those decisions, so models trained on the
 original keep pointing at the data they saw.

@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 
 from classifiers.guard.engines import active_models, guard_setup
 from classifiers.guard.turns import Stopwatch, record_turn
-from classifiers.ml.guard import GuardConfig, GuardEngine, GuardResult
+from classifiers.ml.serving.engine import GuardConfig, GuardEngine, GuardResult
 from classifiers.models import Conversation, GuardPolicy, ModelVersion, Turn
 from constitutions.models import Constitution
 from guardweb.roles import POLICY_AUTHOR, has_role

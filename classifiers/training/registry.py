@@ -64,7 +64,7 @@ _LOADED_LOCK = threading.Lock()
 
 def load_model(model_version: ModelVersion) -> Any:
     """The loaded input classifier of a ModelVersion (cached by path + checksum)."""
-    from classifiers.ml.input_classifier import load_input_classifier
+    from classifiers.ml.input.persistence import load_input_classifier
 
     key = (model_version.path, model_version.checksum)
     with _LOADED_LOCK:
@@ -83,8 +83,8 @@ def classify_texts(
     *, constitution: Any, texts: Sequence[str], batch_size: int = CLASSIFY_BATCH
 ) -> list[dict[str, Any]]:
     """Score texts with the ACTIVE input classifier of `constitution`."""
-    from classifiers.ml.calibrate import Thresholds
-    from classifiers.ml.input_classifier import score_texts
+    from classifiers.ml.eval.calibrate import Thresholds
+    from classifiers.ml.input.scoring import score_texts
 
     model_version = active_model(constitution, "input")
     if model_version is None:

@@ -24,6 +24,7 @@ from django.db import transaction
 from classifiers.core.jobs import JobRunner
 from classifiers.datasets.examples import examples_by_split
 from classifiers.ml import registry
+from classifiers.ml.device import pick_device_name
 from classifiers.ml.pipeline import (
     PipelineConfig,
     PipelineProgress,
@@ -90,7 +91,7 @@ def execute_training(
     )
     trained = train_guard(
         PipelineConfig.from_dict(cfg), splits, version.to_spec(),
-        encoder_dir=encoder, generator_dir=generator, device=registry.pick_device(),
+        encoder_dir=encoder, generator_dir=generator, device=pick_device_name(),
         category_fpr=category_fpr_targets(version), progress=tracker,
         should_cancel=should_cancel,
         warn=lambda message: logger.warning("run %s: %s", run.pk, message),

@@ -211,7 +211,7 @@ def model_activate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def model_compare(request: HttpRequest) -> HttpResponse:
-    from classifiers.ml.evaluate import compare_reports
+    from classifiers.ml.eval.evaluate import compare_reports
 
     require_role(request)
     try:

@@ -40,7 +40,7 @@ def _split_fractions(value: str) -> dict[str, float]:
     """"train=0.6,test=0.2" -> {"train_fraction": 0.6, "test_fraction": 0.2}."""
     from argparse import ArgumentTypeError
 
-    from classifiers.ml.data import SPLITS
+    from classifiers.ml.data.splits import SPLITS
 
     fractions = {}
     for part in _csv(value):
@@ -69,7 +69,7 @@ class Command(BaseCommand):
         return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
-        from classifiers.ml.augment import FAMILIES
+        from classifiers.ml.data.transforms import FAMILIES
 
         parser.add_argument("--constitution", required=True, help="constitution slug")
         parser.add_argument(
