@@ -7,10 +7,17 @@ import pkgutil
 import sys
 from pathlib import Path
 
+# Modules of this package that are not benchmarks: shared set-up, not runnable.
+HELPERS = frozenset({"fixtures"})
+
 
 def available() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(here)])
+        if not m.name.startswith("_") and m.name not in HELPERS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

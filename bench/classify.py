@@ -52,20 +52,20 @@ def _bench_constitution() -> Any:
     """The bench's own constitution with an active input classifier (trained once)."""
     from django.db import transaction
 
-    from bench import _fixtures
+    from bench import fixtures
     from classifiers.models import ActiveModel, GuardPolicy
     from constitutions.models import Constitution
 
     constitution = Constitution.objects.filter(slug=BENCH_SLUG).first()
     if constitution is None:
         with transaction.atomic():
-            version = _fixtures.placeholder_constitution(BENCH_SLUG)
+            version = fixtures.placeholder_constitution(BENCH_SLUG)
         constitution = version.constitution
     if not ActiveModel.objects.filter(constitution=constitution, kind="input").exists():
         logger.info("training the bench's input classifier (once)")
         relative = f"{BENCH_SLUG}/input-{int(time.time())}"
-        artifact = _fixtures.train_input_artifact(relative)
-        _fixtures.activate(
+        artifact = fixtures.train_input_artifact(relative)
+        fixtures.activate(
             constitution.versions.order_by("-number").first(), "input", artifact
         )
     GuardPolicy.objects.update_or_create(
@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     from django.contrib.auth import get_user_model
 
-    from bench._fixtures import BENIGN, HARMFUL
+    from bench.fixtures import BENIGN, HARMFUL
     from classifiers.api import batching
     from classifiers.models import ApiToken, Conversation
     from constitutions.models import Constitution

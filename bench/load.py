@@ -21,7 +21,7 @@ Conversation), p50/p95 latency per kind, throughput.
 
 The guard: without `--constitution` the bench migrates a throwaway database
 (dropped at the end) and sets up "widgets" with the test suite's quickly trained
-classifiers (bench/_fixtures.py: the real MiniLM input classifier, a probe on
+classifiers (bench/fixtures.py: the real MiniLM input classifier, a probe on
 the real SmolLM2 that never halts). `--constitution SLUG` uses that constitution's
 active models in the configured database (e.g. `cbrn-demo` after `make demo`).
 """
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
-        from bench._fixtures import guarded_constitution
+        from bench.fixtures import guarded_constitution
 
         logger.info("training the throwaway guard (seconds)")
         constitution = guarded_constitution(

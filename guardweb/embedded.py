@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -34,11 +35,16 @@ class StartupError(RuntimeError):
 
 
 def check_writable(data_dir: Path) -> None:
+    """Fail with one clear line unless we can create files in `data_dir`.
+
+    The probe file has a name of its own per call: the web server and the worker
+    start together on a fresh data dir, and with one shared name one process
+    deleted the probe the other was still writing (the first `make demo` failed).
+    """
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-probe-") as probe:
+            probe.write(b"ok")
     except OSError as exc:
         raise StartupError(
             f"data dir {data_dir} is not writable ({exc.strerror or exc}); "

@@ -1,6 +1,6 @@
 """Guarded constitutions with real, quickly trained classifiers, for the API tests.
 
-The placeholder queries and the classifier artifacts live in bench/_fixtures.py
+The placeholder queries and the classifier artifacts live in bench/fixtures.py
 (the benchmarks use them too); each test creates its own constitution with
 tests.factories.published_constitution and activates them on it.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench._fixtures import (
+from bench.fixtures import (
     BENIGN,
     BENIGN_PROMPT,
     HARMFUL,

@@ -65,7 +65,7 @@ def restricted_and_permitted(constitution: Constitution | None = None) -> Consti
 # The placeholder categories of published_constitution, by exact name: kind,
 # description, example queries, example responses. The lower-case pair is the one
 # the API and training tests use (the quickly trained classifiers in
-# bench/_fixtures.py know these names); the capitalised ones are the review and
+# bench/fixtures.py know these names); the capitalised ones are the review and
 # dataset tests' widget shop.
 CATEGORY_TEXT: dict[str, tuple[str, str, list[str], list[str]]] = {
     "forbidden widgets": (

@@ -28,6 +28,12 @@ def manage(*args: str, data_dir: Path, timeout: float = 120, **env: str):  # typ
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def embedded_dir() -> Path:  # type: ignore[no-untyped-def]
     # Not pytest's tmp_path: PostgreSQL runs as its own user and must traverse the
@@ -83,6 +89,37 @@ def _one_clear_line(result) -> str:  # type: ignore[no-untyped-def]
     return lines[0]
 
 
+PROBE_ROUNDS = """
+import sys
+from pathlib import Path
+from guardweb.embedded import StartupError, check_writable
+failures = 0
+for _ in range(int(sys.argv[2])):
+    try:
+        check_writable(Path(sys.argv[1]))
+    except StartupError as exc:
+        failures += 1
+        print(exc, file=sys.stderr)
+sys.exit(1 if failures else 0)
+"""
+
+
+def test_processes_starting_together_on_a_fresh_data_dir_all_pass_the_write_check(tmp_path):
+    # The web server and the worker run this check at the same moment on the first
+    # `make demo`; eight processes at once make the race likely on every run.
+    data_dir = tmp_path / "fresh"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE_ROUNDS, str(data_dir), "200"],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 8, errors
+    assert list(data_dir.iterdir()) == []  # no probe file left behind
+
+
 def test_a_data_dir_that_is_not_writable_is_one_clear_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -100,9 +137,11 @@ def test_a_port_in_use_is_one_clear_line(embedded_dir):
 
 
 def test_an_unreachable_database_url_is_one_clear_line(tmp_path):
+    # A free port of its own: the check must not depend on what else runs here
+    # (a `make demo` on port 8000 made it report the port instead).
     line = _one_clear_line(
         manage(
-            "serve", data_dir=tmp_path,
+            "serve", "--port", str(_free_port()), data_dir=tmp_path,
             DATABASE_URL="postgres://postgres@127.0.0.1:1/guardweb",
             REDIS_URL="redis://127.0.0.1:1/0",
         )

@@ -1,5 +1,4 @@
-"""What an audit's page shows: score histograms, tallies, estimated error rates.
-"""
+"""What an audit's page shows: score histograms, tallies, estimated error rates."""
 
 from __future__ import annotations
 

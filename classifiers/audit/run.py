@@ -165,8 +165,6 @@ def embeddings_from_bytes(blobs: Sequence[bytes]) -> Any:
     )
 
 
-
-
 def run_audit_job(audit_pk: int) -> None:
     """Run a queued LabelAudit under a JobRunner (also used by the command)."""
 

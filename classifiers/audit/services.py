@@ -1,5 +1,4 @@
-"""Start a label audit, decide its items, learn their order, apply it as a new dataset.
-"""
+"""Start a label audit, decide its items, learn their order, apply it as a new dataset."""
 
 from __future__ import annotations
 

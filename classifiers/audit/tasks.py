@@ -1,5 +1,4 @@
-"""The label-audit task: thin, the work lives in audit.run.
-"""
+"""The label-audit task: thin, the work lives in audit.run."""
 
 from __future__ import annotations
 

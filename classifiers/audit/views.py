@@ -44,7 +44,6 @@ SHOW = {
 }
 
 
-
 def _can_decide(user: Any) -> bool:
     return has_role(user, POLICY_AUTHOR) or has_role(user, REVIEWER)
 

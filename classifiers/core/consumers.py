@@ -1,5 +1,4 @@
-"""The progress websocket shared by every job kind: /ws/jobs/<kind>/<pk>/.
-"""
+"""The progress websocket shared by every job kind: /ws/jobs/<kind>/<pk>/."""
 
 from __future__ import annotations
 

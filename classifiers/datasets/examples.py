@@ -1,5 +1,4 @@
-"""A dataset's examples as classifiers.ml Examples, and review feedback as examples.
-"""
+"""A dataset's examples as classifiers.ml Examples, and review feedback as examples."""
 
 from __future__ import annotations
 

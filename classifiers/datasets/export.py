@@ -1,5 +1,4 @@
-"""A dataset's examples out: JSONL/Parquet export, category bars, console progress.
-"""
+"""A dataset's examples out: JSONL/Parquet export, category bars, console progress."""
 
 from __future__ import annotations
 

@@ -63,8 +63,6 @@ def all_templates() -> list[str]:
     return list(JailbreakTemplate.objects.order_by("id").values_list("text", flat=True))
 
 
-
-
 def run_dataset(dataset_id: int, *, echo: ProgressLine | None = None) -> Dataset:
     """Build dataset `dataset_id` (must be queued); the status says how it ended."""
     dataset = Dataset.objects.select_related(

@@ -1,5 +1,4 @@
-"""Start a generation run: checks, the Dataset row, and the task on the gpu queue.
-"""
+"""Start a generation run: checks, the Dataset row, and the task on the gpu queue."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The generation task: thin, the work lives in datasets.run.
-"""
+"""The generation task: thin, the work lives in datasets.run."""
 
 from __future__ import annotations
 

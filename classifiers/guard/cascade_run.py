@@ -1,5 +1,4 @@
-"""The worker side of a probe-cascade calibration.
-"""
+"""The worker side of a probe-cascade calibration."""
 
 from __future__ import annotations
 
@@ -209,11 +208,6 @@ def save_result(
         job.refresh_from_db()
         if job.use_when_done:
             serve_if_probe_active(job, job.created_by)
-
-
-
-
-
 
 
 def run_cascade_job(job_pk: int) -> None:

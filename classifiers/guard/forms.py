@@ -1,5 +1,4 @@
-"""The guard settings and cascade forms.
-"""
+"""The guard settings and cascade forms."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Prometheus /metrics: guarded turns, review queue, batching engine.
-"""
+"""Prometheus /metrics: guarded turns, review queue, batching engine."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What the guard serves: the probe cascade in use, turned on or off.
-"""
+"""What the guard serves: the probe cascade in use, turned on or off."""
 
 from __future__ import annotations
 

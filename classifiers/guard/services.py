@@ -1,5 +1,4 @@
-"""Start a probe-cascade calibration on the gpu queue.
-"""
+"""Start a probe-cascade calibration on the gpu queue."""
 
 from __future__ import annotations
 

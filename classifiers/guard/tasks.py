@@ -1,5 +1,4 @@
-"""The probe-cascade calibration task: thin, the work lives in guard.cascade_run.
-"""
+"""The probe-cascade calibration task: thin, the work lives in guard.cascade_run."""
 
 from __future__ import annotations
 

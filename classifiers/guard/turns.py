@@ -1,5 +1,4 @@
-"""Store a guarded turn (and flag its conversation for review).
-"""
+"""Store a guarded turn (and flag its conversation for review)."""
 
 from __future__ import annotations
 

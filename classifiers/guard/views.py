@@ -1,5 +1,4 @@
-"""Guard settings of a constitution and its probe cascade.
-"""
+"""Guard settings of a constitution and its probe cascade."""
 
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ __init__ says what lives inside it):
                   and output/scoring.py, THE per-token score rule
   serving/        guarded generation: single stream, continuous batching, cascade, engine
   eval/           metrics, threshold calibration, label audit, cascade calibration
+  pipeline.py     one training run: train -> calibrate -> evaluate -> save the guard
 
 Lower layers never import higher ones: types/device/registry/checkpoints <- text <-
 data; generation; eval/{evaluate,calibrate} <- input, output <- serving <- eval's
-cascade and label-audit modules (which sit on top of input/output).
+cascade and label-audit modules (which sit on top of input/output) <- pipeline.
 """

@@ -1,5 +1,4 @@
-"""The playground websocket: /ws/playground/.
-"""
+"""The playground websocket: /ws/playground/."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The playground page.
-"""
+"""The playground page."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Live dashboard counters over a websocket: /ws/dashboard/.
-"""
+"""Live dashboard counters over a websocket: /ws/dashboard/."""
 
 from __future__ import annotations
 

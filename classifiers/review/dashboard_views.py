@@ -1,5 +1,4 @@
-"""The dashboard page.
-"""
+"""The dashboard page."""
 
 from __future__ import annotations
 

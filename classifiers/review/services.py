@@ -1,5 +1,4 @@
-"""The review queue: flagged turns become items; claim, assign, decide, bulk decide.
-"""
+"""The review queue: flagged turns become items; claim, assign, decide, bulk decide."""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 class Conflict(Exception):
     """Someone else changed the item first; the message says what it is now."""
-
 
 
 def ensure_review_item(conversation: Conversation) -> ReviewItem | None:
@@ -56,7 +54,7 @@ def backfill_review_items() -> int:
 
 
 def after_turn_recorded(conversation: Conversation) -> None:
-    """Called by guard_service.record_turn: queue a flagged conversation, push counters."""
+    """Called by guard.turns.record_turn: queue a flagged conversation, push counters."""
     try:
         with transaction.atomic():  # a savepoint: a failure here leaves the turn saved
             ensure_review_item(conversation)

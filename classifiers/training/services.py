@@ -1,5 +1,4 @@
-"""Start and cancel training runs.
-"""
+"""Start and cancel training runs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The training task: thin, the work lives in training.run.
-"""
+"""The training task: thin, the work lives in training.run."""
 
 from __future__ import annotations
 

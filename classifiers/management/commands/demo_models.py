@@ -1,7 +1,7 @@
 """manage.py demo_models: a small dataset and both classifiers for each demo constitution.
 
-Runs through the same service code as the UI (services_datasets to generate,
-services_training to train), in this process, with the embedded SmolLM2. Cached: a
+Runs through the same service code as the UI (classifiers.datasets to generate,
+classifiers.training to train), in this process, with the embedded SmolLM2. Cached: a
 constitution that already has an active input AND output model is skipped.
 """
 

@@ -1,8 +1,9 @@
 """`manage.py generate`: build a synthetic dataset from the command line.
 
 Same options and same code path as the web form: the Dataset row is created by
-`services_datasets.dataset_start` and built in THIS process by `run_dataset` (the
-function the Celery task calls), printing progress lines as it goes.
+`classifiers.datasets.services.dataset_start` and built in THIS process by
+`classifiers.datasets.run.run_dataset` (the function the Celery task calls),
+printing progress lines as it goes.
 """
 
 from __future__ import annotations

@@ -245,7 +245,8 @@ def is_correction(example: Example) -> bool:
     """Whether a person corrected this example's label: a label audit flipped it
     (meta reviewed.flipped_from) or a reviewer's triage put it in the data (meta
     source "feedback", such as a confirmed false positive). The same rule as a
-    database query: services_training.corrected_training_prompts; change both."""
+    database query: classifiers.training.services.corrected_training_prompts;
+    change both."""
     reviewed = example.meta.get("reviewed") or {}
     return bool(reviewed.get("flipped_from")) or example.meta.get("source") == "feedback"
 

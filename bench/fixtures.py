@@ -9,8 +9,8 @@ for a throwaway two-category constitution of its own. The tests build their
 constitutions with tests.factories and guard them here (tests/api_helpers.py);
 this module must not import tests/ (bench is installed with the product).
 
-The module name starts with "_" so that `python -m bench` does not list it as a
-benchmark. All text is innocuous placeholder content ("forbidden widgets" vs
+`python -m bench` does not list it as a benchmark (bench/__main__.py HELPERS).
+All text is innocuous placeholder content ("forbidden widgets" vs
 garden soup).
 """
 
