@@ -1,3 +1,5 @@
+"""Every page (HTTP) and websocket route of the site, each app's listed explicitly."""
+
 from __future__ import annotations
 
 from django.contrib import admin
@@ -5,7 +7,11 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
+from classifiers import urls as classifier_urls
+from classifiers.api import urls as api_urls
 from classifiers.guard.metrics import metrics_view
+from classifiers.routing import websocket_urlpatterns as classifier_websockets
+from constitutions import urls as constitution_urls
 from guardweb import views
 
 urlpatterns = [
@@ -19,15 +25,9 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("constitutions/", include("constitutions.urls")),
-    path("classifiers/", include("classifiers.urls")),
-    path("", include("classifiers.api.urls")),
+    path("constitutions/", include(constitution_urls)),
+    path("classifiers/", include(classifier_urls)),
+    path("", include(api_urls)),
 ]
 
-websocket_urlpatterns: list = []
-try:  # each app contributes its websocket routes
-    from classifiers.routing import websocket_urlpatterns as classifier_ws
-
-    websocket_urlpatterns += classifier_ws
-except ImportError:
-    pass
+websocket_urlpatterns = [*classifier_websockets]
