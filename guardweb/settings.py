@@ -260,7 +260,7 @@ GENERATOR_MODEL_DIR = os.getenv("GUARDWEB_GENERATOR_DIR", "")
 ENCODER_MODEL_DIR = os.getenv("GUARDWEB_ENCODER_DIR", "")
 TORCH_THREADS = envint("GUARDWEB_TORCH_THREADS", "0")  # 0 = torch's default
 # Concurrent local generations decoded together, one forward per step (continuous
-# batching, classifiers/ml/batched_streaming.py); 1 turns batching off.
+# batching, classifiers/ml/serving/batching.py); 1 turns batching off.
 GENERATION_BATCH = envint("GUARDWEB_GENERATION_BATCH", "8")
 
 LOGGING = {

@@ -118,9 +118,7 @@ def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, a
 
 
 @pytest.mark.django_db
-def test_an_artifact_write_failure_removes_what_was_written_and_keeps_the_live_model(
-    alice, artifacts
-):
+def test_an_artifact_folder_in_the_way_fails_the_run_and_is_left_alone(alice, artifacts):
     from classifiers.training.run import run_training_job
     from classifiers.training.services import training_start
 
@@ -130,8 +128,8 @@ def test_an_artifact_write_failure_removes_what_was_written_and_keeps_the_live_m
     live.activate()
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
                          activate_when_done=True, enqueue=False)  # fmt: skip
-    # A file where the output artifact's folder must go: the input artifact is
-    # written first, the output save then fails.
+    # A file where the output artifact's folder must go: nothing is written, and
+    # what this run did not create is never deleted.
     slug_dir = artifacts / version.constitution.slug
     slug_dir.mkdir(parents=True)
     (slug_dir / f"{run.pk}-output").write_text("in the way")
@@ -139,5 +137,48 @@ def test_an_artifact_write_failure_removes_what_was_written_and_keeps_the_live_m
     run.refresh_from_db()
     assert run.status == "failed" and "already exists" in run.error
     assert not (slug_dir / f"{run.pk}-input").exists()
+    assert (slug_dir / f"{run.pk}-output").read_text() == "in the way"
+    assert not ModelVersion.objects.filter(training_run=run).exists()
+    assert ActiveModel.objects.get(kind="input").model_version == live
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fails", ["output save", "rows"])
+def test_a_failure_after_the_input_artifact_is_written_removes_both_and_keeps_the_live_model(
+    alice, artifacts, monkeypatch, fails
+):
+    from classifiers.ml import pipeline
+    from classifiers.training import run as training_run
+    from classifiers.training.run import run_training_job
+    from classifiers.training.services import training_start
+
+    version = published_constitution(user=alice)
+    dataset = make_dataset(version)
+    live = make_model(dataset)
+    live.activate()
+    run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
+                         activate_when_done=True, enqueue=False)  # fmt: skip
+    slug_dir = artifacts / version.constitution.slug
+
+    def disk_full(model, directory, **kwargs):  # part of the output folder, then a failure
+        assert (slug_dir / f"{run.pk}-input").is_dir()  # the input artifact is written
+        directory.mkdir(parents=True)
+        (directory / "partial").write_text("half")
+        raise OSError(28, "No space left on device")
+
+    def database_down(**kwargs):  # both artifacts written, the rows' transaction fails
+        assert (slug_dir / f"{run.pk}-output").is_dir()
+        raise RuntimeError("database went away")
+
+    if fails == "output save":
+        monkeypatch.setattr(pipeline, "save_output_classifier", disk_full)
+    else:
+        monkeypatch.setattr(training_run, "activate_model", database_down)
+    run_training_job(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "No space left" in run.error or "database went away" in run.error
+    assert not (slug_dir / f"{run.pk}-input").exists()
+    assert not (slug_dir / f"{run.pk}-output").exists()
     assert not ModelVersion.objects.filter(training_run=run).exists()
     assert ActiveModel.objects.get(kind="input").model_version == live
