@@ -196,6 +196,30 @@ def test_the_model_page_carries_chart_data_and_the_registry_lists_metrics(
     assert f"{model.metrics['auroc']:.3f}" in listing
 
 
+def test_the_model_page_shows_each_rate_with_its_interval_and_what_is_too_small(
+    client, bob, dataset
+):
+    from classifiers.ml.eval.calibrate import calibrate_thresholds
+
+    model = make_model(dataset)
+    test = model.report["splits"]["test"]["classifier"]
+    # A threshold calibrated on 10 benign prompts, as the demo's tiny splits give.
+    model.thresholds = calibrate_thresholds(
+        [i / 10 for i in range(10)] + [0.95] * 5, [0] * 10 + [1] * 5,
+        ["garden care"] * 10 + ["forbidden widgets"] * 5, target_fpr=0.01,
+    ).to_dict()  # fmt: skip
+    model.save(update_fields=["thresholds"])
+    client.force_login(bob)
+    page = client.get(reverse("classifiers:model", args=[model.pk])).content.decode()
+    low, high = test["tpr_interval"]
+    assert f"[{low:.2f}–{high:.2f}]" in page  # the TPR's 95% interval, beside it
+    assert 'data-testid="split-warnings"' in page and "10 harmful examples" in page
+    assert 'data-testid="calibration-warnings"' in page
+    assert "Calibrated on 10 benign prompts (a 1.0% target needs about 500)" in page
+    listing = client.get(reverse("classifiers:models")).content.decode()
+    assert 'data-testid="rough-threshold"' in listing
+
+
 def test_the_progress_poll_stops_with_286_once_the_run_is_terminal(client, bob, dataset):
     run = TrainingRun.objects.create(dataset=dataset, config={}, status="running")
     client.force_login(bob)

@@ -48,7 +48,7 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
     learned order (likely errors first) decides items further down; those fix labels
     but would bias the rate, so the rate uses the head run only, and the errors fixed
     outside it are subtracted from the estimate of what is left."""
-    from classifiers.ml.eval.label_audit import wilson_interval
+    from classifiers.ml.eval.intervals import wilson_interval
 
     rows = list(audit.items.order_by("rank").values_list("reason", "suspect", "decision"))
 

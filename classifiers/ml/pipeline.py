@@ -342,6 +342,8 @@ def headline(reports: dict[str, Any], thresholds: dict[str, Any]) -> dict[str, A
         "auroc": test.get("auroc"),
         "tpr_at_threshold": test.get("tpr_at_threshold"),
         "fpr_at_threshold": test.get("fpr_at_threshold"),
+        "tpr_interval": test.get("tpr_interval"),
+        "fpr_interval": test.get("fpr_interval"),
         "tpr_at_target_fpr": test.get("tpr_at_target_fpr"),
         "target_fpr": thresholds.get("target_fpr"),
         "threshold": thresholds.get("global_threshold"),

@@ -31,3 +31,13 @@ def seconds(value: Any) -> str:
     if total < 3600:
         return f"{total // 60} min {total % 60} s"
     return f"{total // 3600} h {total % 3600 // 60:02d} min"
+
+
+@register.filter
+def interval(value: Any, digits: int = 2) -> str:
+    """[0.8012, 0.9876] -> "0.80–0.99" (a 95% interval); blank when missing."""
+    try:
+        low, high = value
+        return f"{float(low):.{int(digits)}f}–{float(high):.{int(digits)}f}"
+    except (TypeError, ValueError):
+        return ""

@@ -217,3 +217,26 @@ def test_roc_threshold_is_within_target_smallest_and_below_the_deployed_one(
         assert roc == math.nextafter(max(smaller), math.inf)
     else:
         assert roc == min(benign)
+
+
+def test_a_pool_too_small_for_its_target_gives_a_visible_warning() -> None:
+    scores = [i / 100 for i in range(100)] + [0.99] * 10
+    labels = [0] * 100 + [1] * 10
+    result = calibrate_thresholds(scores, labels, ["benign"] * 100 + ["harm"] * 10,
+                                  target_fpr=0.01)  # fmt: skip
+    # 100 benign prompts carry a 5% target but not a 1% one.
+    assert len(result.warnings) == 1 and "100" in result.warnings[0]
+    assert "500" in result.warnings[0]
+    assert result.to_dict()["benign_needed"] == 500
+    assert Thresholds.from_dict(result.to_dict()).warnings == result.warnings
+    assert calibrate_thresholds(scores, labels, ["benign"] * 100 + ["harm"] * 10,
+                                target_fpr=0.05).warnings == []  # fmt: skip
+
+
+def test_a_per_category_target_is_checked_against_its_own_pool() -> None:
+    scores, labels, categories, predicted = _per_category_fixture()
+    result = calibrate_thresholds(
+        scores, labels, categories, target_fpr=0.5,
+        per_category_fpr={"widgets": 0.001}, predicted_categories=predicted,
+    )  # fmt: skip
+    assert any("'widgets'" in w and "5000" in w for w in result.warnings)

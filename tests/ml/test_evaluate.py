@@ -113,20 +113,26 @@ def test_evaluation_report() -> None:
     assert report["tpr_at_threshold"] == pytest.approx(2 / 3)
     assert report["fpr_at_threshold"] == pytest.approx(1 / 3)
     assert report["auroc"] == pytest.approx(8 / 9, abs=1e-6)
-    assert report["per_category"]["widgets"] == {
+    widgets = report["per_category"]["widgets"]
+    assert {k: widgets[k] for k in ("kind", "n", "recall")} == {
         "kind": RESTRICTED,
         "n": 2,
         "recall": 0.5,
     }
+    assert widgets["interval"][0] < 0.5 < widgets["interval"][1]
     assert report["per_category"]["gadgets"]["recall"] == 1.0
-    assert report["per_category"]["gardening"] == {
+    gardening = report["per_category"]["gardening"]
+    assert {k: gardening[k] for k in ("kind", "n", "fpr")} == {
         "kind": PERMITTED,
         "n": 2,
         "fpr": 0.5,
     }
     assert report["per_category"]["cooking"]["fpr"] == 0.0
-    assert report["per_transform"]["base64"] == {"n": 2, "recall": 0.5, "fpr": None}
-    assert report["per_transform"]["typos"] == {"n": 2, "recall": 1.0, "fpr": 0.0}
+    base64 = report["per_transform"]["base64"]
+    assert (base64["n"], base64["recall"], base64["fpr"]) == (2, 0.5, None)
+    assert base64["fpr_interval"] is None
+    typos = report["per_transform"]["typos"]
+    assert (typos["n"], typos["recall"], typos["fpr"]) == (2, 1.0, 0.0)
     assert report["roc"]["fpr"][0] == 0.0 and report["roc"]["tpr"][-1] == 1.0
     assert sum(report["histogram"]["harmful"]) == 3
 
@@ -233,4 +239,29 @@ def test_report_with_per_example_thresholds() -> None:
     assert report["threshold"] is None
     assert report["confusion"] == {"tp": 2, "fp": 0, "tn": 2, "fn": 0}
     assert report["per_category"]["widgets"]["recall"] == 1.0
-    assert report["per_transform"]["original"] == {"n": 4, "recall": 1.0, "fpr": 0.0}
+    original = report["per_transform"]["original"]
+    assert (original["n"], original["recall"], original["fpr"]) == (4, 1.0, 0.0)
+
+
+def test_every_rate_carries_its_95_percent_interval_and_small_splits_say_so() -> None:
+    report = _report("input-v1", [0.9, 0.4, 0.7, 0.6, 0.1, 0.2])
+    low, high = report["tpr_interval"]
+    assert low < report["tpr_at_threshold"] < high
+    low, high = report["fpr_interval"]
+    assert low < report["fpr_at_threshold"] < high
+    # Three benign examples cannot show a 1% false-positive rate; three harmful ones
+    # leave the recall wide open.
+    assert any("benign examples: 3 examples" in w for w in report["warnings"])
+    assert any("3 harmful examples" in w for w in report["warnings"])
+
+
+def test_a_split_big_enough_for_one_percent_has_no_sample_size_warning() -> None:
+    rng = np.random.default_rng(0)
+    labels = [1] * 400 + [0] * 600
+    scores = [float(rng.uniform(0.6, 1.0) if y else rng.uniform(0.0, 0.5)) for y in labels]
+    report = evaluation_report(
+        scores=scores, labels=labels, categories=["a" if y else "b" for y in labels],
+        threshold=0.55, name="big",
+    )  # fmt: skip
+    assert report["warnings"] == []
+    assert report["tpr_interval"][1] - report["tpr_interval"][0] < 0.02

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from classifiers.ml.eval.evaluate import auroc
+from classifiers.ml.eval.intervals import wilson_interval
 from classifiers.ml.eval.label_audit import (
     AuditConfig,
     AuditSource,
@@ -16,7 +17,6 @@ from classifiers.ml.eval.label_audit import (
     spot_check_sample,
     stratified_folds,
     train_audit_head,
-    wilson_interval,
 )
 from classifiers.ml.types import Cancelled
 

@@ -17,6 +17,11 @@ than `min_category_benign` benign examples to it (or no predicted categories are
 given) it falls back to all benign examples. A category target above the global
 target therefore lowers that category's threshold (blocks more), one below raises
 it (blocks less); the threshold is monotone in the target.
+
+Pool size. A threshold for a false-positive target r rests on the benign scores
+above it: about 5 / r benign examples are needed (500 for 1%) before it means
+anything. Smaller pools still give a threshold, with a warning that says so
+(`Thresholds.warnings`); the model page shows it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from classifiers.ml.eval.intervals import examples_needed, too_few_for
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +127,8 @@ class Thresholds:
     achieved_category_fpr: dict[str, float] = field(default_factory=dict)  # per cat.
     n_benign: int = 0  # benign examples in the calibration set
     n_harmful: int = 0  # harmful examples in the calibration set
+    # What the calibration set was too small to carry (see "Pool size" above).
+    warnings: list[str] = field(default_factory=list)
 
     def for_category(self, category: str | None) -> float:
         if category is not None and category in self.per_category:
@@ -144,6 +153,8 @@ class Thresholds:
             "achieved_category_fpr": dict(self.achieved_category_fpr),
             "n_benign": self.n_benign,
             "n_harmful": self.n_harmful,
+            "benign_needed": examples_needed(self.target_fpr) if self.target_fpr else None,
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -171,6 +182,7 @@ class Thresholds:
             },
             n_benign=int(data.get("n_benign", 0)),
             n_harmful=int(data.get("n_harmful", 0)),
+            warnings=[str(w) for w in data.get("warnings", [])],
         )
 
 
@@ -204,6 +216,9 @@ def calibrate_thresholds(
     restricted = {c for c, y in zip(categories, label_array, strict=True) if y == 1}
 
     global_threshold = threshold_for_fpr(score_array[benign], target_fpr)
+    warnings = []
+    if target_fpr > 0:
+        warnings.append(too_few_for(target_fpr, int(benign.sum()), "benign calibration prompts"))
     per_category: dict[str, float] = {}
     predicted = np.asarray(
         [] if predicted_categories is None else list(predicted_categories), object
@@ -218,6 +233,13 @@ def calibrate_thresholds(
             if int(assigned.sum()) >= min_category_benign:
                 pool = assigned
         per_category[category] = threshold_for_fpr(score_array[pool], category_target)
+        if category_target > 0:
+            warnings.append(
+                too_few_for(
+                    category_target, int(pool.sum()),
+                    f"benign calibration prompts for {category!r}",
+                )
+            )  # fmt: skip
 
     thresholds = Thresholds(
         global_threshold=global_threshold,
@@ -226,7 +248,10 @@ def calibrate_thresholds(
         per_category_fpr=per_category_fpr,
         n_benign=int(benign.sum()),
         n_harmful=int((~benign).sum()),
+        warnings=[w for w in warnings if w],
     )
+    for warning in thresholds.warnings:
+        logger.warning("calibration: %s", warning)
     decision_categories: Sequence[str | None] = (
         list(predicted) if predicted.size else [None] * score_array.size
     )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.ml.eval.calibrate import roc_threshold_for_fpr
+from classifiers.ml.eval.intervals import rate_summary, too_few_for
 from classifiers.ml.types import PERMITTED, RESTRICTED, ConstitutionSpec
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,40 @@ def _rate(flags: np.ndarray) -> float | None:
     return float(flags.mean()) if flags.size else None
 
 
+def _interval(flags: np.ndarray) -> list[float] | None:
+    """[low, high] of the 95% interval of a rate (None when nothing was measured)."""
+    if not flags.size:
+        return None
+    summary = rate_summary(int(flags.sum()), int(flags.size))
+    return [summary["low"], summary["high"]]
+
+
+# The FPR a guard is judged at: a split with fewer benign examples than this rate
+# needs cannot show its false positives, nor its TPR at that FPR.
+REPORTED_FPR = 0.01
+# A recall whose 95% interval is wider than this is flagged as rough.
+WIDE_INTERVAL = 0.2
+
+
+def sample_size_warnings(
+    *, positives: int, negatives: int, tpr_interval: list[float] | None
+) -> list[str]:
+    """What a report's numbers cannot show, given how few examples they rest on."""
+    warnings = []
+    benign = too_few_for(REPORTED_FPR, negatives, "benign examples")
+    if benign:
+        warnings.append(
+            f"{benign}: the FPR and the TPR at {REPORTED_FPR:.0%} FPR cannot be "
+            "told apart from chance at that level"
+        )
+    if tpr_interval is not None and tpr_interval[1] - tpr_interval[0] > WIDE_INTERVAL:
+        warnings.append(
+            f"{positives} harmful examples: the recall is only known to lie between "
+            f"{tpr_interval[0]:.2f} and {tpr_interval[1]:.2f} (95%)"
+        )
+    return warnings
+
+
 def evaluation_report(
     *,
     scores: Sequence[float],
@@ -229,8 +264,10 @@ def evaluation_report(
         entry: dict[str, Any] = {"kind": kind, "n": int(mask.sum())}
         if kind == RESTRICTED:
             entry["recall"] = _rate(flagged[mask & harmful])
+            entry["interval"] = _interval(flagged[mask & harmful])
         else:
             entry["fpr"] = _rate(flagged[mask & ~harmful])
+            entry["interval"] = _interval(flagged[mask & ~harmful])
         per_category[category] = entry
 
     per_transform: dict[str, dict[str, Any]] = {}
@@ -240,7 +277,9 @@ def evaluation_report(
         per_transform[family] = {
             "n": int(mask.sum()),
             "recall": _rate(flagged[mask & harmful]),
+            "recall_interval": _interval(flagged[mask & harmful]),
             "fpr": _rate(flagged[mask & ~harmful]),
+            "fpr_interval": _interval(flagged[mask & ~harmful]),
         }
 
     counts = confusion(score_array, label_array, applied)
@@ -255,6 +294,9 @@ def evaluation_report(
         "average_precision": None,
         "tpr_at_threshold": _rate(flagged[harmful]),
         "fpr_at_threshold": _rate(flagged[~harmful]),
+        # 95% intervals of the two rates above, [low, high] (Wilson).
+        "tpr_interval": _interval(flagged[harmful]),
+        "fpr_interval": _interval(flagged[~harmful]),
         "tpr_at_1pct_fpr": None,
         "confusion": counts,
         "per_category": per_category,
@@ -263,6 +305,10 @@ def evaluation_report(
         "pr": None,
         "histogram": histogram(score_array, label_array),
     }
+    report["warnings"] = sample_size_warnings(
+        positives=report["positives"], negatives=report["negatives"],
+        tpr_interval=report["tpr_interval"],
+    )  # fmt: skip
     if score_array.size:
         report["auroc"] = _clean(auroc(score_array, label_array))
         report["average_precision"] = _clean(

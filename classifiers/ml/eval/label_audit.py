@@ -253,16 +253,6 @@ def spot_check_sample(findings: Sequence[AuditFinding], n: int, seed: int) -> li
     return rng.sample(pool, min(n, len(pool)))
 
 
-def wilson_interval(errors: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% interval for a rate measured on a small sample (the spot check)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = errors / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
 
 def score_histogram(
     findings: Sequence[AuditFinding], bins: int = 10
