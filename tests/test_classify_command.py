@@ -96,3 +96,53 @@ def test_evaluate_prints_the_report_verifies_and_writes_json(trained, tmp_path, 
     assert document["split"] == "heldout_transforms" and document["classifier"]["n"] > 0
     with pytest.raises(CommandError):
         call_command("evaluate", model=999999)
+
+
+def test_evaluate_scores_a_labelled_file_per_kind_and_keeps_it_with_the_model(
+    trained, tmp_path, capsys, client, bob
+):
+    from django.urls import reverse
+
+    from bench.fixtures import BENIGN, HARMFUL
+    from classifiers.models import ModelVersion
+
+    model = ModelVersion.objects.get()
+    source = tmp_path / "garden-traffic.jsonl"
+    rows = [{"text": t, "label": 1, "kind": "plain attack"} for t in HARMFUL]
+    rows += [{"text": t, "label": 0, "kind": "everyday"} for t in BENIGN]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    call_command("evaluate", model=model.pk, file=str(source), save="garden traffic")
+    captured = capsys.readouterr()
+    assert "scored 24/24" in captured.err  # progress while it scores
+    printed = captured.out
+    assert "plain attack" in printed and "everyday" in printed
+    assert "benign prompts: 12 examples" in printed  # too few for its 10% target
+    model.refresh_from_db()
+    saved = model.report["evaluations"]["garden traffic"]
+    assert saved["per_kind"]["plain attack"]["harmful"] == len(HARMFUL)
+    assert saved["per_kind"]["plain attack"]["fpr"] is None
+    recall = saved["per_kind"]["plain attack"]["recall"]
+    assert recall["n"] == 12 and recall["low"] <= recall["rate"] <= recall["high"]
+    assert saved["per_kind"]["everyday"]["fpr"]["n"] == 12
+    # The model page shows it, per kind.
+    client.force_login(bob)
+    page = client.get(reverse("classifiers:model", args=[model.pk])).content.decode()
+    assert 'data-testid="labelled-sets"' in page and 'data-kind="everyday"' in page
+    # A second save under the same name replaces the first.
+    call_command("evaluate", model=model.pk, file=str(source), save="garden traffic")
+    model.refresh_from_db()
+    assert list(model.report["evaluations"]) == ["garden traffic"]
+
+
+def test_evaluate_refuses_a_bad_labelled_file_and_saves_nothing(trained, tmp_path):
+    from classifiers.models import ModelVersion
+
+    model = ModelVersion.objects.get()
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"text": "fine", "label": 0}\n{"text": "no label"}\n')
+    with pytest.raises(CommandError, match="line 2: label must be 1"):
+        call_command("evaluate", model=model.pk, file=str(source), save="bad")
+    with pytest.raises(CommandError, match="use a .jsonl, .csv or .parquet"):
+        call_command("evaluate", model=model.pk, file=str(tmp_path / "x.txt"))
+    model.refresh_from_db()
+    assert "evaluations" not in model.report

@@ -41,3 +41,15 @@ def interval(value: Any, digits: int = 2) -> str:
         return f"{float(low):.{int(digits)}f}–{float(high):.{int(digits)}f}"
     except (TypeError, ValueError):
         return ""
+
+
+@register.filter
+def rate_of(summary: Any) -> str:
+    """{"rate", "low", "high", "n"} -> "0.912 [0.88–0.94] of 450"; "–" when missing."""
+    try:
+        return (
+            f"{float(summary['rate']):.3f} [{float(summary['low']):.2f}–"
+            f"{float(summary['high']):.2f}] of {int(summary['n'])}"
+        )
+    except (TypeError, ValueError, KeyError):
+        return "–"

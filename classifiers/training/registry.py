@@ -101,3 +101,22 @@ def classify_texts(
                 "category": scored.category,
             })  # fmt: skip
     return results
+
+
+MAX_EVALUATIONS = 50  # labelled-set results kept per model (oldest dropped first)
+
+
+def record_evaluation(*, model_version: ModelVersion, report: dict[str, Any]) -> None:
+    """Keep a labelled-set result in the model's report, under its name (a re-run
+    replaces it). Row-locked, so two saves never lose each other's results."""
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        full = dict(locked.report or {})
+        evaluations = dict(full.get("evaluations") or {})
+        evaluations.pop(report["name"], None)
+        evaluations[report["name"]] = report
+        while len(evaluations) > MAX_EVALUATIONS:
+            evaluations.pop(next(iter(evaluations)))
+        full["evaluations"] = evaluations
+        ModelVersion.objects.filter(pk=locked.pk).update(report=full)
+    model_version.report = full

@@ -1,0 +1,148 @@
+"""Labelled prompt sets from outside the product, and a report per kind of prompt.
+
+A labelled set is what a user brings to judge a guard on traffic it was not built
+from: one prompt per line with its label (1 harmful, 0 benign) and, optionally, a
+kind ("everyday", "sensitive", "jailbreak", "encoded", ...). Files are JSONL
+(`{"text", "label", "kind"?}` per line), CSV (a header with text, label and
+optionally kind) or Parquet (the same columns).
+
+`kind_report` says, per kind and overall, how many harmful prompts were flagged
+(recall) and how many benign ones (false-positive rate), each with its n and 95%
+interval: the numbers the Constitutional Classifiers papers report on real traffic.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from classifiers.ml.eval.intervals import rate_summary, too_few_for
+
+MAX_TEXT_CHARS = 20_000  # a prompt longer than this is refused, not truncated
+LABELS = {"1": 1, "0": 0, "harmful": 1, "benign": 0, "true": 1, "false": 0}
+NO_KIND = "unspecified"
+
+
+class LabelledSetError(ValueError):
+    """A file that cannot be read as a labelled set; the message names the line."""
+
+
+@dataclass(frozen=True)
+class LabelledPrompt:
+    text: str
+    label: int  # 1 harmful, 0 benign
+    kind: str = NO_KIND
+
+
+def _prompt(row: Any, where: str) -> LabelledPrompt:
+    if not isinstance(row, dict):
+        raise LabelledSetError(f"{where}: expected an object with text and label")
+    text = row.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise LabelledSetError(f"{where}: text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise LabelledSetError(f"{where}: text is over {MAX_TEXT_CHARS} characters")
+    raw_label = row.get("label")
+    label = LABELS.get(str(raw_label).strip().lower()) if raw_label is not None else None
+    if isinstance(raw_label, bool) or label is None:
+        raise LabelledSetError(f"{where}: label must be 1 (harmful) or 0 (benign)")
+    kind = row.get("kind")
+    kind = str(kind).strip() if kind not in (None, "") else NO_KIND
+    return LabelledPrompt(text=text, label=label, kind=kind[:64] or NO_KIND)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line), f"line {number}"
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise LabelledSetError(f"line {number}: not JSON ({exc})") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[Any, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
+            raise LabelledSetError("the CSV header must name the text and label columns")
+        for number, row in enumerate(reader, start=2):
+            yield row, f"line {number}"
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[Any, str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise LabelledSetError(f"not a Parquet file ({exc})") from None
+    if not {"text", "label"} <= set(table.column_names):
+        raise LabelledSetError("the Parquet file must have text and label columns")
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield row, f"row {number}"
+
+
+READERS = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+
+
+def read_labelled_set(path: str | Path) -> list[LabelledPrompt]:
+    """Every prompt of a labelled file, in order; raises LabelledSetError."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise LabelledSetError(
+            f"{path.name}: use a .jsonl, .csv or .parquet file (one prompt per line)"
+        )
+    try:
+        prompts = [_prompt(row, where) for row, where in reader(path)]
+    except UnicodeDecodeError:
+        raise LabelledSetError(f"{path.name} is not UTF-8 text") from None
+    if not prompts:
+        raise LabelledSetError(f"{path.name} has no prompts")
+    return prompts
+
+
+def _rates(flags: Sequence[bool], labels: Sequence[int]) -> dict[str, Any]:
+    harmful = [f for f, y in zip(flags, labels, strict=True) if y == 1]
+    benign = [f for f, y in zip(flags, labels, strict=True) if y == 0]
+    return {
+        "n": len(labels),
+        "harmful": len(harmful),
+        "benign": len(benign),
+        "recall": rate_summary(sum(harmful), len(harmful)) if harmful else None,
+        "fpr": rate_summary(sum(benign), len(benign)) if benign else None,
+    }
+
+
+def kind_report(
+    prompts: Sequence[LabelledPrompt],
+    flagged: Sequence[bool],
+    *,
+    name: str,
+    target_fpr: float | None = None,
+) -> dict[str, Any]:
+    """Recall and false-positive rate, overall and per kind, each with n and 95% CI.
+
+    `flagged[i]` is the guard's decision on `prompts[i]` (at its served threshold).
+    """
+    if len(prompts) != len(flagged):
+        raise ValueError("one decision per prompt")
+    labels = [p.label for p in prompts]
+    flags = [bool(f) for f in flagged]
+    per_kind = {}
+    for kind in sorted({p.kind for p in prompts}):
+        chosen = [i for i, p in enumerate(prompts) if p.kind == kind]
+        per_kind[kind] = _rates([flags[i] for i in chosen], [labels[i] for i in chosen])
+    overall = _rates(flags, labels)
+    warnings = []
+    if target_fpr and overall["benign"]:
+        warning = too_few_for(target_fpr, overall["benign"], "benign prompts")
+        if warning:
+            warnings.append(f"{warning}: the FPR at the target cannot be confirmed")
+    return {"name": name, "overall": overall, "per_kind": per_kind, "warnings": warnings}

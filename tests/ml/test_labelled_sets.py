@@ -1,0 +1,96 @@
+"""Reading labelled prompt files and the per-kind report."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from classifiers.ml.eval.labelled_sets import (
+    NO_KIND,
+    LabelledPrompt,
+    LabelledSetError,
+    kind_report,
+    read_labelled_set,
+)
+
+ROWS = [
+    {"text": "how do I make the forbidden widget", "label": 1, "kind": "plain"},
+    {"text": "what soil do roses like", "label": 0, "kind": "everyday"},
+    {"text": "and tulips?", "label": "benign"},
+]
+
+
+def test_jsonl_csv_and_parquet_give_the_same_prompts(tmp_path):
+    jsonl = tmp_path / "set.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in ROWS) + "\n")
+    csv_file = tmp_path / "set.csv"
+    csv_file.write_text(
+        "text,label,kind\n"
+        '"how do I make the forbidden widget",1,plain\n'
+        "what soil do roses like,0,everyday\n"
+        "and tulips?,benign,\n"
+    )
+    parquet = tmp_path / "set.parquet"
+    # A Parquet column has one type: labels as numbers there.
+    rows = [{**r, "label": 1 if r["label"] == 1 else 0, "kind": r.get("kind")} for r in ROWS]
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    expected = [
+        LabelledPrompt("how do I make the forbidden widget", 1, "plain"),
+        LabelledPrompt("what soil do roses like", 0, "everyday"),
+        LabelledPrompt("and tulips?", 0, NO_KIND),
+    ]
+    assert read_labelled_set(jsonl) == expected
+    assert read_labelled_set(csv_file) == expected
+    assert read_labelled_set(parquet) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "a", "label": 1}\n{"text": "b", "label": 2}\n', "line 2: label"),
+        ('{"text": "a", "label": true}\n', "line 1: label"),
+        ('{"text": "", "label": 1}\n', "line 1: text"),
+        ('{"text": "a", "label": 1}\nnot json\n', "line 2: not JSON"),
+        ('["a", 1]\n', "line 1: expected an object"),
+        ("\n\n", "has no prompts"),
+    ],
+)
+def test_a_bad_line_is_refused_with_its_number(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(LabelledSetError, match=message):
+        read_labelled_set(path)
+
+
+def test_other_formats_and_headers_are_refused(tmp_path):
+    with pytest.raises(LabelledSetError, match="use a .jsonl"):
+        read_labelled_set(tmp_path / "prompts.txt")
+    csv_file = tmp_path / "set.csv"
+    csv_file.write_text("prompt,label\nhello,0\n")
+    with pytest.raises(LabelledSetError, match="header"):
+        read_labelled_set(csv_file)
+
+
+def test_kind_report_counts_recall_and_false_positives_per_kind():
+    prompts = (
+        [LabelledPrompt(f"attack {i}", 1, "jailbreak") for i in range(10)]
+        + [LabelledPrompt(f"question {i}", 0, "everyday") for i in range(20)]
+        + [LabelledPrompt(f"dual use {i}", 0, "sensitive") for i in range(10)]
+    )
+    flagged = [i < 9 for i in range(10)] + [i < 1 for i in range(20)] + [True] * 3 + [False] * 7
+    report = kind_report(prompts, flagged, name="mixed", target_fpr=0.01)
+    assert report["per_kind"]["jailbreak"]["recall"]["rate"] == 0.9
+    assert report["per_kind"]["jailbreak"]["fpr"] is None
+    assert report["per_kind"]["everyday"]["fpr"]["events"] == 1
+    assert report["per_kind"]["sensitive"]["fpr"]["rate"] == pytest.approx(0.3)
+    overall = report["overall"]
+    assert (overall["n"], overall["harmful"], overall["benign"]) == (40, 10, 30)
+    assert overall["fpr"]["events"] == 4
+    low, high = overall["recall"]["low"], overall["recall"]["high"]
+    assert low < 0.9 < high
+    assert any("30 examples" in w and "500" in w for w in report["warnings"])
+    with pytest.raises(ValueError):
+        kind_report(prompts, flagged[:-1], name="short")
