@@ -6,6 +6,7 @@ from __future__ import annotations
 from classifiers.api import tokens
 from classifiers.audit import views as audit_views
 from classifiers.core import views as core_views
+from classifiers.datasets import traffic_views
 from classifiers.datasets import views as dataset_views
 from classifiers.guard import views as guard_views
 from classifiers.playground import views as playground_views
@@ -17,6 +18,7 @@ app_name = "classifiers"
 urlpatterns = [
     *core_views.urlpatterns,
     *dataset_views.urlpatterns,
+    *traffic_views.urlpatterns,
     *audit_views.urlpatterns,
     *training_views.urlpatterns,
     *playground_views.urlpatterns,

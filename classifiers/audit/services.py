@@ -242,7 +242,7 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             if decided is not None and decided.decision == AuditDecision.FLIP:
                 label, category = 1 - row.label, decided.new_category
                 meta["reviewed"]["flipped_from"] = [row.label, row.category]
-                if row.response:  # a refusal stays benign output (data._set_response)
+                if row.response:  # a refusal stays benign output (data.stage1.set_response)
                     meta["response_label"] = 0 if meta.get("refused") else label
             row_copy = DatasetExample(
                 dataset=copy, messages=row.messages, prompt_text=row.prompt_text,

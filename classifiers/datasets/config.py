@@ -12,15 +12,15 @@ from classifiers.ml.data.splits import SPLITS
 from classifiers.ml.types import RESTRICTED
 
 LOCAL = "local"
-
-
 SAVE_BATCH = 500  # rows per bulk_create
-
-
 DEFAULT_REDTEAM_TEMPLATES = 4  # new templates red-teamed per run that uses them
-
-
+# Traffic pools mixed in as benign prompts: at most this many per pool per run,
+# spread over the pool's splits (calibration holds the largest share).
+DEFAULT_TRAFFIC_LIMIT = 1000
+MAX_TRAFFIC_LIMIT = 50_000
 GENERATE_CONFIG_FIELDS = frozenset(f.name for f in fields(ml_data.GenerateConfig))
+# Options of a run that are not GenerateConfig's (the run reads them itself).
+RUN_OPTIONS = frozenset({"redteam_templates", "traffic_pools", "traffic_limit"})
 
 
 class StartError(ValueError):
@@ -55,10 +55,12 @@ def ml_generate_config(config: dict[str, Any]) -> ml_data.GenerateConfig:
 
 def generate_config(**options: Any) -> dict[str, Any]:
     """A full GenerateConfig as a JSON-able dict; unknown keys are an error."""
-    unknown = set(options) - GENERATE_CONFIG_FIELDS - {"redteam_templates"}
+    unknown = set(options) - GENERATE_CONFIG_FIELDS - RUN_OPTIONS
     if unknown:
         raise StartError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
     redteam_templates = int(options.pop("redteam_templates", DEFAULT_REDTEAM_TEMPLATES))
+    traffic_pools = options.pop("traffic_pools", None) or []
+    traffic_limit = options.pop("traffic_limit", None) or DEFAULT_TRAFFIC_LIMIT
     for name in ("transforms", "heldout_families", "only_categories"):
         options[name] = tuple(options.get(name) or ())
     try:
@@ -70,6 +72,9 @@ def generate_config(**options: Any) -> dict[str, Any]:
     config["heldout_families"] = list(cfg.heldout_families)
     config["only_categories"] = list(cfg.only_categories)
     config["redteam_templates"] = redteam_templates
+    if traffic_pools:
+        config["traffic_pools"] = list(traffic_pools)
+        config["traffic_limit"] = traffic_limit
     return config
 
 
@@ -100,7 +105,22 @@ def check_config(config: dict[str, Any]) -> list[str]:
     ):
         problems.append("the share of prefilled openers must be between 0 and 1")
     problems += _split_problems(config)
+    problems += _traffic_problems(config)
     return problems
+
+
+def _traffic_problems(config: dict[str, Any]) -> list[str]:
+    pools = config.get("traffic_pools", [])
+    if not isinstance(pools, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) for p in pools
+    ):
+        return ["traffic pools must be a list of pool ids"]
+    limit = config.get("traffic_limit", DEFAULT_TRAFFIC_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not (
+        1 <= limit <= MAX_TRAFFIC_LIMIT
+    ):
+        return [f"prompts per traffic pool must be between 1 and {MAX_TRAFFIC_LIMIT}"]
+    return []
 
 
 def _split_problems(config: dict[str, Any]) -> list[str]:

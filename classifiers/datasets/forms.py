@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django import forms
 
 from classifiers.datasets.config import (
+    DEFAULT_TRAFFIC_LIMIT,
     LOCAL,
+    MAX_TRAFFIC_LIMIT,
     category_problems,
     check_config,
     generate_config,
@@ -16,7 +19,7 @@ from classifiers.datasets.config import (
 from classifiers.ml.data.prompts import GenerateConfig
 from classifiers.ml.data.splits import ALL_SPLITS, SPLITS
 from classifiers.ml.data.transforms import FAMILIES
-from classifiers.models import GeneratorEndpoint
+from classifiers.models import GeneratorEndpoint, TrafficPool
 from classifiers.models.audit import (
     DEFAULT_SPOT_CHECK,
     MAX_SPOT_CHECK,
@@ -144,6 +147,16 @@ class DatasetStartForm(forms.Form):
         min_value=0, max_value=50, initial=4, label="New red-team templates",
         help_text="Written by the generator when 'redteam template' is selected.",
     )  # fmt: skip
+    traffic_pools = forms.ModelMultipleChoiceField(
+        queryset=TrafficPool.objects.none(), required=False,
+        widget=forms.CheckboxSelectMultiple, label="Traffic pools",
+        help_text="Everyday prompts mixed in as benign examples in every split (above "
+        "all calibration, where thresholds are set), with the generator's replies.",
+    )  # fmt: skip
+    traffic_limit = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_TRAFFIC_LIMIT, initial=DEFAULT_TRAFFIC_LIMIT,
+        label="Prompts per pool",
+    )  # fmt: skip
     # Fractions of source queries per split. A larger calibration split gives a
     # steadier threshold (1% of 100 benign examples is one example).
     train_fraction = _fraction_field("train", minimum=0.01)
@@ -160,6 +173,7 @@ class DatasetStartForm(forms.Form):
             "constitution"
         ).order_by("constitution__name", "-number")
         field.label_from_instance = lambda v: f"{v.constitution.name} {v.label}"
+        self.fields["traffic_pools"].queryset = TrafficPool.objects.order_by("name")
         self.fields["generator"].choices = [(LOCAL, "Local model (SmolLM2-135M)")] + [
             (f"endpoint:{e.pk}", f"{e.name} ({e.model})")
             for e in GeneratorEndpoint.objects.order_by("name")
@@ -185,6 +199,8 @@ class DatasetStartForm(forms.Form):
             max_new_tokens_query=cleaned["max_new_tokens_query"],
             max_new_tokens_response=cleaned["max_new_tokens_response"],
             redteam_templates=cleaned["redteam_templates"],
+            traffic_pools=[pool.pk for pool in cleaned.get("traffic_pools") or []],
+            traffic_limit=cleaned.get("traffic_limit") or DEFAULT_TRAFFIC_LIMIT,
             only_categories=[
                 line.strip()
                 for line in (cleaned.get("only_categories") or "").splitlines()
@@ -271,3 +287,31 @@ class AuditStartForm(forms.Form):
         help_text="queue every generated source of these splits: people label the test "
         "split, and the reported numbers rest on their labels",
     )  # fmt: skip
+
+
+class TrafficImportForm(forms.Form):
+    """Upload a file of prompts into a (new or existing) traffic pool."""
+
+    MAX_BYTES = 20 * 1024 * 1024  # with WEB_IMPORT_PROMPTS, bounds the request's work
+
+    name = forms.CharField(max_length=100, label="Pool name",
+                           help_text="An existing pool's name adds to it.")  # fmt: skip
+    description = forms.CharField(max_length=500, required=False)
+    file = forms.FileField(
+        label="Prompts file",
+        help_text="JSONL ({\"text\": ..., \"label\"?: 0|1, \"kind\"?: ...} per line), "
+        "CSV with a text column, or Parquet. Lines without a label are benign.",
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        suffix = Path(upload.name or "").suffix.lower()
+        if suffix not in (".jsonl", ".csv", ".parquet"):
+            raise forms.ValidationError("upload a .jsonl, .csv or .parquet file")
+        if upload.size > self.MAX_BYTES:
+            raise forms.ValidationError(
+                f"the file is {upload.size // (1024 * 1024)} MB; upload at most "
+                f"{self.MAX_BYTES // (1024 * 1024)} MB here (manage.py import_traffic "
+                "takes bigger files)"
+            )
+        return upload

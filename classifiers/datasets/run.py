@@ -21,10 +21,11 @@ from classifiers.datasets.config import (
 from classifiers.datasets.examples import feedback_for_dataset
 from classifiers.datasets.export import ProgressLine
 from classifiers.datasets.generators import dataset_generator
+from classifiers.datasets.traffic import traffic_examples_for
 from classifiers.ml.data import assemble as ml_data
 from classifiers.ml.data import redteam
 from classifiers.ml.text.frames import SEED_JAILBREAK_TEMPLATES
-from classifiers.ml.types import Example
+from classifiers.ml.types import Cancelled, Example
 from classifiers.models import (
     Dataset,
     DatasetExample,
@@ -118,15 +119,19 @@ def _build_and_save(
         embed=relevance_embedder() if cfg.min_relevance > 0 else None,
     )
     if runner.should_cancel():
-        from classifiers.ml.types import Cancelled
-
         raise Cancelled("cancelled before saving")
     feedback = feedback_for_dataset(dataset)  # reviewed live traffic, train split
-    if feedback:
-        built.examples.extend(feedback)
+    # Everyday prompts from the chosen traffic pools: benign negatives in every
+    # split, above all calibration (thresholds rest on them).
+    traffic = traffic_examples_for(
+        dataset, generator, cfg, on_progress=progress, should_cancel=runner.should_cancel
+    )
+    if feedback or traffic:
+        built.examples.extend(feedback + traffic)
         built.counts = ml_data.count_examples(built.examples)
     counts = dict(built.counts)
     counts["feedback"] = len(feedback)
+    counts["traffic"] = len(traffic)
     counts["stats"] = dict(built.stats)
     total = len(built.examples)
     with transaction.atomic():

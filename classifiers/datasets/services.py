@@ -17,6 +17,7 @@ from classifiers.datasets.tasks import generate_dataset
 from classifiers.models import (
     Dataset,
     GeneratorEndpoint,
+    TrafficPool,
 )
 
 
@@ -31,6 +32,10 @@ def dataset_start(
     """Create a queued Dataset and (after commit) hand it to the gpu-queue worker."""
     problems = version_problems(version) + check_config(config)
     problems += category_problems(version, config)
+    pools = set(config.get("traffic_pools") or [])
+    missing = sorted(pools - set(TrafficPool.objects.filter(pk__in=pools).values_list("pk", flat=True)))
+    if missing:
+        problems.append(f"unknown traffic pool(s): {', '.join(f'#{p}' for p in missing)}")
     if problems:
         raise StartError("; ".join(problems))
     if endpoint is not None:  # endpoints get the instruction prompt: nothing to prefill
@@ -45,6 +50,5 @@ def dataset_start(
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
         if enqueue:
-
             generate_dataset.delay_on_commit(dataset.pk)
     return dataset

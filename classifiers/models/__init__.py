@@ -1,4 +1,5 @@
-"""Datasets, training runs, model versions (and the guard's records, in guard.py)."""
+"""Datasets, training runs, model versions, traffic pools (and the guard's records,
+in guard.py)."""
 
 from classifiers.models.audit import (  # noqa: F401, E402
     AuditDecision,
@@ -25,6 +26,7 @@ from classifiers.models.review import (  # noqa: F401
     ReviewItem,
     ReviewStatus,
 )
+from classifiers.models.traffic import TrafficPool, TrafficPrompt  # noqa: F401
 from classifiers.models.training import (  # noqa: F401
     ActiveModel,
     CascadeCalibration,

@@ -62,6 +62,7 @@ class World:
     cascade: int  # a finished cascade calibration of the constitution
     audit: int  # a finished label audit of the dataset
     audit_item: int  # one of its queued items
+    traffic_pool: int
 
 
 def make_users(make_user: Any) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def build_world(make_user: Any) -> World:
         GeneratorEndpoint,
         LabelAudit,
         LabelAuditItem,
+        TrafficPool,
     )
     from constitutions.models import Category
     from tests.factories import published_constitution
@@ -120,8 +122,10 @@ def build_world(make_user: Any) -> World:
         category="forbidden widgets", harm_score=0.05, suspect=True,
         suggested_category="garden care", rank=0,
     )  # fmt: skip
+    pool = TrafficPool.objects.create(name="everyday", stats={"total": 0})
     return World(
         users=users, slug=constitution.slug, cascade=cascade.pk, audit=audit.pk,
+        traffic_pool=pool.pk,
         audit_item=audit_item.pk,
         category=Category.objects.filter(constitution=constitution).first().pk,
         version=version.number, dataset=dataset.pk,

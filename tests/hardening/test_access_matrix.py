@@ -63,6 +63,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:dataset_new": (READ, AUTHOR),
     "classifiers:dataset_combine": (AUTH_405, AUTHOR),
     "classifiers:jailbreak_templates": (READ, AUTH_405),
+    "classifiers:traffic_pools": (READ, AUTHOR),
+    "classifiers:traffic_pool": (READ, AUTH_405),
     "classifiers:dataset": (READ, AUTH_405),
     "classifiers:dataset_progress": (READ, AUTH_405),
     "classifiers:dataset_cancel": (AUTH_405, AUTHOR),

@@ -38,6 +38,8 @@ SAMPLE_URLS: dict[str, str] = {
     "classifiers:dataset_new": K + "/datasets/new/",
     "classifiers:dataset_combine": K + "/datasets/combine/",
     "classifiers:jailbreak_templates": K + "/datasets/templates/",
+    "classifiers:traffic_pools": K + "/traffic/",
+    "classifiers:traffic_pool": K + "/traffic/{w.traffic_pool}/",
     "classifiers:dataset": K + "/datasets/{w.dataset}/",
     "classifiers:dataset_progress": K + "/datasets/{w.dataset}/progress/",
     "classifiers:dataset_cancel": K + "/datasets/{w.dataset}/cancel/",

@@ -17,7 +17,7 @@ from classifiers.datasets.config import StartError, generate_config
 from classifiers.datasets.export import format_eta, throttled
 from classifiers.datasets.run import run_dataset
 from classifiers.datasets.services import dataset_start
-from classifiers.models import GeneratorEndpoint
+from classifiers.models import GeneratorEndpoint, TrafficPool
 from constitutions.models import ConstitutionVersion
 
 HELP = """Generate a synthetic dataset for a published constitution version.
@@ -122,6 +122,14 @@ class Command(BaseCommand):
             "--endpoint", default=None,
             help="name of a generator endpoint (default: the embedded local model)",
         )  # fmt: skip
+        parser.add_argument(
+            "--traffic-pool", dest="traffic_pools", action="append", default=[],
+            metavar="NAME", help="mix this traffic pool in as benign prompts (repeatable)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--traffic-limit", type=int, default=None,
+            help="at most this many prompts per traffic pool (default 1000)",
+        )  # fmt: skip
         parser.add_argument("--user", default=None, help="record the run as this user")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -142,6 +150,12 @@ class Command(BaseCommand):
             endpoint = GeneratorEndpoint.objects.filter(name=opts["endpoint"]).first()
             if endpoint is None:
                 raise CommandError(f"no generator endpoint named {opts['endpoint']!r}")
+        pools = []
+        for name in opts["traffic_pools"]:
+            pool = TrafficPool.objects.filter(name=name).first()
+            if pool is None:
+                raise CommandError(f"no traffic pool named {name!r} (manage.py import_traffic)")
+            pools.append(pool.pk)
         user = None
         if opts["user"]:
             user = get_user_model().objects.filter(username=opts["user"]).first()
@@ -159,6 +173,8 @@ class Command(BaseCommand):
                 max_new_tokens_response=opts["max_new_tokens_response"],
                 redteam_templates=opts["redteam_templates"],
                 only_categories=opts["only_categories"],
+                traffic_pools=pools,
+                traffic_limit=opts["traffic_limit"],
                 **opts["splits"],
                 **(
                     {}

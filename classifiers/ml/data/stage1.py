@@ -260,7 +260,7 @@ def _add_responses(
             author_index[ex.category] += 1
             responses = by_name[ex.category].example_responses
             if i < len(responses) and responses[i].strip():
-                _set_response(ex, responses[i].strip(), "author")
+                set_response(ex, responses[i].strip(), "author")
                 continue
         todo.append(ex)
     total, done = len(examples), len(examples) - len(todo)
@@ -281,7 +281,7 @@ def _add_responses(
                 if is_degenerate(text):
                     retry.append(ex)
                     continue
-                _set_response(ex, text.strip(), "generated")
+                set_response(ex, text.strip(), "generated")
                 done += 1
             _report(on_progress, "responses", done, total)
         todo = retry
@@ -295,7 +295,7 @@ def _add_responses(
     _report(on_progress, "responses", done, total)
 
 
-def _set_response(ex: Example, text: str, source: str) -> None:
+def set_response(ex: Example, text: str, source: str) -> None:
     ex.response = text
     ex.meta["response_source"] = source
     refused = is_refusal(text)

@@ -38,7 +38,7 @@ class LabelledPrompt:
     kind: str = NO_KIND
 
 
-def _prompt(row: Any, where: str) -> LabelledPrompt:
+def _prompt(row: Any, where: str, default_label: int | None = None) -> LabelledPrompt:
     if not isinstance(row, dict):
         raise LabelledSetError(f"{where}: expected an object with text and label")
     text = row.get("text")
@@ -47,6 +47,8 @@ def _prompt(row: Any, where: str) -> LabelledPrompt:
     if len(text) > MAX_TEXT_CHARS:
         raise LabelledSetError(f"{where}: text is over {MAX_TEXT_CHARS} characters")
     raw_label = row.get("label")
+    if raw_label in (None, "") and default_label is not None:
+        raw_label = default_label
     label = LABELS.get(str(raw_label).strip().lower()) if raw_label is not None else None
     if isinstance(raw_label, bool) or label is None:
         raise LabelledSetError(f"{where}: label must be 1 (harmful) or 0 (benign)")
@@ -69,8 +71,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
 def _csv_rows(path: Path) -> Iterator[tuple[Any, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise LabelledSetError("the CSV header must name the text and label columns")
+        if not reader.fieldnames or "text" not in reader.fieldnames:
+            raise LabelledSetError("the CSV header must name the text (and label) columns")
         for number, row in enumerate(reader, start=2):
             yield row, f"line {number}"
 
@@ -82,8 +84,8 @@ def _parquet_rows(path: Path) -> Iterator[tuple[Any, str]]:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several kinds for a damaged file
         raise LabelledSetError(f"not a Parquet file ({exc})") from None
-    if not {"text", "label"} <= set(table.column_names):
-        raise LabelledSetError("the Parquet file must have text and label columns")
+    if "text" not in table.column_names:
+        raise LabelledSetError("the Parquet file must have a text (and label) column")
     for number, row in enumerate(table.to_pylist(), start=1):
         yield row, f"row {number}"
 
@@ -91,8 +93,14 @@ def _parquet_rows(path: Path) -> Iterator[tuple[Any, str]]:
 READERS = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
 
 
-def read_labelled_set(path: str | Path) -> list[LabelledPrompt]:
-    """Every prompt of a labelled file, in order; raises LabelledSetError."""
+def read_labelled_set(
+    path: str | Path, *, default_label: int | None = None
+) -> list[LabelledPrompt]:
+    """Every prompt of a labelled file, in order; raises LabelledSetError.
+
+    With `default_label` (traffic pools: 0, benign), a line without a label gets it;
+    without, every line must carry one.
+    """
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
@@ -100,7 +108,7 @@ def read_labelled_set(path: str | Path) -> list[LabelledPrompt]:
             f"{path.name}: use a .jsonl, .csv or .parquet file (one prompt per line)"
         )
     try:
-        prompts = [_prompt(row, where) for row, where in reader(path)]
+        prompts = [_prompt(row, where, default_label) for row, where in reader(path)]
     except UnicodeDecodeError:
         raise LabelledSetError(f"{path.name} is not UTF-8 text") from None
     if not prompts:

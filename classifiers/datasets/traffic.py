@@ -1,0 +1,135 @@
+"""Traffic pools: import a file of prompts as a named pool, and mix pools into a
+dataset as benign (or labelled) examples with the generator's replies.
+
+The ML side (cleaning, near-duplicates, stable splits, examples) is
+classifiers/ml/data/traffic.py; this module only reads and writes rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count
+
+from classifiers.datasets.config import DEFAULT_TRAFFIC_LIMIT
+from classifiers.ml.data.prompts import GenerateConfig
+from classifiers.ml.data.traffic import (
+    MAX_POOL_PROMPTS,
+    PooledPrompt,
+    add_responses,
+    pool_examples,
+    prepare_pool,
+    sample_per_split,
+)
+from classifiers.ml.eval.labelled_sets import LabelledSetError, read_labelled_set
+from classifiers.ml.types import ChatGenerator, Example
+from classifiers.models import Dataset, TrafficPool, TrafficPrompt
+
+SAVE_BATCH = 2000
+# A web upload is processed inside the request: its size keeps that bounded (about
+# ten seconds at the limit); `manage.py import_traffic` takes up to MAX_POOL_PROMPTS.
+WEB_IMPORT_PROMPTS = 50_000
+
+
+class TrafficError(ValueError):
+    """A pool cannot be imported; the message says why."""
+
+
+def import_traffic(
+    *,
+    name: str,
+    path: str | Path,
+    user: Any,
+    description: str = "",
+    limit: int = MAX_POOL_PROMPTS,
+) -> TrafficPool:
+    """Add the prompts of a JSONL/CSV/Parquet file to the pool `name` (created if
+    new). Lines without a label are benign. Duplicates, of the file's own lines or
+    of prompts the pool holds, are dropped. All or nothing: a bad line imports none.
+    """
+    name = " ".join(name.split())
+    if not name or len(name) > 100:
+        raise TrafficError("give the pool a name of 1 to 100 characters")
+    try:
+        prompts = read_labelled_set(path, default_label=0)
+    except LabelledSetError as exc:
+        raise TrafficError(str(exc)) from None
+    if len(prompts) > limit:
+        raise TrafficError(f"{len(prompts)} prompts: import at most {limit} at a time")
+    with transaction.atomic():
+        pool, _ = TrafficPool.objects.select_for_update().get_or_create(
+            name=name,
+            defaults={
+                "description": description[:500],
+                "created_by": user if getattr(user, "is_authenticated", False) else None,
+            },
+        )
+        known = frozenset(pool.prompts.values_list("text_hash", flat=True))
+        try:
+            prepared = prepare_pool(prompts, known_hashes=known)
+        except ValueError as exc:
+            raise TrafficError(str(exc)) from None
+        rows = [
+            TrafficPrompt(
+                pool=pool, text=p.text, label=p.label, kind=p.kind[:64], split=p.split,
+                text_hash=p.text_hash,
+            )  # fmt: skip
+            for p in prepared.prompts
+        ]
+        TrafficPrompt.objects.bulk_create(rows, batch_size=SAVE_BATCH)
+        pool.stats = {**pool_counts(pool), "last_import": prepared.stats}
+        pool.save(update_fields=["stats"])
+    return pool
+
+
+def pool_counts(pool: TrafficPool) -> dict[str, Any]:
+    """How many prompts the pool holds, per split, label and kind."""
+    rows = pool.prompts.values("split", "label", "kind").annotate(n=Count("id"))
+    splits: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for row in rows:
+        splits[row["split"]] += row["n"]
+        labels[str(row["label"])] += row["n"]
+        kinds[row["kind"] or "unspecified"] += row["n"]
+    return {
+        "total": sum(splits.values()),
+        "splits": dict(splits),
+        "labels": dict(labels),
+        "kinds": dict(kinds),
+    }
+
+
+def pooled_prompts(pool: TrafficPool) -> list[PooledPrompt]:
+    return [
+        PooledPrompt(text=r.text, label=r.label, kind=r.kind, split=r.split,
+                     text_hash=r.text_hash)  # fmt: skip
+        for r in pool.prompts.order_by("id").iterator(chunk_size=SAVE_BATCH)
+    ]
+
+
+def traffic_examples_for(
+    dataset: Dataset,
+    generator: ChatGenerator,
+    cfg: GenerateConfig,
+    *,
+    on_progress: Callable[..., None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[Example]:
+    """The examples of the pools a dataset's config names, each in its own split,
+    with replies when the run generates responses."""
+    ids = dataset.config.get("traffic_pools") or []
+    limit = int(dataset.config.get("traffic_limit") or DEFAULT_TRAFFIC_LIMIT)
+    examples: list[Example] = []
+    for pool in TrafficPool.objects.filter(pk__in=ids).order_by("pk"):
+        chosen = sample_per_split(pooled_prompts(pool), limit, seed=cfg.seed)
+        examples += pool_examples(chosen, pool_name=pool.name)
+    if examples and cfg.responses:
+        add_responses(
+            examples, generator, cfg, on_progress=on_progress, should_cancel=should_cancel
+        )
+    return examples

@@ -1,0 +1,91 @@
+"""Traffic pool pages: the list with an upload form, and one pool's counts and prompts."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_GET, require_http_methods
+
+from classifiers.datasets.forms import TrafficImportForm
+from classifiers.datasets.traffic import (
+    WEB_IMPORT_PROMPTS,
+    TrafficError,
+    import_traffic,
+)
+from classifiers.models import TrafficPool
+from guardweb.roles import POLICY_AUTHOR, get_object_for_role, has_role, require_role
+
+PROMPTS_PER_PAGE = 50
+
+
+@require_http_methods(["GET", "POST"])
+def traffic_pools(request: HttpRequest) -> HttpResponse:
+    require_role(request)
+    form = TrafficImportForm()
+    status = 200
+    if request.method == "POST":
+        require_role(request, POLICY_AUTHOR)
+        form = TrafficImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            suffix = Path(upload.name).suffix.lower()
+            # The readers take a path: the upload goes to a temporary file first.
+            with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+                for chunk in upload.chunks():
+                    handle.write(chunk)
+                handle.flush()
+                try:
+                    pool = import_traffic(
+                        name=form.cleaned_data["name"], path=handle.name,
+                        user=request.user, description=form.cleaned_data["description"],
+                        limit=WEB_IMPORT_PROMPTS,
+                    )  # fmt: skip
+                except TrafficError as err:
+                    form.add_error("file", str(err))
+                else:
+                    last = pool.stats.get("last_import", {})
+                    messages.success(
+                        request,
+                        f"{pool.name}: {last.get('kept', 0)} of {last.get('read', 0)} "
+                        "prompts added.",
+                    )
+                    return redirect(pool)
+        status = 400
+    return render(
+        request,
+        "classifiers/datasets/traffic.html",
+        {
+            "pools": TrafficPool.objects.all(),
+            "form": form,
+            "can_start": has_role(request.user, POLICY_AUTHOR),
+        },
+        status=status,
+    )
+
+
+@require_GET
+def traffic_pool(request: HttpRequest, pk: int) -> HttpResponse:
+    pool = get_object_for_role(request, TrafficPool, pk=pk)
+    prompts = pool.prompts.order_by("id")
+    split = request.GET.get("split")
+    if split:
+        prompts = prompts.filter(split=split)
+    page = Paginator(prompts, PROMPTS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "classifiers/datasets/traffic_pool.html",
+        {"pool": pool, "page": page, "split": split,
+         "can_start": has_role(request.user, POLICY_AUTHOR)},  # fmt: skip
+    )
+
+
+urlpatterns = [
+    path("traffic/", traffic_pools, name="traffic_pools"),
+    path("traffic/<int:pk>/", traffic_pool, name="traffic_pool"),
+]

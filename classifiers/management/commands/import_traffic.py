@@ -1,0 +1,40 @@
+"""manage.py import_traffic NAME FILE: add a file of prompts to a traffic pool.
+
+JSONL (`{"text", "label"?, "kind"?}` per line), CSV with a text column, or Parquet;
+lines without a label are benign. Duplicates are dropped and each prompt gets a
+stable split (classifiers/ml/data/traffic.py). Datasets mix pools in with
+`manage.py generate --traffic-pool NAME` or the dataset form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from classifiers.datasets.traffic import TrafficError, import_traffic
+
+
+class Command(BaseCommand):
+    help = "Import a file of prompts (JSONL, CSV or Parquet) into a named traffic pool."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="pool name (an existing pool is added to)")
+        parser.add_argument("file", help="a .jsonl, .csv or .parquet file")
+        parser.add_argument("--description", default="")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            pool = import_traffic(
+                name=options["name"], path=options["file"], user=None,
+                description=options["description"],
+            )  # fmt: skip
+        except (TrafficError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        last = pool.stats["last_import"]
+        dropped = ", ".join(f"{n} {why}" for why, n in last["dropped"].items()) or "none"
+        self.stdout.write(
+            f"pool {pool.name!r} (#{pool.pk}): {last['kept']} of {last['read']} prompts "
+            f"added (dropped: {dropped}); it now holds {pool.stats['total']} "
+            f"({', '.join(f'{s} {n}' for s, n in sorted(pool.stats['splits'].items()))})"
+        )

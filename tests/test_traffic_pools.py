@@ -1,0 +1,117 @@
+"""Traffic pools: import (command and page), and datasets that mix them in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from classifiers.datasets import generators, run
+from classifiers.datasets.config import StartError, generate_config
+from classifiers.datasets.services import dataset_start
+from classifiers.models import DatasetExample, TrafficPool, TrafficPrompt
+from tests.datasets_helpers import FakeGenerator
+from tests.factories import SHOP, published_constitution
+
+pytestmark = pytest.mark.django_db
+
+EVERYDAY = [
+    f"{ask} {topic}?"
+    for ask in ("How do I start with", "Give me tips about", "What should I know about",
+                "Can you explain", "Help me plan")
+    for topic in ("baking banana bread", "a weekend in Lisbon", "sorting a list in python",
+                  "watering tomato plants", "writing a cover letter", "training for a 10k",
+                  "knitting a scarf", "the French revolution")
+]  # fmt: skip
+
+
+def write_jsonl(path, texts, **extra):  # type: ignore[no-untyped-def]
+    path.write_text("".join(json.dumps({"text": t, **extra}) + "\n" for t in texts))
+    return path
+
+
+def test_the_command_imports_a_pool_and_a_second_import_adds_only_new_prompts(tmp_path, capsys):
+    source = write_jsonl(tmp_path / "everyday.jsonl", EVERYDAY + EVERYDAY[:3], kind="everyday")
+    call_command("import_traffic", "everyday", str(source))
+    printed = capsys.readouterr().out
+    assert "40 of 43 prompts added" in printed and "3 duplicate" in printed
+    pool = TrafficPool.objects.get(name="everyday")
+    assert pool.prompts.count() == 40 and set(pool.prompts.values_list("label", flat=True)) == {0}
+    assert sum(pool.stats["splits"].values()) == 40 and pool.stats["kinds"] == {"everyday": 40}
+    call_command("import_traffic", "everyday", str(source))
+    assert "0 of 43 prompts added" in capsys.readouterr().out
+    assert pool.prompts.count() == 40
+
+
+def test_a_bad_file_imports_nothing(tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"text": "fine"}\n{"text": "bad", "label": 7}\n')
+    with pytest.raises(CommandError, match="line 2: label"):
+        call_command("import_traffic", "everyday", str(source))
+    with pytest.raises(CommandError, match="use a .jsonl, .csv or .parquet"):
+        call_command("import_traffic", "everyday", str(tmp_path / "prompts.txt"))
+    assert not TrafficPool.objects.exists() and not TrafficPrompt.objects.exists()
+
+
+def test_alice_uploads_a_csv_and_sees_the_pool(client, alice):
+    client.force_login(alice)
+    csv_text = "text,kind\n" + "".join(f'"{t}",everyday\n' for t in EVERYDAY)
+    upload = SimpleUploadedFile("support.csv", csv_text.encode(), content_type="text/csv")
+    response = client.post(reverse("classifiers:traffic_pools"),
+                           {"name": "support desk", "file": upload})  # fmt: skip
+    pool = TrafficPool.objects.get(name="support desk")
+    assert response.status_code == 302 and response["Location"] == pool.get_absolute_url()
+    page = client.get(pool.get_absolute_url()).content.decode()
+    assert "<strong>40</strong> prompts" in page and "baking banana bread" in page
+    listing = client.get(reverse("classifiers:traffic_pools")).content.decode()
+    assert "support desk" in listing
+
+
+def test_a_wrong_upload_is_a_400_that_says_why_and_a_viewer_cannot_upload(client, alice, victor):
+    client.force_login(alice)
+    upload = SimpleUploadedFile("prompts.txt", b"hello\n", content_type="text/plain")
+    response = client.post(reverse("classifiers:traffic_pools"), {"name": "x", "file": upload})
+    assert response.status_code == 400
+    assert "upload a .jsonl, .csv or .parquet file" in response.content.decode()
+    client.force_login(victor)
+    upload = SimpleUploadedFile("ok.jsonl", b'{"text": "hi there you"}\n')
+    response = client.post(reverse("classifiers:traffic_pools"), {"name": "x", "file": upload})
+    assert response.status_code == 403
+    assert client.get(reverse("classifiers:traffic_pools")).status_code == 200
+    assert not TrafficPool.objects.exists()
+
+
+def test_a_dataset_mixes_a_pool_into_its_splits_with_replies(alice, tmp_path, monkeypatch):
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
+    call_command("import_traffic", "everyday",
+                 str(write_jsonl(tmp_path / "e.jsonl", EVERYDAY)))  # fmt: skip
+    pool = TrafficPool.objects.get()
+    config = generate_config(per_category=2, traffic_pools=[pool.pk], traffic_limit=30)
+    dataset = dataset_start(
+        version=published_constitution(user=alice, categories=SHOP), config=config,
+        user=alice, enqueue=False,
+    )  # fmt: skip
+    dataset = run.run_dataset(dataset.pk)
+    assert dataset.status == "done", dataset.error
+    mixed = DatasetExample.objects.filter(dataset=dataset, category="traffic: everyday")
+    assert 28 <= mixed.count() <= 30 and dataset.counts["traffic"] == mixed.count()
+    assert set(mixed.values_list("label", flat=True)) == {0}
+    assert "calibration" in set(mixed.values_list("split", flat=True))
+    # Each mixed prompt is in the split its pool gave it, and has the generator's reply.
+    pool_splits = dict(pool.prompts.values_list("text", "split"))
+    for row in mixed:
+        assert row.split == pool_splits[row.prompt_text] and row.response
+
+
+def test_an_unknown_pool_is_refused_before_anything_starts(alice):
+    config = generate_config(per_category=2, traffic_pools=[999999])
+    with pytest.raises(StartError, match="unknown traffic pool"):
+        dataset_start(version=published_constitution(user=alice, categories=SHOP),
+                      config=config, user=alice, enqueue=False)  # fmt: skip
+    with pytest.raises(StartError, match="between 1 and 50000"):
+        dataset_start(version=published_constitution("w2", user=alice, categories=SHOP),
+                      config={**generate_config(per_category=2), "traffic_limit": 0},
+                      user=alice, enqueue=False)  # fmt: skip
