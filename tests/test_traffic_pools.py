@@ -115,3 +115,31 @@ def test_an_unknown_pool_is_refused_before_anything_starts(alice):
         dataset_start(version=published_constitution("w2", user=alice, categories=SHOP),
                       config={**generate_config(per_category=2), "traffic_limit": 0},
                       user=alice, enqueue=False)  # fmt: skip
+
+
+class EverydayWriter:
+    """Writes a different everyday request each time."""
+
+    calls = 0
+
+    def chat(self, conversations, *, max_new_tokens, temperature, top_p, seed=None):  # type: ignore[no-untyped-def]
+        replies = []
+        for conversation in conversations:
+            EverydayWriter.calls += 1
+            topic = conversation[0]["content"].split(" about ", 1)[1].split(".")[0]
+            replies.append(f"Could you give me advice number {EverydayWriter.calls} on {topic}?")
+        return replies
+
+
+def test_generate_traffic_writes_everyday_requests_into_a_pool(monkeypatch, capsys):
+    from classifiers.management.commands import generate_traffic
+
+    monkeypatch.setattr(generate_traffic, "local_generator", lambda: EverydayWriter())
+    call_command("generate_traffic", "everyday (generated)", per_topic=2)
+    pool = TrafficPool.objects.get(name="everyday (generated)")
+    # 50 topics x 2, less the odd near duplicate (the texts differ by a number).
+    assert pool.source == "generated" and 95 <= pool.prompts.count() <= 100
+    assert set(pool.prompts.values_list("kind", flat=True)) == {"everyday"}
+    assert f"{pool.prompts.count()} everyday requests added" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="between 1 and 200"):
+        call_command("generate_traffic", "x", per_topic=0)

@@ -8,7 +8,7 @@ classifiers/ml/data/traffic.py; this module only reads and writes rows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Count
 
 from classifiers.datasets.config import DEFAULT_TRAFFIC_LIMIT
+from classifiers.ml.data.everyday import EVERYDAY_TOPICS, generate_everyday
 from classifiers.ml.data.prompts import GenerateConfig
 from classifiers.ml.data.traffic import (
     MAX_POOL_PROMPTS,
@@ -51,20 +52,71 @@ def import_traffic(
     new). Lines without a label are benign. Duplicates, of the file's own lines or
     of prompts the pool holds, are dropped. All or nothing: a bad line imports none.
     """
-    name = " ".join(name.split())
-    if not name or len(name) > 100:
-        raise TrafficError("give the pool a name of 1 to 100 characters")
+    name = _pool_name(name)
     try:
         prompts = read_labelled_set(path, default_label=0)
     except LabelledSetError as exc:
         raise TrafficError(str(exc)) from None
     if len(prompts) > limit:
         raise TrafficError(f"{len(prompts)} prompts: import at most {limit} at a time")
+    return add_prompts(
+        name=name, prompts=prompts, user=user, description=description,
+        source=TrafficPool.Source.IMPORTED,
+    )  # fmt: skip
+
+
+def everyday_config(*, seed: int = 0, max_rounds: int = 3) -> GenerateConfig:
+    """Short requests, sampled warm for variety; a few rounds bound the time."""
+    return GenerateConfig(
+        seed=seed, temperature=0.9, top_p=0.95, max_new_tokens_query=48,
+        batch_size=24, max_rounds=max_rounds, k_examples=4,
+    )  # fmt: skip
+
+
+def generate_traffic(
+    *,
+    name: str,
+    generator: ChatGenerator,
+    cfg: GenerateConfig,
+    per_topic: int,
+    topics: Sequence[str] = EVERYDAY_TOPICS,
+    user: Any = None,
+    on_progress: Callable[..., None] | None = None,
+) -> TrafficPool:
+    """Generate everyday requests (ml/data/everyday.py) into the pool `name`."""
+    name = _pool_name(name)
+    report = generate_everyday(
+        generator, cfg, topics=topics, per_topic=per_topic, on_progress=on_progress
+    )
+    if not report.prompts:
+        raise TrafficError("the generator wrote no usable everyday requests")
+    pool = add_prompts(
+        name=name, prompts=report.prompts, user=user, source=TrafficPool.Source.GENERATED,
+        description=f"Everyday requests over {len(topics)} topics, written by the generator.",
+    )  # fmt: skip
+    pool.stats["last_import"]["rejected_by_filters"] = report.rejected
+    pool.save(update_fields=["stats"])
+    return pool
+
+
+def _pool_name(name: str) -> str:
+    name = " ".join(str(name).split())
+    if not name or len(name) > 100:
+        raise TrafficError("give the pool a name of 1 to 100 characters")
+    return name
+
+
+def add_prompts(
+    *, name: str, prompts: Sequence[Any], user: Any, source: str, description: str = ""
+) -> TrafficPool:
+    """Add prompts (with .text, .label, .kind) to the pool `name`, created if new,
+    without duplicates; all in one transaction."""
     with transaction.atomic():
         pool, _ = TrafficPool.objects.select_for_update().get_or_create(
             name=name,
             defaults={
                 "description": description[:500],
+                "source": source,
                 "created_by": user if getattr(user, "is_authenticated", False) else None,
             },
         )

@@ -13,7 +13,7 @@ from django.utils import timezone
 class TrafficPool(models.Model):
     class Source(models.TextChoices):
         IMPORTED = "imported", "Imported file"
-        SHADOW = "shadow", "Shadow-mode conversations"
+        GENERATED = "generated", "Generated everyday requests"
 
     name = models.CharField(max_length=100, unique=True)
     description = models.CharField(max_length=500, blank=True)

@@ -1,7 +1,10 @@
 """manage.py demo_models: a small dataset and both classifiers for each demo constitution.
 
 Runs through the same service code as the UI (classifiers.datasets to generate,
-classifiers.training to train), in this process, with the embedded SmolLM2. Cached: a
+classifiers.training to train), in this process, with the embedded SmolLM2. First
+it generates one shared pool of everyday requests (generate_traffic), which every
+demo dataset mixes in as benign traffic: without it the guard has never seen an
+ordinary request and blocks them. Cached: the pool is built once, and a
 constitution that already has an active input AND output model is skipped.
 """
 
@@ -12,11 +15,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifiers.core.model_cache import local_generator
 from classifiers.datasets.config import StartError, generate_config
 from classifiers.datasets.export import format_eta, throttled
 from classifiers.datasets.run import run_dataset
 from classifiers.datasets.services import dataset_start
-from classifiers.models import Dataset
+from classifiers.datasets.traffic import TrafficError, everyday_config, generate_traffic
+from classifiers.models import Dataset, TrafficPool
 from classifiers.training.registry import active_model
 from classifiers.training.run import run_training_job
 from classifiers.training.services import training_start
@@ -43,6 +48,10 @@ DEMO_DATASET = {
     "max_rounds": 2,
     "batch_size": 24,
 }
+# The shared everyday pool: ~6 requests on each of 50 topics, all mixed in.
+DEMO_TRAFFIC_POOL = "everyday (generated)"
+DEMO_TRAFFIC_PER_TOPIC = 6
+DEMO_TRAFFIC_LIMIT = 400
 DEMO_TRAINING = {
     "input_mode": "fast",
     "output_mode": "fast",
@@ -64,7 +73,7 @@ class Command(BaseCommand):
                             help="train again even when active models exist")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-
+        pool = None
         for slug in options["slug"] or DEMO_SLUGS:
             constitution = Constitution.objects.filter(slug=slug).first()
             if constitution is None:
@@ -74,19 +83,48 @@ class Command(BaseCommand):
             if all(live) and not options["force"]:
                 self.stdout.write(f"{slug}: active models #{live[0].pk} and #{live[1].pk}, skipped")
                 continue
+            pool = pool or self._traffic_pool()
             started = time.monotonic()
-            dataset = self._dataset(constitution, options["per_category"])
+            dataset = self._dataset(constitution, options["per_category"], pool)
             self._train(dataset)
             self.stdout.write(self.style.SUCCESS(
                 f"{slug}: ready in {time.monotonic() - started:.0f} s"
             ))  # fmt: skip
 
-    def _dataset(self, constitution: Any, per_category: int) -> Any:
+    def _traffic_pool(self) -> TrafficPool:
+        pool = TrafficPool.objects.filter(name=DEMO_TRAFFIC_POOL).first()
+        if pool is not None and pool.stats.get("total"):
+            self.stdout.write(f"everyday traffic: reusing pool #{pool.pk} ({pool.stats['total']} requests)")
+            return pool
+        self.stdout.write("everyday traffic: generating a shared pool (once)")
+        started = time.monotonic()
 
+        def line(stage: str, done: int, total: int, eta: float | None) -> None:
+            self.stdout.write(f"  {stage:<16} {done}/{total}")
+
+        echo = throttled(line, 3.0)
+        try:
+            pool = generate_traffic(
+                name=DEMO_TRAFFIC_POOL, generator=local_generator(), cfg=everyday_config(),
+                per_topic=DEMO_TRAFFIC_PER_TOPIC,
+                on_progress=lambda *, stage, done, total, **_: echo(stage, done, total, None),
+            )  # fmt: skip
+        except TrafficError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(
+            f"  pool #{pool.pk}: {pool.stats['total']} everyday requests in "
+            f"{time.monotonic() - started:.0f} s"
+        )
+        return pool
+
+    def _dataset(self, constitution: Any, per_category: int, pool: TrafficPool) -> Any:
         version = constitution.latest_version()
         if version is None:
             raise CommandError(f"{constitution.slug} has no published version")
-        config = generate_config(**{**DEMO_DATASET, "per_category": per_category})
+        config = generate_config(**{
+            **DEMO_DATASET, "per_category": per_category, "traffic_pools": [pool.pk],
+            "traffic_limit": DEMO_TRAFFIC_LIMIT,
+        })  # fmt: skip
         # Reuse a finished demo dataset of this version with this config (cache).
         cached = Dataset.objects.filter(
             constitution_version=version, status="done", config=config
