@@ -33,6 +33,7 @@ def test_a_rate_near_one_percent_needs_about_five_hundred_examples():
     assert examples_needed(0.01) == 500
     assert examples_needed(0.05) == 100
     assert examples_needed(0.001) == 5000
+    assert examples_needed(5e-324) == 10**15  # no overflow for a vanishing target
     with pytest.raises(ValueError):
         examples_needed(0.0)
 

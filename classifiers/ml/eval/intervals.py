@@ -13,6 +13,7 @@ from typing import Any
 
 Z95 = 1.96  # two-sided 95%
 EVENTS_NEEDED = 5  # expected events for a rate to be measurable (5 / rate examples)
+MAX_NEEDED = 10**15
 
 
 def wilson_interval(events: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -30,7 +31,9 @@ def examples_needed(rate: float) -> int:
     """How many examples measure a rate near `rate` (5 / rate, rounded up)."""
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
-    return math.ceil(EVENTS_NEEDED / rate - 1e-9)
+    needed = EVENTS_NEEDED / rate
+    # A vanishing target (1e-300) needs more examples than there are: cap, not inf.
+    return math.ceil(needed - 1e-9) if needed < MAX_NEEDED else MAX_NEEDED
 
 
 def rate_summary(events: int, n: int) -> dict[str, Any]:
