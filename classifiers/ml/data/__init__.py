@@ -19,6 +19,10 @@ Assembly:
   assemble.py    `build_dataset`: Stage I + augmentation + splits -> BuiltDataset.
   combine.py     merging datasets.
   io.py          Example <-> rows, JSONL and Parquet.
+Everyday traffic (benign negatives no constitution describes):
+  everyday.py    generated everyday requests over a broad list of topics.
+  traffic.py     traffic pools: cleaning, near-duplicates, stable splits, examples,
+                 the generator's replies.
 
 Import direction: prompts <- filters <- stage1 <- assemble; rewrites <- transforms
 <- augment; everything here may import text/ and types, never input/output/serving.
