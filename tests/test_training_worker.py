@@ -117,9 +117,8 @@ def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, a
     assert not ModelVersion.objects.exists() and not artifacts.exists()
 
 
-@pytest.mark.django_db
-def test_an_artifact_folder_in_the_way_fails_the_run_and_is_left_alone(alice, artifacts):
-    from classifiers.training.run import run_training_job
+def _queued_run_over_a_live_model(alice):  # type: ignore[no-untyped-def]
+    """A dataset whose live input model a queued run (activate when done) would replace."""
     from classifiers.training.services import training_start
 
     version = published_constitution(user=alice)
@@ -128,6 +127,14 @@ def test_an_artifact_folder_in_the_way_fails_the_run_and_is_left_alone(alice, ar
     live.activate()
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
                          activate_when_done=True, enqueue=False)  # fmt: skip
+    return version, live, run
+
+
+@pytest.mark.django_db
+def test_an_artifact_folder_in_the_way_fails_the_run_and_is_left_alone(alice, artifacts):
+    from classifiers.training.run import run_training_job
+
+    version, live, run = _queued_run_over_a_live_model(alice)
     # A file where the output artifact's folder must go: nothing is written, and
     # what this run did not create is never deleted.
     slug_dir = artifacts / version.constitution.slug
@@ -150,14 +157,8 @@ def test_a_failure_after_the_input_artifact_is_written_removes_both_and_keeps_th
     from classifiers.ml import pipeline
     from classifiers.training import run as training_run
     from classifiers.training.run import run_training_job
-    from classifiers.training.services import training_start
 
-    version = published_constitution(user=alice)
-    dataset = make_dataset(version)
-    live = make_model(dataset)
-    live.activate()
-    run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice,
-                         activate_when_done=True, enqueue=False)  # fmt: skip
+    version, live, run = _queued_run_over_a_live_model(alice)
     slug_dir = artifacts / version.constitution.slug
 
     def disk_full(model, directory, **kwargs):  # part of the output folder, then a failure
