@@ -20,7 +20,9 @@ from constitutions.forms import (
 from constitutions.models import Constitution, ConstitutionVersion
 from constitutions.views import (
     AUTHOR_REFUSAL,
+    DETAIL,
     READER_REFUSAL,
+    detail_context,
     get_constitution_for_author,
     get_constitution_for_reader,
     redirect_to_page,
@@ -32,9 +34,14 @@ from guardweb.roles import POLICY_AUTHOR, has_role, require_role
 def publish(request: HttpRequest, slug: str) -> HttpResponse:
     constitution = get_constitution_for_author(request, slug)
     form = PublishForm(request.POST)
-    note = form.cleaned_data["note"] if form.is_valid() else ""
+    if not form.is_valid():
+        # Refuse rather than publish without the note the author wrote.
+        context = detail_context(request, constitution, publish_form=form)
+        return render(request, DETAIL, context, status=400)
     try:
-        version = services.publish_draft(constitution, user=request.user, note=note)
+        version = services.publish_draft(
+            constitution, user=request.user, note=form.cleaned_data["note"]
+        )
     except services.PublishBlocked as blocked:
         messages.error(request, "Not published: " + " ".join(blocked.reasons))
         response = redirect_to_page(constitution)

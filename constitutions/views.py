@@ -93,7 +93,7 @@ def _category_in_list(constitution: Constitution, pk: int) -> Category:
     raise Http404("category not found")
 
 
-def _detail_context(
+def detail_context(
     request: HttpRequest, constitution: Constitution, **extra: Any
 ) -> dict[str, Any]:
     categories = _annotate(list(constitution.categories.select_related("updated_by")))
@@ -208,7 +208,7 @@ FRAGMENTS = {"publish_panel", "audit", "category_list", "header"}
 @require_GET
 def constitution_detail(request: HttpRequest, slug: str) -> HttpResponse:
     constitution = get_constitution_for_reader(request, slug)
-    context = _detail_context(request, constitution)
+    context = detail_context(request, constitution)
     edit = request.GET.get("edit", "")
     if edit.isdigit() and context["is_author"]:  # the no-JavaScript way into an edit
         category = next((c for c in context["categories"] if c.pk == int(edit)), None)
@@ -225,7 +225,7 @@ def header_save(request: HttpRequest, slug: str) -> HttpResponse:
     constitution = get_constitution_for_author(request, slug)
     form = HeaderForm(request.POST)
     if not form.is_valid():
-        context = _detail_context(
+        context = detail_context(
             request, constitution, header_form=form, header_open=True
         )
         return _render(request, DETAIL, context, partial="header", status=400)
@@ -238,7 +238,7 @@ def header_save(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except services.Conflict as conflict:
         mine = HeaderForm(initial={**conflict.mine, "revision": conflict.revision})
-        context = _detail_context(
+        context = detail_context(
             request,
             constitution,
             header_form=mine,
@@ -253,7 +253,7 @@ def header_save(request: HttpRequest, slug: str) -> HttpResponse:
     if not htmx_partial(request):
         messages.success(request, "Saved the name and domain.")
         return redirect_to_page(constitution)
-    context = _detail_context(request, constitution, saved_at=timezone.localtime())
+    context = detail_context(request, constitution, saved_at=timezone.localtime())
     return _changed(_render(request, DETAIL, context, partial="header"))
 
 
@@ -276,11 +276,11 @@ def category_add(request: HttpRequest, slug: str) -> HttpResponse:
                 messages.success(request, f"Added '{category.name}'.")
                 return redirect_to_page(constitution, f"cat-{category.pk}")
             # A fresh add form, plus the new list swapped out of band.
-            context = _detail_context(
+            context = detail_context(
                 request, constitution, oob=True, added_pk=category.pk
             )
             return _changed(_render(request, DETAIL, context, partial="add_form"))
-    context = _detail_context(request, constitution, add_form=form)
+    context = detail_context(request, constitution, add_form=form)
     return _render(
         request,
         DETAIL,
@@ -318,7 +318,7 @@ def category_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     category = _category_in_list(constitution, pk)
     if not htmx_partial(request):
         return redirect_to_page(constitution, f"cat-{pk}")
-    context = _detail_context(request, constitution, category=category)
+    context = detail_context(request, constitution, category=category)
     return _render(request, DETAIL, context, partial="category")
 
 
@@ -330,7 +330,7 @@ def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         if not htmx_partial(request):
             url = reverse("constitutions:detail", args=[slug])
             return redirect(f"{url}?edit={pk}#cat-{pk}")
-        context = _detail_context(
+        context = detail_context(
             request,
             constitution,
             category=category,
@@ -363,7 +363,7 @@ def _save_category(
     seen = request.POST.get(f"{prefix}-revision", "")
 
     def editor(status: int, **extra: Any) -> HttpResponse:
-        context = _detail_context(
+        context = detail_context(
             request,
             constitution,
             category=category,
@@ -440,7 +440,7 @@ def _save_category(
         messages.success(request, f"Saved '{saved.name}'.")
         return redirect_to_page(constitution, f"cat-{saved.pk}")
     fresh = _category_in_list(constitution, saved.pk)
-    context = _detail_context(
+    context = detail_context(
         request,
         constitution,
         category=fresh,
@@ -463,7 +463,7 @@ def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         raise Http404("category not found") from None
     if not htmx_partial(request):
         return redirect_to_page(constitution, f"cat-{pk}")
-    context = _detail_context(
+    context = detail_context(
         request, constitution, moved_pk=pk, moved_direction=direction
     )
     return _changed(_render(request, DETAIL, context, partial="category_list"))
@@ -487,11 +487,11 @@ def category_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             messages.error(request, notice)
             return redirect_to_page(constitution, f"cat-{pk}")
         fresh = _category_in_list(constitution, pk)
-        context = _detail_context(request, constitution, category=fresh, notice=notice)
+        context = detail_context(request, constitution, category=fresh, notice=notice)
         response = _render(request, DETAIL, context, partial="category", status=409)
         return retarget(response, f"#cat-{pk}")
     if not htmx_partial(request):
         messages.success(request, f"Deleted '{category.name}'.")
         return redirect_to_page(constitution)
-    context = _detail_context(request, constitution)
+    context = detail_context(request, constitution)
     return _changed(_render(request, DETAIL, context, partial="category_list"))

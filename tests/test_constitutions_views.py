@@ -454,6 +454,17 @@ def test_publishing_freezes_a_numbered_version_with_hash_note_and_author(
     assert ConstitutionVersion.objects.count() == 1
 
 
+def test_a_note_over_the_limit_is_refused_and_nothing_is_published(
+    client, alice, constitution
+):
+    client.force_login(alice)
+    url = reverse("constitutions:publish", args=["widgets"])
+    response = client.post(url, {"note": "x" * 1_000_000})
+    assert response.status_code == 400
+    assert "at most 2000 characters" in response.content.decode()
+    assert not ConstitutionVersion.objects.exists()
+
+
 def test_a_draft_without_a_permitted_category_cannot_be_published_and_says_why(
     client, alice
 ):

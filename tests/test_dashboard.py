@@ -97,6 +97,9 @@ def test_range_filters_partials_and_bad_ranges(client, traffic, victor):  # type
     assert b'data-testid="stat-turns">0<' in old.content
     bad = client.get(reverse("classifiers:dashboard"), {"since": "2020-02-01", "until": "2020-01-01"})
     assert bad.status_code == 400 and b"after the end date" in bad.content
+    for far in ({"until": "9999-12-31"}, {"since": "9999-12-30"}, {"since": "0001-01-01"}):
+        response = client.get(reverse("classifiers:dashboard"), far)
+        assert response.status_code == 400 and b"choose dates between" in response.content
     live = client.get(reverse("classifiers:dashboard"), {"live": "1"})
     assert b'id="dashboard-live"' in live.content and b'data-testid="live-queue">3<' in live.content
 

@@ -41,6 +41,9 @@ def test_a_bad_mode_or_limit_is_a_400_with_errors_and_changes_nothing(client, al
     response = post(client, alice, max_new_tokens=100000)
     assert response.status_code == 400
     assert b"less than or equal to 512" in response.content
+    # 0 tokens would make every reply empty.
+    response = post(client, alice, max_new_tokens=0)
+    assert response.status_code == 400 and b"greater than or equal to 1" in response.content
     assert GuardPolicy.for_constitution(constitution).max_new_tokens == 128
 
 

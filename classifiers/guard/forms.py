@@ -30,7 +30,8 @@ class GuardPolicyForm(forms.ModelForm):
             )
             self.fields[name].required = False
         self.fields["max_message_chars"].validators.append(MinValueValidator(1))
-        self.fields["max_new_tokens"].validators.append(MaxValueValidator(512))
+        # 0 would make every reply empty.
+        self.fields["max_new_tokens"].validators += [MinValueValidator(1), MaxValueValidator(512)]
         self.fields["requests_per_minute"].validators.append(MinValueValidator(1))
 
 

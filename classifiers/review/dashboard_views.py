@@ -18,6 +18,9 @@ from constitutions.models import Constitution
 from guardweb.htmx import htmx_partial
 from guardweb.roles import require_role
 
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2999, 12, 31)
+
 
 class DashboardFilter(forms.Form):
     range = forms.ChoiceField(
@@ -38,6 +41,12 @@ class DashboardFilter(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         since, until = data.get("since"), data.get("until")
+        for day in (since, until):
+            # date.max + 1 day overflowed: dates far outside any traffic are refused.
+            if day and not EARLIEST <= day <= LATEST:
+                raise forms.ValidationError(
+                    f"choose dates between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+                )
         if since and until and since > until:
             raise forms.ValidationError("the start date is after the end date")
         if since and until and (until - since).days > 366:
