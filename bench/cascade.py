@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from classifiers.ml.data.stage1 import response_label
 from classifiers.ml.device import pick_device
 from classifiers.ml.eval.cascade import (
     Cascade,
@@ -51,6 +50,7 @@ from classifiers.ml.output.training import (
     train_head_on_features,
 )
 from classifiers.ml.output.value_head import CausalLMWithValueHead
+from classifiers.ml.pipeline import with_response_label
 from classifiers.ml.types import Example
 
 logger = logging.getLogger(__name__)
@@ -66,16 +66,6 @@ HeavyTrainer = Callable[[list[Example], list[Example]], ScoreFn]
 
 
 # ------------------------------------------------------------------------- data
-
-
-def _with_response_labels(examples: list[Example]) -> list[Example]:
-    """Keep examples with a response, labelled for the output classifier."""
-    out = []
-    for ex in examples:
-        label = response_label(ex)
-        if label is not None:
-            out.append(dataclasses.replace(ex, label=label))
-    return out
 
 
 def _cap(examples: list[Example], n: int | None, seed: int) -> list[Example]:
@@ -151,7 +141,7 @@ def load_dataset_splits(dataset_id: int | None) -> tuple[dict[str, list[Example]
         "validation": [e for e in rows if e.meta["split"] in VALIDATION_SPLITS],
         "test": [e for e in rows if e.meta["split"] in TEST_SPLITS],
     }
-    return {k: _with_response_labels(v) for k, v in splits.items()}, str(dataset)
+    return {k: with_response_label(v) for k, v in splits.items()}, str(dataset)
 
 
 # ----------------------------------------------------------------------- models

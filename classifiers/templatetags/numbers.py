@@ -6,6 +6,8 @@ from typing import Any
 
 from django import template
 
+from classifiers.ml.eval.intervals import format_rate
+
 register = template.Library()
 
 
@@ -46,10 +48,4 @@ def interval(value: Any, digits: int = 2) -> str:
 @register.filter
 def rate_of(summary: Any) -> str:
     """{"rate", "low", "high", "n"} -> "0.912 [0.88–0.94] of 450"; "–" when missing."""
-    try:
-        return (
-            f"{float(summary['rate']):.3f} [{float(summary['low']):.2f}–"
-            f"{float(summary['high']):.2f}] of {int(summary['n'])}"
-        )
-    except (TypeError, ValueError, KeyError):
-        return "–"
+    return format_rate(summary)

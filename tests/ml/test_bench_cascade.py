@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
-from bench.cascade import _cap, _with_response_labels, run_bench, synthetic_examples
+from bench.cascade import _cap, run_bench, synthetic_examples
 from classifiers.ml.output.model import OutputClassifierConfig
+from classifiers.ml.pipeline import with_response_label
 from tests.ml.test_output_classifier import toy_examples
 from tests.ml.test_value_head import make_tokenizer, tiny_lm
 
@@ -75,5 +76,5 @@ def test_cap_balances_labels_and_response_labels():
     assert _cap(examples, None, 0) == examples
     relabelled = dataclasses.replace(examples[0], meta={"response_label": 1})
     no_reply = dataclasses.replace(examples[1], response="")
-    out = _with_response_labels([relabelled, no_reply])
+    out = with_response_label([relabelled, no_reply])
     assert [e.label for e in out] == [1]

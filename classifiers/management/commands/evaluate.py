@@ -16,6 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classifiers.guard.engines import input_guard_for
+from classifiers.ml.eval.intervals import format_rate
 from classifiers.ml.eval.labelled_sets import (
     LabelledSetError,
     kind_report,
@@ -116,8 +117,8 @@ class Command(BaseCommand):
         rows = [("all", report["overall"]), *report["per_kind"].items()]
         for kind, row in rows:
             self.stdout.write(
-                f"{kind[:20]:<20} {row['n']:>6} {_rate(row['recall']):>22} "
-                f"{_rate(row['fpr']):>22}"
+                f"{kind[:20]:<20} {row['n']:>6} {format_rate(row['recall']):>22} "
+                f"{format_rate(row['fpr']):>22}"
             )
         for warning in report["warnings"]:
             self.stdout.write(f"warning: {warning}")
@@ -126,16 +127,6 @@ class Command(BaseCommand):
         if save:
             record_evaluation(model_version=model, report=report)
             self.stdout.write(f"saved in model #{model.pk}'s report as {save!r}")
-
-
-def _rate(summary: dict[str, Any] | None) -> str:
-    """0.912 [0.88–0.94] of 450"""
-    if not summary:
-        return "–"
-    return (
-        f"{summary['rate']:.3f} [{summary['low']:.2f}–{summary['high']:.2f}] "
-        f"of {summary['n']}"
-    )
 
 
 def _f(value: Any) -> str:

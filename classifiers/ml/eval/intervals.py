@@ -57,3 +57,14 @@ def too_few_for(rate: float, n: int, what: str) -> str | None:
         f"{what}: {n} example{'' if n == 1 else 's'}; a rate near {rate:.1%} needs "
         f"about {needed}, so it is rough"
     )
+
+
+def format_rate(summary: dict[str, Any] | None) -> str:
+    """A rate_summary as text: "0.912 [0.88–0.94] of 450"; "–" when missing."""
+    try:
+        return (
+            f"{float(summary['rate']):.3f} [{float(summary['low']):.2f}–"  # type: ignore[index]
+            f"{float(summary['high']):.2f}] of {int(summary['n'])}"  # type: ignore[index]
+        )
+    except (TypeError, ValueError, KeyError):
+        return "–"
