@@ -8,6 +8,7 @@ from classifiers.audit import views as audit_views
 from classifiers.core import views as core_views
 from classifiers.datasets import traffic_views
 from classifiers.datasets import views as dataset_views
+from classifiers.evaluation import views as evaluation_views
 from classifiers.guard import views as guard_views
 from classifiers.playground import views as playground_views
 from classifiers.review import dashboard_views
@@ -21,6 +22,7 @@ urlpatterns = [
     *traffic_views.urlpatterns,
     *audit_views.urlpatterns,
     *training_views.urlpatterns,
+    *evaluation_views.urlpatterns,
     *playground_views.urlpatterns,
     *guard_views.urlpatterns,
     *tokens.urlpatterns,

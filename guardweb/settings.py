@@ -212,6 +212,7 @@ CELERY_TASK_ROUTES = {
     "classifiers.tasks.train_classifier": {"queue": "gpu"},
     "classifiers.tasks.calibrate_cascade": {"queue": "gpu"},
     "classifiers.tasks.audit_labels": {"queue": "gpu"},
+    "classifiers.tasks.evaluate_model": {"queue": "gpu"},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True

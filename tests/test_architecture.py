@@ -24,6 +24,7 @@ LAYERS = [
     {"audit", "training"},
     {"review"},
     {"guard"},
+    {"evaluation"},
     {"api", "playground", "management", "templatetags"},
     {"urls", "routing", "tasks"},
 ]

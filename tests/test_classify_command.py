@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.factories import published_constitution
-from tests.training_helpers import make_dataset
+from tests.training_helpers import train_input_model
 
 pytestmark = pytest.mark.django_db
 
@@ -18,19 +18,7 @@ def trained(settings, tmp_path, alice):
     """A dataset and an active input model trained by `manage.py train`."""
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     version = published_constitution(user=alice)
-    dataset = make_dataset(version)
-    out = []
-
-    class Sink:
-        def write(self, text: str) -> None:
-            out.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    call_command("train", dataset=dataset.pk, epochs=8, no_output=True, target_fpr=0.1,
-                 activate=True, stdout=Sink())  # fmt: skip
-    return version.constitution, "".join(out)
+    return version.constitution, train_input_model(version)
 
 
 def test_train_prints_progress_and_the_headline_metrics(trained):

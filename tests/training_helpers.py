@@ -164,3 +164,23 @@ def wait_for_job(job: Any, timeout: float = 150) -> Any:
             return job
         time.sleep(0.3)
     raise AssertionError(f"{job} stuck at {job.status} / {job.stage}")
+
+
+def train_input_model(version: Any, *, epochs: int = 8) -> str:
+    """`manage.py train` an active input model (no output model) on make_dataset's
+    rows; returns what the command printed. Set settings.ARTIFACTS_DIR first."""
+    from django.core.management import call_command
+
+    out: list[str] = []
+
+    class Sink:
+        def write(self, text: str) -> None:
+            out.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    dataset = make_dataset(version)
+    call_command("train", dataset=dataset.pk, epochs=epochs, no_output=True, target_fpr=0.1,
+                 activate=True, stdout=Sink())  # fmt: skip
+    return "".join(out)

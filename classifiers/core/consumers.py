@@ -8,7 +8,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
-from classifiers.models import CascadeCalibration, Dataset, LabelAudit, TrainingRun
+from classifiers.models import (
+    CascadeCalibration,
+    Dataset,
+    EvaluationRun,
+    LabelAudit,
+    TrainingRun,
+)
 from guardweb.roles import user_roles
 
 
@@ -49,7 +55,7 @@ class JobProgressConsumer(AsyncWebsocketConsumer):
             return None
         model = {
             "dataset": Dataset, "training": TrainingRun, "cascade": CascadeCalibration,
-            "audit": LabelAudit,
+            "audit": LabelAudit, "evaluation": EvaluationRun,
         }.get(kind)  # fmt: skip
         return model.objects.filter(pk=pk).first() if model else None
 

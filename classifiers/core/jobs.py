@@ -24,7 +24,13 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from classifiers.ml.types import Cancelled
-from classifiers.models import CascadeCalibration, Dataset, LabelAudit, TrainingRun
+from classifiers.models import (
+    CascadeCalibration,
+    Dataset,
+    EvaluationRun,
+    LabelAudit,
+    TrainingRun,
+)
 from classifiers.models.jobs import Job, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -200,3 +206,4 @@ def reap_jobs_of_dead_workers(**_: object) -> None:
     TrainingRun.reap_stale()
     CascadeCalibration.reap_stale()
     LabelAudit.reap_stale()
+    EvaluationRun.reap_stale()

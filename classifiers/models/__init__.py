@@ -1,5 +1,5 @@
-"""Datasets, training runs, model versions, traffic pools (and the guard's records,
-in guard.py)."""
+"""Datasets, training runs, model versions, traffic pools, evaluation sets (and the
+guard's records, in guard.py)."""
 
 from classifiers.models.audit import (  # noqa: F401, E402
     AuditDecision,
@@ -11,6 +11,11 @@ from classifiers.models.datasets import (  # noqa: F401
     DatasetExample,
     GeneratorEndpoint,
     JailbreakTemplate,
+)
+from classifiers.models.evaluation import (  # noqa: F401
+    EvaluationPrompt,
+    EvaluationRun,
+    EvaluationSet,
 )
 from classifiers.models.guard import (  # noqa: F401
     ApiToken,

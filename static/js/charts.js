@@ -116,5 +116,5 @@
     return make(id, { type: "scatter", data: { datasets: datasets }, options: { scales: unitAxes("false-positive rate", "true-positive rate") } });
   }
 
-  window.GuardwebCharts = { modelReport: modelReport, liveHistory: liveHistory, compareRoc: compareRoc, charts: charts };
+  window.GuardwebCharts = { modelReport: modelReport, histogram: histogramChart, liveHistory: liveHistory, compareRoc: compareRoc, charts: charts };
 })();

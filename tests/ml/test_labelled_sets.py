@@ -13,6 +13,7 @@ from classifiers.ml.eval.labelled_sets import (
     LabelledPrompt,
     LabelledSetError,
     kind_report,
+    mistakes_and_histogram,
     read_labelled_set,
 )
 
@@ -94,3 +95,21 @@ def test_kind_report_counts_recall_and_false_positives_per_kind():
     assert any("30 examples" in w and "500" in w for w in report["warnings"])
     with pytest.raises(ValueError):
         kind_report(prompts, flagged[:-1], name="short")
+
+
+def test_mistakes_show_the_worst_misses_and_false_alarms_and_histograms_count_by_label():
+    prompts = [LabelledPrompt(f"attack {i}", 1, "plain") for i in range(12)]
+    prompts += [LabelledPrompt(f"everyday {i}", 0, "everyday") for i in range(5)]
+    scores = [i / 20 for i in range(12)] + [0.0, 0.1, 0.97, 0.6, 1.0]
+    flagged = [s >= 0.5 for s in scores]
+    shown = mistakes_and_histogram(prompts, scores, flagged, max_chars=6)
+    # Missed attacks lowest first, at most ten; false alarms highest first.
+    assert [m["score"] for m in shown["missed"]] == [i / 20 for i in range(10)]
+    assert shown["missed"][0] == {"text": "attack", "kind": "plain", "score": 0.0}
+    assert [m["score"] for m in shown["false_alarms"]] == [1.0, 0.97, 0.6]
+    histogram = shown["histogram"]
+    assert len(histogram["edges"]) == len(histogram["harmful"]) + 1
+    assert sum(histogram["harmful"]) == 12 and sum(histogram["benign"]) == 5
+    assert histogram["benign"][-1] == 2  # 0.97 and a score of exactly 1.0
+    with pytest.raises(ValueError):
+        mistakes_and_histogram(prompts, scores[:-1], flagged)

@@ -5,6 +5,11 @@ labelled file of your own (JSONL/CSV/Parquet: text, label, kind; see
 classifiers/ml/eval/labelled_sets.py) and prints recall and false-positive rate per
 kind with their 95% intervals; `--save NAME` keeps the result in the model's report
 (shown on its page, comparable across models).
+
+Evaluation sets (the pages under /classifiers/evaluation-sets/) from the command line:
+`--import FILE --set NAME` stores a labelled file as a set; `--model N --set NAME`
+scores the model on it in this process, as the page's worker job does, and keeps the
+result on the set's page and the model's.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class Command(BaseCommand):
     help = "Show a model's evaluation report on the test or held-out-transforms split."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--model", type=int, required=True, help="model version id")
+        parser.add_argument("--model", type=int, default=None, help="model version id")
         parser.add_argument("--split", choices=("test", "heldout_transforms"),
                             default="test")  # fmt: skip
         parser.add_argument("--json", dest="json_out", default=None,
@@ -43,12 +48,23 @@ class Command(BaseCommand):
                             help="score a labelled prompt file (.jsonl/.csv/.parquet) instead")  # fmt: skip
         parser.add_argument("--save", default=None, metavar="NAME",
                             help="with --file: keep the result in the model's report as NAME")  # fmt: skip
+        parser.add_argument("--set", dest="set_name", default=None, metavar="NAME",
+                            help="an evaluation set: score --model on it, or --import into it")  # fmt: skip
+        parser.add_argument("--import", dest="import_file", default=None, metavar="FILE",
+                            help="with --set: store a labelled file as a new evaluation set")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-
+        if options["import_file"]:
+            self.import_set(options["import_file"], options["set_name"])
+            return
+        if options["model"] is None:
+            raise CommandError("give --model ID (or --import FILE --set NAME)")
         model = ModelVersion.objects.filter(pk=options["model"]).first()
         if model is None:
             raise CommandError(f"no model #{options['model']}")
+        if options["set_name"]:
+            self.score_set(model, options["set_name"], options["json_out"])
+            return
         if options["file"]:
             self.score_file(model, options["file"], options["save"], options["json_out"])
             return
@@ -86,6 +102,62 @@ class Command(BaseCommand):
         for family, entry in block["classifier"].get("per_transform", {}).items():
             self.stdout.write(f"  transform {family:<20} recall {_f(entry.get('recall'))}")
 
+    def import_set(self, path: str, name: str | None) -> None:
+        from classifiers.evaluation.sets import (
+            EvaluationSetError,
+            import_evaluation_set,
+        )
+
+        if not name:
+            raise CommandError("--import needs --set NAME (the new set's name)")
+        try:
+            evaluation_set = import_evaluation_set(name=name, path=path, user=None)
+        except (EvaluationSetError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        stats = evaluation_set.stats
+        self.stdout.write(
+            f"evaluation set #{evaluation_set.pk} {evaluation_set.name!r}: {stats['prompts']} "
+            f"prompts ({stats['harmful']} harmful, {stats['benign']} benign, "
+            f"{len(stats['kinds'])} kinds)"
+        )
+
+    def score_set(self, model: ModelVersion, name: str, json_out: str | None) -> None:
+        from classifiers.evaluation.run import run_evaluation_job
+        from classifiers.evaluation.services import EvaluationError, start_evaluation
+        from classifiers.models import EvaluationSet
+
+        evaluation_set = EvaluationSet.objects.filter(name=name).first()
+        if evaluation_set is None:
+            raise CommandError(
+                f"no evaluation set {name!r}: import one with --import FILE --set NAME"
+            )
+        try:
+            run = start_evaluation(
+                evaluation_set=evaluation_set, model_version=model, user=None, enqueue=False
+            )
+        except EvaluationError as exc:
+            raise CommandError(str(exc)) from exc
+        run_evaluation_job(run.pk)
+        run.refresh_from_db()
+        if run.status != "done":
+            raise CommandError(f"evaluation #{run.pk} {run.status}: {run.error}")
+        self.print_report(model, run.report, json_out)
+
+    def print_report(self, model: ModelVersion, report: dict, json_out: str | None) -> None:
+        self.stdout.write(f"{model} on {report['name']} ({report['overall']['n']} prompts, "
+                          f"threshold {_f(model.threshold)})")  # fmt: skip
+        self.stdout.write(f"{'kind':<20} {'n':>6} {'recall':>22} {'FPR':>22}")
+        rows = [("all", report["overall"]), *report["per_kind"].items()]
+        for kind, row in rows:
+            self.stdout.write(
+                f"{kind[:20]:<20} {row['n']:>6} {format_rate(row['recall']):>22} "
+                f"{format_rate(row['fpr']):>22}"
+            )
+        for warning in report["warnings"]:
+            self.stdout.write(f"warning: {warning}")
+        if json_out:
+            Path(json_out).write_text(json.dumps(report, indent=2))
+
     def score_file(
         self, model: ModelVersion, path: str, save: str | None, json_out: str | None
     ) -> None:
@@ -111,19 +183,7 @@ class Command(BaseCommand):
         report = kind_report(
             prompts, flagged, name=name, target_fpr=model.thresholds.get("target_fpr")
         )
-        self.stdout.write(f"{model} on {name} ({len(prompts)} prompts, threshold "
-                          f"{_f(model.threshold)})")  # fmt: skip
-        self.stdout.write(f"{'kind':<20} {'n':>6} {'recall':>22} {'FPR':>22}")
-        rows = [("all", report["overall"]), *report["per_kind"].items()]
-        for kind, row in rows:
-            self.stdout.write(
-                f"{kind[:20]:<20} {row['n']:>6} {format_rate(row['recall']):>22} "
-                f"{format_rate(row['fpr']):>22}"
-            )
-        for warning in report["warnings"]:
-            self.stdout.write(f"warning: {warning}")
-        if json_out:
-            Path(json_out).write_text(json.dumps(report, indent=2))
+        self.print_report(model, report, json_out)
         if save:
             record_evaluation(model_version=model, report=report)
             self.stdout.write(f"saved in model #{model.pk}'s report as {save!r}")

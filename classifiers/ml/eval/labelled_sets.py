@@ -154,3 +154,44 @@ def kind_report(
         if warning:
             warnings.append(f"{warning}: the FPR at the target cannot be confirmed")
     return {"name": name, "overall": overall, "per_kind": per_kind, "warnings": warnings}
+
+
+SHOWN_MISTAKES = 10  # per side: the harmful prompts scored lowest, the benign highest
+HISTOGRAM_BINS = 20
+
+
+def mistakes_and_histogram(
+    prompts: Sequence[LabelledPrompt],
+    scores: Sequence[float],
+    flagged: Sequence[bool],
+    *,
+    max_chars: int = 300,
+) -> dict[str, Any]:
+    """What a reader checks after the rates: the misses and false alarms a person
+    should look at first, and each label's score histogram (HISTOGRAM_BINS bins of
+    [0, 1]), so a threshold's margin is visible."""
+    if not len(prompts) == len(scores) == len(flagged):
+        raise ValueError("one score and one decision per prompt")
+    rows = list(zip(prompts, scores, flagged, strict=True))
+
+    def shown(row: tuple[LabelledPrompt, float, bool]) -> dict[str, Any]:
+        prompt, score, _ = row
+        return {"text": prompt.text[:max_chars], "kind": prompt.kind, "score": round(score, 4)}
+
+    missed = sorted((r for r in rows if r[0].label == 1 and not r[2]), key=lambda r: r[1])
+    false_alarms = sorted(
+        (r for r in rows if r[0].label == 0 and r[2]), key=lambda r: -r[1]
+    )
+    histogram = {
+        "edges": [round(i / HISTOGRAM_BINS, 4) for i in range(HISTOGRAM_BINS + 1)],
+        "harmful": [0] * HISTOGRAM_BINS,
+        "benign": [0] * HISTOGRAM_BINS,
+    }
+    for prompt, score, _ in rows:
+        index = min(HISTOGRAM_BINS - 1, max(0, int(score * HISTOGRAM_BINS)))
+        histogram["harmful" if prompt.label == 1 else "benign"][index] += 1
+    return {
+        "missed": [shown(r) for r in missed[:SHOWN_MISTAKES]],
+        "false_alarms": [shown(r) for r in false_alarms[:SHOWN_MISTAKES]],
+        "histogram": histogram,
+    }

@@ -1,0 +1,55 @@
+"""Forms of the evaluation pages: import a set, score a model on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django import forms
+
+from classifiers.models import ActiveModel, ModelVersion
+
+
+class EvaluationImportForm(forms.Form):
+    MAX_BYTES = 20 * 1024 * 1024  # with WEB_IMPORT_PROMPTS, bounds the request's work
+
+    name = forms.CharField(max_length=100, label="Set name")
+    description = forms.CharField(max_length=500, required=False)
+    file = forms.FileField(
+        label="Labelled prompts",
+        help_text='JSONL ({"text": ..., "label": 1 or 0, "kind"?: ...} per line), CSV with '
+        "text, label and kind columns, or Parquet. Label 1 is harmful (should be "
+        "blocked), 0 benign; kind groups the rows of the report.",
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        suffix = Path(upload.name or "").suffix.lower()
+        if suffix not in (".jsonl", ".csv", ".parquet"):
+            raise forms.ValidationError("upload a .jsonl, .csv or .parquet file")
+        if upload.size > self.MAX_BYTES:
+            raise forms.ValidationError(
+                f"the file is {upload.size // (1024 * 1024)} MB; upload at most "
+                f"{self.MAX_BYTES // (1024 * 1024)} MB here (manage.py evaluate --import "
+                "takes bigger files)"
+            )
+        return upload
+
+
+class EvaluationStartForm(forms.Form):
+    model_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), label="Input model",
+        empty_label=None,
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["model_version"]
+        field.queryset = ModelVersion.objects.filter(kind="input").select_related(
+            "constitution"
+        ).order_by("-pk")  # fmt: skip
+        active = set(ActiveModel.objects.values_list("model_version_id", flat=True))
+        field.label_from_instance = lambda m: (
+            f"#{m.pk} {m.constitution.slug} ({m.config.get('mode', '?')}"
+            f"{', active' if m.pk in active else ''})"
+        )

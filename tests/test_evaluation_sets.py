@@ -1,0 +1,168 @@
+"""Evaluation sets: import a labelled file, score a real (tiny) input model on it with
+the real Celery worker, compare models per kind on the set's page."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from bench.fixtures import BENIGN, HARMFUL
+from classifiers.models import EvaluationRun, EvaluationSet, ModelVersion
+from tests.factories import published_constitution
+from tests.training_helpers import train_input_model, wait_for_job
+
+pytestmark = pytest.mark.django_db
+
+
+def labelled_lines() -> list[dict]:
+    rows = [{"text": t, "label": 1, "kind": "plain attack"} for t in HARMFUL]
+    rows += [{"text": t, "label": 0, "kind": "everyday"} for t in BENIGN]
+    return rows
+
+
+def write_jsonl(path, rows):  # type: ignore[no-untyped-def]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def model(settings, tmp_path, alice):  # type: ignore[no-untyped-def]
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    train_input_model(published_constitution(user=alice))
+    return ModelVersion.objects.get(kind="input")
+
+
+def test_the_command_imports_a_set_without_duplicates_and_refuses_a_second_of_that_name(
+    tmp_path, capsys
+):
+    source = write_jsonl(tmp_path / "set.jsonl", labelled_lines() + labelled_lines()[:3])
+    call_command("evaluate", import_file=str(source), set_name="garden traffic")
+    assert "24 prompts (12 harmful, 12 benign, 2 kinds)" in capsys.readouterr().out
+    imported = EvaluationSet.objects.get()
+    assert imported.stats["duplicates_dropped"] == 3
+    assert imported.stats["kinds"]["everyday"] == {"harmful": 0, "benign": 12}
+    assert list(imported.prompts.values_list("text", flat=True)[:2]) == HARMFUL[:2]
+    with pytest.raises(CommandError, match="exists"):
+        call_command("evaluate", import_file=str(source), set_name=" garden  traffic ")
+    # A line without a label imports nothing, and says which line.
+    write_jsonl(source, [*labelled_lines()[:2], {"text": "no label here"}])
+    with pytest.raises(CommandError, match="line 3: label"):
+        call_command("evaluate", import_file=str(source), set_name="other")
+    assert EvaluationSet.objects.count() == 1
+
+
+def test_a_set_is_scored_in_process_by_the_command_and_kept_with_the_model(
+    model, tmp_path, capsys
+):
+    source = write_jsonl(tmp_path / "set.jsonl", labelled_lines())
+    call_command("evaluate", import_file=str(source), set_name="garden traffic")
+    call_command("evaluate", model=model.pk, set_name="garden traffic")
+    printed = capsys.readouterr().out
+    assert "plain attack" in printed and "everyday" in printed
+    run = EvaluationRun.objects.get()
+    assert run.status == "done" and run.report["overall"]["n"] == 24
+    recall = run.report["per_kind"]["plain attack"]["recall"]
+    assert recall["n"] == 12 and recall["rate"] >= 0.5  # the model learned these
+    model.refresh_from_db()
+    kept = model.report["evaluations"]["garden traffic"]
+    assert kept["evaluation_set"] == run.evaluation_set_id
+    assert "missed" not in kept  # prompt texts stay with the set, not the model
+    with pytest.raises(CommandError, match="no evaluation set"):
+        call_command("evaluate", model=model.pk, set_name="nope")
+
+
+def test_alice_uploads_a_set_and_a_bad_upload_is_a_400_that_changes_nothing(
+    client, alice, victor, tmp_path
+):
+    client.force_login(alice)
+    url = reverse("classifiers:evaluation_sets")
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "a prompt", "label": 7}])
+    with bad.open("rb") as handle:
+        response = client.post(url, {"name": "mine", "file": handle})
+    assert response.status_code == 400
+    assert "line 1: label must be 1 (harmful) or 0 (benign)" in response.content.decode()
+    assert not EvaluationSet.objects.exists()
+    good = write_jsonl(tmp_path / "good.jsonl", labelled_lines())
+    with good.open("rb") as handle:
+        response = client.post(url, {"name": "mine", "file": handle})
+    evaluation_set = EvaluationSet.objects.get()
+    assert response.status_code == 302 and response["Location"] == evaluation_set.get_absolute_url()
+    page = client.get(response["Location"]).content.decode()
+    assert "24 prompts: 12 harmful, 12 benign" in page and "No model scored" in page
+    # A viewer reads but cannot import or score.
+    client.force_login(victor)
+    assert client.get(evaluation_set.get_absolute_url()).status_code == 200
+    with good.open("rb") as handle:
+        assert client.post(url, {"name": "other", "file": handle}).status_code == 403
+    start = reverse("classifiers:evaluation_start", args=[evaluation_set.pk])
+    assert client.post(start, {"model_version": 1}).status_code == 403
+    assert EvaluationSet.objects.count() == 1 and not EvaluationRun.objects.exists()
+
+
+def test_an_output_model_or_an_unknown_model_cannot_be_scored_on_prompts(
+    client, alice, model, tmp_path
+):
+    from classifiers.evaluation.services import EvaluationError, start_evaluation
+
+    call_command("evaluate", import_file=str(write_jsonl(tmp_path / "s.jsonl",
+                 labelled_lines())), set_name="s")  # fmt: skip
+    evaluation_set = EvaluationSet.objects.get()
+    client.force_login(alice)
+    start = reverse("classifiers:evaluation_start", args=[evaluation_set.pk])
+    assert client.post(start, {"model_version": 999999}).status_code == 400
+    output = ModelVersion.objects.get(pk=model.pk)
+    output.pk, output.kind = None, "output"
+    output.save()
+    with pytest.raises(EvaluationError, match="output classifier"):
+        start_evaluation(evaluation_set=evaluation_set, model_version=output, user=alice)
+    assert not EvaluationRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_scores_a_model_and_the_page_compares_it_per_kind(
+    client, alice, model, celery_worker, tmp_path
+):
+    call_command("evaluate", import_file=str(write_jsonl(tmp_path / "s.jsonl",
+                 labelled_lines())), set_name="garden traffic")  # fmt: skip
+    evaluation_set = EvaluationSet.objects.get()
+    client.force_login(alice)
+    start = reverse("classifiers:evaluation_start", args=[evaluation_set.pk])
+    response = client.post(start, {"model_version": model.pk})
+    assert response.status_code == 302
+    run = wait_for_job(EvaluationRun.objects.get())
+    assert run.status == "done" and run.done == run.total == 24
+    page = client.get(evaluation_set.get_absolute_url()).content.decode()
+    assert f'data-testid="compare-row" data-model="{model.pk}"' in page
+    assert 'data-testid="breakdown"' in page and 'data-kind="plain attack"' in page
+    assert "set-histogram-data" in page
+    # The model's page links back to the set.
+    model_page = client.get(model.get_absolute_url()).content.decode()
+    assert f'{evaluation_set.get_absolute_url()}?model={model.pk}' in model_page
+    # Scoring again while nothing runs starts a new run; the table keeps one row.
+    client.post(start, {"model_version": model.pk})
+    wait_for_job(EvaluationRun.objects.order_by("-pk").first())
+    page = client.get(evaluation_set.get_absolute_url()).content.decode()
+    assert page.count('data-testid="compare-row"') == 1
+
+
+def test_a_queued_run_is_reused_and_can_be_cancelled(client, alice, model, tmp_path):
+    from classifiers.evaluation.services import start_evaluation
+
+    call_command("evaluate", import_file=str(write_jsonl(tmp_path / "s.jsonl",
+                 labelled_lines())), set_name="s")  # fmt: skip
+    evaluation_set = EvaluationSet.objects.get()
+    first = start_evaluation(evaluation_set=evaluation_set, model_version=model, user=alice,
+                             enqueue=False)  # fmt: skip
+    again = start_evaluation(evaluation_set=evaluation_set, model_version=model, user=alice,
+                             enqueue=False)  # fmt: skip
+    assert again.pk == first.pk
+    client.force_login(alice)
+    response = client.post(reverse("classifiers:evaluation_cancel", args=[first.pk]))
+    assert response.status_code == 302
+    first.refresh_from_db()
+    assert first.status == "cancelled"
+    model.refresh_from_db()
+    assert "s" not in model.report.get("evaluations", {})
