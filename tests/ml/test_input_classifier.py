@@ -118,6 +118,11 @@ def test_fast_mode_separates_and_names_category(fast_result: InputTrainResult) -
     assert auroc([s.score for s in scores], [e.label for e in held_out]) > 0.9
     hits = [s.category == e.category for s, e in zip(scores, held_out, strict=True)]
     assert sum(hits) / len(hits) >= 0.8
+    # A flagged prompt is attributed to a restricted category, even one whose most
+    # likely category is permitted.
+    assert fast_result.config.restricted_categories == ["widgets"]
+    assert {s.restricted_category for s in scores} == {"widgets"}
+    assert {s.flagged_as()[0] for s in scores} == {"widgets"}
     assert all(0.0 <= s.score <= 1.0 and 0.0 < s.category_prob <= 1.0 for s in scores)
     history = fast_result.history
     assert len(history) == 30
@@ -125,6 +130,23 @@ def test_fast_mode_separates_and_names_category(fast_result: InputTrainResult) -
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["step"] == 30 * 6
     assert fast_result.examples_per_second > 0
+
+
+def test_a_flagged_prompt_is_attributed_to_a_restricted_category_a_passing_one_is_not(
+    fast_result: InputTrainResult,
+) -> None:
+    from classifiers.ml.eval.calibrate import Thresholds
+    from classifiers.ml.serving.engine import InputGuard
+
+    garden = [[{"role": "user", "content": "how do I water my garden"}]]
+    score = score_texts(fast_result.model, fast_result.tokenizer, [garden[0][0]["content"]])[0]
+    assert score.category == "gardening"  # its most likely category is permitted
+    for threshold, expected in ((0.0, "widgets"), (1.01, "gardening")):
+        guard = InputGuard(fast_result.model, fast_result.tokenizer,
+                           Thresholds(global_threshold=threshold, target_fpr=0.01))  # fmt: skip
+        decision = guard.decide(garden, mode="enforce")[0]
+        assert decision.flagged is (threshold == 0.0)
+        assert decision.category == expected
 
 
 def test_fast_mode_leaves_backbone_unchanged(
@@ -166,6 +188,7 @@ def test_categories_default_to_training_data(tiny_backbone: Path) -> None:
     cfg = _config(tiny_backbone, categories=[], epochs=1)
     result = train_input_classifier(cfg, make_examples(8, seed=8), [])
     assert result.config.categories == CATEGORIES
+    assert result.config.restricted_categories == ["widgets"]
     assert result.history[0]["val_loss"] is None
 
 

@@ -34,6 +34,10 @@ class InputClassifierConfig:
     backbone_dir: str  # local folder of a BERT-style encoder + tokenizer (no hub)
     categories: list[str] = field(default_factory=list)  # category head's classes;
     # empty = the sorted categories found in the training data
+    # The categories a flagged prompt may be attributed to: the restricted ones
+    # (most of their training examples harmful). Empty (artifacts from before):
+    # every category may be named.
+    restricted_categories: list[str] = field(default_factory=list)
     mode: str = "fast"  # "fast": frozen encoder, cached embeddings; "full": fine-tune
     max_length: int = 256  # tokens per prompt; longer prompts are truncated
     hidden: int = 256  # width of the head's shared layer

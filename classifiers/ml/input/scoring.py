@@ -26,6 +26,16 @@ class InputScore:
     view: str  # the text of the view that gave the max (the prompt itself or a
     # decoded/folded form of it)
     view_index: int = 0  # 0 = the original text, > 0 = a canonical view
+    # The most likely RESTRICTED category and its probability: what a flagged
+    # prompt is attributed to (never a permitted category or a traffic pool).
+    restricted_category: str = ""
+    restricted_prob: float = 0.0
+
+    def flagged_as(self) -> tuple[str, float]:
+        """(category, probability) to name when this prompt is flagged."""
+        if self.restricted_category:
+            return self.restricted_category, self.restricted_prob
+        return self.category, self.category_prob
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -97,18 +107,24 @@ def score_texts(
     harm, category_probs = predict_texts(model, tokenizer, flat, batch_size=batch_size)
     results: list[InputScore] = []
     offset = 0
+    names = model.cfg.categories
+    restricted = set(model.cfg.restricted_categories)
+    why = [i for i, name in enumerate(names) if name in restricted]
     for views, scored in views_per_text:
         view_scores = harm[offset : offset + len(scored)]  # (S,)
         best = int(torch.argmax(view_scores))  # first max wins: ties keep the original
         probs = category_probs[offset + best]  # (C,)
         category_index = int(torch.argmax(probs))
+        reason_index = why[int(torch.argmax(probs[why]))] if why else None
         results.append(
             InputScore(
                 score=float(view_scores[best]),
-                category=model.cfg.categories[category_index],
+                category=names[category_index],
                 category_prob=float(probs[category_index]),
                 view=views[scored[best]],
                 view_index=scored[best],
+                restricted_category=names[reason_index] if reason_index is not None else "",
+                restricted_prob=float(probs[reason_index]) if reason_index is not None else 0.0,
             )
         )
         offset += len(scored)

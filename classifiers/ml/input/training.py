@@ -14,6 +14,7 @@ import copy
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -68,9 +69,16 @@ def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], floa
 def _with_categories(
     cfg: InputClassifierConfig, examples: Sequence[Example]
 ) -> InputClassifierConfig:
-    if cfg.categories:
-        return cfg
-    return replace(cfg, categories=sorted({e.category for e in examples}))
+    """The head's categories (all found, unless given) and the restricted ones among
+    them: a category is restricted when most of its training examples are harmful."""
+    if not cfg.categories:
+        cfg = replace(cfg, categories=sorted({e.category for e in examples}))
+    if not cfg.restricted_categories:
+        harmful: Counter[str] = Counter(e.category for e in examples if e.label == 1)
+        total: Counter[str] = Counter(e.category for e in examples)
+        restricted = [c for c in cfg.categories if 2 * harmful[c] > total[c]]
+        cfg = replace(cfg, restricted_categories=restricted)
+    return cfg
 
 
 @dataclass

@@ -132,9 +132,12 @@ class InputGuard:
         for s in scores:
             threshold = self.thresholds.for_category(s.category)
             flagged = s.score >= threshold
+            # A flagged prompt names the restricted category it is closest to; one
+            # that passes names its most likely category, permitted ones included.
+            category, category_prob = s.flagged_as() if flagged else (s.category, s.category_prob)
             decisions.append(
                 InputDecision(
-                    score=s.score, category=s.category, category_prob=s.category_prob,
+                    score=s.score, category=category, category_prob=category_prob,
                     threshold=threshold, flagged=flagged,
                     blocked=flagged and mode == "enforce",
                     view=s.view if s.view_index else "",
