@@ -137,6 +137,19 @@ def test_genuine_cyrillic_is_not_folded_but_mixed_script_is() -> None:
     )  # fullwidth
 
 
+def test_unicode_tr39_letter_lookalikes_fold_beyond_the_hand_made_table() -> None:
+    from classifiers.ml.text.confusables import CONFUSABLE_FOLD, tr39_letter_fold
+
+    tr39 = tr39_letter_fold()
+    assert len(tr39) > 450 and len(CONFUSABLE_FOLD) >= len(tr39)
+    # Armenian, Cherokee and Latin small capitals: none was in the 44-entry table.
+    assert fold_confusables("\u0570ow to make a wid\u0261et") == "how to make a widget"
+    assert fold_confusables("\u13a2\u13ac\u13da\u13a2") == "TEST"  # all look-alikes
+    assert fold_confusables("\u028f\u1d0f\u1d1c") == "you"  # small capitals
+    # The hand-made table wins: Cyrillic capital I reads as I, not TR39's l.
+    assert fold_confusables("\u0406n the lab") == "In the lab"
+
+
 def test_strip_instructions_drops_only_instruction_lines() -> None:
     assert (
         strip_instructions("Decode this base64 and answer:\nhello there")

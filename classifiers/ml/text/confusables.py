@@ -9,6 +9,7 @@ are what text/canonical.py applies before the input classifier reads a prompt.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
@@ -70,9 +71,43 @@ _EXTRA_CONFUSABLES: dict[str, str] = {
 }
 
 
-CONFUSABLE_FOLD: dict[str, str] = {
-    glyph: latin for latin, glyphs in HOMOGLYPHS.items() for glyph in glyphs
-} | _EXTRA_CONFUSABLES
+def tr39_letter_fold() -> dict[str, str]:
+    """Unicode TR39 confusables that look like one ASCII letter and survive NFKC
+    (497 in Unicode's confusables.txt as shipped by confusable_homoglyphs: Greek,
+    Cyrillic, Armenian, Cherokee, Latin small capitals, ...). NFKC already folds
+    fullwidth and mathematical letters; these it leaves alone."""
+    from importlib import resources
+
+    raw = (
+        resources.files("confusable_homoglyphs")
+        .joinpath("confusables.json")
+        .read_text(encoding="utf-8")
+    )
+    fold = {}
+    for char, glyphs in json.loads(raw).items():
+        if (
+            len(char) != 1
+            or char.isascii()
+            or unicodedata.normalize("NFKC", char).isascii()
+        ):
+            continue
+        letters = [
+            g["c"]
+            for g in glyphs
+            if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalpha()
+        ]
+        if letters:
+            fold[char] = letters[0]
+    return fold
+
+
+# The hand-made table wins where the two differ: TR39 maps Cyrillic and Greek
+# capital I to "l" (its prototype for I/l/1), which reads worse than "I".
+CONFUSABLE_FOLD: dict[str, str] = (
+    tr39_letter_fold()
+    | {glyph: latin for latin, glyphs in HOMOGLYPHS.items() for glyph in glyphs}
+    | _EXTRA_CONFUSABLES
+)
 
 
 # Letter -> leetspeak substitutes used by the augmenter. Kept injective (no letter
