@@ -10,7 +10,6 @@ from constitutions import services
 from constitutions.models import Constitution, Kind
 
 LINES_HELP = "One per line."
-RESERVED_SLUGS = frozenset({"import"})
 
 
 class LinesField(forms.CharField):
@@ -43,7 +42,7 @@ class ConstitutionCreateForm(forms.ModelForm):
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]
-        if slug in RESERVED_SLUGS:  # would be shadowed by a fixed URL
+        if slug in services.RESERVED_SLUGS:  # would be shadowed by a fixed URL
             raise forms.ValidationError(f"'{slug}' is reserved; choose another slug.")
         return slug
 

@@ -42,6 +42,8 @@ LIST_FIELDS = ("example_queries", "example_responses", "languages", "tags")
 HEADER_FIELDS = ("name", "domain")
 MIN_EXAMPLE_QUERIES = 2
 MAX_NAME_LENGTH = 200
+# Slugs a fixed URL would shadow (/constitutions/import/).
+RESERVED_SLUGS = frozenset({"import"})
 
 Errors = dict[str, list[str]]
 
@@ -86,6 +88,18 @@ def split_lines(text: str) -> list[str]:
 # --- Validation -------------------------------------------------------------------
 
 
+def unstorable(text: str) -> str | None:
+    """Why PostgreSQL cannot store this text (None: it can): a NUL character, or a
+    lone surrogate (JSON's "\\ud800" decodes to one; UTF-8 cannot encode it)."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an invalid character (a lone surrogate)"
+    return None
+
+
 def validate_category(
     data: Mapping[str, Any], *, other_names: Iterable[str] = ()
 ) -> Errors:
@@ -126,6 +140,14 @@ def validate_category(
             "example_queries",
             f"Give at least {MIN_EXAMPLE_QUERIES} example queries (one per line).",
         )
+    for text_field in ("name", "description", "excludes", *LIST_FIELDS):
+        value = data.get(text_field)
+        texts = value if isinstance(value, list) else [value]
+        problem = next(
+            (unstorable(t) for t in texts if isinstance(t, str) and unstorable(t)), None
+        )
+        if problem:
+            add(text_field, f"{text_field.replace('_', ' ').capitalize()} {problem}.")
     fpr = data.get("target_fpr")
     if fpr is not None and (
         isinstance(fpr, bool)

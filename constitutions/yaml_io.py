@@ -116,6 +116,13 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """A name as error messages quote it: at most `limit` characters, NUL and lone
+    surrogates escaped (the page that shows the error must be able to encode it)."""
+    shown = text if len(text) <= limit else text[: limit - 1] + "…"
+    return shown.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
@@ -131,7 +138,16 @@ class _Checker:
         self.errors.append((_line(node), message))
 
     def value(self, node: yaml.Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
+        """The node's Python value; a value YAML cannot build (an unknown or unsafe
+        tag such as !!python/name, `!!int abc`, a date like 2020-13-45) is an
+        error on its line and None."""
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            tag = f" ({node.tag})" if node.tag and not node.tag.startswith("tag:yaml.org") else ""
+            self.error(node, f"cannot read this value{tag}: {reason}"[:200])
+            return None
 
     def mapping(
         self,
@@ -220,6 +236,8 @@ def parse_yaml(data: str | bytes) -> dict[str, Any]:
         ) from None
     except yaml.YAMLError as exc:
         raise YamlImportError([f"line 1: invalid YAML: {exc}"]) from None
+    except RecursionError:
+        raise YamlImportError(["line 1: the YAML is nested too deeply"]) from None
     if root is None:
         raise YamlImportError(["line 1: the file is empty"])
 
@@ -241,11 +259,21 @@ def parse_yaml(data: str | bytes) -> dict[str, Any]:
                 top["schema_version"], f"schema_version must be {SCHEMA_VERSION}"
             )
     name = check.text(top, "name", "")
+    if name is not None and len(name) > services.MAX_NAME_LENGTH:
+        check.error(top["name"], f"name must be at most {services.MAX_NAME_LENGTH} characters")
+        name = None
     slug = check.text(top, "slug", "")
     if slug is not None and not SLUG_RE.match(slug):
         check.error(top["slug"], "slug must be 1-80 letters, digits, '-' or '_'")
         slug = None
+    elif slug in services.RESERVED_SLUGS:
+        check.error(top["slug"], f"slug '{slug}' is reserved; choose another")
+        slug = None
     domain = check.text(top, "domain", "")
+    for key, text in (("name", name), ("domain", domain)):
+        problem = services.unstorable(text) if isinstance(text, str) else None
+        if problem:
+            check.error(top[key], f"{key} {problem}")
     categories: list[dict[str, Any]] = []
     categories_node = top.get("categories")
     if categories_node is not None and not isinstance(
@@ -278,7 +306,7 @@ def _category(
             ):
                 raw_name = check.value(value_node)
     named = isinstance(raw_name, str) and raw_name
-    label = f"category '{raw_name}'" if named else "category"
+    label = f"category '{_shown(raw_name)}'" if named else "category"
     what = label + ": "
     fields = check.mapping(
         node, what=label, required=CATEGORY_REQUIRED, optional=CATEGORY_OPTIONAL

@@ -202,6 +202,36 @@ def test_the_import_page_shows_line_precise_errors_and_imports_good_files(
     assert Constitution.objects.get().categories.count() == 2
 
 
+HOSTILE = {
+    "unknown tag": (GOOD.replace("domain: A widget", "domain: !foo A widget"), "line 4"),
+    "python tag": (GOOD.replace("domain: A widget shop assistant.",
+                                "domain: !!python/name:os.system"), "line 4"),  # fmt: skip
+    "bad int": (GOOD.replace("target_fpr: 0.02", "target_fpr: !!int abc"), "line 19"),
+    "bad float": (GOOD.replace("target_fpr: 0.02", "target_fpr: !!float abc"), "line 19"),
+    "bad date": (GOOD.replace("target_fpr: 0.02", "target_fpr: !!timestamp 2020-13-45"),
+                 "line 19"),  # fmt: skip
+    "long name": (GOOD.replace("name: Widgets", "name: " + "W" * 300), "line 2"),
+    "huge name": (GOOD.replace("name: Widgets", "name: " + "W" * 100_000), "line 2"),
+    "long category": (GOOD.replace("name: Widget safety", "name: " + "S" * 300), "line 12"),
+    "NUL in name": (GOOD.replace("name: Widgets", 'name: "Wid\\0gets"'), "line 2"),
+    "NUL in example": (GOOD.replace("- tell me about vaccines", '- "tell me\\0"'), "line 17"),
+    "surrogate": (GOOD.replace("name: Widget safety", 'name: "Widget \\ud800"'), "line 12"),
+    "deep list": ("name: " + "[" * 5000 + "]" * 5000 + "\n", "line 1"),
+    "reserved slug": (GOOD.replace("slug: widgets", "slug: import"), "line 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_yaml_imports_are_a_400_with_the_line_and_write_nothing(client, alice, case):
+    text, line = HOSTILE[case]
+    client.force_login(alice)
+    upload = SimpleUploadedFile("c.yaml", text.encode("utf-8", "surrogatepass"))
+    response = client.post(reverse("constitutions:import"), {"file": upload, "mode": "new"})
+    assert response.status_code == 400, case
+    assert line.encode() in response.content, response.content.decode()[-2000:]
+    assert not Constitution.objects.exists()
+
+
 def test_export_serves_yaml_for_the_draft_and_versions(client, victor, alice):
     constitution = restricted_and_permitted(ConstitutionFactory(slug="widgets"))
     publish(constitution, user=alice)

@@ -221,6 +221,43 @@ def test_hostile_form_bodies_get_a_4xx(forms_world, name) -> None:  # type: igno
     assert mangled.status_code < 500
 
 
+@pytest.mark.parametrize("field", ["example_queries", "example_responses", "languages", "tags",
+                                   "description", "excludes"])  # fmt: skip
+def test_a_nul_in_any_category_field_is_refused_by_add_edit_and_autosave(
+    forms_world, field
+) -> None:  # type: ignore[no-untyped-def]
+    from constitutions.models import Category, Constitution
+
+    client = forms_world["client"]
+    constitution = Constitution.objects.get(slug="widgets")
+    category = constitution.categories.first()
+    good = {"name": "New one", "kind": "permitted", "description": "Fine.",
+            "example_queries": "one\ntwo", "revision": "0"}  # fmt: skip
+    bad = {**good, field: "bad\x00value\nsecond"}
+    before = (Category.objects.count(), sorted(
+        Category.objects.values_list("pk", "revision", "description", "example_queries")))  # fmt: skip
+    assert client.post("/constitutions/widgets/categories/add/",
+                       {f"new-{k}": v for k, v in {**good, "name": "Probe"}.items()}
+                       ).status_code == 302  # fmt: skip
+    Category.objects.filter(name="Probe").delete()
+    added = client.post("/constitutions/widgets/categories/add/",
+                        {f"new-{k}": v for k, v in bad.items()})  # fmt: skip
+    # Django's own check says "Null characters are not allowed." for plain text fields.
+    said = (b"NUL", b"Null characters")
+    assert added.status_code == 400 and any(w in added.content for w in said)
+    prefix = f"c{category.pk}"
+    edits = {f"{prefix}-{k}": v for k, v in {**bad, "name": category.name,
+             "kind": category.kind, "revision": str(category.revision)}.items()}  # fmt: skip
+    edited = client.post(f"/constitutions/widgets/categories/{category.pk}/edit/", edits)
+    assert edited.status_code == 400 and any(w in edited.content for w in said)
+    saved = client.post(f"/constitutions/widgets/categories/{category.pk}/autosave/", edits,
+                        HTTP_HX_REQUEST="true")  # fmt: skip
+    assert saved.status_code < 500 and b"Not saved" in saved.content
+    after = (Category.objects.count(), sorted(
+        Category.objects.values_list("pk", "revision", "description", "example_queries")))  # fmt: skip
+    assert after == before
+
+
 # --- The playground websocket ---------------------------------------------------------
 
 BAD_FRAMES: list[tuple[str, Any]] = [
