@@ -48,6 +48,9 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}",
                        code="invalid_json") from None  # fmt: skip
+    except ValueError:  # an integer of 4,301+ digits: Python's int limit
+        raise ApiError(400, "the request body has a number too long to read",
+                       code="invalid_json") from None  # fmt: skip
     except RecursionError:  # e.g. 10,000 nested arrays: the parser gives up
         raise ApiError(400, "the request body is nested too deeply",
                        code="invalid_json") from None  # fmt: skip

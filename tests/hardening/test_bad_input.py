@@ -69,6 +69,7 @@ HOSTILE_BODIES = {
     "a JSON list": b"[1, 2, 3]",
     "empty": b"",
     "not JSON": b"text=hello",
+    "a 5,000-digit integer": b'{"text": "hi", "max_tokens": ' + b"9" * 5000 + b"}",
 }
 
 
