@@ -106,6 +106,48 @@ def test_a_dataset_mixes_a_pool_into_its_splits_with_replies(alice, tmp_path, mo
         assert row.split == pool_splits[row.prompt_text] and row.response
 
 
+def test_a_second_dataset_reuses_the_pool_replies_the_first_generated(
+    alice, tmp_path, monkeypatch
+):
+    asked: list[str] = []
+
+    class Recording(FakeGenerator):
+        def chat(self, conversations, **kwargs):  # type: ignore[no-untyped-def]
+            asked.extend(c[-1]["content"] for c in conversations)
+            return super().chat(conversations, **kwargs)
+
+    monkeypatch.setattr(generators, "local_generator", lambda: Recording())
+    call_command("import_traffic", "everyday",
+                 str(write_jsonl(tmp_path / "e.jsonl", EVERYDAY)))  # fmt: skip
+    pool = TrafficPool.objects.get()
+    config = generate_config(per_category=2, traffic_pools=[pool.pk], traffic_limit=30)
+    replies = []
+    for slug in ("shop-a", "shop-b"):
+        asked.clear()
+        dataset = dataset_start(
+            version=published_constitution(slug, user=alice, categories=SHOP),
+            config=config, user=alice, enqueue=False,
+        )  # fmt: skip
+        dataset = run.run_dataset(dataset.pk)
+        assert dataset.status == "done", dataset.error
+        mixed = DatasetExample.objects.filter(dataset=dataset, category="traffic: everyday")
+        replies.append(dict(mixed.values_list("prompt_text", "response")))
+        traffic_asked = set(asked) & set(replies[-1])
+        # The first dataset asks the generator for every reply; the second for none.
+        assert len(traffic_asked) == (len(replies[-1]) if slug == "shop-a" else 0)
+    assert replies[0] == replies[1] and all(replies[1].values())
+    # Other settings (another seed) are other replies: generated, and kept beside.
+    asked.clear()
+    dataset = dataset_start(
+        version=published_constitution("shop-c", user=alice, categories=SHOP),
+        config={**config, "seed": 7}, user=alice, enqueue=False,
+    )  # fmt: skip
+    run.run_dataset(dataset.pk)
+    assert set(asked) & set(replies[0])
+    kept = [len(r) for r in pool.prompts.values_list("replies", flat=True) if r]
+    assert 2 in kept and max(kept) == 2  # the prompts both seeds sampled hold both
+
+
 def test_an_unknown_pool_is_refused_before_anything_starts(alice):
     config = generate_config(per_category=2, traffic_pools=[999999])
     with pytest.raises(StartError, match="unknown traffic pool"):

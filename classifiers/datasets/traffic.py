@@ -7,6 +7,7 @@ classifiers/ml/data/traffic.py; this module only reads and writes rows.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from django.db.models import Count
 from classifiers.datasets.config import DEFAULT_TRAFFIC_LIMIT
 from classifiers.ml.data.everyday import EVERYDAY_TOPICS, generate_everyday
 from classifiers.ml.data.prompts import GenerateConfig
+from classifiers.ml.data.stage1 import set_response
 from classifiers.ml.data.traffic import (
     MAX_POOL_PROMPTS,
     PooledPrompt,
@@ -164,6 +166,17 @@ def pooled_prompts(pool: TrafficPool) -> list[PooledPrompt]:
     ]
 
 
+MAX_REPLY_KEYS = 4  # reply settings kept per prompt; the oldest makes room
+
+
+def reply_key(dataset: Dataset, cfg: GenerateConfig) -> str:
+    """What a traffic reply depends on: the generator and its sampling settings."""
+    return json.dumps(
+        [dataset.config.get("generator") or "local", cfg.max_new_tokens_response,
+         cfg.temperature, cfg.top_p, cfg.seed]  # fmt: skip
+    )
+
+
 def traffic_examples_for(
     dataset: Dataset,
     generator: ChatGenerator,
@@ -173,15 +186,61 @@ def traffic_examples_for(
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[Example]:
     """The examples of the pools a dataset's config names, each in its own split,
-    with replies when the run generates responses."""
+    with replies when the run generates responses.
+
+    Replies are kept with the pool's prompts: a second dataset mixing the same pool
+    in with the same generator settings (the demo's two constitutions, a re-run)
+    reuses them and generates only the missing ones."""
     ids = dataset.config.get("traffic_pools") or []
     limit = int(dataset.config.get("traffic_limit") or DEFAULT_TRAFFIC_LIMIT)
-    examples: list[Example] = []
+    entries: list[tuple[int, str, Example]] = []  # (pool id, text hash, example)
     for pool in TrafficPool.objects.filter(pk__in=ids).order_by("pk"):
         chosen = sample_per_split(pooled_prompts(pool), limit, seed=cfg.seed)
-        examples += pool_examples(chosen, pool_name=pool.name)
-    if examples and cfg.responses:
-        add_responses(
-            examples, generator, cfg, on_progress=on_progress, should_cancel=should_cancel
-        )
-    return examples
+        for prompt, example in zip(
+            chosen, pool_examples(chosen, pool_name=pool.name), strict=True
+        ):
+            entries.append((pool.pk, prompt.text_hash, example))
+    if entries and cfg.responses:
+        _add_replies(entries, reply_key(dataset, cfg), generator, cfg,
+                     on_progress=on_progress, should_cancel=should_cancel)  # fmt: skip
+    return [example for _, _, example in entries]
+
+
+def _add_replies(
+    entries: list[tuple[int, str, Example]],
+    key: str,
+    generator: ChatGenerator,
+    cfg: GenerateConfig,
+    **callbacks: Any,
+) -> None:
+    rows = {
+        (row.pool_id, row.text_hash): row
+        for row in TrafficPrompt.objects.filter(
+            pool_id__in={pool for pool, _, _ in entries},
+            text_hash__in={hashed for _, hashed, _ in entries},
+        ).only("pk", "pool_id", "text_hash", "replies")
+    }
+    missing = []
+    for pool, hashed, example in entries:
+        row = rows.get((pool, hashed))
+        stored = (row.replies or {}).get(key) if row is not None else None
+        if stored is None:
+            missing.append((row, example))
+        elif stored:
+            set_response(example, stored, "generated")
+            example.meta["reply_reused"] = True
+        else:
+            example.meta["response_dropped"] = "degenerate"
+    if not missing:
+        return
+    add_responses([example for _, example in missing], generator, cfg, **callbacks)
+    changed = []
+    for row, example in missing:
+        if row is None:
+            continue
+        replies = {k: v for k, v in (row.replies or {}).items() if k != key}
+        while len(replies) >= MAX_REPLY_KEYS:
+            replies.pop(next(iter(replies)))
+        row.replies = {**replies, key: example.response}
+        changed.append(row)
+    TrafficPrompt.objects.bulk_update(changed, ["replies"], batch_size=SAVE_BATCH)

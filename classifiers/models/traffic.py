@@ -43,6 +43,10 @@ class TrafficPrompt(models.Model):
     kind = models.CharField(max_length=64, blank=True)
     split = models.CharField(max_length=20)
     text_hash = models.CharField(max_length=64)  # sha256 of the normalised text
+    # The generator's replies to this prompt, by the settings that made them
+    # (datasets.traffic.reply_key): every dataset mixing the pool in with the same
+    # settings reuses them instead of generating them again. "" = degenerate.
+    replies = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
