@@ -166,3 +166,39 @@ def test_a_queued_run_is_reused_and_can_be_cancelled(client, alice, model, tmp_p
     assert first.status == "cancelled"
     model.refresh_from_db()
     assert "s" not in model.report.get("evaluations", {})
+
+
+@pytest.mark.parametrize("output_threshold", [None, 0.0])
+def test_a_whole_guard_run_counts_replies_the_output_classifier_halts(
+    alice, tmp_path, capsys, output_threshold
+):
+    """With an output threshold of 0 every reply halts at its first token, so the
+    guard refuses every prompt; with none, only what the input classifier blocks."""
+    from tests.api_helpers import guarded_constitution
+
+    constitution = guarded_constitution("widgets", output=True,
+                                        output_threshold=output_threshold, user=alice)  # fmt: skip
+    model = ModelVersion.objects.get(kind="input", constitution=constitution)
+    source = write_jsonl(tmp_path / "s.jsonl", labelled_lines()[10:14])  # 2 harmful, 2 benign
+    call_command("evaluate", import_file=str(source), set_name="small")
+    call_command("evaluate", model=model.pk, set_name="small", whole_guard=True,
+                 max_new_tokens=8)  # fmt: skip
+    run = EvaluationRun.objects.get()
+    guard = run.report["guard"]
+    assert run.whole_guard and guard["max_new_tokens"] == 8 and guard["n"] == 4
+    refused = guard["input_blocked"] + guard["output_halted"]
+    if output_threshold == 0.0:
+        assert refused == 4 and guard["output_halted"] >= 2
+        assert run.report["overall"]["fpr"]["rate"] == 1.0
+    else:  # never halts: refused is exactly what the input classifier blocked
+        assert guard["output_halted"] == 0
+        assert refused == guard["input_blocked"] <= 4
+    assert "halted mid-reply" in capsys.readouterr().out
+    model.refresh_from_db()
+    assert "small · whole guard" in model.report["evaluations"]
+    # Bounded: too long a reply is refused before anything runs.
+    from classifiers.evaluation.services import EvaluationError, start_evaluation
+
+    with pytest.raises(EvaluationError, match="between 8 and 256"):
+        start_evaluation(evaluation_set=run.evaluation_set, model_version=model, user=alice,
+                         whole_guard=True, max_new_tokens=10_000, enqueue=False)  # fmt: skip

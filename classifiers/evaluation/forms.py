@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 
+from classifiers.evaluation.services import DEFAULT_GUARD_TOKENS, GUARD_TOKENS
 from classifiers.models import ActiveModel, ModelVersion
 
 
@@ -40,6 +41,18 @@ class EvaluationStartForm(forms.Form):
     model_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.none(), label="Input model",
         empty_label=None,
+    )  # fmt: skip
+
+    whole_guard = forms.BooleanField(
+        required=False, label="Whole guard",
+        help_text="Also generate a reply to every prompt the input classifier passes "
+        "(local model) and let the output classifier of the same training run halt "
+        "it: a prompt counts as refused when either stops it. Slow: seconds per prompt.",
+    )  # fmt: skip
+    max_new_tokens = forms.IntegerField(
+        min_value=GUARD_TOKENS[0], max_value=GUARD_TOKENS[1], initial=DEFAULT_GUARD_TOKENS,
+        required=False,
+        label="Reply length (tokens)", help_text="Whole guard only.",
     )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

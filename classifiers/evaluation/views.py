@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from classifiers.core.views import cancel_response, progress_response
 from classifiers.evaluation.forms import EvaluationImportForm, EvaluationStartForm
 from classifiers.evaluation.services import (
+    DEFAULT_GUARD_TOKENS,
     EvaluationError,
     comparison,
     start_evaluation,
@@ -87,7 +88,14 @@ def _set_page(
         row["cells"] = [(kind, kinds[kind], per_kind.get(kind, {})) for kind in kinds]
     # One model's full breakdown below the table: ?model=ID, else the newest.
     chosen = request.GET.get("model", "")
-    selected = next((r for r in rows if str(r["model"].pk) == chosen), rows[0] if rows else None)
+    selected = next((r for r in rows if r["key"] == chosen), rows[0] if rows else None)
+    breakdown = []
+    if selected:  # per-kind rows, with what stopped them in a whole-guard run
+        guard_kinds = selected["report"].get("guard", {}).get("per_kind", {})
+        breakdown = [
+            (kind, {**row, "guard": guard_kinds.get(kind, {})})
+            for kind, row in selected["report"].get("per_kind", {}).items()
+        ]
     return render(
         request,
         "classifiers/evaluation/set.html",
@@ -96,6 +104,7 @@ def _set_page(
             "rows": rows,
             "kinds": kinds,
             "selected": selected,
+            "breakdown": breakdown,
             "active_runs": evaluation_set.runs.filter(status__in=("queued", "running"))
             .select_related("model_version__constitution"),
             "recent_runs": evaluation_set.runs.select_related("model_version__constitution")[:20],
@@ -120,7 +129,8 @@ def evaluation_start(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         run = start_evaluation(
             evaluation_set=evaluation_set, model_version=form.cleaned_data["model_version"],
-            user=request.user,
+            user=request.user, whole_guard=form.cleaned_data["whole_guard"],
+            max_new_tokens=form.cleaned_data["max_new_tokens"] or DEFAULT_GUARD_TOKENS,
         )  # fmt: skip
     except EvaluationError as err:
         form.add_error("model_version", str(err))

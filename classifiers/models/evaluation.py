@@ -64,6 +64,14 @@ class EvaluationRun(Job):
     model_version = models.ForeignKey(
         "classifiers.ModelVersion", on_delete=models.CASCADE, related_name="evaluation_runs"
     )
+    # The whole guard: with an output model, every prompt the input classifier
+    # passes gets a reply from the local model (at most max_new_tokens), scored
+    # token by token; a prompt counts as refused when either classifier stops it.
+    output_model = models.ForeignKey(
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.CASCADE,
+        related_name="+",
+    )  # fmt: skip
+    max_new_tokens = models.PositiveIntegerField(default=0)
     report = models.JSONField(default=dict, blank=True)  # kind_report's result
 
     class Meta:
@@ -71,6 +79,15 @@ class EvaluationRun(Job):
 
     def __str__(self) -> str:
         return f"evaluation #{self.pk}: model #{self.model_version_id} on {self.evaluation_set}"
+
+    @property
+    def whole_guard(self) -> bool:
+        return self.output_model_id is not None
+
+    @property
+    def report_name(self) -> str:
+        """The name its result is kept under in the model's report."""
+        return f"{self.evaluation_set.name} · whole guard" if self.whole_guard else self.evaluation_set.name
 
     def get_absolute_url(self) -> str:
         return reverse("classifiers:evaluation_set", args=[self.evaluation_set_id])

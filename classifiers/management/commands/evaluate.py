@@ -50,6 +50,11 @@ class Command(BaseCommand):
                             help="with --file: keep the result in the model's report as NAME")  # fmt: skip
         parser.add_argument("--set", dest="set_name", default=None, metavar="NAME",
                             help="an evaluation set: score --model on it, or --import into it")  # fmt: skip
+        parser.add_argument("--whole-guard", action="store_true",
+                            help="with --set: also generate each reply and let the output "
+                            "classifier halt it (refused = either classifier)")  # fmt: skip
+        parser.add_argument("--max-new-tokens", type=int, default=64,
+                            help="with --whole-guard: reply length")  # fmt: skip
         parser.add_argument("--import", dest="import_file", default=None, metavar="FILE",
                             help="with --set: store a labelled file as a new evaluation set")  # fmt: skip
 
@@ -63,7 +68,9 @@ class Command(BaseCommand):
         if model is None:
             raise CommandError(f"no model #{options['model']}")
         if options["set_name"]:
-            self.score_set(model, options["set_name"], options["json_out"])
+            self.score_set(model, options["set_name"], options["json_out"],
+                           whole_guard=options["whole_guard"],
+                           max_new_tokens=options["max_new_tokens"])  # fmt: skip
             return
         if options["file"]:
             self.score_file(model, options["file"], options["save"], options["json_out"])
@@ -121,7 +128,10 @@ class Command(BaseCommand):
             f"{len(stats['kinds'])} kinds)"
         )
 
-    def score_set(self, model: ModelVersion, name: str, json_out: str | None) -> None:
+    def score_set(
+        self, model: ModelVersion, name: str, json_out: str | None, *,
+        whole_guard: bool = False, max_new_tokens: int = 64,
+    ) -> None:  # fmt: skip
         from classifiers.evaluation.run import run_evaluation_job
         from classifiers.evaluation.services import EvaluationError, start_evaluation
         from classifiers.models import EvaluationSet
@@ -133,10 +143,12 @@ class Command(BaseCommand):
             )
         try:
             run = start_evaluation(
-                evaluation_set=evaluation_set, model_version=model, user=None, enqueue=False
-            )
+                evaluation_set=evaluation_set, model_version=model, user=None,
+                whole_guard=whole_guard, max_new_tokens=max_new_tokens, enqueue=False,
+            )  # fmt: skip
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc
+        self.stderr.write(f"evaluation #{run.pk}: scoring {run.total} prompts")
         run_evaluation_job(run.pk)
         run.refresh_from_db()
         if run.status != "done":
@@ -153,6 +165,18 @@ class Command(BaseCommand):
                 f"{kind[:20]:<20} {row['n']:>6} {format_rate(row['recall']):>22} "
                 f"{format_rate(row['fpr']):>22}"
             )
+        guard = report.get("guard")
+        if guard:
+            self.stdout.write(
+                f"whole guard (output model #{guard['output_model']}, "
+                f"{guard['max_new_tokens']} tokens): {guard['input_blocked']} blocked at "
+                f"input, {guard['output_halted']} halted mid-reply, of {guard['n']}"
+            )
+            for kind, counts in guard["per_kind"].items():
+                self.stdout.write(
+                    f"  {kind[:20]:<20} input {counts['input_blocked']:>4}  "
+                    f"output {counts['output_halted']:>4}  of {counts['n']}"
+                )
         for warning in report["warnings"]:
             self.stdout.write(f"warning: {warning}")
         if json_out:
