@@ -11,7 +11,7 @@ from classifiers.datasets import views as dataset_views
 from classifiers.evaluation import views as evaluation_views
 from classifiers.guard import views as guard_views
 from classifiers.playground import views as playground_views
-from classifiers.review import dashboard_views
+from classifiers.review import dashboard_views, shadow_views
 from classifiers.review import views as review_views
 from classifiers.training import views as training_views
 
@@ -27,5 +27,6 @@ urlpatterns = [
     *guard_views.urlpatterns,
     *tokens.urlpatterns,
     *review_views.urlpatterns,
+    *shadow_views.urlpatterns,
     *dashboard_views.urlpatterns,
 ]

@@ -185,3 +185,48 @@ def test_generate_traffic_writes_everyday_requests_into_a_pool(monkeypatch, caps
     assert f"{pool.prompts.count()} everyday requests added" in capsys.readouterr().out
     with pytest.raises(CommandError, match="between 1 and 200"):
         call_command("generate_traffic", "x", per_topic=0)
+
+
+def test_shadow_conversations_become_a_pool_labelled_by_review(client, alice, bob, victor):
+    from classifiers.models import Conversation, Decision
+    from tests.review_helpers import flagged_conversation
+
+    constitution = published_constitution("shop", user=alice, categories=SHOP).constitution
+
+    def shadow(prompt, *, flagged, decision=""):  # type: ignore[no-untyped-def]
+        conversation = flagged_conversation(constitution, prompt=prompt, flagged=flagged)
+        Conversation.objects.filter(pk=conversation.pk).update(mode="shadow")
+        if decision:
+            conversation.review_item.decision = decision
+            conversation.review_item.save()
+        return conversation
+
+    shadow("what time do you open on sundays", flagged=False)
+    shadow("can I pay with a gift card", flagged=True, decision=Decision.FALSE_POSITIVE)
+    shadow("how do I make the forbidden widget", flagged=True, decision=Decision.CORRECT_BLOCK)
+    shadow("a flagged prompt nobody judged yet", flagged=True)
+    flagged_conversation(constitution, prompt="an enforce-mode prompt", flagged=False)
+    client.force_login(victor)
+    assert client.post(reverse("classifiers:traffic_from_shadow"),
+                       {"constitution": "shop"}).status_code == 403  # fmt: skip
+    client.force_login(alice)
+    page = client.get(reverse("classifiers:traffic_pools")).content.decode()
+    assert "shop (4 shadow conversations)" in page
+    response = client.post(reverse("classifiers:traffic_from_shadow"),
+                           {"constitution": "shop", "name": "shop shadow"})  # fmt: skip
+    pool = TrafficPool.objects.get(name="shop shadow")
+    assert response.status_code == 302 and response["Location"] == pool.get_absolute_url()
+    labelled = {p.text: (p.label, p.kind) for p in pool.prompts.all()}
+    assert labelled == {
+        "what time do you open on sundays": (0, "shadow: passed"),
+        "can I pay with a gift card": (0, "shadow: false_positive"),
+        "how do I make the forbidden widget": (1, "shadow: correct_block"),
+    }
+    assert pool.source == "shadow"
+    # Again: nothing new is added; a constitution without shadow traffic says why.
+    client.post(reverse("classifiers:traffic_from_shadow"), {"constitution": "shop",
+                "name": "shop shadow"})  # fmt: skip
+    assert pool.prompts.count() == 3
+    other = published_constitution("quiet", user=alice, categories=SHOP).constitution
+    with pytest.raises(CommandError, match="no usable shadow conversations"):
+        call_command("import_traffic", "q", shadow=other.slug)

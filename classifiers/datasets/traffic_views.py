@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -19,6 +20,7 @@ from classifiers.datasets.traffic import (
     import_traffic,
 )
 from classifiers.models import TrafficPool
+from constitutions.models import Constitution
 from guardweb.roles import POLICY_AUTHOR, get_object_for_role, has_role, require_role
 
 PROMPTS_PER_PAGE = 50
@@ -57,12 +59,19 @@ def traffic_pools(request: HttpRequest) -> HttpResponse:
                     )
                     return redirect(pool)
         status = 400
+    # Constitutions with shadow-mode conversations, for the "from shadow traffic" form.
+    shadowed = (
+        Constitution.objects.filter(conversations__mode="shadow")
+        .annotate(shadow_conversations=Count("conversations"))
+        .order_by("slug")
+    )
     return render(
         request,
         "classifiers/datasets/traffic.html",
         {
             "pools": TrafficPool.objects.all(),
             "form": form,
+            "shadowed": shadowed,
             "can_start": has_role(request.user, POLICY_AUTHOR),
         },
         status=status,

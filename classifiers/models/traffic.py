@@ -14,6 +14,7 @@ class TrafficPool(models.Model):
     class Source(models.TextChoices):
         IMPORTED = "imported", "Imported file"
         GENERATED = "generated", "Generated everyday requests"
+        SHADOW = "shadow", "Shadow-mode traffic, labelled by review"
 
     name = models.CharField(max_length=100, unique=True)
     description = models.CharField(max_length=500, blank=True)

@@ -1,5 +1,8 @@
 """manage.py import_traffic NAME FILE: add a file of prompts to a traffic pool.
 
+`manage.py import_traffic NAME --shadow SLUG` adds the constitution's shadow-mode
+conversations instead, labelled by the reviewers' decisions (review/shadow_pool.py).
+
 JSONL (`{"text", "label"?, "kind"?}` per line), CSV with a text column, or Parquet;
 lines without a label are benign. Duplicates are dropped and each prompt gets a
 stable split (classifiers/ml/data/traffic.py). Datasets mix pools in with
@@ -20,15 +23,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="pool name (an existing pool is added to)")
-        parser.add_argument("file", help="a .jsonl, .csv or .parquet file")
+        parser.add_argument("file", nargs="?", help="a .jsonl, .csv or .parquet file")
         parser.add_argument("--description", default="")
+        parser.add_argument("--shadow", metavar="SLUG", default=None,
+                            help="instead of a file: this constitution's shadow-mode traffic")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if bool(options["file"]) == bool(options["shadow"]):
+            raise CommandError("give a FILE or --shadow SLUG (one of them)")
         try:
-            pool = import_traffic(
-                name=options["name"], path=options["file"], user=None,
-                description=options["description"],
-            )  # fmt: skip
+            if options["shadow"]:
+                pool = self.from_shadow(options["name"], options["shadow"])
+            else:
+                pool = import_traffic(
+                    name=options["name"], path=options["file"], user=None,
+                    description=options["description"],
+                )  # fmt: skip
         except (TrafficError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         last = pool.stats["last_import"]
@@ -38,3 +48,18 @@ class Command(BaseCommand):
             f"added (dropped: {dropped}); it now holds {pool.stats['total']} "
             f"({', '.join(f'{s} {n}' for s, n in sorted(pool.stats['splits'].items()))})"
         )
+
+    def from_shadow(self, name: str, slug: str) -> Any:
+        from classifiers.review.shadow_pool import pool_from_shadow
+        from constitutions.models import Constitution
+
+        constitution = Constitution.objects.filter(slug=slug).first()
+        if constitution is None:
+            raise CommandError(f"no constitution {slug!r}")
+        pool, counts = pool_from_shadow(constitution=constitution, name=name, user=None)
+        self.stdout.write(
+            f"{counts.get('used', 0)} shadow conversations used, "
+            f"{counts.get('left out: flagged, not decided', 0)} flagged ones left out "
+            "until reviewed"
+        )
+        return pool
