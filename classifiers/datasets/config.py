@@ -97,6 +97,8 @@ def check_config(config: dict[str, Any]) -> list[str]:
             )
     if not 1 <= int(config.get("per_category", 0)) <= 500:
         problems.append("size per category must be between 1 and 500")
+    if not 0 <= int(config.get("restricted_per_category") or 0) <= 500:
+        problems.append("size per restricted category must be between 1 and 500 (0: the same)")
     opener_share = config.get("opener_share", OLD_CONFIG_OPENER_SHARE)
     if (
         isinstance(opener_share, bool)

@@ -103,6 +103,11 @@ class DatasetStartForm(forms.Form):
         min_value=1, max_value=500, initial=50, label="Queries per category",
         help_text="Author examples count towards it.",
     )  # fmt: skip
+    restricted_per_category = forms.IntegerField(
+        min_value=1, max_value=500, required=False, label="Queries per restricted category",
+        help_text="Optional: more for the restricted categories (the guard's positives); "
+        "empty = the same as above.",
+    )  # fmt: skip
     responses = forms.BooleanField(
         required=False, initial=True, label="Also generate assistant responses"
     )
@@ -189,6 +194,7 @@ class DatasetStartForm(forms.Form):
             return cleaned
         self.config = generate_config(
             per_category=cleaned["per_category"],
+            restricted_per_category=cleaned.get("restricted_per_category") or 0,
             responses=cleaned["responses"],
             transforms=cleaned["transforms"],
             variants_per_example=cleaned["variants_per_example"],

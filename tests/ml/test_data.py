@@ -420,6 +420,13 @@ def test_stage1_keeps_author_examples_filters_and_labels():
     assert last["stage"] == "responses" and last["done"] == last["total"] == 12
 
 
+def test_stage1_generates_more_for_restricted_categories_when_asked():
+    examples, events, _ = stage1(restricted_per_category=9)
+    by_cat = Counter(ex.category for ex in examples)
+    assert by_cat == {WIDGETS.name: 9, VACCINES.name: 6}  # widgets is the restricted one
+    assert events[-1]["total"] == 15 and events[-1]["done"] == 15
+
+
 def test_stage1_responses_and_refusal_labels():
     examples, _, stats = stage1()
     first = examples[0]

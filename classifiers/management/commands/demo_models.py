@@ -32,6 +32,12 @@ DEMO_DATASET = {
     # Small on purpose: the author's 4-5 examples per category plus a few generated
     # ones keep the first `make demo` to minutes on 2 CPU cores.
     "per_category": 8,
+    # Restricted categories get three times as many: with 8, fraud-demo trained on
+    # 20 harmful rows against ~130 benign ones and its guard blocked 18% of
+    # StrongREJECT's fraud-like prompts (dev half); 32 per restricted category took
+    # it to 36% at the same false-positive rate (docs/BENCHMARKS.md, session 15).
+    # Traffic replies are reused across both demo datasets, which pays for most of it.
+    "restricted_per_category": 24,
     "responses": True,
     "transforms": ["base64", "rot13", "leetspeak", "roleplay_wrapper"],
     "variants_per_example": 1,

@@ -78,6 +78,8 @@ class Command(BaseCommand):
             help="published version number (default: the latest)",
         )  # fmt: skip
         parser.add_argument("--per-category", type=int, default=50, help="1..500")
+        parser.add_argument("--restricted-per-category", type=int, default=0,
+                            help="1..500 queries per restricted category (default: --per-category)")  # fmt: skip
         parser.add_argument(
             "--transforms", type=_csv, default=[],
             help="comma-separated transform names; families: "
@@ -162,6 +164,7 @@ class Command(BaseCommand):
         try:
             config = generate_config(
                 per_category=opts["per_category"],
+                restricted_per_category=opts["restricted_per_category"],
                 responses=not opts["no_responses"],
                 transforms=opts["transforms"],
                 variants_per_example=opts["variants"],

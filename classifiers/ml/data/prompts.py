@@ -25,6 +25,10 @@ from classifiers.ml.types import (
 @dataclass
 class GenerateConfig:
     per_category: int = 50  # queries kept per category (author examples count)
+    # Queries per RESTRICTED category when more are wanted there (0: per_category).
+    # A guard learns what to block from few positives against hundreds of everyday
+    # negatives; more restricted queries cost generation time only where they help.
+    restricted_per_category: int = 0
     responses: bool = True  # also generate an assistant response to each query
     max_new_tokens_query: int = 64  # generation budget for one query
     max_new_tokens_response: int = 192  # generation budget for one response
@@ -65,6 +69,12 @@ class GenerateConfig:
     validation_fraction: float = 0.1
     calibration_fraction: float = 0.1
     test_fraction: float = 0.1
+
+    def queries_for(self, kind: str) -> int:
+        """Queries to keep for a category of this kind."""
+        if kind == RESTRICTED and self.restricted_per_category:
+            return self.restricted_per_category
+        return self.per_category
 
     @property
     def fractions(self) -> dict[str, float]:

@@ -114,7 +114,9 @@ def generate_stage1(
             deduper.add_if_new(query)
         kept.append([(q, "author", None) for q in authored] if wanted else [])
     total = sum(
-        max(cfg.per_category, len(k)) for k, wanted in zip(kept, chosen, strict=True) if wanted
+        max(cfg.queries_for(c.kind), len(k))
+        for c, k, wanted in zip(constitution.categories, kept, chosen, strict=True)
+        if wanted
     )
     done = sum(len(k) for k in kept)
     _report(on_progress, "queries", done, total)
@@ -123,8 +125,9 @@ def generate_stage1(
         if not chosen[ci]:
             continue
         queries = kept[ci]
+        wanted_queries = cfg.queries_for(category.kind)
         for round_index in range(cfg.max_rounds):
-            need = cfg.per_category - len(queries)
+            need = wanted_queries - len(queries)
             if need <= 0:
                 break
             check_cancelled(should_cancel)
@@ -173,19 +176,19 @@ def generate_stage1(
                 if reason is not None:
                     counter[f"rejected_{reason}"] += 1
                     continue
-                if len(queries) < cfg.per_category:
+                if len(queries) < wanted_queries:
                     queries.append((query, "generated", opener))
                     if opener is not None:
                         counter["kept_prefilled"] += 1
                     done += 1
             _report(on_progress, "queries", done, total, category=category.name)
-        if len(queries) < cfg.per_category:
-            counter["shortfall"] += cfg.per_category - len(queries)
+        if len(queries) < wanted_queries:
+            counter["shortfall"] += wanted_queries - len(queries)
             logger.warning(
                 "category %r: only %d of %d queries after %d rounds",
                 category.name,
                 len(queries),
-                cfg.per_category,
+                wanted_queries,
                 cfg.max_rounds,
             )
 
