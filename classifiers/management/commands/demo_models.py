@@ -34,9 +34,10 @@ DEMO_DATASET = {
     "per_category": 8,
     # Restricted categories get three times as many: with 8, fraud-demo trained on
     # 20 harmful rows against ~130 benign ones and its guard blocked 18% of
-    # StrongREJECT's fraud-like prompts (dev half); 32 per restricted category took
-    # it to 36% at the same false-positive rate (docs/BENCHMARKS.md, session 15).
-    # Traffic replies are reused across both demo datasets, which pays for most of it.
+    # StrongREJECT's fraud-like prompts (dev half); 24 took it to 30% there and to
+    # 5 of 8 on the holdout half (was 3), refusing no everyday prompt
+    # (docs/BENCHMARKS.md, session 15). It costs about 10 minutes of the first run;
+    # reusing the pool's replies across both datasets saves about 3 of them.
     "restricted_per_category": 24,
     "responses": True,
     "transforms": ["base64", "rot13", "leetspeak", "roleplay_wrapper"],
