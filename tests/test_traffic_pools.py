@@ -230,3 +230,34 @@ def test_shadow_conversations_become_a_pool_labelled_by_review(client, alice, bo
     other = published_constitution("quiet", user=alice, categories=SHOP).constitution
     with pytest.raises(CommandError, match="no usable shadow conversations"):
         call_command("import_traffic", "q", shadow=other.slug)
+
+
+def test_replies_of_one_generator_are_never_reused_for_another():
+    from classifiers.datasets.traffic import reply_key
+    from classifiers.ml.data.prompts import GenerateConfig
+    from classifiers.models import Dataset
+
+    cfg = GenerateConfig()
+    local, endpoint = Dataset(generator="local"), Dataset(generator="vllm (llama at http://x)")
+    assert reply_key(local, cfg) != reply_key(endpoint, cfg)
+    assert reply_key(local, cfg) == reply_key(Dataset(generator="local"), cfg)
+
+
+def test_a_shadow_pool_is_for_reviewers_and_authors_and_a_bad_name_is_a_400(
+    client, alice, bob, victor
+):
+    from classifiers.models import Conversation
+    from tests.review_helpers import flagged_conversation
+
+    constitution = published_constitution("shop", user=alice, categories=SHOP).constitution
+    conversation = flagged_conversation(constitution, prompt="open on sunday?", flagged=False)
+    Conversation.objects.filter(pk=conversation.pk).update(mode="shadow")
+    client.force_login(alice)
+    url = reverse("classifiers:traffic_from_shadow")
+    assert client.post(url, {"constitution": "shop", "name": "a\x00b"}).status_code == 400
+    assert not TrafficPool.objects.exists()
+    client.post(url, {"constitution": "shop"})
+    pool = TrafficPool.objects.get(name="shadow: shop")
+    for user, status in ((alice, 200), (bob, 200), (victor, 403)):
+        client.force_login(user)
+        assert client.get(pool.get_absolute_url()).status_code == status

@@ -162,7 +162,9 @@ def pooled_prompts(pool: TrafficPool) -> list[PooledPrompt]:
     return [
         PooledPrompt(text=r.text, label=r.label, kind=r.kind, split=r.split,
                      text_hash=r.text_hash)  # fmt: skip
-        for r in pool.prompts.order_by("id").iterator(chunk_size=SAVE_BATCH)
+        for r in pool.prompts.order_by("id")
+        .only("text", "label", "kind", "split", "text_hash")  # not the cached replies
+        .iterator(chunk_size=SAVE_BATCH)
     ]
 
 
@@ -170,10 +172,15 @@ MAX_REPLY_KEYS = 4  # reply settings kept per prompt; the oldest makes room
 
 
 def reply_key(dataset: Dataset, cfg: GenerateConfig) -> str:
-    """What a traffic reply depends on: the generator and its sampling settings."""
+    """What a traffic reply depends on: the generator (an endpoint's name, model and
+    URL, or the local model's folder) and its sampling settings."""
+    from django.conf import settings
+
+    generator = dataset.generator or "local"
+    if generator == "local":
+        generator = f"local:{settings.GENERATOR_MODEL_DIR or 'packaged SmolLM2'}"
     return json.dumps(
-        [dataset.config.get("generator") or "local", cfg.max_new_tokens_response,
-         cfg.temperature, cfg.top_p, cfg.seed]  # fmt: skip
+        [generator, cfg.max_new_tokens_response, cfg.temperature, cfg.top_p, cfg.seed]
     )
 
 

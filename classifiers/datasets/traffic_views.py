@@ -21,7 +21,13 @@ from classifiers.datasets.traffic import (
 )
 from classifiers.models import TrafficPool
 from constitutions.models import Constitution
-from guardweb.roles import POLICY_AUTHOR, get_object_for_role, has_role, require_role
+from guardweb.roles import (
+    POLICY_AUTHOR,
+    REVIEWER,
+    get_object_for_role,
+    has_role,
+    require_role,
+)
 
 PROMPTS_PER_PAGE = 50
 
@@ -81,6 +87,11 @@ def traffic_pools(request: HttpRequest) -> HttpResponse:
 @require_GET
 def traffic_pool(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_for_role(request, TrafficPool, pk=pk)
+    if pool.source == TrafficPool.Source.SHADOW:
+        # Users' own messages: readable by those who may read the review queue.
+        require_role(request, REVIEWER, POLICY_AUTHOR,
+                     message="shadow traffic pools hold users' messages: reviewers and "
+                     "policy authors only")  # fmt: skip
     prompts = pool.prompts.order_by("id")
     split = request.GET.get("split")
     if split:

@@ -46,8 +46,9 @@ class EvaluationStartForm(forms.Form):
     whole_guard = forms.BooleanField(
         required=False, label="Whole guard",
         help_text="Also generate a reply to every prompt the input classifier passes "
-        "(local model) and let the output classifier of the same training run halt "
-        "it: a prompt counts as refused when either stops it. Slow: seconds per prompt.",
+        "(local model) and let the output classifier of the same training run (else "
+        "the constitution's active one) halt it: a prompt counts as refused when "
+        "either stops it. Slow: seconds per prompt.",
     )  # fmt: skip
     max_new_tokens = forms.IntegerField(
         min_value=GUARD_TOKENS[0], max_value=GUARD_TOKENS[1], initial=DEFAULT_GUARD_TOKENS,

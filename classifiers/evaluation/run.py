@@ -125,8 +125,9 @@ def _whole_guard(
     # Several replies at once: the engine's continuous batcher decodes them together.
     done = len(prompts) - len(passed)
     progress(stage="replies", done=done, total=len(prompts))
-    with ThreadPoolExecutor(max_workers=GUARD_STREAMS) as pool:
-        pending = {pool.submit(reply, index): index for index in passed}
+    pool = ThreadPoolExecutor(max_workers=GUARD_STREAMS)
+    pending = {pool.submit(reply, index): index for index in passed}
+    try:
         while pending:
             finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             if should_cancel():
@@ -137,6 +138,11 @@ def _whole_guard(
                 del pending[future]
                 done += 1
             progress(stage="replies", done=done, total=len(prompts))
+    finally:
+        # A failed reply (or a failed progress write) ends the job now: the streams
+        # still running stop and the queued ones never start.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
     check_cancelled(should_cancel, "evaluation cancelled")
     return scores, [bool(s) for s in stopped_by], stopped_by
 
@@ -153,14 +159,14 @@ def _stopped_by_report(
             "n": len(chosen),
         }
 
-    kinds = sorted({p.kind for p in prompts})
+    by_kind: dict[str, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_kind.setdefault(prompt.kind, []).append(index)
     return {
         "output_model": run.output_model_id,
         "max_new_tokens": run.max_new_tokens,
         **counts(list(range(len(prompts)))),
-        "per_kind": {
-            kind: counts([i for i, p in enumerate(prompts) if p.kind == kind]) for kind in kinds
-        },
+        "per_kind": {kind: counts(chosen) for kind, chosen in sorted(by_kind.items())},
     }
 
 

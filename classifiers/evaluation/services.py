@@ -21,7 +21,7 @@ class EvaluationError(ValueError):
     """An evaluation cannot start; the message says why."""
 
 
-def output_model_for(model_version: ModelVersion) -> ModelVersion | None:
+def guarding_output_model(model_version: ModelVersion) -> ModelVersion | None:
     """The output classifier that guards with this input model: the one trained in
     the same run, else the constitution's active one."""
     same_run = ModelVersion.objects.filter(
@@ -56,7 +56,7 @@ def start_evaluation(
                 f"{MAX_GUARD_PROMPTS} prompts (this one has {evaluation_set.stats['prompts']}), "
                 "or score the input classifier alone"
             )
-        output_model = output_model_for(model_version)
+        output_model = guarding_output_model(model_version)
         if output_model is None:
             raise EvaluationError(
                 f"model #{model_version.pk}'s training run has no output classifier and "
@@ -68,7 +68,8 @@ def start_evaluation(
         EvaluationSet.objects.select_for_update().filter(pk=evaluation_set.pk).first()
         running = EvaluationRun.objects.filter(
             evaluation_set=evaluation_set, model_version=model_version,
-            output_model=output_model, status__in=ACTIVE_STATUSES,
+            output_model=output_model, max_new_tokens=int(max_new_tokens) if whole_guard else 0,
+            status__in=ACTIVE_STATUSES,
         ).first()  # fmt: skip
         if running is not None:
             return running

@@ -59,16 +59,16 @@ def import_evaluation_set(
             seen.add(key)
             unique.append(prompt)
     labels = Counter(p.label for p in unique)
+    by_kind = Counter((p.kind, p.label) for p in unique)
     stats = {
         "prompts": len(unique),
         "harmful": labels[1],
         "benign": labels[0],
         "duplicates_dropped": len(prompts) - len(unique),
         "kinds": {
-            kind: {"harmful": sum(1 for p in unique if p.kind == kind and p.label == 1),
-                   "benign": sum(1 for p in unique if p.kind == kind and p.label == 0)}
+            kind: {"harmful": by_kind[kind, 1], "benign": by_kind[kind, 0]}
             for kind in sorted({p.kind for p in unique})
-        },  # fmt: skip
+        },
     }
     taken = EvaluationSetError(
         f"a set named {name!r} exists: choose another name (a set is never added to, "

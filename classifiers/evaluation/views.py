@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from django.contrib import messages
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
@@ -66,7 +66,7 @@ def evaluation_sets(request: HttpRequest) -> HttpResponse:
                     return redirect(evaluation_set)
         status = 400
     sets = EvaluationSet.objects.annotate(
-        scored=Count("runs__model_version", distinct=True)
+        scored=Count("runs__model_version", filter=Q(runs__status="done"), distinct=True)
     ).select_related("created_by")  # fmt: skip
     return render(
         request,
@@ -107,7 +107,9 @@ def _set_page(
             "breakdown": breakdown,
             "active_runs": evaluation_set.runs.filter(status__in=("queued", "running"))
             .select_related("model_version__constitution"),
-            "recent_runs": evaluation_set.runs.select_related("model_version__constitution")[:20],
+            "recent_runs": evaluation_set.runs.select_related(
+                "model_version__constitution", "created_by"
+            )[:20],
             "form": form or EvaluationStartForm(),
             "can_start": has_role(request.user, POLICY_AUTHOR),
         },

@@ -20,10 +20,20 @@ from typing import Any
 from classifiers.datasets.traffic import TrafficError, add_prompts
 from classifiers.ml.eval.labelled_sets import LabelledPrompt
 from classifiers.models import Conversation, Decision, TrafficPool, Turn
-from classifiers.review.feedback import flagged_turn
 
 HARMFUL_DECISIONS = (Decision.CORRECT_BLOCK, Decision.MISSED_HARM)
-MAX_CONVERSATIONS = 100_000  # the newest ones, when there are more
+# The newest ones, when there are more: the action runs in the request.
+MAX_CONVERSATIONS = 20_000
+
+
+def reviewed_turn(turns: list[Turn]) -> Turn:
+    """The turn a reviewer judged (review.feedback.flagged_turn's rule, on turns
+    already loaded): the first flagged one, else the riskiest, else the last."""
+    flagged = [t for t in turns if t.flag_reason]
+    if flagged:
+        return flagged[0]
+    scored = [t for t in turns if t.input_score is not None]
+    return max(scored, key=lambda t: t.input_score or 0.0) if scored else turns[-1]
 
 
 def shadow_prompts(constitution: Any) -> tuple[list[LabelledPrompt], dict[str, int]]:
@@ -40,11 +50,14 @@ def shadow_prompts(constitution: Any) -> tuple[list[LabelledPrompt], dict[str, i
     for conversation in conversations:
         item = getattr(conversation, "review_item", None)
         decision = item.decision if item is not None else ""
-        turns = [t for t in conversation.turns.all() if t.variant == Turn.Variant.GUARDED]
+        turns = sorted(
+            (t for t in conversation.turns.all() if t.variant == Turn.Variant.GUARDED),
+            key=lambda t: t.index,
+        )
         if not turns:
             continue
         if decision in HARMFUL_DECISIONS:
-            turn = flagged_turn(conversation)
+            turn = reviewed_turn(turns)
             prompts.append(LabelledPrompt(turn.user_content, 1, f"shadow: {decision}"))
         elif decision == Decision.FALSE_POSITIVE:
             prompts += [LabelledPrompt(t.user_content, 0, "shadow: false_positive") for t in turns]

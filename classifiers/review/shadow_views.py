@@ -4,7 +4,7 @@ is on the traffic pools page; see review/shadow_pool.py for the labels)."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path
 from django.views.decorators.http import require_POST
@@ -17,12 +17,13 @@ from guardweb.roles import POLICY_AUTHOR, require_role
 
 @require_POST
 def shadow_pool(request: HttpRequest) -> HttpResponse:
-    require_role(request, POLICY_AUTHOR)
+    require_role(request, POLICY_AUTHOR)  # and reading the pool: see traffic_pool
     constitution = get_object_or_404(Constitution, slug=request.POST.get("constitution", ""))
     name = request.POST.get("name", "").strip() or f"shadow: {constitution.slug}"
-    if len(name) > 100:
-        messages.error(request, "Give the pool a name of at most 100 characters.")
-        return redirect("classifiers:traffic_pools")
+    if len(name) > 100 or "\x00" in name:
+        return HttpResponseBadRequest(
+            "Give the pool a name of at most 100 characters, without NUL characters."
+        )
     try:
         pool, counts = pool_from_shadow(constitution=constitution, name=name, user=request.user)
     except TrafficError as err:

@@ -192,6 +192,16 @@ def test_categories_default_to_training_data(tiny_backbone: Path) -> None:
     assert result.history[0]["val_loss"] is None
 
 
+def test_a_traffic_pool_is_never_a_restricted_category(tiny_backbone: Path) -> None:
+    from classifiers.ml.input.training import _with_categories
+
+    attacks = [replace(e, category="traffic: imported attacks", label=1)
+               for e in make_examples(8, seed=8) if e.label == 1]  # fmt: skip
+    cfg = _with_categories(_config(tiny_backbone, categories=[]), make_examples(8, seed=8) + attacks)
+    assert "traffic: imported attacks" in cfg.categories
+    assert cfg.restricted_categories == ["widgets"]
+
+
 def test_progress_and_cancel(tiny_backbone: Path) -> None:
     calls: list[dict[str, object]] = []
     train_input_classifier(

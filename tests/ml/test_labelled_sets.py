@@ -113,3 +113,33 @@ def test_mistakes_show_the_worst_misses_and_false_alarms_and_histograms_count_by
     assert histogram["benign"][-1] == 2  # 0.97 and a score of exactly 1.0
     with pytest.raises(ValueError):
         mistakes_and_histogram(prompts, scores[:-1], flagged)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"text": "a\\u0000b", "label": 1}', "line 1: text contains a NUL"),
+        ('{"text": "a \\ud800", "label": 1}', "line 1: text contains an invalid character"),
+        ('{"text": "ok", "label": 1, "kind": "k\\u0000"}', "line 1: kind contains a NUL"),
+        ('{"text": "ok", "label": ' + "9" * 5000 + "}", "line 1: a number too long"),
+    ],
+)
+def test_text_a_database_cannot_store_or_python_cannot_read_is_a_clear_error(
+    tmp_path, line, expected
+):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(LabelledSetError, match=expected):
+        read_labelled_set(path)
+
+
+def test_a_huge_csv_field_and_too_many_kinds_are_clear_errors(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\n" + '"' + "a" * 200_000 + '",1\n')
+    with pytest.raises(LabelledSetError, match="not a readable CSV"):
+        read_labelled_set(path)
+    path = tmp_path / "kinds.jsonl"
+    path.write_text("".join(json.dumps({"text": f"p{i}", "label": 0, "kind": f"k{i}"}) + "\n"
+                            for i in range(101)))  # fmt: skip
+    with pytest.raises(LabelledSetError, match="101 kinds; use at most 100"):
+        read_labelled_set(path)

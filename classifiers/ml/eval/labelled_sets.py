@@ -23,6 +23,7 @@ from typing import Any
 from classifiers.ml.eval.intervals import rate_summary, too_few_for
 
 MAX_TEXT_CHARS = 20_000  # a prompt longer than this is refused, not truncated
+MAX_KINDS = 100  # distinct kinds in one file: a report row each
 LABELS = {"1": 1, "0": 0, "harmful": 1, "benign": 0, "true": 1, "false": 0}
 NO_KIND = "unspecified"
 
@@ -46,6 +47,9 @@ def _prompt(row: Any, where: str, default_label: int | None = None) -> LabelledP
         raise LabelledSetError(f"{where}: text must be a non-empty string")
     if len(text) > MAX_TEXT_CHARS:
         raise LabelledSetError(f"{where}: text is over {MAX_TEXT_CHARS} characters")
+    problem = _unstorable(text)
+    if problem:
+        raise LabelledSetError(f"{where}: text {problem}")
     raw_label = row.get("label")
     if raw_label in (None, "") and default_label is not None:
         raw_label = default_label
@@ -54,7 +58,20 @@ def _prompt(row: Any, where: str, default_label: int | None = None) -> LabelledP
         raise LabelledSetError(f"{where}: label must be 1 (harmful) or 0 (benign)")
     kind = row.get("kind")
     kind = str(kind).strip() if kind not in (None, "") else NO_KIND
+    if _unstorable(kind):
+        raise LabelledSetError(f"{where}: kind {_unstorable(kind)}")
     return LabelledPrompt(text=text, label=label, kind=kind[:64] or NO_KIND)
+
+
+def _unstorable(text: str) -> str | None:
+    """Why a database cannot store this text: a NUL, or a lone surrogate."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an invalid character (a lone surrogate)"
+    return None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
@@ -66,6 +83,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
                 yield json.loads(line), f"line {number}"
             except (json.JSONDecodeError, RecursionError) as exc:
                 raise LabelledSetError(f"line {number}: not JSON ({exc})") from None
+            except ValueError:  # an integer of 4,301+ digits: Python's int limit
+                raise LabelledSetError(f"line {number}: a number too long to read") from None
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[Any, str]]:
@@ -111,8 +130,16 @@ def read_labelled_set(
         prompts = [_prompt(row, where, default_label) for row, where in reader(path)]
     except UnicodeDecodeError:
         raise LabelledSetError(f"{path.name} is not UTF-8 text") from None
+    except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
+        raise LabelledSetError(f"{path.name}: not a readable CSV ({exc})") from None
     if not prompts:
         raise LabelledSetError(f"{path.name} has no prompts")
+    kinds = {p.kind for p in prompts}
+    if len(kinds) > MAX_KINDS:
+        raise LabelledSetError(
+            f"{path.name} has {len(kinds)} kinds; use at most {MAX_KINDS} (a kind groups "
+            "prompts into one row of the report)"
+        )
     return prompts
 
 
@@ -143,10 +170,13 @@ def kind_report(
         raise ValueError("one decision per prompt")
     labels = [p.label for p in prompts]
     flags = [bool(f) for f in flagged]
-    per_kind = {}
-    for kind in sorted({p.kind for p in prompts}):
-        chosen = [i for i, p in enumerate(prompts) if p.kind == kind]
-        per_kind[kind] = _rates([flags[i] for i in chosen], [labels[i] for i in chosen])
+    by_kind: dict[str, list[int]] = {}
+    for index, prompt in enumerate(prompts):  # one pass, whatever the number of kinds
+        by_kind.setdefault(prompt.kind, []).append(index)
+    per_kind = {
+        kind: _rates([flags[i] for i in chosen], [labels[i] for i in chosen])
+        for kind, chosen in sorted(by_kind.items())
+    }
     overall = _rates(flags, labels)
     warnings = []
     if target_fpr and overall["benign"]:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from classifiers.ml.data.traffic import CATEGORY_PREFIX as TRAFFIC_CATEGORY_PREFIX
 from classifiers.ml.device import pick_device
 from classifiers.ml.eval.evaluate import auroc
 from classifiers.ml.input.losses import input_loss, loss_targets
@@ -70,13 +71,17 @@ def _with_categories(
     cfg: InputClassifierConfig, examples: Sequence[Example]
 ) -> InputClassifierConfig:
     """The head's categories (all found, unless given) and the restricted ones among
-    them: a category is restricted when most of its training examples are harmful."""
+    them: a category is restricted when most of its training examples are harmful.
+    A traffic pool is never one, whatever its labels (see data/traffic.py)."""
     if not cfg.categories:
         cfg = replace(cfg, categories=sorted({e.category for e in examples}))
     if not cfg.restricted_categories:
         harmful: Counter[str] = Counter(e.category for e in examples if e.label == 1)
         total: Counter[str] = Counter(e.category for e in examples)
-        restricted = [c for c in cfg.categories if 2 * harmful[c] > total[c]]
+        restricted = [
+            c for c in cfg.categories
+            if 2 * harmful[c] > total[c] and not c.startswith(TRAFFIC_CATEGORY_PREFIX)
+        ]  # fmt: skip
         cfg = replace(cfg, restricted_categories=restricted)
     return cfg
 

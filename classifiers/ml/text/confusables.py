@@ -101,13 +101,15 @@ def tr39_letter_fold() -> dict[str, str]:
     return fold
 
 
+# The augmenter's look-alikes and a few more: the only ones folded in a token of
+# another script alone (see fold_confusables).
+HAND_FOLD: dict[str, str] = {
+    glyph: latin for latin, glyphs in HOMOGLYPHS.items() for glyph in glyphs
+} | _EXTRA_CONFUSABLES
+
 # The hand-made table wins where the two differ: TR39 maps Cyrillic and Greek
 # capital I to "l" (its prototype for I/l/1), which reads worse than "I".
-CONFUSABLE_FOLD: dict[str, str] = (
-    tr39_letter_fold()
-    | {glyph: latin for latin, glyphs in HOMOGLYPHS.items() for glyph in glyphs}
-    | _EXTRA_CONFUSABLES
-)
+CONFUSABLE_FOLD: dict[str, str] = tr39_letter_fold() | HAND_FOLD
 
 
 # Letter -> leetspeak substitutes used by the augmenter. Kept injective (no letter
@@ -166,6 +168,9 @@ _ZERO_WIDTH_TABLE = {ord(c): None for c in ZERO_WIDTH_CHARS}
 _CONFUSABLE_TABLE = str.maketrans(CONFUSABLE_FOLD)
 
 
+_HAND_TABLE = str.maketrans(HAND_FOLD)
+
+
 _LEET_TABLE = str.maketrans(LEET_FOLD)
 
 
@@ -180,10 +185,13 @@ def remove_zero_width(text: str) -> str:
 
 
 def fold_confusables(text: str) -> str:
-    """NFKC (fullwidth, math letters, ligatures) then fold Cyrillic/Greek lookalikes.
+    """NFKC (fullwidth, math letters, ligatures) then fold look-alike letters.
 
-    A token is folded only if it already contains a Latin letter or consists solely of
-    foldable lookalikes, so genuine Cyrillic or Greek words are left alone.
+    A token with a Latin letter (mixed script: "wid\u0261et") is folded with the
+    whole table, Unicode TR39's letter look-alikes included. A token without one is
+    folded only when the hand-made table maps every letter of it ("\u0441\u043e\u0440"
+    -> "cop"): TR39 maps so many Cyrillic and Greek letters that genuine words
+    ("\u0435\u0433\u043e", "\u03b3\u03b9\u03b1") would turn into Latin gibberish.
     """
     text = unicodedata.normalize("NFKC", text)
     if text.isascii():
@@ -193,10 +201,12 @@ def fold_confusables(text: str) -> str:
         if token.isascii() or token.isspace():
             out.append(token)
             continue
-        folded = token.translate(_CONFUSABLE_TABLE)
-        has_latin = any("a" <= ch.lower() <= "z" for ch in token)
+        if any("a" <= ch.lower() <= "z" for ch in token):
+            out.append(token.translate(_CONFUSABLE_TABLE))
+            continue
+        folded = token.translate(_HAND_TABLE)
         all_foldable = all(ch.isascii() or not ch.isalpha() for ch in folded)
-        out.append(folded if has_latin or all_foldable else token)
+        out.append(folded if all_foldable else token)
     return "".join(out)
 
 
