@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_POST
 
@@ -18,7 +18,9 @@ from guardweb.roles import POLICY_AUTHOR, require_role
 @require_POST
 def shadow_pool(request: HttpRequest) -> HttpResponse:
     require_role(request, POLICY_AUTHOR)  # and reading the pool: see traffic_pool
-    constitution = get_object_or_404(Constitution, slug=request.POST.get("constitution", ""))
+    constitution = Constitution.objects.filter(slug=request.POST.get("constitution", "")).first()
+    if constitution is None:
+        return HttpResponseBadRequest("Choose a constitution with shadow-mode traffic.")
     name = request.POST.get("name", "").strip() or f"shadow: {constitution.slug}"
     if len(name) > 100 or "\x00" in name:
         return HttpResponseBadRequest(

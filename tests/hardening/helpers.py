@@ -63,6 +63,8 @@ class World:
     audit: int  # a finished label audit of the dataset
     audit_item: int  # one of its queued items
     traffic_pool: int
+    evaluation_set: int
+    evaluation_run: int  # a finished run of the input model on it
 
 
 def make_users(make_user: Any) -> dict[str, Any]:
@@ -80,6 +82,8 @@ def build_world(make_user: Any) -> World:
         ApiToken,
         CascadeCalibration,
         DatasetExample,
+        EvaluationRun,
+        EvaluationSet,
         FeedbackExample,
         GeneratorEndpoint,
         LabelAudit,
@@ -123,9 +127,17 @@ def build_world(make_user: Any) -> World:
         suggested_category="garden care", rank=0,
     )  # fmt: skip
     pool = TrafficPool.objects.create(name="everyday", stats={"total": 0})
+    evaluation_set = EvaluationSet.objects.create(
+        name="garden", stats={"prompts": 0, "harmful": 0, "benign": 0, "kinds": {}}
+    )
+    evaluation_run = EvaluationRun.objects.create(
+        evaluation_set=evaluation_set, model_version=model, status="done",
+        report={"name": "garden", "overall": {"n": 0}, "per_kind": {}, "warnings": []},
+    )  # fmt: skip
     return World(
         users=users, slug=constitution.slug, cascade=cascade.pk, audit=audit.pk,
-        traffic_pool=pool.pk,
+        traffic_pool=pool.pk, evaluation_set=evaluation_set.pk,
+        evaluation_run=evaluation_run.pk,
         audit_item=audit_item.pk,
         category=Category.objects.filter(constitution=constitution).first().pk,
         version=version.number, dataset=dataset.pk,
