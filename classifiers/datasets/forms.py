@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -295,10 +298,37 @@ class AuditStartForm(forms.Form):
     )  # fmt: skip
 
 
+MAX_PROMPT_FILE_BYTES = 20 * 1024 * 1024  # with a prompt cap, bounds an upload's work
+
+
+def check_prompt_file(upload: Any, *, bigger_files: str) -> Any:
+    """A prompt file upload (traffic pools, evaluation sets): a .jsonl, .csv or
+    .parquet file of at most MAX_PROMPT_FILE_BYTES; `bigger_files` names the command
+    that takes more."""
+    suffix = Path(upload.name or "").suffix.lower()
+    if suffix not in (".jsonl", ".csv", ".parquet"):
+        raise forms.ValidationError("upload a .jsonl, .csv or .parquet file")
+    if upload.size > MAX_PROMPT_FILE_BYTES:
+        raise forms.ValidationError(
+            f"the file is {upload.size // (1024 * 1024)} MB; upload at most "
+            f"{MAX_PROMPT_FILE_BYTES // (1024 * 1024)} MB here ({bigger_files} "
+            "takes bigger files)"
+        )
+    return upload
+
+
+@contextmanager
+def saved_upload(upload: Any) -> Iterator[str]:
+    """The upload in a temporary file (the prompt readers take a path), removed after."""
+    with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix.lower()) as handle:
+        for chunk in upload.chunks():
+            handle.write(chunk)
+        handle.flush()
+        yield handle.name
+
+
 class TrafficImportForm(forms.Form):
     """Upload a file of prompts into a (new or existing) traffic pool."""
-
-    MAX_BYTES = 20 * 1024 * 1024  # with WEB_IMPORT_PROMPTS, bounds the request's work
 
     name = forms.CharField(max_length=100, label="Pool name",
                            help_text="An existing pool's name adds to it.")  # fmt: skip
@@ -310,14 +340,4 @@ class TrafficImportForm(forms.Form):
     )
 
     def clean_file(self) -> Any:
-        upload = self.cleaned_data["file"]
-        suffix = Path(upload.name or "").suffix.lower()
-        if suffix not in (".jsonl", ".csv", ".parquet"):
-            raise forms.ValidationError("upload a .jsonl, .csv or .parquet file")
-        if upload.size > self.MAX_BYTES:
-            raise forms.ValidationError(
-                f"the file is {upload.size // (1024 * 1024)} MB; upload at most "
-                f"{self.MAX_BYTES // (1024 * 1024)} MB here (manage.py import_traffic "
-                "takes bigger files)"
-            )
-        return upload
+        return check_prompt_file(self.cleaned_data["file"], bigger_files="manage.py import_traffic")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -13,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods
 
-from classifiers.datasets.forms import TrafficImportForm
+from classifiers.datasets.forms import TrafficImportForm, saved_upload
 from classifiers.datasets.traffic import (
     WEB_IMPORT_PROMPTS,
     TrafficError,
@@ -41,16 +38,10 @@ def traffic_pools(request: HttpRequest) -> HttpResponse:
         require_role(request, POLICY_AUTHOR)
         form = TrafficImportForm(request.POST, request.FILES)
         if form.is_valid():
-            upload = form.cleaned_data["file"]
-            suffix = Path(upload.name).suffix.lower()
-            # The readers take a path: the upload goes to a temporary file first.
-            with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
-                for chunk in upload.chunks():
-                    handle.write(chunk)
-                handle.flush()
+            with saved_upload(form.cleaned_data["file"]) as path:
                 try:
                     pool = import_traffic(
-                        name=form.cleaned_data["name"], path=handle.name,
+                        name=form.cleaned_data["name"], path=path,
                         user=request.user, description=form.cleaned_data["description"],
                         limit=WEB_IMPORT_PROMPTS,
                     )  # fmt: skip

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django import forms
 
+from classifiers.datasets.forms import check_prompt_file
 from classifiers.evaluation.services import DEFAULT_GUARD_TOKENS, GUARD_TOKENS
 from classifiers.models import ActiveModel, ModelVersion
 
 
 class EvaluationImportForm(forms.Form):
-    MAX_BYTES = 20 * 1024 * 1024  # with WEB_IMPORT_PROMPTS, bounds the request's work
-
     name = forms.CharField(max_length=100, label="Set name")
     description = forms.CharField(max_length=500, required=False)
     file = forms.FileField(
@@ -24,17 +22,8 @@ class EvaluationImportForm(forms.Form):
     )
 
     def clean_file(self) -> Any:
-        upload = self.cleaned_data["file"]
-        suffix = Path(upload.name or "").suffix.lower()
-        if suffix not in (".jsonl", ".csv", ".parquet"):
-            raise forms.ValidationError("upload a .jsonl, .csv or .parquet file")
-        if upload.size > self.MAX_BYTES:
-            raise forms.ValidationError(
-                f"the file is {upload.size // (1024 * 1024)} MB; upload at most "
-                f"{self.MAX_BYTES // (1024 * 1024)} MB here (manage.py evaluate --import "
-                "takes bigger files)"
-            )
-        return upload
+        return check_prompt_file(self.cleaned_data["file"],
+                                 bigger_files="manage.py evaluate --import")  # fmt: skip
 
 
 class EvaluationStartForm(forms.Form):

@@ -6,9 +6,6 @@ Policy authors import sets and start runs; every role reads.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from django.contrib import messages
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -17,6 +14,7 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifiers.core.views import cancel_response, progress_response
+from classifiers.datasets.forms import saved_upload
 from classifiers.evaluation.forms import EvaluationImportForm, EvaluationStartForm
 from classifiers.evaluation.services import (
     DEFAULT_GUARD_TOKENS,
@@ -43,15 +41,10 @@ def evaluation_sets(request: HttpRequest) -> HttpResponse:
         require_role(request, POLICY_AUTHOR)
         form = EvaluationImportForm(request.POST, request.FILES)
         if form.is_valid():
-            upload = form.cleaned_data["file"]
-            # The readers take a path: the upload goes to a temporary file first.
-            with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix.lower()) as handle:
-                for chunk in upload.chunks():
-                    handle.write(chunk)
-                handle.flush()
+            with saved_upload(form.cleaned_data["file"]) as path:
                 try:
                     evaluation_set = import_evaluation_set(
-                        name=form.cleaned_data["name"], path=handle.name, user=request.user,
+                        name=form.cleaned_data["name"], path=path, user=request.user,
                         description=form.cleaned_data["description"], limit=WEB_IMPORT_PROMPTS,
                     )  # fmt: skip
                 except EvaluationSetError as err:
