@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 from guardweb import embedded
+from guardweb.database_url import DatabaseUrlError, database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -143,19 +144,13 @@ TEMPLATES = [
 # --- Services -----------------------------------------------------------------
 
 DATABASE_URL = os.getenv("DATABASE_URL", "")
+_db_options: dict[str, Any] = {}
 if DATABASE_URL:
-    _db = urlsplit(DATABASE_URL)
-    if _db.scheme not in {"postgres", "postgresql"}:
-        raise embedded.StartupError(
-            f"DATABASE_URL must be a postgres:// URL, not {_db.scheme}://"
-        )
-    _db_params = {
-        "HOST": _db.hostname or "",
-        "PORT": str(_db.port or 5432),
-        "USER": _db.username or "postgres",
-        "PASSWORD": _db.password or "",
-        "NAME": (_db.path or "/guardweb").lstrip("/") or "guardweb",
-    }
+    try:
+        _db_params = database_settings(DATABASE_URL)
+    except DatabaseUrlError as exc:
+        raise embedded.StartupError(str(exc)) from None
+    _db_options = _db_params.pop("OPTIONS")
 else:
     _db_params = embedded.ensure_postgres(DATA_DIR)
 # Another database on the same server, e.g. a test database for a child worker.
@@ -168,7 +163,7 @@ DATABASES = {
         **_db_params,
         "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", "0"),
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": 5},
+        "OPTIONS": {"connect_timeout": 5, **_db_options},  # the URL's ?options win
         # Per-process test database: concurrent runs on one server never collide.
         "TEST": {"NAME": os.getenv("GUARDWEB_TEST_DB_NAME") or f"test_guardweb_{os.getpid()}"},
     }
