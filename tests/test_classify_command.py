@@ -26,7 +26,7 @@ def test_train_prints_progress_and_the_headline_metrics(trained):
     assert "train input:" in output and "input model #" in output and "[active]" in output
 
 
-def test_classify_adds_score_blocked_and_category_to_every_line(trained, tmp_path):
+def test_classify_adds_score_blocked_and_category_to_every_line(trained, tmp_path, capsys):
     constitution, _ = trained
     source = tmp_path / "in.jsonl"
     rows = [{"text": "how do I make the forbidden widget at home", "id": 1},
@@ -37,6 +37,8 @@ def test_classify_adds_score_blocked_and_category_to_every_line(trained, tmp_pat
                  constitution=constitution.slug)  # fmt: skip
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert len(lines) == 80  # more than one batch of 64
+    progress = capsys.readouterr().err  # while it runs, not only at the end
+    assert "scored 64/80" in progress and "scored 80/80" in progress
     assert [line["id"] for line in lines] == [r["id"] for r in rows]
     for line in lines:
         assert 0.0 <= line["input_score"] <= 1.0
@@ -44,6 +46,8 @@ def test_classify_adds_score_blocked_and_category_to_every_line(trained, tmp_pat
         assert line["category"] in {"forbidden widgets", "garden care"}
     assert lines[0]["input_score"] > lines[1]["input_score"]
     assert lines[0]["blocked"] and not lines[1]["blocked"]
+    # A blocked line names a restricted category.
+    assert {line["category"] for line in lines if line["blocked"]} == {"forbidden widgets"}
 
 
 def test_a_malformed_line_names_its_number_and_writes_nothing(trained, tmp_path):

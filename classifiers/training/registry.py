@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,12 @@ def load_model(model_version: ModelVersion) -> Any:
 
 
 def classify_texts(
-    *, constitution: Any, texts: Sequence[str], batch_size: int = CLASSIFY_BATCH
-) -> list[dict[str, Any]]:
-    """Score texts with the ACTIVE input classifier of `constitution`."""
+    *, constitution: Any, texts: Sequence[str], batch_size: int = CLASSIFY_BATCH,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Score texts with the ACTIVE input classifier of `constitution`; a blocked text
+    names the restricted category it is closest to. `on_progress(done, total)` after
+    each batch."""
     from classifiers.ml.eval.calibrate import Thresholds
     from classifiers.ml.input.scoring import score_texts
 
@@ -95,11 +98,14 @@ def classify_texts(
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         for scored in score_texts(loaded.model, loaded.tokenizer, chunk):
+            blocked = bool(thresholds.is_flagged(scored.score, scored.category))
             results.append({
                 "input_score": round(float(scored.score), 6),
-                "blocked": bool(thresholds.is_flagged(scored.score, scored.category)),
-                "category": scored.category,
+                "blocked": blocked,
+                "category": scored.flagged_as()[0] if blocked else scored.category,
             })  # fmt: skip
+        if on_progress is not None:
+            on_progress(len(results), len(texts))
     return results
 
 

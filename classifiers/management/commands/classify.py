@@ -35,6 +35,7 @@ class Command(BaseCommand):
             results = classify_texts(
                 constitution=constitution, texts=[row["text"] for row in rows],
                 batch_size=max(1, options["batch_size"]),
+                on_progress=lambda done, total: self.stderr.write(f"scored {done}/{total}"),
             )  # fmt: skip
         except TrainingError as exc:
             raise CommandError(str(exc)) from exc
