@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 
@@ -174,8 +175,6 @@ MAX_REPLY_KEYS = 4  # reply settings kept per prompt; the oldest makes room
 def reply_key(dataset: Dataset, cfg: GenerateConfig) -> str:
     """What a traffic reply depends on: the generator (an endpoint's name, model and
     URL, or the local model's folder) and its sampling settings."""
-    from django.conf import settings
-
     generator = dataset.generator or "local"
     if generator == "local":
         generator = f"local:{settings.GENERATOR_MODEL_DIR or 'packaged SmolLM2'}"

@@ -63,19 +63,19 @@ def start_evaluation(
                 f"{model_version.constitution.slug} has no active one: score the input "
                 "classifier alone"
             )
+    tokens = int(max_new_tokens) if whole_guard else 0
     with transaction.atomic():
         # Lock the set's row: two submits at once cannot both start a run.
         EvaluationSet.objects.select_for_update().filter(pk=evaluation_set.pk).first()
         running = EvaluationRun.objects.filter(
             evaluation_set=evaluation_set, model_version=model_version,
-            output_model=output_model, max_new_tokens=int(max_new_tokens) if whole_guard else 0,
-            status__in=ACTIVE_STATUSES,
+            output_model=output_model, max_new_tokens=tokens, status__in=ACTIVE_STATUSES,
         ).first()  # fmt: skip
         if running is not None:
             return running
         run = EvaluationRun.objects.create(
             evaluation_set=evaluation_set, model_version=model_version,
-            output_model=output_model, max_new_tokens=int(max_new_tokens) if whole_guard else 0,
+            output_model=output_model, max_new_tokens=tokens,
             total=evaluation_set.stats.get("prompts", 0),
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )  # fmt: skip
