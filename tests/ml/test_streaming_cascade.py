@@ -301,7 +301,7 @@ def test_the_upstream_path_runs_the_cascade_too(models):
     assert scored and all(not math.isnan(t.score) for t in result.tokens)
 
 
-def test_upstream_halting_mid_chunk_still_delivers_that_chunk(models):
+def test_upstream_halting_mid_chunk_delivers_nothing_past_the_halt(models):
     probe, heavy, tok = models
     tokens, heavy_scores = _probe_and_heavy_scores(models)
     text = tok.decode([t.token_id for t in tokens])
@@ -309,19 +309,19 @@ def test_upstream_halting_mid_chunk_still_delivers_that_chunk(models):
     first = run_to_end(_engine(models, CascadeSettings((0.0, 1.0), 0.5, 2.0)).stream_upstream(
         MESSAGES, chunks, GuardConfig()))  # fmt: skip
     scored = [t for t in first.tokens if t.token_id >= 0]
-    # Halt on a token inside a chunk (not its last, which carries the chunk's text),
-    # where the running max rises, so it is the first to cross.
-    inside = [i for i in range(1, len(scored))
-              if scored[i].text == "" and scored[i].score > scored[i - 1].score]  # fmt: skip
-    assert inside
-    threshold = scored[inside[len(inside) // 2]].score
+    # Halt where the running max rises, so that token is the first to cross.
+    rising = [i for i in range(1, len(scored)) if scored[i].score > scored[i - 1].score]
+    assert rising
+    halt = rising[len(rising) // 2]
+    threshold = scored[halt].score
     result = run_to_end(_engine(models, CascadeSettings((0.0, 1.0), 0.5, threshold)).stream_upstream(
         MESSAGES, chunks, GuardConfig(mode="enforce")))  # fmt: skip
     assert result.finish_reason == "halted" and result.tokens[-1].halted
-    # The halting token carries its chunk's text: what was delivered is whole chunks.
-    assert result.tokens[-1].text
-    assert result.generated and text.startswith(result.generated)
-    assert len(result.generated) % 12 == 0 or result.generated == text
+    # The crossing token releases nothing: exactly the text of the tokens before it
+    # was delivered, even though the rest of its chunk had arrived.
+    assert result.tokens[-1].text == ""
+    assert result.generated == "".join(t.text for t in scored[:halt])
+    assert text.startswith(result.generated) and len(result.generated) < len(text)
 
 
 def test_a_rollback_makes_the_heavy_classifier_forget_the_replaced_tokens():

@@ -34,6 +34,7 @@ from classifiers.ml.eval.calibrate import Thresholds
 from classifiers.ml.input.scoring import score_texts
 from classifiers.ml.output.scoring import reaches
 from classifiers.ml.serving.cascade import CascadeSettings, StreamingCascade
+from classifiers.ml.serving.reply import ReplyGuard
 from classifiers.ml.serving.stream import StreamingScorer, generate_plain
 from classifiers.ml.serving.stream import generate_with_scores as _generate_with_scores
 from classifiers.ml.serving.tokens import TokenScore
@@ -322,55 +323,57 @@ class GuardEngine:
                 yield GuardEvent("end", result=result)
                 return
         threshold = self._output_threshold(result.input)
-        scorer = None
-        cascade = None
-        if guarded and self.output_model is not None:
-            result.output_threshold = threshold if math.isfinite(threshold) else None
-            scorer = StreamingScorer(
-                self.output_model, self.tokenizer, aggregator=self.aggregator,
-                **self._ema_kwargs(),
-            )  # fmt: skip
-            scorer.start(messages)
-            cascade = self._new_cascade(messages, result)
+        guard = self.reply_guard(messages, mode=config.mode, decision=result.input, result=result)
+        if guard is not None and math.isfinite(threshold):
+            result.output_threshold = threshold
 
         def scored() -> Iterator[TokenScore]:
-            # The delivered text is exactly the upstream text: each chunk's text rides
-            # on the last token it completed (a chunk that completes none still goes
-            # out, carrying the current score), so re-tokenisation never garbles it.
-            index = 0
-            pending = ""
-            last_score = 0.0 if scorer is not None else math.nan
-            for final, chunk in _with_final(chunks):
-                if scorer is None:
+            if guard is None:  # mode "off" or no output classifier: pass it through
+                for index, chunk in enumerate(chunks):
                     yield TokenScore(index, -1, math.nan, math.nan, chunk)
-                    index += 1
-                    continue
-                pending += chunk
-                before = len(scorer.token_ids)
-                new = scorer.push_text(chunk, final=final)
-                # Re-tokenisation may have replaced tokens already scored: the
-                # cascade's heavy classifier drops them too before the new ones.
-                replaced = before - (len(scorer.token_ids) - len(new))
-                if cascade is not None and replaced > 0:
-                    cascade.rollback(replaced)
-                for position, token in enumerate(new):
-                    token.index = index
-                    index += 1
-                    if cascade is not None:
-                        self._cascade_step(cascade, token, result, config, threshold)
-                    else:
-                        token.halted = config.mode == "enforce" and reaches(token.score, threshold)
-                    last_score = token.score
-                    if token.halted or position == len(new) - 1:
-                        token.text, pending = pending, ""
-                    yield token
-                    if token.halted:
-                        return
-            if pending:
-                yield TokenScore(index, -1, last_score, last_score, pending)
+                return
+            for chunk in chunks:
+                yield from guard.feed(chunk)
+                if guard.stopped or (should_stop is not None and should_stop()):
+                    return
+            yield from guard.finish()
 
-        with self.lock:
-            yield from self._follow(scored(), result, config, threshold, should_stop)
+        # No lock: the scorer's KV cache is this stream's own, and the model is
+        # only read, so concurrent upstream streams score side by side.
+        yield from self._follow(scored(), result, config, threshold, should_stop)
+
+    def reply_guard(
+        self,
+        messages: list[Message],
+        *,
+        mode: str,
+        decision: InputDecision | None = None,
+        result: GuardResult | None = None,  # receives the cascade's escalation point
+    ) -> ReplyGuard | None:
+        """Output scoring for a reply generated elsewhere (an upstream model, a
+        gateway's stream), started on `messages`; None when nothing scores it."""
+        if mode == "off" or self.output_model is None:
+            return None
+        result = result if result is not None else GuardResult()
+        scorer = StreamingScorer(
+            self.output_model, self.tokenizer, aggregator=self.aggregator, **self._ema_kwargs()
+        )
+        scorer.start(messages)
+        cascade = self._new_cascade(messages, result)
+        rescore = on_rollback = None
+        if cascade is not None:
+
+            def rescore(token: TokenScore) -> None:
+                step = cascade.step(token.token_id, token.score)
+                token.heavy, token.score = step.heavy_score, step.score
+                if step.escalated_now:
+                    result.escalated_at = token.index
+
+            on_rollback = cascade.rollback
+        return ReplyGuard(
+            scorer, threshold=self._output_threshold(decision), enforce=mode == "enforce",
+            rescore=rescore, on_rollback=on_rollback,
+        )  # fmt: skip
 
     # -- shared ---------------------------------------------------------------------------------
 
@@ -476,19 +479,6 @@ class GuardEngine:
 
     def _ema_kwargs(self) -> dict[str, Any]:
         return {"ema_alpha": self.ema_alpha} if self.ema_alpha else {}
-
-
-def _with_final(chunks: Iterable[str]) -> Iterator[tuple[bool, str]]:
-    """(is_last, chunk) pairs, so the scorer can flush its held-back token."""
-    iterator = iter(chunks)
-    try:
-        current = next(iterator)
-    except StopIteration:
-        return
-    for upcoming in iterator:
-        yield False, current
-        current = upcoming
-    yield True, current
 
 
 def run_to_end(events: Iterable[GuardEvent]) -> GuardResult:

@@ -61,18 +61,27 @@ class StreamingScorer:
         self.token_ids: list[int] = []  # response tokens fed so far
         self.probs: list[float] = []  # raw per-token probabilities
         self.scores: list[float] = []  # aggregated scores
-        self._text = ""  # push_text: the response text received so far
+        # push_text: where in the text each scored token may be released (a
+        # character offset; see _tokenise), and the response text so far.
+        self.ends: list[int] = []
+        self._text = ""
 
     @torch.no_grad()
     def start(self, messages: list[Any]) -> None:
         """Encode the prompt (chat template + assistant header) once."""
         self._agg.reset()
-        self.token_ids, self.probs, self.scores, self._text = [], [], [], ""
+        self.token_ids, self.probs, self.scores, self.ends = [], [], [], []
+        self._text = ""
         ids = torch.tensor(
             [prompt_token_ids(self.tokenizer, messages)], device=self.model.device
         )  # (1, T)
         out = self.model(ids, use_cache=True, compute_lm_logits=False)
         self._cache = out.past_key_values
+
+    @property
+    def text(self) -> str:
+        """The response text received so far (push_text)."""
+        return self._text
 
     @torch.no_grad()
     def push(self, token_ids: list[int]) -> list[TokenScore]:
@@ -108,15 +117,46 @@ class StreamingScorer:
         `self.scores` always equals the scores of the current tokenisation.
         """
         self._text += text_delta
-        ids = list(self.tokenizer(self._text, add_special_tokens=False)["input_ids"])
-        stable = ids if final else ids[:-1]
+        ids, ends = self._tokenise(self._text)
+        keep = len(ids) if final else max(len(ids) - 1, 0)
+        stable, stable_ends = ids[:keep], ends[:keep]
         common = 0
         limit = min(len(stable), len(self.token_ids))
         while common < limit and stable[common] == self.token_ids[common]:
             common += 1
         if common < len(self.token_ids):
             self._rollback(len(self.token_ids) - common)
-        return self.push(stable[common:])
+        # Earlier tokens keep their ids; their release points may move with the
+        # text that followed (a shared character), and only ever forward.
+        self.ends[:common] = stable_ends[:common]
+        scored = self.push(stable[common:])
+        self.ends.extend(stable_ends[common:])
+        return scored
+
+    def _tokenise(self, text: str) -> tuple[list[int], list[int]]:
+        """The text's token ids, and for each token the character offset up to which
+        the text may be released once that token is scored: its end, or the start
+        of the next token when a character is split across the two (byte-level
+        BPE), so no character leaves before all of its tokens are scored."""
+        try:
+            encoded = self.tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True
+            )
+        except NotImplementedError:  # a slow tokenizer has no offsets
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            ends = [
+                min(len(self.tokenizer.decode(ids[: i + 1])), len(text))
+                for i in range(len(ids))
+            ]
+            return ids, ends
+        ids = list(encoded["input_ids"])
+        spans = [tuple(span) for span in encoded["offset_mapping"]]
+        ends = []
+        for i, (_, end) in enumerate(spans):
+            if i + 1 < len(spans):
+                end = min(end, spans[i + 1][0])
+            ends.append(end if not ends else max(end, ends[-1]))
+        return ids, ends
 
     def finish(self) -> list[TokenScore]:
         """The stream ended: score the held-back last token."""
@@ -133,7 +173,7 @@ class StreamingScorer:
         )
         self._cache.crop(-n_tokens)
         del self.token_ids[-n_tokens:], self.probs[-n_tokens:]
-        del self.scores[-n_tokens:]
+        del self.scores[-n_tokens:], self.ends[-n_tokens:]
         # Recompute the aggregator over the kept probabilities.
         self._agg.reset()
         for p in self.probs:
