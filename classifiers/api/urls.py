@@ -11,6 +11,6 @@ urlpatterns = [
     path("api/v1/classify", views.classify, name="classify"),
     path("v1/chat/completions", views.chat_completions, name="chat-completions"),
     path("v1/models", views.models, name="models"),
-    path("v1/models/<str:model_id>", views.model_detail, name="model"),
+    path("v1/models/<path:model_id>", views.model_detail, name="model"),
     path("api/openapi.json", openapi.openapi_json, name="openapi"),
 ]

@@ -13,9 +13,7 @@ with one Turn, so reviewers see API traffic beside the playground's.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -32,7 +30,7 @@ from django.db import close_old_connections, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from classifiers.api import batching
+from classifiers.api import batching, proxy
 from classifiers.api.auth import authenticate, touch
 from classifiers.api.errors import ApiError, error_response
 from classifiers.api.ratelimit import check_rate
@@ -47,6 +45,7 @@ from classifiers.api.requests import (
     resolve_constitution,
     target_for,
 )
+from classifiers.api.shapes import finish_reason, finite, guard_field, model_ref, sse
 from classifiers.guard import engines, turns
 from classifiers.ml.serving.engine import (
     GuardConfig,
@@ -55,7 +54,14 @@ from classifiers.ml.serving.engine import (
     InputDecision,
 )
 from classifiers.ml.types import Message, render_messages
-from classifiers.models import ActiveModel, ApiToken, Conversation, ModelVersion, Turn
+from classifiers.models import (
+    ActiveModel,
+    ApiToken,
+    Conversation,
+    GuardPolicy,
+    ModelVersion,
+    Turn,
+)
 from constitutions.models import Constitution
 from guardweb.roles import POLICY_AUTHOR, has_role
 
@@ -96,18 +102,6 @@ def api_view(method: str) -> Callable[..., Any]:
         return login_not_required(csrf_exempt(wrapper))
 
     return decorate
-
-
-def _finite(value: float | None, digits: int = 6) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), digits)
-
-
-def _model_ref(model: ModelVersion | None) -> dict[str, Any] | None:
-    if model is None:
-        return None
-    return {"id": model.pk, "kind": model.kind, "checksum": model.checksum}
 
 
 # ----------------------------------------------------------------------- classify
@@ -234,13 +228,13 @@ async def classify(request: HttpRequest) -> HttpResponse:
     conversation_id = await sync_to_async(_store_classify)(plan, decision, latency_ms)
     return JsonResponse({
         "id": f"clf-{conversation_id}",
-        "score": _finite(decision.score) if decision else None,
+        "score": finite(decision.score) if decision else None,
         "blocked": bool(decision and decision.blocked),
         "flagged": bool(decision and decision.flagged),
-        "threshold": _finite(decision.threshold) if decision else None,
+        "threshold": finite(decision.threshold) if decision else None,
         "category": decision.category if decision else None,
-        "category_prob": _finite(decision.category_prob) if decision else None,
-        "model": _model_ref(plan.input_model) if decision else None,
+        "category_prob": finite(decision.category_prob) if decision else None,
+        "model": model_ref(plan.input_model) if decision else None,
         "mode": plan.target.mode,
         "constitution": plan.target.constitution.slug,
         "conversation_id": conversation_id,
@@ -273,9 +267,13 @@ def _split_model(token: ApiToken, model: Any) -> tuple[str | None, bool]:
     return model, False
 
 
-def _prepare_chat(request: HttpRequest) -> ChatPlan:
+def _prepare_chat(request: HttpRequest) -> ChatPlan | proxy.ProxyPlan:
     token = authenticate(request)
     body = json_body(request)
+    if proxy.is_proxy_model(body.get("model")):
+        plan = proxy.prepare(token, body)
+        touch(token)
+        return plan
     slug, unguarded = _split_model(token, body.get("model"))
     constitution = resolve_constitution(token, slug, param="model")
     if unguarded and not has_role(token.user, POLICY_AUTHOR):
@@ -397,45 +395,18 @@ def _store_chat(
     return conversation.pk
 
 
-def _finish_reason(result: GuardResult) -> str:
-    if result.finish_reason in ("blocked", "halted"):
-        return "content_filter"
-    if result.finish_reason == "length":
-        return "length"
-    return "stop"
-
-
 def _guard_field(plan: ChatPlan, outcome: ChatOutcome) -> dict[str, Any]:
-    result = outcome.result
-    decision = result.input
-    mode = plan.config.mode
-    return {
-        "mode": mode,
-        "blocked": result.finish_reason == "blocked",
-        "halted": result.finish_reason == "halted",
-        "halted_at": result.halted_at,
-        "would_block": result.would_block,
-        "flagged": result.flag_reason is not None,
-        "flag_reason": result.flag_reason,
-        "input_score": _finite(decision.score) if decision else None,
-        "input_category": decision.category if decision else None,
-        "input_threshold": _finite(decision.threshold) if decision else None,
-        "threshold": _finite(result.output_threshold),
-        "max_output_score": _finite(result.max_output_score),
-        "token_scores": [
-            {"text": t.text, "score": _finite(t.score)} for t in result.tokens
-        ],
-        "input_model": _model_ref(plan.setup.input_model) if mode != "off" else None,
-        "output_model": _model_ref(plan.setup.output_model) if mode != "off" else None,
-        "conversation_id": outcome.conversation_id,
-    }
+    return guard_field(
+        outcome.result, mode=plan.config.mode, input_model=plan.setup.input_model,
+        output_model=plan.setup.output_model, conversation_id=outcome.conversation_id,
+    )  # fmt: skip
 
 
 def _completion(
     plan: ChatPlan, outcome: ChatOutcome, ident: str, created: int
 ) -> dict[str, Any]:
     result = outcome.result
-    filtered = _finish_reason(result) == "content_filter"
+    filtered = finish_reason(result) == "content_filter"
     completion_tokens = len(result.tokens)
     return {
         "id": ident,
@@ -448,7 +419,7 @@ def _completion(
                 "role": "assistant", "content": result.text,
                 "refusal": plan.config.refusal if filtered else None,
             },
-            "finish_reason": _finish_reason(result),
+            "finish_reason": finish_reason(result),
             "logprobs": None,
         }],
         "usage": {
@@ -458,11 +429,6 @@ def _completion(
         },
         "guard": _guard_field(plan, outcome),
     }  # fmt: skip
-
-
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, allow_nan=False)
-    return f"data: {data}\n\n".encode()
 
 
 async def _stream_chat(
@@ -479,7 +445,7 @@ async def _stream_chat(
         loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        return _sse({
+        return sse({
             "id": ident, "object": "chat.completion.chunk", "created": created,
             "model": plan.model_name,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
@@ -505,15 +471,15 @@ async def _stream_chat(
                 rest = text[len(streamed) :] if text.startswith(streamed) else ""
                 if rest:
                     yield chunk({"content": rest})
-                yield chunk({}, _finish_reason(outcome.result),
+                yield chunk({}, finish_reason(outcome.result),
                             guard=_guard_field(plan, outcome))  # fmt: skip
             elif kind == "done":
                 break
         error = work.exception()
         if error is not None:
             logger.error("chat stream failed", exc_info=error)
-            yield _sse(ApiError(500, f"generation failed: {error}").to_dict())
-        yield _sse("[DONE]")
+            yield sse(ApiError(500, f"generation failed: {error}").to_dict())
+        yield sse("[DONE]")
     finally:
         stop.set()
 
@@ -521,6 +487,8 @@ async def _stream_chat(
 @api_view("POST")
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     plan = await sync_to_async(_prepare_chat)(request)
+    if isinstance(plan, proxy.ProxyPlan):
+        return await proxy.respond(plan)
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if plan.stream:
@@ -554,8 +522,8 @@ def _model_entries(token: ApiToken) -> list[dict[str, Any]]:
         base = {"object": "model", "created": created, "owned_by": "guardweb"}
         guard = {
             "constitution": constitution.slug, "name": constitution.name,
-            "input_model": _model_ref(entry["input"]),
-            "output_model": _model_ref(entry["output"]),
+            "input_model": model_ref(entry["input"]),
+            "output_model": model_ref(entry["output"]),
         }  # fmt: skip
         entries.append(
             {"id": constitution.slug, **base, "guard": {**guard, "guarded": True}}
@@ -563,6 +531,23 @@ def _model_entries(token: ApiToken) -> list[dict[str, Any]]:
         if unguarded:
             entries.append({"id": constitution.slug + UNGUARDED_SUFFIX, **base,
                             "guard": {**guard, "guarded": False}})  # fmt: skip
+    # Upstream models behind each constitution's guard: SLUG/NAME.
+    policies = GuardPolicy.objects.select_related("constitution").prefetch_related("upstreams")
+    for policy in policies.filter(upstreams__isnull=False).distinct():
+        constitution = policy.constitution
+        models_of = by_constitution.get(constitution.pk, {})
+        for upstream in policy.upstreams.all():
+            entries.append({
+                "id": f"{constitution.slug}/{upstream.name}", "object": "model",
+                "created": int(upstream.created_at.timestamp()), "owned_by": "guardweb",
+                "guard": {
+                    "constitution": constitution.slug, "name": constitution.name,
+                    "input_model": model_ref(models_of.get("input")),
+                    "output_model": model_ref(models_of.get("output")),
+                    "guarded": True, "upstream": upstream.name,
+                    "upstream_model": upstream.model,
+                },
+            })  # fmt: skip
     return entries
 
 

@@ -20,9 +20,11 @@ from classifiers.models.evaluation import (  # noqa: F401
 from classifiers.models.guard import (  # noqa: F401
     ApiToken,
     Conversation,
+    FailureMode,
     GuardMode,
     GuardPolicy,
     Turn,
+    Upstream,
 )
 from classifiers.models.jobs import Job, JobStatus  # noqa: F401
 from classifiers.models.review import (  # noqa: F401

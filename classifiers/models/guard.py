@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 
 from django.conf import settings
@@ -14,6 +15,58 @@ class GuardMode(models.TextChoices):
     ENFORCE = "enforce", "Enforce (block and halt)"
     SHADOW = "shadow", "Shadow (score and flag, never block)"
     OFF = "off", "Off"
+
+
+class Upstream(models.Model):
+    """An OpenAI-compatible model the guard proxies to (vLLM, Ollama, llama.cpp's
+    server, TGI, a hosted API). Operators (staff) register them; a constitution's
+    policy attaches them, and clients pick one by the model name `SLUG/NAME`."""
+
+    name = models.SlugField(
+        max_length=64, unique=True,
+        help_text="Letters, digits, - and _; clients ask for the model CONSTITUTION/NAME.",
+    )  # fmt: skip
+    base_url = models.URLField(max_length=500, help_text="e.g. http://127.0.0.1:8001/v1")
+    model = models.CharField(max_length=200, help_text="The upstream's own model name.")
+    # The key: read from this environment variable of the server when set (nothing
+    # stored), else the stored one, which is never shown again after it is saved.
+    api_key_env = models.CharField(max_length=100, blank=True)
+    api_key = models.CharField(max_length=500, blank=True)
+    timeout_s = models.FloatField(
+        default=30.0,
+        help_text="Seconds to connect, to the first byte, and between two chunks.",
+    )  # fmt: skip
+    max_concurrency = models.PositiveIntegerField(
+        default=8, help_text="Requests this server sends to the upstream at once; more wait."
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=1024, help_text="The most new tokens one request may ask the upstream for."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.model} at {self.base_url})"
+
+    def resolved_api_key(self) -> str:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "")
+        return self.api_key
+
+    @property
+    def key_source(self) -> str:
+        """How the key is found, for pages and lists (never the key itself)."""
+        if self.api_key_env:
+            state = "set" if os.environ.get(self.api_key_env) else "not set on this server"
+            return f"${self.api_key_env} ({state})"
+        return "stored" if self.api_key else "none"
+
+
+class FailureMode(models.TextChoices):
+    CLOSED = "closed", "Fail closed (refuse when the guard cannot decide in time)"
+    OPEN = "open", "Fail open (forward unguarded when the guard cannot decide in time)"
 
 
 class GuardPolicy(models.Model):
@@ -37,6 +90,16 @@ class GuardPolicy(models.Model):
     cascade = models.ForeignKey(
         "classifiers.CascadeCalibration", null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
+    )  # fmt: skip
+    # Upstream models clients may reach through this constitution's guard.
+    upstreams = models.ManyToManyField(Upstream, blank=True, related_name="policies")
+    failure_mode = models.CharField(
+        max_length=10, choices=FailureMode.choices, default=FailureMode.CLOSED
+    )
+    guard_timeout_s = models.FloatField(
+        default=10.0,
+        help_text="Seconds the classifiers may take to decide on a prompt or a reply "
+        "chunk before the failure mode applies.",
     )  # fmt: skip
     max_message_chars = models.PositiveIntegerField(default=4000)
     max_new_tokens = models.PositiveIntegerField(default=128)
@@ -135,6 +198,12 @@ class Conversation(models.Model):
     output_model = models.ForeignKey(
         "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The upstream model that wrote the replies (blank: the embedded model); the
+    # name stays when the upstream is deleted.
+    upstream = models.ForeignKey(
+        Upstream, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    upstream_name = models.CharField(max_length=64, blank=True)
     flagged = models.BooleanField(default=False, db_index=True)
     flag_reason = models.CharField(max_length=20, choices=FlagReason.choices, blank=True)
     max_score = models.FloatField(null=True, blank=True)

@@ -3,6 +3,11 @@
 It wraps a ChatGenerator (in the tests a LocalGenerator around a tiny random model)
 and has switches to simulate the failure modes OpenAICompatGenerator must survive or
 report: garbage answers, 500s the first N times, 4xx errors, and hanging.
+
+With `"stream": true` it answers in OpenAI's SSE format: the generated text in
+small pieces (`piece_chars` characters each) at `pieces_per_second`, the way a
+real server streams tokens, and it records whether each stream ran to its end or
+the client closed it first (`stats.finished_streams` / `stats.aborted_streams`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ class ServerSwitches:
     status_error: int = 0  # when set (e.g. 400), answer that status with an error
     hang_seconds: float = 0.0  # sleep this long before answering
     delay_seconds: float = 0.0  # sleep before answering (for concurrency tests)
+    piece_chars: int = 3  # streaming: characters per SSE chunk
+    pieces_per_second: float = 0.0  # streaming pace (0: as fast as it can)
 
 
 @dataclass
@@ -32,6 +39,9 @@ class ServerStats:
     in_flight: int = 0  # requests being handled now
     max_in_flight: int = 0  # the most requests ever handled at once
     payloads: list[dict[str, Any]] = field(default_factory=list)
+    finished_streams: int = 0  # streams sent to their [DONE]
+    aborted_streams: int = 0  # streams the client closed before their end
+    pieces_sent: int = 0  # SSE content chunks written, over all streams
 
 
 class OpenAITestServer:
@@ -137,6 +147,9 @@ class OpenAITestServer:
                         top_p=float(payload.get("top_p", 1.0)),
                         seed=payload.get("seed"),
                     )
+                if payload.get("stream"):
+                    self._stream(text, payload)
+                    return
                 self._send(
                     200,
                     {
@@ -152,6 +165,42 @@ class OpenAITestServer:
                         ],
                     },
                 )
+
+            def _stream(self, text: str, payload: dict[str, Any]) -> None:
+                sw = owner.switches
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+                def event(delta: dict[str, Any], finish: str | None = None) -> None:
+                    chunk = {
+                        "id": "chatcmpl-test", "object": "chat.completion.chunk",
+                        "model": payload.get("model", "test"),
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }  # fmt: skip
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+
+                step = max(1, sw.piece_chars)
+                try:
+                    event({"role": "assistant", "content": ""})
+                    for start in range(0, len(text), step):
+                        if sw.pieces_per_second:
+                            time.sleep(1 / sw.pieces_per_second)
+                        event({"content": text[start : start + step]})
+                        with owner._lock:
+                            owner.stats.pieces_sent += 1
+                    event({}, "stop")
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with owner._lock:
+                        owner.stats.aborted_streams += 1
+                    return
+                with owner._lock:
+                    owner.stats.finished_streams += 1
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
                 self._send_raw(status, json.dumps(body).encode(), "application/json")

@@ -1,0 +1,486 @@
+"""The guarded proxy: /v1/chat/completions for the model `SLUG/NAME`.
+
+A client asks for `cbrn-demo/vllm-llama` (a constitution and an upstream model
+attached to its guard policy). Then:
+
+1. the input classifier scores the prompt; a blocked prompt never reaches the
+   upstream (the reply is the refusal, `finish_reason: "content_filter"`);
+2. the reply streams from the upstream while the output classifier scores it with
+   its own KV cache (ml/serving/reply.py): all text that arrived while the last
+   forward ran is scored in ONE forward, and only text whose tokens scored below
+   the threshold is forwarded; on a crossing the upstream request is closed and the
+   reply ends with the refusal;
+3. shadow mode forwards everything as it arrives and records what enforce would
+   have done; mode "off" forwards unscored.
+
+When the classifiers cannot decide in time (no active model, an exception, slower
+than the policy's `guard_timeout_s`), the policy's failure mode applies: "closed"
+refuses (503 before the reply, the refusal mid-reply), "open" forwards unguarded
+and says so in the guard field. Upstream failures come back in OpenAI's error shape
+with the upstream's status (502 unreachable, 504 too slow). A client that goes away
+closes the upstream request. Every conversation is stored with the upstream's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections, connections
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+
+from classifiers.api import batching
+from classifiers.api.errors import ApiError
+from classifiers.api.ratelimit import check_rate
+from classifiers.api.requests import (
+    check_lengths,
+    last_user_content,
+    optional_number,
+    parse_messages,
+    resolve_constitution,
+    target_for,
+)
+from classifiers.api.shapes import finish_reason, guard_field, sse
+from classifiers.api.upstream_client import UpstreamFailure, UpstreamTarget, open_stream
+from classifiers.guard import engines, turns
+from classifiers.ml.serving.engine import GuardConfig, GuardResult, InputDecision
+from classifiers.ml.serving.reply import ReplyGuard
+from classifiers.ml.types import Message
+from classifiers.models import ApiToken, Conversation, FailureMode, Upstream
+
+logger = logging.getLogger(__name__)
+
+# Output scoring runs here (one forward per batch of arrived text per stream);
+# storing a finished conversation runs on its own threads so a slow database
+# never holds up scoring.
+_scoring = ThreadPoolExecutor(max_workers=16, thread_name_prefix="proxy-score")
+_storing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="proxy-store")
+_FORWARDED_OUT = {"model", "stream", "stream_options", "n", "messages", "max_completion_tokens"}
+
+
+@dataclass
+class ProxyPlan:
+    token: ApiToken
+    constitution: Any
+    mode: str
+    model_name: str  # "SLUG/NAME", echoed back as "model"
+    upstream: UpstreamTarget
+    upstream_row: Upstream
+    messages: list[Message]
+    payload: dict[str, Any]  # what the upstream receives (model and stream set later)
+    stream: bool
+    setup: engines.GuardSetup | None  # None: nothing scores (mode off, failed open)
+    config: GuardConfig
+    fail_open: bool
+    guard_timeout_s: float
+    guard_failure: str = ""  # why the guard did not run (fail open), shown to the client
+
+
+def is_proxy_model(model: Any) -> bool:
+    return isinstance(model, str) and "/" in model
+
+
+def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
+    """Validate a request for `SLUG/NAME` (sync: database work). 4xx on bad input."""
+    model_name = body["model"]
+    slug, _, name = model_name.partition("/")
+    constitution = resolve_constitution(token, slug, param="model")
+    target = target_for(token, constitution)
+    policy = target.policy
+    upstream = policy.upstreams.filter(name=name).first() if policy.pk else None
+    if upstream is None:
+        raise ApiError(
+            404, f"unknown model {model_name!r}: no upstream named {name!r} is attached to "
+            f"{constitution.slug!r} (GET /v1/models lists what you can use)",
+            param="model", code="model_not_found",
+        )  # fmt: skip
+    check_rate(user_id=token.user_id, scope=constitution.slug,
+               limit=policy.requests_per_minute)  # fmt: skip
+    messages = parse_messages(body.get("messages"))
+    check_lengths(messages, policy, param="messages")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream must be true or false", param="stream")
+    asked = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    max_tokens = optional_number(body, asked, low=1, high=10**9, integer=True)
+    if max_tokens is not None and max_tokens > upstream.max_tokens:
+        raise ApiError(
+            400, f"{asked} is {max_tokens}; upstream {upstream.name} allows at most "
+            f"{upstream.max_tokens} new tokens per request",
+            param=asked, code="max_tokens_too_large",
+        )  # fmt: skip
+    optional_number(body, "n", low=1, high=1, integer=True)  # only n=1
+    payload = {k: v for k, v in body.items() if k not in _FORWARDED_OUT}
+    # The upstream gets the messages the guard scored, and a bounded reply.
+    payload["messages"] = messages
+    payload["max_tokens"] = int(max_tokens or upstream.max_tokens)
+    fail_open = policy.failure_mode == FailureMode.OPEN
+    setup, failure = None, ""
+    if target.mode != "off":
+        try:
+            setup = engines.guard_setup(constitution, mode=target.mode)
+        except engines.GuardUnavailable as exc:
+            if not fail_open:
+                raise ApiError(503, f"{exc}; this constitution fails closed",
+                               code="classifier_unavailable") from None  # fmt: skip
+            failure = str(exc)
+    config = GuardConfig(mode=target.mode)
+    return ProxyPlan(
+        token=token, constitution=constitution, mode=target.mode, model_name=model_name,
+        upstream=UpstreamTarget(
+            pk=upstream.pk, name=upstream.name, base_url=upstream.base_url,
+            model=upstream.model, api_key=upstream.resolved_api_key(),
+            timeout_s=upstream.timeout_s, max_concurrency=upstream.max_concurrency,
+        ),
+        upstream_row=upstream, messages=messages, payload=payload, stream=stream,
+        setup=setup, config=config, fail_open=fail_open,
+        guard_timeout_s=policy.guard_timeout_s, guard_failure=failure,
+    )  # fmt: skip
+
+
+@dataclass
+class ProxyRun:
+    """One proxied reply: the input decision, the relay, what to store and answer."""
+
+    plan: ProxyPlan
+    result: GuardResult = field(default_factory=GuardResult)
+    guard: ReplyGuard | None = None
+    delivered: list[str] = field(default_factory=list)
+    upstream_finish: str | None = None
+    usage: dict[str, Any] | None = None
+    failed_closed: bool = False  # the reply was cut because the guard failed
+    cancelled: bool = False
+    conversation_id: int | None = None
+    watch: turns.Stopwatch = field(default_factory=turns.Stopwatch)
+
+    # -- input ---------------------------------------------------------------------------
+
+    async def decide_input(self) -> InputDecision | None:
+        plan = self.plan
+        engine = plan.setup.engine if plan.setup else None
+        if engine is None or engine.input_guard is None:
+            return None
+        future = batching.classify_one(
+            plan.setup.input_model.pk,
+            lambda conversations: engine.classify(conversations, mode="enforce"),
+            plan.messages,
+        )
+        try:
+            decision = await asyncio.wait_for(asyncio.wrap_future(future), plan.guard_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any classifier failure is a guard failure
+            self._guard_failed(f"the input classifier failed: {_describe(exc, plan)}",
+                               before_reply=True)  # fmt: skip
+            return None
+        decision = InputDecision(**{**decision.to_dict(),
+                                    "blocked": decision.flagged and plan.mode == "enforce"})  # fmt: skip
+        self.result.input = decision
+        self.result.would_block = decision.flagged and plan.mode == "shadow"
+        return decision
+
+    def _guard_failed(self, why: str, *, before_reply: bool) -> None:
+        """The policy's failure mode: open forwards unguarded, closed refuses."""
+        logger.warning("guard failure on %s: %s", self.plan.model_name, why)
+        if self.plan.fail_open:
+            self.plan.guard_failure = why
+            self.plan.setup = None
+            self.guard = None
+            return
+        if before_reply:
+            raise ApiError(503, f"{why}; this constitution fails closed", code="guard_unavailable")
+        self.failed_closed = True
+        self.plan.guard_failure = why
+
+    def start_output_guard(self) -> None:
+        plan = self.plan
+        if plan.setup is None:
+            return
+        try:
+            self.guard = plan.setup.engine.reply_guard(
+                plan.messages, mode=plan.mode, decision=self.result.input, result=self.result
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._guard_failed(f"the output classifier failed: {exc}", before_reply=True)
+        if self.guard is not None and math.isfinite(self.guard.threshold):
+            self.result.output_threshold = self.guard.threshold
+
+    # -- the relay -----------------------------------------------------------------------
+
+    async def texts(self) -> AsyncIterator[str]:
+        """The reply's text as it may leave the proxy. Raises UpstreamFailure."""
+        loop = asyncio.get_running_loop()
+        arrived: list[str] = []
+        wake = asyncio.Event()
+        done = False
+        shadow_queue: asyncio.Queue[tuple[str, bool] | None] | None = None
+        shadow_task = None
+
+        async with open_stream(self.plan.upstream, self.plan.payload) as upstream:
+
+            async def read() -> None:
+                nonlocal done
+                try:
+                    async for piece in upstream.pieces():
+                        arrived.append(piece)
+                        wake.set()
+                finally:
+                    done = True
+                    wake.set()
+
+            reader = asyncio.create_task(read())
+            if self.guard is not None and not self.guard.enforce:
+                shadow_queue = asyncio.Queue()
+                shadow_task = asyncio.create_task(self._score_behind(shadow_queue))
+            try:
+                while True:
+                    await wake.wait()
+                    wake.clear()
+                    finished = done
+                    text = "".join(arrived)
+                    arrived.clear()
+                    if text:
+                        self.watch.mark_first()
+                    guard = self.guard
+                    if guard is None or shadow_queue is not None:
+                        if text:
+                            self.delivered.append(text)
+                            yield text
+                        if shadow_queue is not None:
+                            shadow_queue.put_nowait((text, finished))
+                    else:
+                        released = await self._score(loop, guard, text, finished)
+                        if released:
+                            self.delivered.append(released)
+                            yield released
+                        if guard.stopped or self.failed_closed:
+                            break
+                    if finished:
+                        break
+                if reader.done() and reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]
+            finally:
+                reader.cancel()
+                self.upstream_finish = upstream.finish_reason
+                self.usage = upstream.usage
+                if shadow_queue is not None:
+                    shadow_queue.put_nowait(None)
+        if shadow_task is not None:
+            try:
+                await asyncio.wait_for(shadow_task, self.plan.guard_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - shadow scoring never fails a reply
+                logger.warning("shadow scoring of %s failed: %s", self.plan.model_name, exc)
+
+    async def _score(self, loop: Any, guard: ReplyGuard, text: str, final: bool) -> str:
+        """Score what arrived in one forward; the text it releases ("" when halted)."""
+
+        def work() -> str:
+            tokens = guard.feed(text, final=final)
+            if final:
+                tokens += guard.finish()
+            return "".join(t.text for t in tokens)
+
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(_scoring, work),
+                                          self.plan.guard_timeout_s)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001
+            self._guard_failed(f"the output classifier failed: {_describe(exc, self.plan)}",
+                               before_reply=False)  # fmt: skip
+            if self.guard is None:  # failed open: what it held back goes out unscored
+                return guard.text[guard.released :]
+            return ""
+
+    async def _score_behind(self, queue: asyncio.Queue[tuple[str, bool] | None]) -> None:
+        """Shadow mode: score what was already forwarded, never holding it up."""
+        loop = asyncio.get_running_loop()
+        guard = self.guard
+        assert guard is not None
+        while (item := await queue.get()) is not None:
+            text, final = item
+
+            def work(text: str = text, final: bool = final) -> None:
+                guard.feed(text, final=final)
+                if final:
+                    guard.finish()
+
+            await loop.run_in_executor(_scoring, work)
+
+    # -- the outcome ---------------------------------------------------------------------
+
+    def close_result(self) -> GuardResult:
+        """Fill the result from what happened (call once the relay has ended)."""
+        result, guard, plan = self.result, self.guard, self.plan
+        result.generated = "".join(self.delivered)
+        if guard is not None:
+            result.tokens = list(guard.tokens)
+            result.halted_at = guard.halted_at
+            result.max_output_score = guard.max_score
+            if plan.mode == "shadow" and guard.halted_at is not None:
+                result.would_block = True
+        if result.finish_reason == "blocked":
+            result.text = plan.config.refusal
+            return result
+        halted = (guard is not None and guard.stopped) or self.failed_closed
+        if halted:
+            result.finish_reason = "halted"
+            result.text = result.generated + ("\n\n" if result.generated else "") + plan.config.refusal
+        else:
+            result.text = result.generated
+            result.finish_reason = (
+                "cancelled" if self.cancelled else
+                "length" if self.upstream_finish == "length" else "stop"
+            )  # fmt: skip
+        margin = plan.config.near_margin
+        near_input = result.input is not None and result.input.score >= result.input.threshold - margin
+        near_output = result.output_threshold is not None and (
+            (result.max_output_score or 0.0) >= result.output_threshold - margin
+        )
+        result.near_threshold = near_input or near_output
+        return result
+
+    def store(self) -> int:
+        """Store the conversation (on a worker thread; closes its connection)."""
+        plan, result = self.plan, self.result
+        try:
+            close_old_connections()
+            setup = plan.setup
+            conversation = Conversation.objects.create(
+                user=plan.token.user, constitution=plan.constitution,
+                source=Conversation.Source.API, api_token=plan.token, mode=plan.mode,
+                input_model=setup.input_model if setup else None,
+                output_model=setup.output_model if setup else None,
+                upstream=plan.upstream_row, upstream_name=plan.upstream.name,
+            )  # fmt: skip
+            shadow = None
+            if setup is not None and setup.shadow_engine is not None:
+                try:
+                    shadow = engines.shadow_decision(setup, plan.messages, result.generated)
+                except Exception:  # a broken candidate model must not break live traffic
+                    logger.exception("shadow model failed on conversation %s", conversation.pk)
+            turns.record_turn(
+                conversation=conversation, user_content=last_user_content(plan.messages),
+                result=result, latency_ms=self.watch.elapsed_ms,
+                first_token_ms=self.watch.first, shadow=shadow,
+            )  # fmt: skip
+            self.conversation_id = conversation.pk
+            return conversation.pk
+        finally:
+            connections.close_all()
+
+    def guard_payload(self) -> dict[str, Any]:
+        setup = self.plan.setup
+        payload = guard_field(
+            self.result, mode=self.plan.mode,
+            input_model=setup.input_model if setup else None,
+            output_model=setup.output_model if setup else None,
+            conversation_id=self.conversation_id,
+        )  # fmt: skip
+        payload["upstream"] = self.plan.upstream.name
+        if self.plan.guard_failure:
+            payload["guard_failure"] = self.plan.guard_failure
+            payload["failed_open"] = self.plan.fail_open
+        return payload
+
+
+def _describe(exc: BaseException, plan: ProxyPlan) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no decision within {plan.guard_timeout_s:g}s"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _as_api_error(failure: UpstreamFailure) -> ApiError:
+    return ApiError(failure.status, failure.message, code=failure.code)
+
+
+async def respond(plan: ProxyPlan) -> HttpResponse:
+    run = ProxyRun(plan)
+    decision = await run.decide_input()
+    if decision is None or not decision.blocked:
+        run.start_output_guard()
+    ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if plan.stream:
+        response = StreamingHttpResponse(_stream(run, ident, created), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # proxies must not hold tokens back
+        return response
+    return await _complete(run, ident, created)
+
+
+async def _store(run: ProxyRun) -> None:
+    await asyncio.get_running_loop().run_in_executor(_storing, run.store)
+
+
+async def _complete(run: ProxyRun, ident: str, created: int) -> HttpResponse:
+    if run.result.input is not None and run.result.input.blocked:
+        run.result.finish_reason = "blocked"
+    else:
+        try:
+            async for _ in run.texts():
+                pass
+        except UpstreamFailure as failure:
+            raise _as_api_error(failure) from None
+    result = run.close_result()
+    await _store(run)
+    filtered = finish_reason(result) == "content_filter"
+    completion_tokens = run.usage.get("completion_tokens") if run.usage else None
+    return JsonResponse({
+        "id": ident, "object": "chat.completion", "created": created,
+        "model": run.plan.model_name,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text,
+                        "refusal": run.plan.config.refusal if filtered else None},
+            "finish_reason": finish_reason(result), "logprobs": None,
+        }],
+        "usage": run.usage or {"completion_tokens": completion_tokens or len(result.tokens)},
+        "guard": run.guard_payload(),
+    })  # fmt: skip
+
+
+async def _stream(run: ProxyRun, ident: str, created: int) -> AsyncIterator[bytes]:
+    plan = run.plan
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        return sse({
+            "id": ident, "object": "chat.completion.chunk", "created": created,
+            "model": plan.model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **extra,
+        })  # fmt: skip
+
+    ended = False
+    failure: UpstreamFailure | None = None
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        if run.result.input is not None and run.result.input.blocked:
+            run.result.finish_reason = "blocked"
+        else:
+            try:
+                async for text in run.texts():
+                    yield chunk({"content": text})
+            except UpstreamFailure as exc:
+                failure = exc
+        result = run.close_result()
+        await _store(run)
+        ended = True
+        if result.finish_reason == "blocked":
+            yield chunk({"content": plan.config.refusal})
+        elif result.finish_reason == "halted":
+            yield chunk({"content": ("\n\n" if result.generated else "") + plan.config.refusal})
+        yield chunk({}, finish_reason(result), guard=run.guard_payload(), usage=run.usage)
+        if failure is not None:
+            yield sse(_as_api_error(failure).to_dict())
+        yield sse("[DONE]")
+    finally:
+        if not ended:
+            # The client went away: the relay's exit closed the upstream request;
+            # store what was delivered, without waiting (this task is cancelled).
+            run.cancelled = True
+            run.close_result()
+            _storing.submit(run.store)

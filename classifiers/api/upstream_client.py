@@ -1,0 +1,202 @@
+"""Streaming chat completions from an upstream OpenAI-compatible server (async).
+
+`open_stream` sends the request with `stream: true` and returns an UpstreamStream:
+iterate `pieces()` for the reply's text as it arrives. Leaving the `async with`
+(a halt, a client that went away) closes the HTTP response, so the upstream sees
+its request end and can stop generating. Every failure is an UpstreamFailure with
+the status the API should answer and a one-line message (no response body is
+echoed beyond the upstream's own error message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+_semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """What a request needs of an Upstream row (read before the async part)."""
+
+    pk: int
+    name: str
+    base_url: str
+    model: str
+    api_key: str
+    timeout_s: float
+    max_concurrency: int
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+
+class UpstreamFailure(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def _semaphore(target: UpstreamTarget) -> asyncio.Semaphore:
+    """The per-process cap on requests in flight to one upstream (per event loop)."""
+    key = (id(asyncio.get_running_loop()), target.pk)
+    semaphore = _semaphores.get(key)
+    if semaphore is None:
+        semaphore = _semaphores[key] = asyncio.Semaphore(target.max_concurrency)
+    return semaphore
+
+
+def _error_text(raw: bytes) -> str:
+    """The upstream's own error message from OpenAI's error shape, else its status."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return ""
+    error = body.get("error", body.get("detail", body.get("message"))) if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message")
+    return str(error)[:300] if error else ""
+
+
+@dataclass
+class UpstreamStream:
+    target: UpstreamTarget
+    payload: dict[str, Any]
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    upstream_id: str = ""
+    _stack: Any = field(default=None, repr=False)
+
+    async def __aenter__(self) -> UpstreamStream:
+        target = self.target
+        semaphore = _semaphore(target)
+        try:
+            await asyncio.wait_for(semaphore.acquire(), target.timeout_s)
+        except TimeoutError:
+            raise UpstreamFailure(
+                503, f"upstream {target.name} is busy ({target.max_concurrency} requests "
+                "in flight); try again shortly", "upstream_busy",
+            ) from None  # fmt: skip
+        self._semaphore = semaphore
+        headers = {"Accept": "text/event-stream"}
+        if target.api_key:
+            headers["Authorization"] = f"Bearer {target.api_key}"
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(target.timeout_s), headers=headers)
+        try:
+            request = self._client.build_request("POST", target.url, json=self.payload)
+            self._response = await self._client.send(request, stream=True)
+        except BaseException as exc:
+            await self._close()
+            raise _failure(target, exc) from None
+        status = self._response.status_code
+        if status >= 400:
+            try:
+                raw = await self._response.aread()
+            except httpx.HTTPError:
+                raw = b""
+            await self._close()
+            said = _error_text(raw)
+            raise UpstreamFailure(
+                status, f"upstream {target.name} answered HTTP {status}"
+                + (f": {said}" if said else ""), "upstream_error",
+            )  # fmt: skip
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        response = getattr(self, "_response", None)
+        if response is not None:
+            await response.aclose()
+        await self._client.aclose()
+        self._semaphore.release()
+        self._semaphore = _Released()
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The reply's text deltas, in order; ends at the upstream's [DONE]."""
+        response = self._response
+        try:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # A server that ignored stream=true: one whole completion.
+                body = json.loads(await response.aread())
+                self._note(body)
+                choice = (body.get("choices") or [{}])[0]
+                self.finish_reason = choice.get("finish_reason") or self.finish_reason
+                text = (choice.get("message") or {}).get("content") or ""
+                if text:
+                    yield text
+                return
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, event names, keep-alives
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                chunk = json.loads(data)
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    raise UpstreamFailure(
+                        502, f"upstream {self.target.name} failed mid-reply: "
+                        f"{_error_text(data.encode()) or 'an error event'}", "upstream_error",
+                    )  # fmt: skip
+                self._note(chunk)
+                for choice in chunk.get("choices") or []:
+                    if choice.get("index", 0) != 0:
+                        continue
+                    if choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
+                    text = (choice.get("delta") or {}).get("content")
+                    if isinstance(text, str) and text:
+                        yield text
+        except UpstreamFailure:
+            raise
+        except (ValueError, AttributeError, TypeError):
+            raise UpstreamFailure(
+                502, f"upstream {self.target.name} sent something that is not a chat "
+                "completion stream", "upstream_error",
+            ) from None  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise _failure(self.target, exc, mid_reply=True) from None
+
+    def _note(self, body: dict[str, Any]) -> None:
+        if isinstance(body.get("usage"), dict):
+            self.usage = body["usage"]
+        if isinstance(body.get("id"), str) and not self.upstream_id:
+            self.upstream_id = body["id"]
+
+
+class _Released:
+    def release(self) -> None:  # a second close releases nothing
+        pass
+
+
+def _failure(target: UpstreamTarget, exc: BaseException, *, mid_reply: bool = False) -> BaseException:
+    if isinstance(exc, asyncio.CancelledError):
+        return exc
+    where = " mid-reply" if mid_reply else ""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamFailure(
+            504, f"upstream {target.name} did not answer within {target.timeout_s:g}s{where}",
+            "upstream_timeout",
+        )  # fmt: skip
+    if isinstance(exc, httpx.ConnectError):
+        reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+        return UpstreamFailure(502, f"upstream {target.name} is unreachable ({reason})",
+                               "upstream_unavailable")  # fmt: skip
+    if isinstance(exc, httpx.HTTPError):
+        return UpstreamFailure(502, f"upstream {target.name} failed{where}: {type(exc).__name__}",
+                               "upstream_unavailable")  # fmt: skip
+    return exc
+
+
+def open_stream(target: UpstreamTarget, payload: dict[str, Any]) -> UpstreamStream:
+    return UpstreamStream(target, {**payload, "model": target.model, "stream": True})
