@@ -30,7 +30,7 @@ from django.db import close_old_connections, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from classifiers.api import batching, proxy
+from classifiers.api import batching, proxy, reply_scoring
 from classifiers.api.auth import authenticate, touch
 from classifiers.api.errors import ApiError, error_response
 from classifiers.api.ratelimit import check_rate
@@ -128,7 +128,7 @@ def _input_engine(model: ModelVersion) -> GuardEngine:
     return engine
 
 
-def _prepare_classify(request: HttpRequest) -> ClassifyPlan:
+def _prepare_classify(request: HttpRequest) -> ClassifyPlan | reply_scoring.ReplyPlan:
     token = authenticate(request)
     body = json_body(request)
     constitution = resolve_constitution(
@@ -137,6 +137,10 @@ def _prepare_classify(request: HttpRequest) -> ClassifyPlan:
     target = target_for(token, constitution)
     check_rate(user_id=token.user_id, scope=constitution.slug,
                limit=target.policy.requests_per_minute)  # fmt: skip
+    if reply_scoring.wants_reply_scoring(body):
+        reply_plan = reply_scoring.prepare(token, body, target)
+        touch(token)
+        return reply_plan
     if ("text" in body) == ("messages" in body):
         raise ApiError(400, "send exactly one of text (a string) or messages (an array)",
                        param="text")  # fmt: skip
@@ -210,6 +214,11 @@ def _store_classify(
 async def classify(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     plan = await sync_to_async(_prepare_classify)(request)
+    if isinstance(plan, reply_scoring.ReplyPlan):
+        loop = asyncio.get_running_loop()
+        payload = await loop.run_in_executor(_generation, reply_scoring.score, plan)
+        ident = f"clf-stream-{plan.stream_id}" if plan.stream_id else f"clf-{payload['conversation_id']}"
+        return JsonResponse({"id": ident, "object": "reply_score", **payload})
     decision: InputDecision | None = None
     if plan.engine is not None:
         engine = plan.engine

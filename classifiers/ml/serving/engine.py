@@ -348,6 +348,7 @@ class GuardEngine:
         *,
         mode: str,
         decision: InputDecision | None = None,
+        category: str | None = None,  # the prompt's category when no decision is at hand
         result: GuardResult | None = None,  # receives the cascade's escalation point
     ) -> ReplyGuard | None:
         """Output scoring for a reply generated elsewhere (an upstream model, a
@@ -371,7 +372,8 @@ class GuardEngine:
 
             on_rollback = cascade.rollback
         return ReplyGuard(
-            scorer, threshold=self._output_threshold(decision), enforce=mode == "enforce",
+            scorer, threshold=self._output_threshold(decision, category),
+            enforce=mode == "enforce",
             rescore=rescore, on_rollback=on_rollback,
         )  # fmt: skip
 
@@ -467,10 +469,10 @@ class GuardEngine:
             result.escalated_at = token.index
         token.halted = config.mode == "enforce" and reaches(step.score, threshold)
 
-    def _output_threshold(self, decision: InputDecision | None) -> float:
+    def _output_threshold(self, decision: InputDecision | None, category: str | None = None) -> float:
         if self.output_thresholds is None:
             return math.inf
-        category = decision.category if decision else None
+        category = decision.category if decision else category
         if self.cascade is not None:
             # Calibrated on the cascade's own scores (the probe's thresholds do not
             # carry over to the ensemble), per category too.
