@@ -9,6 +9,7 @@ from classifiers.core import views as core_views
 from classifiers.datasets import traffic_views
 from classifiers.datasets import views as dataset_views
 from classifiers.evaluation import views as evaluation_views
+from classifiers.guard import upstream_views
 from classifiers.guard import views as guard_views
 from classifiers.playground import views as playground_views
 from classifiers.review import dashboard_views, shadow_views
@@ -25,6 +26,7 @@ urlpatterns = [
     *evaluation_views.urlpatterns,
     *playground_views.urlpatterns,
     *guard_views.urlpatterns,
+    *upstream_views.urlpatterns,
     *tokens.urlpatterns,
     *review_views.urlpatterns,
     *shadow_views.urlpatterns,

@@ -17,8 +17,15 @@ class GuardPolicyForm(forms.ModelForm):
         model = GuardPolicy
         fields = [
             "mode", "shadow_input_model", "shadow_output_model", "max_message_chars",
-            "max_new_tokens", "requests_per_minute",
+            "max_new_tokens", "requests_per_minute", "upstreams", "failure_mode",
+            "guard_timeout_s",
         ]  # fmt: skip
+        widgets = {"upstreams": forms.CheckboxSelectMultiple}
+        labels = {"upstreams": "Upstream models", "guard_timeout_s": "Guard time limit (s)"}
+        help_texts = {
+            "upstreams": "Clients reach an attached upstream through this guard as the "
+            "model CONSTITUTION/NAME. Operators register upstreams on the Upstreams page.",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,6 +40,64 @@ class GuardPolicyForm(forms.ModelForm):
         # 0 would make every reply empty.
         self.fields["max_new_tokens"].validators += [MinValueValidator(1), MaxValueValidator(512)]
         self.fields["requests_per_minute"].validators.append(MinValueValidator(1))
+        self.fields["upstreams"].required = False
+        self.fields["guard_timeout_s"].validators += [MinValueValidator(0.05), MaxValueValidator(120)]
+        # Scripts that post only the older fields keep the stored values.
+        for name in ("failure_mode", "guard_timeout_s"):
+            self.fields[name].required = False
+
+    def clean_failure_mode(self) -> str:
+        return self.cleaned_data.get("failure_mode") or self.instance.failure_mode
+
+    def clean_guard_timeout_s(self) -> float:
+        value = self.cleaned_data.get("guard_timeout_s")
+        return self.instance.guard_timeout_s if value is None else value
+
+
+class UpstreamForm(forms.ModelForm):
+    """Operators' form for an upstream; the stored key is write-only."""
+
+    api_key = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), label="API key",
+        help_text="Stored, never shown again. Leave blank to keep the stored key (a new URL "
+        "forgets it). Better: name an environment variable of the server below.",
+    )  # fmt: skip
+
+    class Meta:
+        from classifiers.models import Upstream
+
+        model = Upstream
+        fields = ["name", "base_url", "model", "api_key", "api_key_env", "timeout_s",
+                  "max_concurrency", "max_tokens"]  # fmt: skip
+        labels = {"base_url": "Base URL", "api_key_env": "API key environment variable",
+                  "timeout_s": "Timeout (s)"}  # fmt: skip
+
+    def clean(self) -> dict[str, Any]:
+        from classifiers.guard.upstreams import UpstreamError, check_fields
+
+        data = super().clean()
+        try:
+            data.update(check_fields({k: v for k, v in data.items() if v is not None}))
+        except UpstreamError as exc:
+            field, _, message = str(exc).partition(": ")
+            names = {"url": "base_url", "api key env": "api_key_env", "timeout s": "timeout_s",
+                     "max concurrency": "max_concurrency", "max tokens": "max_tokens"}  # fmt: skip
+            target = names.get(field, field)
+            self.add_error(target if target in self.fields else None, message or str(exc))
+        return data
+
+    def save_upstream(self) -> Any:
+        from classifiers.guard.upstreams import add_upstream, change_upstream
+        from classifiers.models import Upstream
+
+        data = {k: self.cleaned_data[k] for k in self.Meta.fields}
+        if not data["api_key"]:
+            data.pop("api_key")  # blank keeps the stored key (unless the URL moves)
+        if self.instance.pk:
+            # The row as stored (the form has already copied its values onto
+            # self.instance), so a changed URL is seen as one.
+            return change_upstream(Upstream.objects.get(pk=self.instance.pk), **data)
+        return add_upstream(**data)
 
 
 class CascadeForm(forms.Form):

@@ -48,9 +48,10 @@ def save_policy(form: GuardPolicyForm) -> None:
     if saved.pk:
         # Only the form's own columns: the cascade switch, made elsewhere (a
         # calibration finishing, say) after this row was read, is not written back.
-        saved.save(update_fields=GuardPolicyForm.Meta.fields)
+        saved.save(update_fields=[f for f in GuardPolicyForm.Meta.fields if f != "upstreams"])
     else:
         saved.save()
+    form.save_m2m()
 
 
 @require_http_methods(["GET", "POST"])
