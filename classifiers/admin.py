@@ -33,6 +33,7 @@ from classifiers.models import (
     TrafficPool,
     TrainingRun,
     Turn,
+    Upstream,
 )
 
 
@@ -67,9 +68,19 @@ class GeneratorEndpointAdmin(admin.ModelAdmin):
         return "set" if endpoint.api_key else "not set"
 
 
+@admin.register(Upstream)
+class UpstreamAdmin(admin.ModelAdmin):
+    list_display = ("name", "base_url", "model", "key", "timeout_s", "max_concurrency")
+    exclude = ("api_key",)  # write-only: set or replace it on the Upstreams page
+
+    @admin.display(description="API key")
+    def key(self, upstream: Upstream) -> str:
+        return upstream.key_source
+
+
 @admin.register(GuardPolicy)
 class GuardPolicyAdmin(admin.ModelAdmin):
-    list_display = ("constitution", "mode")
+    list_display = ("constitution", "mode", "failure_mode")
 
 
 @admin.register(JailbreakTemplate)

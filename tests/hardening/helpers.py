@@ -53,6 +53,7 @@ class World:
     dataset: int
     example: int
     endpoint: int
+    upstream: int
     run: int
     model: int
     other_model: int
@@ -105,6 +106,9 @@ def build_world(make_user: Any) -> World:
         name="nowhere", base_url="http://127.0.0.1:9/v1", model="none", timeout_seconds=1,
         max_retries=0,
     )  # fmt: skip
+    from classifiers.models import Upstream
+
+    upstream = Upstream.objects.create(name="nowhere", base_url="http://127.0.0.1:9/v1", model="none")
     token, _raw = ApiToken.issue(user=users["policy_author"], name="matrix")
     conversation = flagged_conversation(constitution)
     item = conversation.review_item
@@ -142,6 +146,6 @@ def build_world(make_user: Any) -> World:
         category=Category.objects.filter(constitution=constitution).first().pk,
         version=version.number, dataset=dataset.pk,
         example=DatasetExample.objects.filter(dataset=dataset).first().pk,
-        endpoint=endpoint.pk, run=model.training_run_id, model=model.pk,
+        endpoint=endpoint.pk, upstream=upstream.pk, run=model.training_run_id, model=model.pk,
         other_model=other.pk, token=token.pk, review_item=item.pk, feedback=feedback.pk,
     )  # fmt: skip

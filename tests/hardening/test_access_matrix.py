@@ -29,6 +29,7 @@ READ = "login 403 ok ok ok ok"  # any role reads
 AUTHOR = "login 403 403 403 ok ok"  # policy authors change things
 QUEUE = "login 403 403 ok ok ok"  # the review queue: reviewers and authors
 REVIEWER = "login 403 403 ok 403 ok"  # claim/assign/decide: reviewers only
+OPERATOR = "login 403 403 403 403 ok"  # upstreams: staff only (the admin here)
 AUTH_405 = "login 405 405 405 405 405"  # wrong method, behind the login
 PUBLIC = "ok ok ok ok ok ok"
 PUBLIC_405 = "405 405 405 405 405 405"
@@ -119,6 +120,9 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:review_feedback_remove": (AUTH_405, AUTHOR),
     "classifiers:review_retrain": (AUTH_405, AUTHOR),
     "classifiers:dashboard": (READ, AUTH_405),
+    "classifiers:upstreams": (READ, OPERATOR),
+    "classifiers:upstream-edit": (OPERATOR, OPERATOR),
+    "classifiers:upstream-delete": (AUTH_405, OPERATOR),
     "api:classify": (PUBLIC_405, API_401),
     "api:chat-completions": (PUBLIC_405, API_401),
     "api:models": (API_401, PUBLIC_405),
