@@ -17,6 +17,9 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 def bearer_token(request: HttpRequest) -> str:
     header = request.headers.get("Authorization", "")
+    if not header and request.headers.get("x-api-key"):
+        # LiteLLM's guardrail client sends its api_key this way.
+        return request.headers["x-api-key"].strip()
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise ApiError(

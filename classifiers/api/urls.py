@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from classifiers.api import openapi, views
+from classifiers.api import litellm, openapi, views
 
 app_name = "api"
 urlpatterns = [
@@ -13,4 +13,9 @@ urlpatterns = [
     path("v1/models", views.models, name="models"),
     path("v1/models/<path:model_id>", views.model_detail, name="model"),
     path("api/openapi.json", openapi.openapi_json, name="openapi"),
+    # LiteLLM's Generic Guardrail API: api_base http://HOST/guardrails/litellm/SLUG
+    # (or http://HOST with the constitution in the token or the guardrail's params).
+    path("guardrails/litellm/<slug:slug>/beta/litellm_basic_guardrail_api", litellm.guardrail,
+         name="litellm-guardrail"),
+    path("beta/litellm_basic_guardrail_api", litellm.guardrail, name="litellm-guardrail-default"),
 ]
