@@ -66,8 +66,22 @@ ERROR = {
 
 CLASSIFY_REQUEST = {
     "type": "object",
-    "description": "Exactly one of text or messages.",
+    "description": (
+        "Exactly one of text or messages. Messages ending with an assistant message "
+        "score that reply with the output classifier (a ReplyScore answer); "
+        "reply_stream scores a reply chunk by chunk (messages, the prompt, on the "
+        "first call)."
+    ),
     "properties": {
+        "reply_stream": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+                "delta": {"type": "string", "description": "The reply's next chunk."},
+                "final": {"type": "boolean", "default": False},
+            },
+        },
         "text": {"type": "string", "minLength": 1},
         "messages": {
             "type": "array",
@@ -99,6 +113,55 @@ CLASSIFY_RESPONSE = {
         "conversation_id": {"type": "integer", "description": "Stored for review."},
     },
 }  # fmt: skip
+
+REPLY_SCORE = {
+    "type": "object",
+    "description": "The output classifier on a reply (whole, or a stream's next chunk).",
+    "required": ["id", "object", "tokens", "released", "max_score", "threshold",
+                 "halt_index", "halted", "verdict", "mode", "constitution"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "const": "reply_score"},
+        "stream_id": {"type": "string"},
+        "tokens": {
+            "type": "array",
+            "items": {"type": "object", "required": ["text", "score"],
+                      "properties": {"text": {"type": "string"}, "score": NUMBER_OR_NULL}},
+        },
+        "released": {"type": "string", "description": "Text cleared to forward now."},
+        "max_score": NUMBER_OR_NULL,
+        "threshold": NUMBER_OR_NULL,
+        "halt_index": {**INT_OR_NULL, "description": "Token where enforce halts."},
+        "halted": {"type": "boolean"},
+        "verdict": {"type": "string", "enum": ["pass", "halt", "pending"]},
+        "mode": {"type": "string", "enum": ["enforce", "shadow", "off"]},
+        "constitution": {"type": "string"},
+        "model": {"$ref": "#/components/schemas/ModelRef"},
+        "conversation_id": {"type": "integer", "description": "Stored when the reply ends."},
+    },
+}  # fmt: skip
+
+LITELLM_REQUEST = {
+    "type": "object",
+    "description": "LiteLLM's Generic Guardrail API request (docs/UPSTREAMS.md).",
+    "required": ["input_type"],
+    "properties": {
+        "input_type": {"type": "string", "enum": ["request", "response"]},
+        "texts": {"type": ["array", "null"], "items": {"type": "string"}},
+        "structured_messages": {"type": ["array", "null"], "items": {"type": "object"}},
+        "litellm_call_id": STRING_OR_NULL,
+        "additional_provider_specific_params": {"type": ["object", "null"]},
+    },
+}
+
+LITELLM_RESPONSE = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string", "enum": ["BLOCKED", "NONE"]},
+        "blocked_reason": {"type": "string"},
+    },
+}
 
 GUARD = {
     "type": "object",
@@ -137,8 +200,10 @@ CHAT_REQUEST = {
             "type": "string",
             "description": (
                 "A constitution slug (guarded, in the token's mode or else the "
-                "constitution's), or '<slug>:unguarded' (no scoring; policy authors "
-                "only). Omitted: the token's default constitution. See /v1/models."
+                "constitution's), '<slug>:unguarded' (no scoring; policy authors "
+                "only), or '<slug>/<upstream>' (an upstream model attached to the "
+                "constitution, behind its guard). Omitted: the token's default "
+                "constitution. See /v1/models."
             ),
         },
         "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Message"}},
@@ -290,9 +355,13 @@ DOCUMENT: dict[str, Any] = {
                 "requestBody": {"required": True, "content": _json("ClassifyRequest")},
                 "responses": {
                     "200": {
-                        "description": "The decision.",
-                        "content": _json("ClassifyResponse"),
+                        "description": "The decision (or a ReplyScore for a reply).",
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            {"$ref": "#/components/schemas/ClassifyResponse"},
+                            {"$ref": "#/components/schemas/ReplyScore"},
+                        ]}}},
                     },
+                    "409": _error("The reply stream has ended."),
                     **COMMON_ERRORS,
                 },
             }
@@ -323,6 +392,20 @@ DOCUMENT: dict[str, Any] = {
                         },
                     },
                     "403": _error("The unguarded model needs the policy_author role."),
+                    "502": _error("An upstream model is unreachable or failed."),
+                    "504": _error("An upstream model did not answer in time."),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/beta/litellm_basic_guardrail_api": {
+            "post": {
+                "operationId": "litellmGuardrail",
+                "summary": "LiteLLM's Generic Guardrail API (also under /guardrails/litellm/{slug}/...).",
+                "description": "The token may come as x-api-key, as LiteLLM sends it.",
+                "requestBody": {"required": True, "content": _json("LiteLLMGuardrailRequest")},
+                "responses": {
+                    "200": {"description": "The verdict.", "content": _json("LiteLLMGuardrailResponse")},
                     **COMMON_ERRORS,
                 },
             }
@@ -366,6 +449,9 @@ DOCUMENT: dict[str, Any] = {
             "ModelRef": MODEL_REF,
             "Error": ERROR,
             "ClassifyRequest": CLASSIFY_REQUEST,
+            "ReplyScore": REPLY_SCORE,
+            "LiteLLMGuardrailRequest": LITELLM_REQUEST,
+            "LiteLLMGuardrailResponse": LITELLM_RESPONSE,
             "ClassifyResponse": CLASSIFY_RESPONSE,
             "Guard": GUARD,
             "ChatCompletionRequest": CHAT_REQUEST,
