@@ -191,3 +191,13 @@ def fresh_channel_layer() -> Iterator[None]:
 
     channel_layers.backends.clear()
     yield
+
+
+@pytest.fixture(scope="module")
+def smollm():  # type: ignore[no-untyped-def]
+    """The packaged SmolLM2 as a ChatGenerator, for loopback upstream servers."""
+    from classifiers.core.model_cache import shared_generator
+    from classifiers.ml.generation.local import LocalGenerator
+
+    lm, tokenizer = shared_generator()
+    return LocalGenerator(lm, tokenizer, batch_size=1, name="smollm-upstream")

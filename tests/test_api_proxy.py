@@ -19,32 +19,17 @@ from classifiers.ml.serving.engine import DEFAULT_REFUSAL
 from classifiers.models import ApiToken, Conversation, GuardPolicy, Turn, Upstream
 from tests.api_helpers import BENIGN_PROMPT, HARMFUL_PROMPT, guarded_constitution
 from tests.ml.openai_test_server import OpenAITestServer
+from tests.upstream_helpers import attach, direct_reply
 
 pytestmark = pytest.mark.usefixtures("live_db")
 
 MAX_TOKENS = 24
 
 
-@pytest.fixture(scope="module")
-def smollm():
-    from classifiers.core.model_cache import shared_generator
-    from classifiers.ml.generation.local import LocalGenerator
-
-    lm, tokenizer = shared_generator()
-    return LocalGenerator(lm, tokenizer, batch_size=1, name="smollm-upstream")
-
-
 @pytest.fixture
 def upstream_server(smollm):
     with OpenAITestServer(smollm) as server:
         yield server
-
-
-def attach(slug: str, server: OpenAITestServer, name: str = "local", **fields) -> Upstream:
-    call_command("upstreams", "add", name, "--url", server.base_url, "--model", "smol",
-                 *[f"--{k.replace('_', '-')}={v}" for k, v in fields.items()])  # fmt: skip
-    call_command("upstreams", "attach", name, "--constitution", slug)
-    return Upstream.objects.get(name=name)
 
 
 def chat(url: str, raw: str, **body: object) -> httpx.Response:
@@ -82,13 +67,6 @@ def widgets(alice, upstream_server):
 @pytest.fixture
 def raw_token(alice, widgets) -> str:
     return ApiToken.issue(user=alice, name="ci", constitution=widgets)[1]
-
-
-def direct_reply(server: OpenAITestServer, prompt: str, max_tokens: int = MAX_TOKENS) -> str:
-    response = httpx.post(f"{server.base_url}/chat/completions", timeout=120, json={
-        "model": "smol", "messages": user(prompt), "max_tokens": max_tokens,
-    })  # fmt: skip
-    return response.json()["choices"][0]["message"]["content"]
 
 
 def test_a_benign_prompt_is_answered_by_the_upstream_with_per_token_scores(

@@ -48,8 +48,12 @@ from classifiers.api.requests import (
     target_for,
 )
 from classifiers.api.shapes import finish_reason, guard_field, sse
-from classifiers.api.upstream_client import UpstreamFailure, UpstreamTarget, open_stream
 from classifiers.guard import engines, turns
+from classifiers.guard.upstream_client import (
+    UpstreamFailure,
+    UpstreamTarget,
+    open_stream,
+)
 from classifiers.ml.serving.engine import GuardConfig, GuardResult, InputDecision
 from classifiers.ml.serving.reply import ReplyGuard
 from classifiers.ml.types import Message
@@ -134,11 +138,7 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
     config = GuardConfig(mode=target.mode)
     return ProxyPlan(
         token=token, constitution=constitution, mode=target.mode, model_name=model_name,
-        upstream=UpstreamTarget(
-            pk=upstream.pk, name=upstream.name, base_url=upstream.base_url,
-            model=upstream.model, api_key=upstream.resolved_api_key(),
-            timeout_s=upstream.timeout_s, max_concurrency=upstream.max_concurrency,
-        ),
+        upstream=UpstreamTarget.of(upstream),
         upstream_row=upstream, messages=messages, payload=payload, stream=stream,
         setup=setup, config=config, fail_open=fail_open,
         guard_timeout_s=policy.guard_timeout_s, guard_failure=failure,

@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 
 from classifiers.guard.engines import active_models, guard_setup
 from classifiers.guard.turns import Stopwatch, record_turn
+from classifiers.guard.upstream_client import UpstreamTarget, stream_text
 from classifiers.ml.serving.engine import GuardConfig, GuardEngine, GuardResult
 from classifiers.models import Conversation, GuardPolicy, ModelVersion, Turn
 from constitutions.models import Constitution
@@ -50,6 +51,7 @@ class ChatRequest:
     side_by_side: bool = False
     conversation_id: int | None = None
     max_new_tokens: int | None = None
+    upstream: str | None = None  # an upstream model attached to the constitution
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> ChatRequest:
@@ -76,10 +78,13 @@ class ChatRequest:
         max_new = data.get("max_new_tokens")
         if max_new is not None and (not isinstance(max_new, int) or not 1 <= max_new <= 512):
             raise BadRequest("max_new_tokens must be between 1 and 512")
+        upstream = data.get("upstream") or None
+        if upstream is not None and not isinstance(upstream, str):
+            raise BadRequest("upstream must be the name of an upstream model")
         return cls(
             constitution_slug=slug, message=message.strip(), mode=mode, models=models,
             side_by_side=bool(data.get("side_by_side")), conversation_id=conversation_id,
-            max_new_tokens=max_new,
+            max_new_tokens=max_new, upstream=upstream,
         )  # fmt: skip
 
 
@@ -229,6 +234,11 @@ class PlaygroundSession:
                 f"message too long: {len(request.message)} characters, the limit is "
                 f"{policy.max_message_chars}"
             )
+        upstream = None
+        if request.upstream is not None:
+            upstream = policy.upstreams.filter(name=request.upstream).first() if policy.pk else None
+            if upstream is None:
+                raise BadRequest(f"{request.upstream!r} is not an upstream model of {constitution.name}")
         input_model, output_model = active_models(constitution)
         if request.models == "unguarded":
             input_model = output_model = None
@@ -272,11 +282,13 @@ class PlaygroundSession:
             conversation = Conversation.objects.create(
                 user=self.user, constitution=constitution, source=Conversation.Source.PLAYGROUND,
                 mode=mode, input_model=input_model, output_model=output_model,
+                upstream=upstream, upstream_name=upstream.name if upstream else "",
             )  # fmt: skip
         history = conversation.messages_for_model()
         messages = [*history, {"role": "user", "content": request.message}]
         config = setup.config(max_new_tokens=request.max_new_tokens)
-        return conversation, setup.engine, setup.unguarded_engine, messages, config
+        target = UpstreamTarget.of(upstream) if upstream is not None else None
+        return conversation, setup.engine, setup.unguarded_engine, messages, config, target
 
     async def _run(
         self,
@@ -286,15 +298,18 @@ class PlaygroundSession:
         unguarded: GuardEngine | None,
         messages: list[dict[str, str]],
         config: Any,
+        upstream: UpstreamTarget | None,
     ) -> None:
         await self.send({
             "type": "start", "conversation_id": conversation.pk, "user": request.message,
             "side_by_side": unguarded is not None, "mode": config.mode,
+            "upstream": upstream.name if upstream else None,
         })  # fmt: skip
-        runs = [self._stream("guarded", engine, messages, config, conversation, request.message)]
+        runs = [self._stream("guarded", engine, messages, config, conversation, request.message, upstream)]
         if unguarded is not None:
             plain = GuardConfig(mode="off", max_new_tokens=config.max_new_tokens)
-            runs.append(self._stream("unguarded", unguarded, messages, plain, conversation, request.message))
+            runs.append(self._stream("unguarded", unguarded, messages, plain, conversation,
+                                     request.message, upstream))  # fmt: skip
         try:
             await asyncio.gather(*runs)
         except Exception as exc:
@@ -304,6 +319,7 @@ class PlaygroundSession:
     async def _stream(
         self, variant: str, engine: GuardEngine, messages: list[dict[str, str]],
         config: Any, conversation: Conversation, user_content: str,
+        upstream: UpstreamTarget | None = None,
     ) -> None:  # fmt: skip
 
         loop = asyncio.get_running_loop()
@@ -311,13 +327,28 @@ class PlaygroundSession:
         watch = Stopwatch()
         done = object()
 
+        def events() -> Any:
+            if upstream is None:
+                return engine.stream(messages, config, should_stop=self.stop_event.is_set)
+            # The reply comes from the upstream; the same output classifier scores
+            # it (its own KV cache) and the same colours, chart and halt follow.
+            payload = {"messages": messages, "max_tokens": config.max_new_tokens,
+                       "temperature": config.temperature}  # fmt: skip
+            chunks = stream_text(upstream, payload, self.stop_event.is_set)
+            return engine.stream_upstream(messages, chunks, config, should_stop=self.stop_event.is_set)
+
         def produce() -> None:
+            stream = None
             try:
-                for event in engine.stream(messages, config, should_stop=self.stop_event.is_set):
+                stream = events()
+                for event in stream:
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             except BaseException as exc:  # hand the failure to the event loop
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()  # a halted upstream reply: close the upstream request now
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         worker = loop.run_in_executor(None, produce)

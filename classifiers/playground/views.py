@@ -20,6 +20,9 @@ def playground(request: HttpRequest) -> HttpResponse:
     for row in ActiveModel.objects.select_related("model_version"):
         active.setdefault(row.constitution_id, {})[row.kind] = row.model_version
     constitutions = []
+    upstreams: dict[int, list[str]] = {}
+    for policy in GuardPolicy.objects.prefetch_related("upstreams"):
+        upstreams[policy.constitution_id] = [u.name for u in policy.upstreams.all()]
     for constitution in Constitution.objects.order_by("name"):
         runs = (
             TrainingRun.objects.filter(
@@ -33,6 +36,7 @@ def playground(request: HttpRequest) -> HttpResponse:
             "active": active.get(constitution.pk, {}),
             "mode": GuardPolicy.for_constitution(constitution).mode,
             "runs": runs,
+            "upstreams": upstreams.get(constitution.pk, []),
         })  # fmt: skip
     return render(
         request,

@@ -224,6 +224,7 @@
       message,
       constitution: $("pg-constitution").value,
       models: $("pg-models").value,
+      upstream: $("pg-upstream").value || null,
       mode: $("pg-mode").value,
       side_by_side: $("pg-side").checked,
       max_new_tokens: Number($("pg-max").value) || 64,
@@ -249,11 +250,21 @@
     setStatus("New conversation", "ok");
   });
   $("pg-side").addEventListener("change", (e) => setSide(e.target.checked));
+  // Upstream models belong to a constitution: offer only the picked one's.
+  function showUpstreams(slug) {
+    const select = $("pg-upstream");
+    [...select.options].forEach((o) => {
+      o.hidden = Boolean(o.dataset.constitution) && o.dataset.constitution !== slug;
+    });
+    if (select.selectedOptions[0] && select.selectedOptions[0].hidden) select.value = "";
+  }
   $("pg-constitution").addEventListener("change", (e) => {
     const option = e.target.selectedOptions[0];
     if (option) setMode(option.dataset.mode);
+    showUpstreams(e.target.value);
   });
   const first = $("pg-constitution").selectedOptions[0];
   if (first) setMode(first.dataset.mode);
+  showUpstreams($("pg-constitution").value);
   connect();
 })();

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 _semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
+_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ class UpstreamTarget:
     @property
     def url(self) -> str:
         return f"{self.base_url}/chat/completions"
+
+    @classmethod
+    def of(cls, upstream: Any) -> UpstreamTarget:
+        """From an Upstream row (the key resolved now, from the environment or the row)."""
+        return cls(
+            pk=upstream.pk, name=upstream.name, base_url=upstream.base_url,
+            model=upstream.model, api_key=upstream.resolved_api_key(),
+            timeout_s=upstream.timeout_s, max_concurrency=upstream.max_concurrency,
+        )  # fmt: skip
 
 
 class UpstreamFailure(Exception):
@@ -137,26 +147,11 @@ class UpstreamStream:
                     yield text
                 return
             async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # comments, event names, keep-alives
-                data = line[5:].strip()
-                if data == "[DONE]":
+                text = self.parse_line(line)
+                if text is _DONE:
                     return
-                chunk = json.loads(data)
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    raise UpstreamFailure(
-                        502, f"upstream {self.target.name} failed mid-reply: "
-                        f"{_error_text(data.encode()) or 'an error event'}", "upstream_error",
-                    )  # fmt: skip
-                self._note(chunk)
-                for choice in chunk.get("choices") or []:
-                    if choice.get("index", 0) != 0:
-                        continue
-                    if choice.get("finish_reason"):
-                        self.finish_reason = choice["finish_reason"]
-                    text = (choice.get("delta") or {}).get("content")
-                    if isinstance(text, str) and text:
-                        yield text
+                if text:
+                    yield text
         except UpstreamFailure:
             raise
         except (ValueError, AttributeError, TypeError):
@@ -166,6 +161,31 @@ class UpstreamStream:
             ) from None  # fmt: skip
         except httpx.HTTPError as exc:
             raise _failure(self.target, exc, mid_reply=True) from None
+
+    def parse_line(self, line: str) -> Any:
+        """One line of the SSE stream: its text ("" for none), or _DONE at [DONE]."""
+        if not line.startswith("data:"):
+            return ""  # comments, event names, keep-alives
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return _DONE
+        chunk = json.loads(data)
+        if isinstance(chunk, dict) and chunk.get("error"):
+            raise UpstreamFailure(
+                502, f"upstream {self.target.name} failed mid-reply: "
+                f"{_error_text(data.encode()) or 'an error event'}", "upstream_error",
+            )  # fmt: skip
+        self._note(chunk)
+        text = ""
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            delta = (choice.get("delta") or {}).get("content")
+            if isinstance(delta, str):
+                text += delta
+        return text
 
     def _note(self, body: dict[str, Any]) -> None:
         if isinstance(body.get("usage"), dict):
@@ -200,3 +220,37 @@ def _failure(target: UpstreamTarget, exc: BaseException, *, mid_reply: bool = Fa
 
 def open_stream(target: UpstreamTarget, payload: dict[str, Any]) -> UpstreamStream:
     return UpstreamStream(target, {**payload, "model": target.model, "stream": True})
+
+
+def stream_text(
+    target: UpstreamTarget, payload: dict[str, Any], should_stop: Any = None
+) -> Iterator[str]:
+    """The same stream for a worker thread (the playground): the reply's text
+    deltas. Closing the generator (a halt, a stop) closes the upstream request."""
+    body = {**payload, "model": target.model, "stream": True}
+    headers = {"Accept": "text/event-stream"}
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    parser = UpstreamStream(target, body)
+    try:
+        with httpx.Client(timeout=httpx.Timeout(target.timeout_s), headers=headers) as client:
+            with client.stream("POST", target.url, json=body) as response:
+                if response.status_code >= 400:
+                    said = _error_text(response.read())
+                    raise UpstreamFailure(
+                        response.status_code, f"upstream {target.name} answered HTTP "
+                        f"{response.status_code}" + (f": {said}" if said else ""), "upstream_error",
+                    )  # fmt: skip
+                for line in response.iter_lines():
+                    if should_stop is not None and should_stop():
+                        return
+                    text = parser.parse_line(line)
+                    if text is _DONE:
+                        return
+                    if text:
+                        yield text
+    except (ValueError, AttributeError, TypeError):
+        raise UpstreamFailure(502, f"upstream {target.name} sent something that is not a "
+                              "chat completion stream", "upstream_error") from None  # fmt: skip
+    except httpx.HTTPError as exc:
+        raise _failure(target, exc) from None
