@@ -37,6 +37,10 @@ from classifiers.ml.serving.tokens import (
 
 logger = logging.getLogger(__name__)
 
+# push_text holds back the text's last word; a "word" longer than this many tokens
+# (a URL, code, text without spaces) releases all but its last ones.
+HOLD_BACK_TOKENS = 8
+
 
 # --------------------------------------------------------------- streaming scorer
 
@@ -109,16 +113,18 @@ class StreamingScorer:
         """Feed streamed response text; returns the newly scored tokens.
 
         Approach: re-tokenise the whole response received so far (cheap next to a
-        forward) and compare with the ids already fed. The last token of the text is
-        held back until more text (or `final=True`) arrives, because it may still
-        merge with what follows ("hel" + "lo"). If an earlier token changed anyway
-        (a merge reaching further back), the KV cache is cropped back to the longest
-        common prefix (DynamicCache.crop) and scoring resumes from there, so
-        `self.scores` always equals the scores of the current tokenisation.
+        forward) and compare with the ids already fed. The last word of the text is
+        held back until more text (or `final=True`) arrives, because its tokens may
+        still merge with what follows (" c" + "ook" is " cook"; BPE merges stay
+        inside a word, so tokens before the last whitespace are settled), at least
+        the last token and at most HOLD_BACK_TOKENS of them (text without spaces).
+        If an earlier token changed anyway, the KV cache is cropped back to the
+        longest common prefix (DynamicCache.crop) and scoring resumes from there,
+        so `self.scores` always equals the scores of the current tokenisation.
         """
         self._text += text_delta
-        ids, ends = self._tokenise(self._text)
-        keep = len(ids) if final else max(len(ids) - 1, 0)
+        ids, ends, starts = self._tokenise(self._text)
+        keep = len(ids) if final else self._settled(ids, starts)
         stable, stable_ends = ids[:keep], ends[:keep]
         common = 0
         limit = min(len(stable), len(self.token_ids))
@@ -133,7 +139,18 @@ class StreamingScorer:
         self.ends.extend(stable_ends[common:])
         return scored
 
-    def _tokenise(self, text: str) -> tuple[list[int], list[int]]:
+    def _settled(self, ids: list[int], starts: list[int] | None) -> int:
+        """How many leading tokens can no longer change as text is appended."""
+        if not ids:
+            return 0
+        settled = len(ids) - 1
+        if starts is not None:
+            last_space = max(self._text.rfind(c) for c in " \n\t")
+            before_word = sum(1 for start in starts if start < last_space)
+            settled = min(settled, max(before_word, len(ids) - HOLD_BACK_TOKENS))
+        return max(settled, 0)
+
+    def _tokenise(self, text: str) -> tuple[list[int], list[int], list[int] | None]:
         """The text's token ids, and for each token the character offset up to which
         the text may be released once that token is scored: its end, or the start
         of the next token when a character is split across the two (byte-level
@@ -148,7 +165,7 @@ class StreamingScorer:
                 min(len(self.tokenizer.decode(ids[: i + 1])), len(text))
                 for i in range(len(ids))
             ]
-            return ids, ends
+            return ids, ends, None
         ids = list(encoded["input_ids"])
         spans = [tuple(span) for span in encoded["offset_mapping"]]
         ends = []
@@ -156,7 +173,7 @@ class StreamingScorer:
             if i + 1 < len(spans):
                 end = min(end, spans[i + 1][0])
             ends.append(end if not ends else max(end, ends[-1]))
-        return ids, ends
+        return ids, ends, [start for start, _ in spans]
 
     def finish(self) -> list[TokenScore]:
         """The stream ended: score the held-back last token."""
