@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast browser-deps bench lint clean
+.PHONY: setup demo test test-fast browser-deps litellm-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,17 @@ browser-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
 	  else echo "chromium is missing: install Debian's chromium (apt-get install chromium)"; exit 1; fi; }
 
-test: setup browser-deps
+# The real LiteLLM proxy, for the guardrail test: its own virtualenv (its pins clash
+# with ours), pinned because newer releases' proxy extra is not on PyPI.
+LITELLM_STAMP := .venv-litellm/.installed
+$(LITELLM_STAMP):
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/pip install -q 'litellm[proxy]==1.108.7'
+	touch $(LITELLM_STAMP)
+
+litellm-deps: $(LITELLM_STAMP)
+
+test: setup browser-deps litellm-deps
 	$(PY) -m pytest
 
 test-fast: setup
@@ -44,4 +54,4 @@ lint: setup
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-litellm
