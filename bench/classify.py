@@ -41,7 +41,7 @@ BENCH_SLUG = "bench-classify"
 CLIENTS = 32
 
 
-def _django() -> None:
+def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardweb.settings")
     import django
 
@@ -74,7 +74,7 @@ def _bench_constitution() -> Any:
     return constitution
 
 
-def _serve() -> tuple[str, Any]:
+def serve_app() -> tuple[str, Any]:
     import uvicorn
 
     from guardweb.asgi import application
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="use a throwaway database, dropped at the end")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    _django()
+    setup_django()
     if not args.scratch_db:
         return _run(args)
     from django.db import connection
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     user.groups.add(Group.objects.get_or_create(name="viewer")[0])
     token, raw = ApiToken.issue(user=user, name="bench", constitution=constitution)
     prompts = [p for pair in zip(HARMFUL, BENIGN, strict=True) for p in pair]
-    url, server = (args.url, None) if args.url else _serve()
+    url, server = (args.url, None) if args.url else serve_app()
     modes: dict[str, Any] = {}
     try:
         settings = (
