@@ -97,8 +97,11 @@ async def _one_stream(url: str, headers: dict[str, str], body: dict[str, Any]) -
                     text += content
     ended = time.perf_counter()
     words = len(text.split())
+    # Delivery rate once the reply flows: tokens after the first over the time from
+    # the first to the end (the wait for the first token is reported on its own).
+    flowing = ended - (first or started)
     return {"ttft_ms": ((first or ended) - started) * 1000, "seconds": ended - started,
-            "words": words, "tokens_per_s": words / (ended - started)}  # fmt: skip
+            "words": words, "tokens_per_s": (words - 1) / flowing if flowing > 0 else 0.0}  # fmt: skip
 
 
 async def _streams(url: str, headers: dict[str, str], body: dict[str, Any], n: int) -> list[dict[str, float]]:

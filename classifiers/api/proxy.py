@@ -197,18 +197,29 @@ class ProxyRun:
         self.failed_closed = True
         self.plan.guard_failure = why
 
-    def start_output_guard(self) -> None:
-        plan = self.plan
-        if plan.setup is None:
+    def build_output_guard(self) -> ReplyGuard | None:
+        """The output scorer with the prompt prefilled (on a worker thread)."""
+        setup = self.plan.setup
+        if setup is None:
+            return None
+        return setup.engine.reply_guard(self.plan.messages, mode=self.plan.mode, result=self.result)
+
+    async def start_output_guard(self, prefill: Any) -> None:
+        """Take the prefilled scorer; its threshold follows the prompt's category."""
+        if prefill is None:
             return
         try:
-            self.guard = plan.setup.engine.reply_guard(
-                plan.messages, mode=plan.mode, decision=self.result.input, result=self.result
-            )
+            guard = await asyncio.wait_for(prefill, self.plan.guard_timeout_s)
         except Exception as exc:  # noqa: BLE001
-            self._guard_failed(f"the output classifier failed: {exc}", before_reply=True)
-        if self.guard is not None and math.isfinite(self.guard.threshold):
-            self.result.output_threshold = self.guard.threshold
+            self._guard_failed(f"the output classifier failed: {_describe(exc, self.plan)}",
+                               before_reply=True)  # fmt: skip
+            return
+        if guard is None or self.plan.setup is None:  # failed open on the input side
+            return
+        guard.threshold = self.plan.setup.engine.output_threshold(self.result.input)
+        self.guard = guard
+        if math.isfinite(guard.threshold):
+            self.result.output_threshold = guard.threshold
 
     # -- the relay -----------------------------------------------------------------------
 
@@ -399,9 +410,13 @@ def _as_api_error(failure: UpstreamFailure) -> ApiError:
 
 async def respond(plan: ProxyPlan) -> HttpResponse:
     run = ProxyRun(plan)
+    # The output scorer's prompt prefill runs beside the input classifier (time to
+    # first token); the upstream is contacted only once the input decision is in.
+    loop = asyncio.get_running_loop()
+    prefill = loop.run_in_executor(_scoring, run.build_output_guard) if plan.setup else None
     decision = await run.decide_input()
     if decision is None or not decision.blocked:
-        run.start_output_guard()
+        await run.start_output_guard(prefill)
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if plan.stream:

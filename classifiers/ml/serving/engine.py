@@ -261,7 +261,7 @@ class GuardEngine:
                 result.text = config.refusal
                 yield GuardEvent("end", result=result)
                 return
-        threshold = self._output_threshold(result.input)
+        threshold = self.output_threshold(result.input)
         if guarded and self.output_model is not None and math.isfinite(threshold):
             result.output_threshold = threshold
         scoring = guarded and self.output_model is not None
@@ -322,7 +322,7 @@ class GuardEngine:
                 result.text = config.refusal
                 yield GuardEvent("end", result=result)
                 return
-        threshold = self._output_threshold(result.input)
+        threshold = self.output_threshold(result.input)
         guard = self.reply_guard(messages, mode=config.mode, decision=result.input, result=result)
         if guard is not None and math.isfinite(threshold):
             result.output_threshold = threshold
@@ -372,7 +372,7 @@ class GuardEngine:
 
             on_rollback = cascade.rollback
         return ReplyGuard(
-            scorer, threshold=self._output_threshold(decision, category),
+            scorer, threshold=self.output_threshold(decision, category),
             enforce=mode == "enforce",
             rescore=rescore, on_rollback=on_rollback,
         )  # fmt: skip
@@ -388,7 +388,7 @@ class GuardEngine:
         threshold: float,
     ) -> Iterator[TokenScore]:
         """Re-score the probe's tokens through the cascade and halt on its score
-        (`threshold` is the cascade's calibrated one, see _output_threshold)."""
+        (`threshold` is the cascade's calibrated one, see output_threshold)."""
         cascade = self._new_cascade(messages, result)
         assert cascade is not None
         try:
@@ -469,7 +469,7 @@ class GuardEngine:
             result.escalated_at = token.index
         token.halted = config.mode == "enforce" and reaches(step.score, threshold)
 
-    def _output_threshold(self, decision: InputDecision | None, category: str | None = None) -> float:
+    def output_threshold(self, decision: InputDecision | None, category: str | None = None) -> float:
         if self.output_thresholds is None:
             return math.inf
         category = decision.category if decision else category
