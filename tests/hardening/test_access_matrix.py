@@ -128,6 +128,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "api:models": (API_401, PUBLIC_405),
     "api:model": (API_401, PUBLIC_405),
     "api:openapi": (PUBLIC, PUBLIC_405),
+    "api:litellm-guardrail": (PUBLIC_405, API_401),
+    "api:litellm-guardrail-default": (PUBLIC_405, API_401),
 }
 
 

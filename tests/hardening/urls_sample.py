@@ -101,6 +101,8 @@ SAMPLE_URLS: dict[str, str] = {
     "api:models": "/v1/models",
     "api:model": "/v1/models/widgets",
     "api:openapi": "/api/openapi.json",
+    "api:litellm-guardrail": "/guardrails/litellm/{w.slug}/beta/litellm_basic_guardrail_api",
+    "api:litellm-guardrail-default": "/beta/litellm_basic_guardrail_api",
 }
 
 # The admin site's routes are unnamed here (its own URLconf names them "admin:..."),
