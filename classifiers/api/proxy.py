@@ -159,6 +159,7 @@ class ProxyRun:
     cancelled: bool = False
     conversation_id: int | None = None
     watch: turns.Stopwatch = field(default_factory=turns.Stopwatch)
+    prefill: Any = None  # the output scorer being built (a future), until the relay takes it
 
     # -- input ---------------------------------------------------------------------------
 
@@ -204,15 +205,18 @@ class ProxyRun:
             return None
         return setup.engine.reply_guard(self.plan.messages, mode=self.plan.mode, result=self.result)
 
-    async def start_output_guard(self, prefill: Any) -> None:
-        """Take the prefilled scorer; its threshold follows the prompt's category."""
+    async def start_output_guard(self) -> None:
+        """Take the prefilled scorer; its threshold follows the prompt's category.
+        Awaited once the upstream answered, so the prefill overlaps the upstream's
+        own time to first token."""
+        prefill, self.prefill = self.prefill, None
         if prefill is None:
             return
         try:
             guard = await asyncio.wait_for(prefill, self.plan.guard_timeout_s)
         except Exception as exc:  # noqa: BLE001
             self._guard_failed(f"the output classifier failed: {_describe(exc, self.plan)}",
-                               before_reply=True)  # fmt: skip
+                               before_reply=False)  # fmt: skip
             return
         if guard is None or self.plan.setup is None:  # failed open on the input side
             return
@@ -233,6 +237,9 @@ class ProxyRun:
         shadow_task = None
 
         async with open_stream(self.plan.upstream, self.plan.payload) as upstream:
+            await self.start_output_guard()
+            if self.failed_closed:  # the output classifier cannot guard this reply
+                return
 
             async def read() -> None:
                 nonlocal done
@@ -410,13 +417,15 @@ def _as_api_error(failure: UpstreamFailure) -> ApiError:
 
 async def respond(plan: ProxyPlan) -> HttpResponse:
     run = ProxyRun(plan)
-    # The output scorer's prompt prefill runs beside the input classifier (time to
-    # first token); the upstream is contacted only once the input decision is in.
+    # The output scorer's prompt prefill runs beside the input classifier and the
+    # upstream's first token (time to first token); the upstream is contacted only
+    # once the input decision is in.
     loop = asyncio.get_running_loop()
-    prefill = loop.run_in_executor(_scoring, run.build_output_guard) if plan.setup else None
-    decision = await run.decide_input()
-    if decision is None or not decision.blocked:
-        await run.start_output_guard(prefill)
+    if plan.setup is not None:
+        run.prefill = loop.run_in_executor(_scoring, run.build_output_guard)
+        # A blocked prompt never takes the scorer: its failure is not an error then.
+        run.prefill.add_done_callback(lambda f: f.cancelled() or f.exception())
+    await run.decide_input()
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if plan.stream:
