@@ -94,7 +94,7 @@ def test_a_benign_prompt_is_answered_by_the_upstream_with_per_token_scores(
     assert turn.reply == content and turn.first_token_ms is not None
 
 
-def test_a_blocked_prompt_never_reaches_the_upstream(asgi_server, raw_token, upstream_server):
+def test_a_blocked_prompt_never_reaches_the_upstream(asgi_server, raw_token, upstream_server, client, bob):
     for stream in (False, True):
         response = chat(asgi_server, raw_token, messages=user(HARMFUL_PROMPT), stream=stream)
         assert response.status_code == 200
@@ -109,6 +109,11 @@ def test_a_blocked_prompt_never_reaches_the_upstream(asgi_server, raw_token, ups
         assert final["guard"]["blocked"] is True
     assert upstream_server.stats.requests == 0  # its request log is empty
     assert Conversation.objects.filter(flag_reason="input_blocked", upstream_name="local").count() == 2
+    # Reviewers see them in the queue, with the upstream's name.
+    conversation = Conversation.objects.filter(upstream_name="local").first()
+    client.force_login(bob)
+    page = client.get(f"/classifiers/review/{conversation.review_item.pk}/").content.decode()
+    assert 'data-testid="upstream-name">local<' in page
 
 
 def test_a_halted_stream_delivers_nothing_past_the_halt_and_closes_the_upstream(
