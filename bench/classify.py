@@ -146,12 +146,34 @@ async def _load(
     }
 
 
+def _single(url: str, raw: str, slug: str, n: int, prompts: list[str]) -> dict[str, Any]:
+    """One client, one request after another: the latency a lone caller sees."""
+    headers = {"Authorization": f"Bearer {raw}"}
+    latencies = []
+    with httpx.Client(timeout=60) as client:
+        for i in range(n + 5):
+            started = time.perf_counter()
+            client.post(f"{url}/api/v1/classify", json={"text": prompts[i % len(prompts)],
+                        "constitution": slug}, headers=headers).raise_for_status()  # fmt: skip
+            if i >= 5:  # the first few warm up connections and caches
+                latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    return {
+        "requests": n,
+        "p50_ms": round(latencies[len(latencies) // 2], 1),
+        "p95_ms": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench classify")
     parser.add_argument("--seconds", type=float, default=10.0, help="load per mode")
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="unmeasured load first"
     )
+    parser.add_argument("--single", type=int, default=50,
+                        help="then this many requests from ONE client, one after another "
+                        "(the latency a lone caller sees; 0 skips it)")  # fmt: skip
     parser.add_argument("--constitution", help="slug with an active input classifier")
     parser.add_argument("--url", help="a running server (measures its mode only)")
     parser.add_argument("--scratch-db", action="store_true",
@@ -217,6 +239,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             )
             modes[name] = result
             logger.info("%s: %s", name, result)
+        if args.single:
+            modes["single_client"] = _single(url, raw, constitution.slug, args.single, prompts)
+            logger.info("single client: %s", modes["single_client"])
     finally:
         batching.ENABLED = None
         if server is not None:

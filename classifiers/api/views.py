@@ -213,7 +213,11 @@ def _store_classify(
 @api_view("POST")
 async def classify(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
-    plan = await sync_to_async(_prepare_classify)(request)
+    ready = batching.announce()  # the batcher waits for company only while some is coming
+    try:
+        plan = await sync_to_async(_prepare_classify)(request)
+    finally:
+        ready()
     if isinstance(plan, reply_scoring.ReplyPlan):
         loop = asyncio.get_running_loop()
         payload = await loop.run_in_executor(_generation, reply_scoring.score, plan)
