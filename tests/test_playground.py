@@ -196,3 +196,23 @@ def test_a_conversation_cannot_continue_under_another_constitution(
     events = asyncio.run(exchange(asgi_server, cookie, [moved]))
     assert events[-1]["type"] == "error" and "not found for this constitution" in events[-1]["message"]
     assert Turn.objects.count() == 1
+
+
+def test_the_playground_shares_the_api_rate_limit(asgi_server, live_db, client, alice):
+    """#26 item 3: one per-user counter for the websocket and the API."""
+    import httpx
+
+    from classifiers.models import ApiToken
+
+    guarded_constitution(output=True, requests_per_minute=2)
+    cookie = session_cookie(client, alice)
+    for _ in range(2):
+        events = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
+        assert events[-1]["type"] == "end", events
+    refused = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
+    assert refused[-1]["type"] == "error" and "too many messages" in refused[-1]["message"]
+    assert Conversation.objects.count() == 2  # the refused message made nothing
+    raw = ApiToken.issue(user=alice, name="t")[1]
+    api = httpx.post(f"{asgi_server}/api/v1/classify", json={"text": BENIGN, "constitution": "widgets"},
+                     headers={"Authorization": f"Bearer {raw}"}, timeout=60)  # fmt: skip
+    assert api.status_code == 429 and int(api.headers["Retry-After"]) >= 1

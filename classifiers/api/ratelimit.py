@@ -1,56 +1,18 @@
-"""Requests per minute per user and constitution: a fixed-window counter in Redis.
-
-The window is the current wall-clock minute; the counter key expires with it, so
-nothing needs cleaning up. Fixed windows allow a burst of up to 2x the limit
-across a minute boundary, which is acceptable for a demo-grade quota.
-"""
+"""The API's face of the shared per-user rate limit (guard/ratelimit.py): 429 with
+Retry-After, in OpenAI's error shape."""
 
 from __future__ import annotations
 
-import logging
-import time
-
-from django.core.cache import cache
-
 from classifiers.api.errors import ApiError
+from classifiers.guard.ratelimit import WINDOW_S, RateLimited, count_request
 
-WINDOW_S = 60
-logger = logging.getLogger(__name__)
+__all__ = ["WINDOW_S", "check_rate"]
 
 
-def check_rate(
-    *, user_id: int, scope: str, limit: int, now: float | None = None
-) -> int:
-    """Count this request; raise ApiError 429 (with Retry-After) over `limit`.
-
-    Returns the number of requests in the current window, this one included.
-    A limit of 0 means unlimited.
-    """
-    if limit <= 0:
-        return 0
-    now = time.time() if now is None else now
-    window = int(now // WINDOW_S)
-    key = f"api-rate:{user_id}:{scope}:{window}"
+def check_rate(*, user_id: int, scope: str, limit: int, now: float | None = None) -> int:
+    """Count this request; raise ApiError 429 (with Retry-After) over `limit`."""
     try:
-        # add() is a no-op when the key exists; incr() is atomic in Redis.
-        cache.add(key, 0, timeout=WINDOW_S + 5)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=WINDOW_S + 5)
-            count = 1
-    except Exception as exc:  # Redis down: serve unmetered rather than fail
-        # A quota is a courtesy; an outage of its counter must not take the API
-        # down with it (healthz reports Redis meanwhile).
-        logger.warning("rate limit not enforced: the cache is unavailable (%s)", exc)
-        return 0
-    if count > limit:
-        retry_after = max(1, int((window + 1) * WINDOW_S - now) + 1)
-        raise ApiError(
-            429,
-            f"rate limit exceeded: {limit} requests per minute for this constitution; "
-            f"retry in {retry_after} s",
-            code="rate_limit_exceeded",
-            retry_after=retry_after,
-        )
-    return count
+        return count_request(user_id=user_id, scope=scope, limit=limit, now=now)
+    except RateLimited as exc:
+        raise ApiError(429, str(exc), code="rate_limit_exceeded",
+                       retry_after=exc.retry_after) from None  # fmt: skip

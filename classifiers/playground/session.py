@@ -16,6 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from classifiers.guard.engines import active_models, guard_setup
+from classifiers.guard.ratelimit import RateLimited, count_request
 from classifiers.guard.turns import Stopwatch, record_turn
 from classifiers.guard.upstream_client import UpstreamTarget, stream_text
 from classifiers.ml.serving.engine import GuardConfig, GuardEngine, GuardResult
@@ -229,6 +230,12 @@ class PlaygroundSession:
         if constitution is None:
             raise BadRequest(f"unknown constitution {request.constitution_slug!r}")
         policy = GuardPolicy.for_constitution(constitution)
+        try:
+            # The API's limit, one counter for both: a websocket is no way around it.
+            count_request(user_id=self.user.pk, scope=constitution.slug,
+                          limit=policy.requests_per_minute)  # fmt: skip
+        except RateLimited as exc:
+            raise BadRequest(f"too many messages: {exc}") from None
         if len(request.message) > policy.max_message_chars:
             raise BadRequest(
                 f"message too long: {len(request.message)} characters, the limit is "
