@@ -414,6 +414,22 @@ def test_endpoint_api_key_is_write_only_and_blank_keeps_it(client, alice):  # ty
     assert endpoint.api_key == ""
 
 
+def test_a_new_endpoint_url_forgets_the_stored_key(client, alice):  # type: ignore[no-untyped-def]
+    """#26 item 4: the stored key never follows a URL someone else typed."""
+    client.force_login(alice)
+    data = {"name": "big", "base_url": "http://127.0.0.1:8001/v1", "model": "llama",
+            "api_key": "sekrit-key-123", "timeout_seconds": 30, "max_retries": 1, "concurrency": 2}  # fmt: skip
+    client.post(reverse("classifiers:endpoints"), data)
+    endpoint = GeneratorEndpoint.objects.get()
+    edit = reverse("classifiers:endpoint_edit", args=[endpoint.pk])
+    client.post(edit, {**data, "api_key": "", "base_url": "http://127.0.0.1:9999/v1"})
+    endpoint.refresh_from_db()
+    assert endpoint.base_url == "http://127.0.0.1:9999/v1" and endpoint.api_key == ""
+    client.post(edit, {**data, "api_key": "sekrit-key-123", "base_url": "http://127.0.0.1:9999/v1"})
+    endpoint.refresh_from_db()
+    assert endpoint.api_key == "sekrit-key-123"  # given again with the new URL: kept
+
+
 def test_a_bad_endpoint_form_is_a_400_and_saves_nothing(client, alice):  # type: ignore[no-untyped-def]
     client.force_login(alice)
     data = {"name": "x", "base_url": "not a url", "model": "m", "timeout_seconds": 0,

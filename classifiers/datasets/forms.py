@@ -40,7 +40,7 @@ class EndpointForm(forms.ModelForm):
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="Leave blank to keep the stored key.",
+        help_text="Leave blank to keep the stored key (a changed base URL forgets it).",
     )
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
 
@@ -54,6 +54,7 @@ class EndpointForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stored_key = self.instance.api_key if self.instance.pk else ""
+        self._stored_url = self.instance.base_url if self.instance.pk else ""
         self.fields["timeout_seconds"].min_value = 1
         self.fields["concurrency"].min_value = 1
         self.fields["concurrency"].max_value = 64
@@ -73,10 +74,16 @@ class EndpointForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        moved = bool(self._stored_url) and cleaned.get("base_url", "").rstrip("/") != (
+            self._stored_url.rstrip("/")
+        )
         if cleaned.get("clear_api_key"):
             cleaned["api_key"] = ""
         elif not cleaned.get("api_key"):
-            cleaned["api_key"] = self._stored_key
+            # Blank keeps the stored key, but never for a new address: a key set
+            # by someone for one server must not be sent to a URL typed by another
+            # (#26 item 4). Enter it again to keep using it.
+            cleaned["api_key"] = "" if moved else self._stored_key
         self.instance.api_key = cleaned["api_key"]
         return cleaned
 
