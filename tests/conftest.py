@@ -38,6 +38,13 @@ def alice(make_user):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def operator(make_user):  # type: ignore[no-untyped-def]
+    """Olga, a policy author who is also staff: she runs the infrastructure
+    (generator endpoints, upstream models)."""
+    return make_user("olga", "policy_author", is_staff=True)
+
+
+@pytest.fixture
 def bob(make_user):  # type: ignore[no-untyped-def]
     """Bob, a reviewer."""
     return make_user("bob", "reviewer")

@@ -17,11 +17,6 @@ FIELDS = {"name": "vllm", "base_url": "http://127.0.0.1:8001/v1", "model": "llam
           "max_concurrency": 8, "max_tokens": 1024}  # fmt: skip
 
 
-@pytest.fixture
-def operator(make_user):
-    return make_user("olga", "policy_author", is_staff=True)
-
-
 def test_an_operator_adds_an_upstream_and_its_key_is_never_shown(client, operator, victor):
     client.force_login(operator)
     assert client.post("/classifiers/upstreams/", FIELDS).status_code == 302

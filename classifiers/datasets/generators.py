@@ -28,15 +28,36 @@ def endpoint_generator(endpoint: GeneratorEndpoint) -> Any:
     )
 
 
-def check_endpoint(endpoint: GeneratorEndpoint) -> str:
-    """Return "ok", or what is wrong with the endpoint (never raises for its faults)."""
-    from classifiers.ml.generation.sampling import GeneratorError
+TEST_TIMEOUT_S = 5.0  # a connection test never waits longer, whatever the endpoint's timeout
 
+
+def check_endpoint(endpoint: GeneratorEndpoint) -> str:
+    """"ok", or a short fixed reason (never the server's own words: the test must not
+    read other servers' answers back to whoever presses it). One attempt, at most
+    TEST_TIMEOUT_S seconds."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    payload = {"model": endpoint.model, "max_tokens": 4, "temperature": 0,
+               "messages": [{"role": "user", "content": "Reply with OK."}]}  # fmt: skip
+    url = f"{endpoint.base_url.rstrip('/')}/chat/completions"
     try:
-        with endpoint_generator(endpoint) as generator:
-            generator.check()
-    except GeneratorError as err:
-        return str(err)
+        response = httpx.post(url, json=payload, headers=headers,
+                              timeout=min(endpoint.timeout_seconds, TEST_TIMEOUT_S))  # fmt: skip
+    except httpx.TimeoutException:
+        return f"no answer within {min(endpoint.timeout_seconds, TEST_TIMEOUT_S):g} s"
+    except httpx.HTTPError:
+        return "cannot connect"
+    if response.status_code in (401, 403):
+        return f"HTTP {response.status_code}: the key was refused"
+    if response.status_code >= 400:
+        return f"HTTP {response.status_code}: not a working chat-completions endpoint for this model"
+    try:
+        content = response.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        content = None
+    if not isinstance(content, str):
+        return "the answer is not a chat completion"
     return "ok"
 
 

@@ -84,10 +84,11 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:label_audit_decide": (AUTH_405, QUEUE),  # reviewers and authors decide
     "classifiers:label_audit_learn": (AUTH_405, QUEUE),  # orders the queue: deciders
     "classifiers:label_audit_apply": (AUTH_405, AUTHOR),
-    "classifiers:endpoints": (READ, AUTHOR),
-    "classifiers:endpoint_edit": (READ, AUTHOR),
-    "classifiers:endpoint_delete": (AUTH_405, AUTHOR),
-    "classifiers:endpoint_test": (AUTH_405, AUTHOR),
+    # Endpoints are infrastructure: staff change and test them (#26 item 5).
+    "classifiers:endpoints": (READ, OPERATOR),
+    "classifiers:endpoint_edit": (OPERATOR, OPERATOR),
+    "classifiers:endpoint_delete": (AUTH_405, OPERATOR),
+    "classifiers:endpoint_test": (AUTH_405, OPERATOR),
     "classifiers:training_new": (READ, AUTHOR),
     "classifiers:training": (READ, AUTH_405),
     "classifiers:training_progress": (READ, AUTH_405),
