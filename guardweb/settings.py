@@ -7,6 +7,7 @@ found) here, so every entry point (web, worker, manage.py, tests) shares them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,18 @@ def envsecret(name: str, default: str | None = None) -> str | None:
     return os.getenv(name, default)
 
 
+def envnetworks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of addresses or networks (10.0.0.0/8, ::1)."""
+    networks = []
+    for item in os.getenv(name, "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{name}: {item.strip()!r} is not an address or network") from None
+    return networks
+
+
 DEBUG = envbool("GUARDWEB_DEBUG", "false")
 TESTING = "pytest" in sys.modules or envbool("GUARDWEB_TESTING", "false")
 DATA_DIR = Path(os.getenv("GUARDWEB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -71,6 +84,11 @@ CSRF_COOKIE_SECURE = SECURE_COOKIES
 SECURE_SSL_REDIRECT = envbool("GUARDWEB_SSL_REDIRECT", str(SECURE_COOKIES))
 # Load balancers probe these over plain HTTP; a redirect would read as "down".
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# /metrics is an operator endpoint (it names constitutions): restrict it with a
+# bearer token (Prometheus' `authorization: credentials: ...`), an allow-list of
+# client addresses, or both. Neither set: open, as Prometheus scrapes by default.
+METRICS_TOKEN = envsecret("GUARDWEB_METRICS_TOKEN") or ""
+METRICS_ALLOW = envnetworks("GUARDWEB_METRICS_ALLOW")
 SECURE_HSTS_SECONDS = envint("GUARDWEB_HSTS_SECONDS", "31536000" if SECURE_COOKIES else "0")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("GUARDWEB_HSTS_INCLUDE_SUBDOMAINS", "true")
 SECURE_HSTS_PRELOAD = envbool("GUARDWEB_HSTS_PRELOAD", "false")

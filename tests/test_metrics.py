@@ -87,3 +87,18 @@ def test_metrics_of_an_empty_database_still_parse(client):  # type: ignore[no-un
     samples = parse(client.get(reverse("metrics")).content.decode())
     assert samples[("guardweb_guard_latency_seconds_count", frozenset())] == 0
     assert samples[("guardweb_review_queue_size", frozenset({("status", "open")}))] == 0
+
+
+def test_metrics_can_be_restricted_by_token_and_address(client, settings):  # type: ignore[no-untyped-def]
+    """#26 item 9: an operator endpoint, closed with a bearer token and/or an allow-list."""
+    import ipaddress
+
+    settings.METRICS_TOKEN = "scrape-secret"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
+    settings.METRICS_ALLOW = [ipaddress.ip_network("10.0.0.0/8")]
+    # The test client's address is 127.0.0.1: outside the list, whatever the token.
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 403
+    ok = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret", REMOTE_ADDR="10.1.2.3")
+    assert ok.status_code == 200 and "guardweb_conversations_total" in ok.content.decode()

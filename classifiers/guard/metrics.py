@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.http import HttpRequest, HttpResponse
@@ -180,4 +183,28 @@ def _batching_families() -> list[str]:
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
     return HttpResponse(exposition(), content_type=CONTENT_TYPE)
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    """GUARDWEB_METRICS_ALLOW (client addresses) and GUARDWEB_METRICS_TOKEN (a bearer
+    token), when set, both have to pass."""
+    if settings.METRICS_ALLOW:
+        try:
+            client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        except ValueError:
+            client = None
+        if client is None or not any(client in network for network in settings.METRICS_ALLOW):
+            return HttpResponse("this address may not read /metrics\n", status=403,
+                                content_type="text/plain")  # fmt: skip
+    if settings.METRICS_TOKEN:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), settings.METRICS_TOKEN):
+            response = HttpResponse("send the metrics token: Authorization: Bearer <token>\n",
+                                    status=401, content_type="text/plain")  # fmt: skip
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return None
