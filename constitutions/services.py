@@ -42,6 +42,10 @@ LIST_FIELDS = ("example_queries", "example_responses", "languages", "tags")
 HEADER_FIELDS = ("name", "domain")
 MIN_EXAMPLE_QUERIES = 2
 MAX_NAME_LENGTH = 200
+# Bounds on one constitution (#26 item 6): real ones have a dozen categories with
+# a handful of examples each; 6,000 categories made every editor page take 40 s.
+MAX_CATEGORIES = 100
+MAX_LIST_ITEMS = 100  # examples (and languages, tags) per category
 # Slugs a fixed URL would shadow (/constitutions/import/).
 RESERVED_SLUGS = frozenset({"import"})
 
@@ -134,6 +138,9 @@ def validate_category(
             isinstance(item, str) and item.strip() for item in items
         ):
             add(list_field, f"{list_field} must be a list of non-empty strings.")
+        elif len(items) > MAX_LIST_ITEMS:
+            add(list_field, f"At most {MAX_LIST_ITEMS} {list_field.replace('_', ' ')} per "
+                f"category (this has {len(items)}).")
     queries = data.get("example_queries", [])
     if isinstance(queries, list) and len(queries) < MIN_EXAMPLE_QUERIES:
         add(
@@ -265,6 +272,10 @@ def add_category(
     with transaction.atomic():
         locked = Constitution.objects.select_for_update().get(pk=constitution.pk)
         errors = validate_category(values, other_names=_other_names(locked))
+        if locked.categories.count() >= MAX_CATEGORIES:
+            errors.setdefault("name", []).append(
+                f"This constitution has {MAX_CATEGORIES} categories, the most it may have."
+            )
         if errors:
             raise ValidationFailed(errors)
         last = locked.categories.order_by("-position").values_list(

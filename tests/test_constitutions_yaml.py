@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from constitutions import yaml_io
 from constitutions.models import (
     AuditEvent,
+    Category,
     Constitution,
     ConstitutionVersion,
     content_hash,
@@ -317,3 +318,32 @@ def test_random_constitutions_round_trip_exactly_through_yaml_and_the_database(
     assert content_hash(stored) == content_hash(content)
     imported.audit_events.all().delete()
     imported.delete()
+
+
+def test_too_many_categories_or_examples_are_refused(alice):
+    """#26 item 6: a constitution is bounded (a 6,000-category file took every editor
+    page 40 s); the limits are named, and nothing is written."""
+    from constitutions import services
+
+    def category(i: int, examples: int = 2) -> str:
+        queries = "".join(f"\n      - query {j}" for j in range(examples))
+        return (f"\n  - name: cat {i}\n    kind: permitted\n    description: d"
+                f"\n    example_queries:{queries}")  # fmt: skip
+
+    many = "name: Big\nslug: big\ncategories:" + "".join(
+        category(i) for i in range(services.MAX_CATEGORIES + 1)
+    )
+    with pytest.raises(yaml_io.YamlImportError, match=f"at most {services.MAX_CATEGORIES} categories"):
+        yaml_io.import_yaml(many, user=alice, mode="new")
+    wordy = "name: Big\nslug: big\ncategories:" + category(0, services.MAX_LIST_ITEMS + 1)
+    with pytest.raises(yaml_io.YamlImportError, match=f"At most {services.MAX_LIST_ITEMS} example queries"):
+        yaml_io.import_yaml(wordy, user=alice, mode="new")
+    assert not Constitution.objects.filter(slug="big").exists()
+    # The editor's add: the 101st category is refused.
+    full = ConstitutionFactory(slug="full")
+    for i in range(services.MAX_CATEGORIES):
+        Category.objects.create(constitution=full, position=i, name=f"c{i}", kind="permitted",
+                                description="d", example_queries=["a", "b"])  # fmt: skip
+    with pytest.raises(services.ValidationFailed, match="the most it may have"):
+        services.add_category(full, {"name": "one more", "kind": "permitted", "description": "d",
+                                     "example_queries": ["a", "b"]}, user=alice)  # fmt: skip
