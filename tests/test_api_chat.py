@@ -253,3 +253,18 @@ def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
         assert got == pytest.approx(want, abs=1e-3)
     metrics = httpx.get(f"{asgi_server}/metrics", headers=headers).text
     assert 'guardweb_generation_batch_max{model="' in metrics
+
+
+def test_the_work_of_one_request_is_bounded_by_prompt_tokens(asgi_server, alice):
+    """#26 item 2: a 10,000-message array and a prompt over the constitution's
+    max_prompt_tokens are refused in OpenAI's error shape; nothing is stored."""
+    guarded_constitution("tight", output=True, user=alice, max_prompt_tokens=64)
+    raw = ApiToken.issue(user=alice, name="t")[1]
+    many = chat(asgi_server, raw, model="tight", messages=user("hi") * 10_000)
+    assert many.status_code == 400 and many.json()["error"]["code"] == "context_length_exceeded"
+    long = chat(asgi_server, raw, model="tight", messages=user("tomato " * 100))
+    assert long.status_code == 400
+    error = long.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "at most 64" in error["message"]
+    assert chat(asgi_server, raw, model="tight", messages=user("hi")).status_code == 200
+    assert Conversation.objects.count() == 1

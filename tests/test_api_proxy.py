@@ -223,6 +223,12 @@ def test_upstream_failures_come_back_in_openai_shape(asgi_server, alice, raw_tok
     assert chat(asgi_server, raw_token, model="widgets/nope", messages=user("hi")).status_code == 404
     too_many = chat(asgi_server, raw_token, messages=user("hi"), max_tokens=5000)
     assert too_many.status_code == 400 and "at most 1024" in too_many.json()["error"]["message"]
+    # A prompt over the constitution's max_prompt_tokens never reaches the upstream.
+    GuardPolicy.objects.filter(constitution__slug="widgets").update(max_prompt_tokens=32)
+    before = upstream_server.stats.requests
+    long = chat(asgi_server, raw_token, messages=user("tomato " * 60))
+    assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
+    assert upstream_server.stats.requests == before
 
 
 def test_a_guard_that_cannot_decide_fails_closed_or_open_as_configured(

@@ -216,3 +216,12 @@ def test_the_playground_shares_the_api_rate_limit(asgi_server, live_db, client, 
     api = httpx.post(f"{asgi_server}/api/v1/classify", json={"text": BENIGN, "constitution": "widgets"},
                      headers={"Authorization": f"Bearer {raw}"}, timeout=60)  # fmt: skip
     assert api.status_code == 429 and int(api.headers["Retry-After"]) >= 1
+
+
+def test_a_conversation_over_the_prompt_token_limit_is_refused(asgi_server, live_db, client, alice):
+    """#26 item 2: the whole conversation is the prompt; over the limit, the message
+    gets a clear error and nothing is written."""
+    guarded_constitution(output=True, max_prompt_tokens=48)
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat("tomato " * 80)]))
+    assert events[-1]["type"] == "error" and "start a new conversation" in events[-1]["message"]
+    assert not Conversation.objects.exists()

@@ -41,6 +41,7 @@ from classifiers.api.errors import ApiError
 from classifiers.api.ratelimit import check_rate
 from classifiers.api.requests import (
     check_lengths,
+    check_prompt_tokens,
     last_user_content,
     optional_number,
     parse_messages,
@@ -48,6 +49,7 @@ from classifiers.api.requests import (
     target_for,
 )
 from classifiers.api.shapes import finish_reason, guard_field, sse
+from classifiers.core.model_cache import shared_generator
 from classifiers.guard import engines, turns
 from classifiers.guard.upstream_client import (
     UpstreamFailure,
@@ -109,6 +111,8 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
                limit=policy.requests_per_minute)  # fmt: skip
     messages = parse_messages(body.get("messages"))
     check_lengths(messages, policy, param="messages")
+    # The output scorer prefills the whole prompt: bounded like the embedded model's.
+    check_prompt_tokens(messages, policy, shared_generator()[1])
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false", param="stream")

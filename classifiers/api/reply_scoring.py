@@ -32,6 +32,7 @@ from classifiers.api.errors import ApiError
 from classifiers.api.requests import (
     Target,
     check_lengths,
+    check_prompt_tokens,
     last_user_content,
     parse_messages,
 )
@@ -134,6 +135,8 @@ def prepare(token: ApiToken, body: dict[str, Any], target: Target) -> ReplyPlan:
     if setup.output_model is None:
         raise ApiError(503, f"constitution {target.constitution.slug!r} has no active output "
                        "classifier yet; train one and activate it", code="classifier_unavailable")  # fmt: skip
+    if plan_kwargs.get("state") is None:  # a new reply: its prompt is prefilled
+        check_prompt_tokens(prompt, target.policy, setup.engine.tokenizer)
     return ReplyPlan(token, target, prompt, text, setup, **plan_kwargs)
 
 

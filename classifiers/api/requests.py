@@ -23,6 +23,7 @@ from guardweb.roles import POLICY_AUTHOR, has_role
 
 MAX_BODY_BYTES = 1_000_000  # bodies over 1 MB are refused with 413
 ROLES = ("system", "user", "assistant")
+MAX_MESSAGES = 256  # per request, checked before anything is tokenised
 UNGUARDED_SUFFIX = ":unguarded"
 
 
@@ -105,6 +106,9 @@ def parse_messages(value: Any, *, param: str = "messages") -> list[Message]:
         raise ApiError(
             400, f"{param} must be a non-empty array of messages", param=param
         )
+    if len(value) > MAX_MESSAGES:
+        raise ApiError(400, f"{param} has {len(value)} messages; at most {MAX_MESSAGES}",
+                       param=param, code="context_length_exceeded")  # fmt: skip
     messages: list[Message] = []
     for index, item in enumerate(value):
         where = f"{param}[{index}]"
@@ -141,6 +145,21 @@ def check_lengths(messages: list[Message], policy: GuardPolicy, *, param: str) -
                 f"constitution's limit is {limit} characters per message",
                 param=where, code="message_too_long",
             )  # fmt: skip
+
+
+def check_prompt_tokens(messages: list[Message], policy: GuardPolicy, tokenizer: Any,
+                        *, param: str = "messages") -> int:  # fmt: skip
+    """The prompt's length in the generator's tokens; 400 over the policy's limit."""
+    from classifiers.ml.output.encoding import prompt_token_ids
+
+    count = len(prompt_token_ids(tokenizer, messages))
+    if count > policy.max_prompt_tokens:
+        raise ApiError(
+            400, f"the prompt is {count} tokens; this constitution allows at most "
+            f"{policy.max_prompt_tokens} (max_prompt_tokens)",
+            param=param, code="context_length_exceeded",
+        )  # fmt: skip
+    return count
 
 
 def last_user_content(messages: list[Message]) -> str:

@@ -38,6 +38,7 @@ from classifiers.api.requests import (
     UNGUARDED_SUFFIX,
     Target,
     check_lengths,
+    check_prompt_tokens,
     json_body,
     last_user_content,
     optional_number,
@@ -323,6 +324,7 @@ def _prepare_chat(request: HttpRequest) -> ChatPlan | proxy.ProxyPlan:
         setup = engines.guard_setup(constitution, mode=target.mode)
     except engines.GuardUnavailable as exc:
         raise ApiError(503, str(exc), code="classifier_unavailable") from None
+    check_prompt_tokens(messages, policy, setup.engine.tokenizer)
     config = setup.config(max_new_tokens=int(max_tokens) if max_tokens else None)
     config.temperature = float(temperature or 0.0)
     if top_p:

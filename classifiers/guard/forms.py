@@ -17,8 +17,8 @@ class GuardPolicyForm(forms.ModelForm):
         model = GuardPolicy
         fields = [
             "mode", "shadow_input_model", "shadow_output_model", "max_message_chars",
-            "max_new_tokens", "requests_per_minute", "upstreams", "failure_mode",
-            "guard_timeout_s",
+            "max_prompt_tokens", "max_new_tokens", "requests_per_minute", "upstreams",
+            "failure_mode", "guard_timeout_s",
         ]  # fmt: skip
         widgets = {"upstreams": forms.CheckboxSelectMultiple}
         labels = {"upstreams": "Upstream models", "guard_timeout_s": "Guard time limit (s)"}
@@ -43,11 +43,16 @@ class GuardPolicyForm(forms.ModelForm):
         self.fields["upstreams"].required = False
         self.fields["guard_timeout_s"].validators += [MinValueValidator(0.05), MaxValueValidator(120)]
         # Scripts that post only the older fields keep the stored values.
-        for name in ("failure_mode", "guard_timeout_s"):
+        self.fields["max_prompt_tokens"].validators += [MinValueValidator(16), MaxValueValidator(32768)]
+        for name in ("failure_mode", "guard_timeout_s", "max_prompt_tokens"):
             self.fields[name].required = False
 
     def clean_failure_mode(self) -> str:
         return self.cleaned_data.get("failure_mode") or self.instance.failure_mode
+
+    def clean_max_prompt_tokens(self) -> int:
+        value = self.cleaned_data.get("max_prompt_tokens")
+        return self.instance.max_prompt_tokens if value is None else value
 
     def clean_guard_timeout_s(self) -> float:
         value = self.cleaned_data.get("guard_timeout_s")

@@ -102,6 +102,9 @@ class GuardPolicy(models.Model):
         "chunk before the failure mode applies.",
     )  # fmt: skip
     max_message_chars = models.PositiveIntegerField(default=4000)
+    # The whole prompt (every message, the chat template included), in the local
+    # generator's tokens: bounds the prefill one request may cost (#26 item 2).
+    max_prompt_tokens = models.PositiveIntegerField(default=2048)
     max_new_tokens = models.PositiveIntegerField(default=128)
     requests_per_minute = models.PositiveIntegerField(default=30)
 

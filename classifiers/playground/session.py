@@ -19,6 +19,7 @@ from classifiers.guard.engines import active_models, guard_setup
 from classifiers.guard.ratelimit import RateLimited, count_request
 from classifiers.guard.turns import Stopwatch, record_turn
 from classifiers.guard.upstream_client import UpstreamTarget, stream_text
+from classifiers.ml.output.encoding import prompt_token_ids
 from classifiers.ml.serving.engine import GuardConfig, GuardEngine, GuardResult
 from classifiers.models import Conversation, GuardPolicy, ModelVersion, Turn
 from constitutions.models import Constitution
@@ -277,6 +278,8 @@ class PlaygroundSession:
         except Exception as exc:  # a missing model package or a damaged artifact
             logger.exception("could not load the guard")
             raise BadRequest(f"could not load the models: {exc}") from None
+        conversation = None
+        history: list[dict[str, str]] = []
         if request.conversation_id is not None:
             conversation = Conversation.objects.filter(
                 pk=request.conversation_id, user=self.user, constitution=constitution
@@ -285,14 +288,22 @@ class PlaygroundSession:
                 raise BadRequest(
                     "conversation not found for this constitution; start a new one"
                 )
-        else:
+            history = conversation.messages_for_model()
+        messages = [*history, {"role": "user", "content": request.message}]
+        # The whole conversation is the prompt: bounded like the API's (#26 item 2),
+        # checked before anything is written.
+        count = len(prompt_token_ids(setup.engine.tokenizer, messages))
+        if count > policy.max_prompt_tokens:
+            raise BadRequest(
+                f"the conversation is {count} tokens long; the limit is "
+                f"{policy.max_prompt_tokens}: start a new conversation"
+            )
+        if conversation is None:
             conversation = Conversation.objects.create(
                 user=self.user, constitution=constitution, source=Conversation.Source.PLAYGROUND,
                 mode=mode, input_model=input_model, output_model=output_model,
                 upstream=upstream, upstream_name=upstream.name if upstream else "",
             )  # fmt: skip
-        history = conversation.messages_for_model()
-        messages = [*history, {"role": "user", "content": request.message}]
         config = setup.config(max_new_tokens=request.max_new_tokens)
         target = UpstreamTarget.of(upstream) if upstream is not None else None
         return conversation, setup.engine, setup.unguarded_engine, messages, config, target

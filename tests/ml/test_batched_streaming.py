@@ -394,3 +394,49 @@ def test_only_full_attention_models_are_batched():
     assert not supports_batching(SimpleNamespace(sliding_window=4096))
     assert supports_batching(SimpleNamespace(sliding_window=4096, use_sliding_window=False))
     assert supports_batching(SimpleNamespace())
+
+
+LONG = [{"role": "user", "content": " ".join(["describe the printing press and its history"] * 12)}]
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_and_gets_what_it_would_get_alone(models):
+    tok, lm, probe, _ = models
+    batcher = ContinuousBatcher(lm, tok, max_batch=8, prefill_chunk=8)
+    try:
+        got = list(batcher.stream(LONG, guard=probe, max_new_tokens=N_TOKENS))
+    finally:
+        batcher.close()
+    _assert_same(got, _solo(tok, probe, LONG))
+
+
+def test_running_streams_keep_decoding_while_a_long_prompt_prefills(models):
+    """#26 item 2: one long prompt does not stall the others; it is prefilled a
+    chunk per step and the running row decodes a token between chunks."""
+    from classifiers.ml.output.encoding import prompt_token_ids
+
+    tok, lm, _, _ = models
+    chunk = 4
+    batcher = ContinuousBatcher(lm, tok, max_batch=8, prefill_chunk=chunk)
+    short_steps = [0]
+    seen_by_long: list[int] = []
+
+    def short_stop() -> bool:  # called on the worker thread before each of its steps
+        short_steps[0] += 1
+        return False
+
+    def long_stop() -> bool:  # before each of its chunks, then each of its steps
+        seen_by_long.append(short_steps[0])
+        return False
+
+    try:
+        short = batcher.stream(PROMPTS[1], max_new_tokens=64, should_stop=short_stop)
+        first = next(short)  # the short stream is running
+        long_tokens = list(batcher.stream(LONG, max_new_tokens=4, should_stop=long_stop))
+        rest = list(short)
+    finally:
+        batcher.close()
+    chunks = -(-len(prompt_token_ids(tok, LONG)) // chunk)
+    assert chunks > 10 and long_tokens and [first, *rest]
+    # Between two chunks of the long prompt, the short row took a step.
+    during = seen_by_long[: chunks]
+    assert during[-1] - during[0] >= chunks - 2, (during, len(rest))

@@ -18,6 +18,10 @@ How, after vLLM's and TGI's continuous batching, on transformers' DynamicCache:
   all rows with per-row position ids (the row's count of real tokens) and the hidden
   states of every layer; each row's value head reads its own row, so rows of
   different constitutions' probes, and unguarded rows, share one forward;
+- a prompt longer than `prefill_chunk` tokens is prefilled a chunk per step, in
+  its own cache, between the running rows' decode steps (chunked prefill, as vLLM
+  does), then joins like any other: one long prompt never stalls the streams
+  already running for the seconds its whole prefill would take;
 - a finished row (EOS, length, halt, cancelled, or its reader gone) leaves by
   index_select on the batch axis, and columns that are padding in every remaining
   row are cut off.
@@ -64,6 +68,7 @@ from classifiers.ml.serving.tokens import (
 logger = logging.getLogger(__name__)
 
 _END = object()  # end of a row's token stream
+PREFILL_CHUNK = 128  # prompt tokens per forward for long prompts (chunked prefill)
 _READ_POLL_S = 5.0  # how often a waiting reader checks that the worker still runs
 
 
@@ -142,6 +147,16 @@ class _Row:
             self.request.out.put(exc)
 
 
+@dataclass
+class _Prefilling:
+    """A long prompt being prefilled a chunk per step, in its own cache."""
+
+    request: _Request
+    prompt: list[int]
+    done: int = 0  # prompt tokens in `cache` so far
+    cache: Any = None
+
+
 def _stopped(request: _Request) -> bool:
     # Called on the worker thread before every step of every row: callbacks must be
     # cheap and thread-safe (an Event's is_set, as the playground and API pass).
@@ -156,9 +171,13 @@ class ContinuousBatcher:
     the caller's thread just reads a queue. Thread-safe.
     """
 
-    def __init__(self, lm: Any, tokenizer: Any, *, max_batch: int = 8, name: str = "") -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+    def __init__(
+        self, lm: Any, tokenizer: Any, *, max_batch: int = 8, name: str = "",
+        prefill_chunk: int = PREFILL_CHUNK,
+    ) -> None:  # fmt: skip
+        if max_batch < 1 or prefill_chunk < 1:
+            raise ValueError("max_batch and prefill_chunk must be at least 1")
+        self.prefill_chunk = prefill_chunk
         self.lm = lm
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -171,6 +190,7 @@ class ContinuousBatcher:
         self._closed = False
         # Batch state, touched only by the worker thread.
         self._rows: list[_Row] = []
+        self._prefilling: deque[_Prefilling] = deque()  # long prompts, a chunk per step
         # The running batch's DynamicCache (per layer (B, heads, L, head_dim)); kept
         # between steps (the forward appends in place), rebuilt when rows come or go.
         self._cache: Any = None
@@ -250,16 +270,19 @@ class ContinuousBatcher:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._waiting and not self._rows and not self._closed:
+                while not (self._waiting or self._rows or self._prefilling or self._closed):
                     self._wake.wait()
                 if self._closed:
                     break
                 joining = []
-                while self._waiting and len(self._rows) + len(joining) < self.max_batch:
+                taken = len(self._rows) + len(self._prefilling)
+                while self._waiting and taken + len(joining) < self.max_batch:
                     joining.append(self._waiting.popleft())
             try:
                 if joining:
                     self._admit(joining)
+                if self._prefilling:
+                    self._prefill_chunk()
                 if self._rows:
                     self._step()
             except Exception as exc:  # a failed step fails its batch, not the server
@@ -268,6 +291,8 @@ class ContinuousBatcher:
                     request.out.put(exc)
                 self._fail_all(exc)
         self._fail_all(RuntimeError("the batcher was closed"))
+        for partial in self._prefilling:
+            partial.request.out.put(RuntimeError("the batcher was closed"))
         for request in self._waiting:
             request.out.put(RuntimeError("the batcher was closed"))
 
@@ -282,7 +307,11 @@ class ContinuousBatcher:
                 if request.abandoned.is_set() or _stopped(request):
                     request.out.put(_END)  # cancelled while waiting for a slot
                     continue
-                prompts.append(prompt_token_ids(self.tokenizer, request.messages))
+                prompt = prompt_token_ids(self.tokenizer, request.messages)
+                if len(prompt) > self.prefill_chunk:
+                    self._prefilling.append(_Prefilling(request, prompt))
+                    continue
+                prompts.append(prompt)
                 ready.append(request)
             except Exception as exc:
                 request.out.put(exc)
@@ -299,6 +328,40 @@ class ContinuousBatcher:
                 except Exception as single:
                     logger.exception("prefill failed")
                     request.out.put(single)
+
+    @torch.no_grad()
+    def _prefill_chunk(self) -> None:
+        """One chunk of the oldest long prompt; it joins the batch after its last."""
+        partial = self._prefilling[0]
+        request = partial.request
+        if request.abandoned.is_set() or _stopped(request):
+            self._prefilling.popleft()
+            request.out.put(_END)
+            return
+        device = next(self.lm.parameters()).device
+        chunk = partial.prompt[partial.done : partial.done + self.prefill_chunk]
+        end = partial.done + len(chunk)
+        try:
+            out = self.lm(
+                input_ids=torch.tensor([chunk], device=device),
+                attention_mask=torch.ones(1, end, dtype=torch.long, device=device),
+                position_ids=torch.arange(partial.done, end, device=device)[None],
+                past_key_values=partial.cache, use_cache=True, logits_to_keep=1,
+            )  # fmt: skip
+            partial.cache, partial.done = out.past_key_values, end
+            if end < len(partial.prompt):
+                return
+            self._prefilling.popleft()
+            row = _Row(request, self.tokenizer, self._eos)
+            row.length, row.logits = end, out.logits[0, -1]
+            mask = torch.ones(1, end, dtype=torch.long, device=device)
+            self._join([row], _cache_tensors(partial.cache), mask)
+            self.stats.admitted += 1
+        except Exception as exc:  # this prompt fails alone; the batch goes on
+            logger.exception("chunked prefill failed")
+            if self._prefilling and self._prefilling[0] is partial:
+                self._prefilling.popleft()
+            request.out.put(exc)
 
     def _prefill(self, requests: list[_Request], prompts: list[list[int]]) -> None:
         if not requests:
