@@ -102,3 +102,33 @@ def test_metrics_can_be_restricted_by_token_and_address(client, settings):  # ty
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 403
     ok = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret", REMOTE_ADDR="10.1.2.3")
     assert ok.status_code == 200 and "guardweb_conversations_total" in ok.content.decode()
+
+
+def test_batching_counters_of_every_web_process_are_reported(client, settings):  # type: ignore[no-untyped-def]
+    """#26 item 10: with several web processes a scrape reaches one of them; each
+    process's counters are in Redis, so every scrape reports all of them."""
+    import json
+    import time
+
+    from classifiers.guard import batch_counters
+
+    redis = batch_counters._redis()
+    key = batch_counters._key()
+    redis.delete(key)
+    other = {"steps": 40, "rows": 100, "max": 4, "updated": time.time()}
+    redis.hset(key, "web-2:4242|SmolLM2", json.dumps(other))
+    gone = {**other, "updated": time.time() - batch_counters.STALE_S - 10}
+    redis.hset(key, "web-3:99|SmolLM2", json.dumps(gone))
+
+    class Stats:
+        steps, row_steps, max_batch = 10, 25, 3
+
+    batch_counters.publish("SmolLM2", Stats())  # this process, as its batcher would
+    samples = parse(client.get("/metrics").content.decode())
+    here = batch_counters.process_label()
+    steps = {dict(labels)["process"]: v for (name, labels), v in samples.items()
+             if name == "guardweb_generation_batch_steps_total"}  # fmt: skip
+    assert steps == {"web-2:4242": 40, here: 10}  # the stale process is dropped
+    assert sum(steps.values()) == 50
+    assert redis.hlen(key) == 2
+    redis.delete(key)

@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from classifiers.core.model_cache import shared_generator
+from classifiers.guard import batch_counters
 from classifiers.guard.policy import served_cascade
 from classifiers.ml.device import pick_device_name
 from classifiers.ml.eval.calibrate import Thresholds
@@ -120,7 +121,8 @@ def batcher_for(lm: Any, tokenizer: Any) -> Any | None:
             if name in taken:
                 name = f"{name}-{len(taken) + 1}"
             _batchers[id(lm)] = ContinuousBatcher(
-                lm, tokenizer, max_batch=settings.GENERATION_BATCH, name=name
+                lm, tokenizer, max_batch=settings.GENERATION_BATCH, name=name,
+                on_stats=batch_counters.publisher(name),
             )
         return _batchers[id(lm)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -15,9 +16,11 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from classifiers.guard import batch_counters
 from classifiers.guard.engines import batchers
 from classifiers.models import Conversation, ReviewItem, ReviewStatus, Turn
 
+logger = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -160,22 +163,30 @@ def exposition() -> str:
 
 
 def _batching_families() -> list[str]:
-    """This process's continuous-batching counters (per web process, unlike the
-    database-backed families above): mean batch = rows / steps."""
-
+    """Every web process's continuous-batching counters (guard/batch_counters.py),
+    one series per process: mean batch = rows / steps, summed by model."""
+    try:
+        for batcher in batchers():  # this process's, fresh
+            batch_counters.publish(batcher.name, batcher.stats)
+        counters = batch_counters.read_all()
+    except Exception:  # Redis down: this process's own counters still count
+        logger.warning("batching counters of other processes unavailable", exc_info=True)
+        process = batch_counters.process_label()
+        counters = [{"process": process, "model": b.name, "steps": b.stats.steps,
+                     "rows": b.stats.row_steps, "max": b.stats.max_batch} for b in batchers()]  # fmt: skip
     steps, rows, largest = [], [], []
-    for batcher in batchers():
-        labels = {"model": batcher.name}
-        steps.append(_sample("guardweb_generation_batch_steps_total", batcher.stats.steps, labels))
-        rows.append(_sample("guardweb_generation_batch_rows_total", batcher.stats.row_steps, labels))
-        largest.append(_sample("guardweb_generation_batch_max", batcher.stats.max_batch, labels))
+    for c in counters:
+        labels = {"model": c["model"], "process": c["process"]}
+        steps.append(_sample("guardweb_generation_batch_steps_total", c["steps"], labels))
+        rows.append(_sample("guardweb_generation_batch_rows_total", c["rows"], labels))
+        largest.append(_sample("guardweb_generation_batch_max", c["max"], labels))
     return [
         *_family("guardweb_generation_batch_steps_total", "counter",
-                 "Batched decode steps of the local generator (this process).", steps),
+                 "Batched decode steps of the local generator, per web process.", steps),
         *_family("guardweb_generation_batch_rows_total", "counter",
-                 "Tokens decoded in batched steps (this process); / steps = mean batch.", rows),
+                 "Tokens decoded in batched steps, per web process; / steps = mean batch.", rows),
         *_family("guardweb_generation_batch_max", "gauge",
-                 "Largest batch of concurrent generations seen (this process).", largest),
+                 "Largest batch of concurrent generations seen, per web process.", largest),
     ]  # fmt: skip
 
 

@@ -440,3 +440,14 @@ def test_running_streams_keep_decoding_while_a_long_prompt_prefills(models):
     # Between two chunks of the long prompt, the short row took a step.
     during = seen_by_long[: chunks]
     assert during[-1] - during[0] >= chunks - 2, (during, len(rest))
+
+
+def test_the_counters_are_told_while_generating_and_when_idle(models):
+    tok, lm, _, _ = models
+    told = []
+    batcher = ContinuousBatcher(lm, tok, max_batch=4, on_stats=lambda s: told.append(s.steps))
+    try:
+        tokens = list(batcher.stream(PROMPTS[0], max_new_tokens=6))
+    finally:
+        batcher.close()
+    assert told and told[-1] == batcher.stats.steps >= len(tokens) - 1  # the final count too

@@ -43,6 +43,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -174,10 +175,15 @@ class ContinuousBatcher:
     def __init__(
         self, lm: Any, tokenizer: Any, *, max_batch: int = 8, name: str = "",
         prefill_chunk: int = PREFILL_CHUNK,
+        on_stats: Callable[[BatcherStats], None] | None = None,
     ) -> None:  # fmt: skip
         if max_batch < 1 or prefill_chunk < 1:
             raise ValueError("max_batch and prefill_chunk must be at least 1")
         self.prefill_chunk = prefill_chunk
+        # Told the counters at most once a second, from the worker thread (the web
+        # app publishes them for /metrics across processes). Never raises into us.
+        self.on_stats = on_stats
+        self._stats_told = 0.0
         self.lm = lm
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -285,6 +291,8 @@ class ContinuousBatcher:
                     self._prefill_chunk()
                 if self._rows:
                     self._step()
+                    if not self._rows:  # idle from here: the final counts go out now
+                        self._tell_stats(force=True)
             except Exception as exc:  # a failed step fails its batch, not the server
                 logger.exception("batched generation step failed")
                 for request in joining:
@@ -328,6 +336,18 @@ class ContinuousBatcher:
                 except Exception as single:
                     logger.exception("prefill failed")
                     request.out.put(single)
+
+    def _tell_stats(self, *, now: float | None = None, force: bool = False) -> None:
+        if self.on_stats is None:
+            return
+        now = time.monotonic() if now is None else now
+        if now - self._stats_told < 1.0 and not force:
+            return
+        self._stats_told = now
+        try:
+            self.on_stats(self.stats)
+        except Exception:  # counters are informative; a failing sink changes nothing
+            logger.warning("could not publish batching counters", exc_info=True)
 
     @torch.no_grad()
     def _prefill_chunk(self) -> None:
@@ -445,6 +465,7 @@ class ContinuousBatcher:
         self.stats.steps += 1
         self.stats.row_steps += len(rows)
         self.stats.max_batch = max(self.stats.max_batch, len(rows))
+        self._tell_stats()
 
         # 3. Score guarded rows with their own heads (grouped: one matmul per head).
         probs: dict[int, float] = {}
