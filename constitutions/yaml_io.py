@@ -280,7 +280,7 @@ def parse_yaml(data: str | bytes) -> dict[str, Any]:
         categories_node, yaml.SequenceNode
     ):
         check.error(categories_node, "categories must be a list")
-    elif len(categories_node.value) > services.MAX_CATEGORIES:
+    elif categories_node is not None and len(categories_node.value) > services.MAX_CATEGORIES:
         # Refused before any category is read: the work stays bounded.
         check.error(categories_node, f"at most {services.MAX_CATEGORIES} categories "
                     f"(this file has {len(categories_node.value)})")  # fmt: skip

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -316,4 +317,54 @@ def test_malformed_websocket_frames_get_an_error_and_the_socket_stays_usable(ali
         assert reply["type"] == "error", (str(frame)[:80], reply)
         assert reply["message"], reply
     assert replies[-1] == {"type": "error", "message": "conversation not found"}
+    assert row_counts() == before
+
+
+# -- YAML import fuzzing: tags, typed scalars, NUL escapes, nesting (#26) -------------
+
+_YAML_VALUES = st.sampled_from([
+    "x", "'quoted'", '"nul\\0inside"', '"surrogate \\ud800"', "!foo bar", "!!python/name:os.system",
+    "!!python/object/apply:os.system ['true']", "!!int abc", "!!float abc", "!!int 12",
+    "!!timestamp 2020-13-45", "!!binary aGk=", "!!set {a, b}", "~", "[]", "{}", "[a, [b, [c]]]",
+    "1e999", "-.inf", ".nan", "0x1F", "&anchor v", "*alias", "'" + "n" * 300 + "'",
+    "[" * 60 + "]" * 60, "|\n  multi\n  line", ">-\n  folded", "? complex\n: key",
+])
+_YAML_KEYS = st.sampled_from(["name", "slug", "domain", "kind", "description", "excludes",
+                              "example_queries", "tags", "languages", "target_fpr", "extra"])
+
+
+class _Undo(Exception):
+    pass
+
+
+@st.composite
+def yaml_documents(draw: Any) -> str:
+    top = [f"{key}: {draw(_YAML_VALUES)}" for key in draw(st.lists(_YAML_KEYS, max_size=4))]
+    categories = []
+    for _ in range(draw(st.integers(0, 2))):
+        fields = draw(st.lists(_YAML_KEYS, min_size=1, max_size=5))
+        lines = [f"    {k}: {draw(_YAML_VALUES)}" for k in fields]
+        lines[0] = "  - " + lines[0].lstrip()
+        categories.append("\n".join(lines))
+    if categories:
+        top.append("categories:\n" + "\n".join(categories))
+    return "schema_version: 1\n" + "\n".join(top) + "\n"
+
+
+@FUZZ
+@given(document=yaml_documents())
+def test_random_yaml_imports_are_refused_cleanly_or_imported_whole(db, alice, document) -> None:  # type: ignore[no-untyped-def]
+    """Every document either imports, or is refused with line-numbered errors and
+    writes nothing; no tag ever runs code or gives another exception."""
+    from constitutions import yaml_io
+
+    before = row_counts()
+    try:
+        with transaction.atomic():
+            yaml_io.import_yaml(document, user=alice, mode="new")
+            raise _Undo  # an import that succeeds is rolled back: the next example starts clean
+    except yaml_io.YamlImportError as exc:
+        assert exc.errors and all(e.startswith("line ") for e in exc.errors), exc.errors
+    except _Undo:
+        pass
     assert row_counts() == before
