@@ -181,7 +181,12 @@ DATABASES = {
         **_db_params,
         "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", "0"),
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": 5, **_db_options},  # the URL's ?options win
+        "OPTIONS": {
+            "connect_timeout": 5,
+            **({"pool": {"min_size": 1, "max_size": 20, "timeout": 10}}
+               if envbool("GUARDWEB_DB_POOL", "false") else {}),
+            **_db_options,
+        },  # the URL's ?options win
         # Per-process test database: concurrent runs on one server never collide.
         "TEST": {"NAME": os.getenv("GUARDWEB_TEST_DB_NAME") or f"test_guardweb_{os.getpid()}"},
     }

@@ -68,5 +68,6 @@ def test_the_constitution_can_come_from_the_guardrail_params_and_bad_calls_are_4
                           headers={"x-api-key": raw}, timeout=60)  # fmt: skip
     assert response.json()["action"] == "BLOCKED"
     assert post(asgi_server, raw, {**body, "input_type": "other"}).status_code == 400
+    assert post(asgi_server, raw, {**body, "structured_messages": 5}).status_code == 400
     assert post(asgi_server, "gw_wrong", body).status_code == 401
     assert post(asgi_server, raw, body, slug="nope").status_code == 404

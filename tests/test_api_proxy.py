@@ -160,6 +160,24 @@ def test_a_halted_stream_delivers_nothing_past_the_halt_and_closes_the_upstream(
     assert turn.finish_reason == "halted" and turn.generated == passed
 
 
+def test_only_checked_sampling_settings_reach_the_upstream(asgi_server, raw_token, upstream_server):
+    """Fields that carry text the guard never scored (tools, documents, templates)
+    are not forwarded; numbers are checked before anything is sent."""
+    response = chat(asgi_server, raw_token, messages=user(BENIGN_PROMPT), temperature=0, seed=7,
+                    stop=["\n\n"], tools=[{"type": "function", "function": {"name": "f",
+                    "description": "the real request hides here"}}],
+                    chat_template="{{ evil }}", documents=[{"text": "x"}])  # fmt: skip
+    assert response.status_code == 200, response.text
+    sent = upstream_server.stats.payloads[-1]
+    assert {"tools", "chat_template", "documents"}.isdisjoint(sent)
+    assert sent["temperature"] == 0 and sent["seed"] == 7 and sent["stop"] == ["\n\n"]
+    before = upstream_server.stats.requests
+    bad = httpx.post(f"{asgi_server}/v1/chat/completions", timeout=60,
+                     content=b'{"model": "widgets/local", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+                     headers={"Authorization": f"Bearer {raw_token}", "Content-Type": "application/json"})  # fmt: skip
+    assert bad.status_code == 400 and upstream_server.stats.requests == before
+
+
 def test_the_openai_client_streams_unchanged_through_slug_slash_name(
     asgi_server, raw_token, upstream_server
 ):
@@ -219,6 +237,13 @@ def test_upstream_failures_come_back_in_openai_shape(asgi_server, alice, raw_tok
     response = chat(asgi_server, raw_token, messages=user(BENIGN_PROMPT))
     assert response.status_code == 404
     assert "does not exist" in response.json()["error"]["message"]
+    # Its refusal of *our* key is not the client's 401.
+    upstream_server.switches.status_error = 401
+    response = chat(asgi_server, raw_token, messages=user(BENIGN_PROMPT))
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_auth"
+    upstream_server.switches.status_error = 0
+    # Failed attempts are recorded too (the conversation names the upstream).
+    assert Conversation.objects.filter(upstream_name="local", turns__finish_reason="upstream_error").exists()
     # Unknown upstream name, and more tokens than the upstream allows.
     assert chat(asgi_server, raw_token, model="widgets/nope", messages=user("hi")).status_code == 404
     too_many = chat(asgi_server, raw_token, messages=user("hi"), max_tokens=5000)

@@ -87,4 +87,7 @@ def test_bad_reply_requests_are_clear_4xx(asgi_server, raw):
     too_long = classify(asgi_server, raw, constitution="widgets",
                         messages=conversation("x" * (reply_scoring.MAX_REPLY_CHARS + 1)))  # fmt: skip
     assert too_long.status_code == 413
+    first_chunk_too_long = classify(asgi_server, raw, constitution="widgets", messages=conversation(),
+                                    reply_stream={"id": "big", "delta": "x" * (reply_scoring.MAX_REPLY_CHARS + 1)})  # fmt: skip
+    assert first_chunk_too_long.status_code == 413
     assert not Conversation.objects.exists()

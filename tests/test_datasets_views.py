@@ -493,6 +493,7 @@ def test_endpoints_are_for_operators_and_the_test_echoes_nothing(client, alice, 
     data = {"name": "e", "base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout_seconds": 600,
             "max_retries": 10, "concurrency": 1}  # fmt: skip
     assert client.post(reverse("classifiers:endpoints"), data).status_code == 403
+    assert client.put(reverse("classifiers:endpoints"), data).status_code == 405
     with OpenAITestServer(Talkative()) as server:
         server.switches.status_error = 404  # its error text: "model 'nope' does not exist"
         endpoint = GeneratorEndpoint.objects.create(name="s", base_url=server.base_url, model="m",

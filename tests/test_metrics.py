@@ -96,6 +96,7 @@ def test_metrics_can_be_restricted_by_token_and_address(client, settings):  # ty
     settings.METRICS_TOKEN = "scrape-secret"
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer é").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
     settings.METRICS_ALLOW = [ipaddress.ip_network("10.0.0.0/8")]
     # The test client's address is 127.0.0.1: outside the list, whatever the token.
@@ -116,19 +117,19 @@ def test_batching_counters_of_every_web_process_are_reported(client, settings): 
     key = batch_counters._key()
     redis.delete(key)
     other = {"steps": 40, "rows": 100, "max": 4, "updated": time.time()}
-    redis.hset(key, "web-2:4242|SmolLM2", json.dumps(other))
+    redis.hset(key, "web-2:4242|tiny-lm", json.dumps(other))
     gone = {**other, "updated": time.time() - batch_counters.STALE_S - 10}
-    redis.hset(key, "web-3:99|SmolLM2", json.dumps(gone))
+    redis.hset(key, "web-3:99|tiny-lm", json.dumps(gone))
 
     class Stats:
         steps, row_steps, max_batch = 10, 25, 3
 
-    batch_counters.publish("SmolLM2", Stats())  # this process, as its batcher would
+    batch_counters.publish("tiny-lm", Stats())  # this process, as its batcher would
     samples = parse(client.get("/metrics").content.decode())
     here = batch_counters.process_label()
     steps = {dict(labels)["process"]: v for (name, labels), v in samples.items()
-             if name == "guardweb_generation_batch_steps_total"}  # fmt: skip
+             if name == "guardweb_generation_batch_steps_total" and dict(labels)["model"] == "tiny-lm"}  # fmt: skip
     assert steps == {"web-2:4242": 40, here: 10}  # the stale process is dropped
     assert sum(steps.values()) == 50
-    assert redis.hlen(key) == 2
+    assert not redis.hexists(key, "web-3:99|tiny-lm")
     redis.delete(key)

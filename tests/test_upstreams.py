@@ -57,7 +57,8 @@ def test_a_new_url_forgets_the_stored_key_unless_it_is_given_again(client, opera
 def test_bad_upstream_fields_are_400_and_change_nothing(client, operator):
     client.force_login(operator)
     for bad in ({"base_url": "ftp://x/v1"}, {"name": "a/b"}, {"timeout_s": 0},
-                {"max_concurrency": 0}, {"api_key_env": "NOT A NAME"}):  # fmt: skip
+                {"max_concurrency": 0}, {"api_key_env": "NOT A NAME"},
+                {"api_key_env": "SECRET_KEY"}, {"api_key_env": "DATABASE_URL"}):  # fmt: skip
         response = client.post("/classifiers/upstreams/", {**FIELDS, **bad})
         assert response.status_code == 400, bad
     assert not Upstream.objects.exists()
@@ -83,11 +84,11 @@ def test_authors_attach_upstreams_and_set_the_failure_mode_on_guard_settings(cli
 def test_the_upstreams_command(capsys):
     Constitution.objects.create(slug="fraud", name="Fraud", domain="Banking.")
     call_command("upstreams", "add", "ollama", "--url", "http://127.0.0.1:11434/v1/",
-                 "--model", "llama3", "--api-key-env", "OLLAMA_KEY")  # fmt: skip
+                 "--model", "llama3", "--api-key-env", "GUARDWEB_UPSTREAM_KEY_OLLAMA")  # fmt: skip
     call_command("upstreams", "attach", "ollama", "--constitution", "fraud")
     call_command("upstreams", "list")
     out = capsys.readouterr().out
-    assert "fraud/ollama" in out and "$OLLAMA_KEY" in out
+    assert "fraud/ollama" in out and "$GUARDWEB_UPSTREAM_KEY_OLLAMA" in out
     assert Upstream.objects.get().base_url == "http://127.0.0.1:11434/v1"  # trailing / dropped
     with pytest.raises(CommandError, match="not an http"):
         call_command("upstreams", "add", "bad", "--url", "file:///etc", "--model", "m")

@@ -34,6 +34,7 @@ from classifiers.api.errors import ApiError
 from classifiers.api.ratelimit import check_rate
 from classifiers.api.reply_scoring import MAX_REPLY_CHARS
 from classifiers.api.requests import (
+    MAX_MESSAGES,
     Target,
     check_lengths,
     json_body,
@@ -49,6 +50,7 @@ from classifiers.models import ApiToken, Conversation
 _deciding = ThreadPoolExecutor(max_workers=8, thread_name_prefix="litellm-guard")
 PROMPT_TTL_S = 600
 MAX_TEXTS = 64
+MAX_REPLY_TEXTS = 8  # choices per reply check (each is one output-scorer prefill)
 _NO_PROMPT = [{"role": "user", "content": "(the prompt was not sent to the guard)"}]
 
 
@@ -59,7 +61,10 @@ def _prompt_key(token: ApiToken, call_id: str) -> str:
 def _messages(body: dict[str, Any]) -> list[Message]:
     """The conversation: structured_messages when sent, else texts as user turns."""
     messages: list[Message] = []
-    for item in body.get("structured_messages") or []:
+    structured = body.get("structured_messages") or []
+    if not isinstance(structured, list):
+        raise ApiError(400, "structured_messages must be a list of messages", param="structured_messages")
+    for item in structured[:MAX_MESSAGES]:
         if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant"):
             continue  # tool messages and the like carry no text we classify
         content = item.get("content")
@@ -71,6 +76,21 @@ def _messages(body: dict[str, Any]) -> list[Message]:
     if not any(m["role"] == "user" for m in messages):
         messages = [{"role": "user", "content": t} for t in body["texts"] if t]
     return messages
+
+
+def _fitting(messages: list[Message], tokenizer: Any, limit: int) -> list[Message]:
+    """The most recent messages whose prompt fits `limit` tokens: what the output
+    scorer prefills for this call's replies (its work stays bounded; LiteLLM's
+    requests may carry long system prompts the guard cannot refuse outright)."""
+    from classifiers.ml.output.encoding import prompt_token_ids
+
+    kept = list(messages)
+    while len(kept) > 1 and len(prompt_token_ids(tokenizer, kept)) > limit:
+        kept.pop(0)
+    if len(prompt_token_ids(tokenizer, kept)) > limit:  # one message alone is too long
+        # Its end, in few enough characters (a character is at most 4 byte tokens).
+        kept = [{**kept[-1], "content": kept[-1]["content"][-(limit // 4):]}]
+    return kept
 
 
 def _prepare(request: HttpRequest, slug: str | None) -> dict[str, Any]:
@@ -89,15 +109,21 @@ def _prepare(request: HttpRequest, slug: str | None) -> dict[str, Any]:
     target = target_for(token, constitution)
     call_id = body.get("litellm_call_id") if isinstance(body.get("litellm_call_id"), str) else ""
     plan: dict[str, Any] = {"token": token, "target": target, "kind": kind, "call_id": call_id[:200]}
+    limit = target.policy.requests_per_minute
     if kind == "request":
-        check_rate(user_id=token.user_id, scope=constitution.slug,
-                   limit=target.policy.requests_per_minute)  # fmt: skip
+        check_rate(user_id=token.user_id, scope=constitution.slug, limit=limit)
         messages = _messages({**body, "texts": texts})
         if not messages:
             raise ApiError(400, "nothing to classify: no text in the request", param="texts")
         check_lengths(messages, target.policy, param="texts")
         plan["messages"] = messages
     else:
+        # LiteLLM checks a streaming reply every few chunks: a budget of its own,
+        # ten checks per request the constitution allows.
+        check_rate(user_id=token.user_id, scope=f"{constitution.slug}:litellm-replies",
+                   limit=limit * 10 if limit else 0)  # fmt: skip
+        if len(texts) > MAX_REPLY_TEXTS:
+            raise ApiError(400, f"at most {MAX_REPLY_TEXTS} reply texts per call", param="texts")
         if any(len(t) > MAX_REPLY_CHARS for t in texts):
             raise ApiError(413, f"a reply text is over {MAX_REPLY_CHARS} characters", param="texts",
                            code="reply_too_long")  # fmt: skip
@@ -136,9 +162,11 @@ def _decide(plan: dict[str, Any]) -> dict[str, Any]:
             decision = None
             if setup.engine.input_guard is not None:
                 decision = setup.engine.classify([plan["messages"]], mode=target.mode)[0]
-            if plan["call_id"]:
+            if plan["call_id"] and setup.output_model is not None:
+                prompt = _fitting(plan["messages"], setup.engine.tokenizer,
+                                  target.policy.max_prompt_tokens)  # fmt: skip
                 cache.set(_prompt_key(plan["token"], plan["call_id"]),
-                          (plan["messages"], decision.category if decision else None), PROMPT_TTL_S)  # fmt: skip
+                          (prompt, decision.category if decision else None), PROMPT_TTL_S)  # fmt: skip
             if decision is None:
                 return {"action": "NONE"}
             result = GuardResult(input=decision, finish_reason="blocked" if decision.blocked else "classified",

@@ -26,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +70,14 @@ logger = logging.getLogger(__name__)
 # never holds up scoring.
 _scoring = ThreadPoolExecutor(max_workers=16, thread_name_prefix="proxy-score")
 _storing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="proxy-store")
-_FORWARDED_OUT = {"model", "stream", "stream_options", "n", "messages", "max_completion_tokens"}
+# What reaches the upstream besides the scored messages: sampling settings only.
+# An allow-list: fields such as tools, documents, response_format schemas or chat
+# template switches would carry text (or change the prompt) the guard never saw.
+_NUMBERS = {  # name: (low, high, integer)
+    "temperature": (0, 2, False), "top_p": (0, 1, False),
+    "presence_penalty": (-2, 2, False), "frequency_penalty": (-2, 2, False),
+    "seed": (-(2**63), 2**63 - 1, True),
+}
 
 
 @dataclass
@@ -78,7 +87,6 @@ class ProxyPlan:
     mode: str
     model_name: str  # "SLUG/NAME", echoed back as "model"
     upstream: UpstreamTarget
-    upstream_row: Upstream
     messages: list[Message]
     payload: dict[str, Any]  # what the upstream receives (model and stream set later)
     stream: bool
@@ -125,11 +133,23 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
             param=asked, code="max_tokens_too_large",
         )  # fmt: skip
     optional_number(body, "n", low=1, high=1, integer=True)  # only n=1
-    payload = {k: v for k, v in body.items() if k not in _FORWARDED_OUT}
-    # The upstream gets the messages the guard scored, and a bounded reply.
-    payload["messages"] = messages
-    payload["max_tokens"] = int(max_tokens or upstream.max_tokens)
-    fail_open = policy.failure_mode == FailureMode.OPEN
+    # The upstream gets the messages the guard scored, a bounded reply, and the
+    # sampling settings, checked (NaN, 1e999 and strings never reach it).
+    payload: dict[str, Any] = {"messages": messages, "max_tokens": int(max_tokens or upstream.max_tokens)}
+    for name, (low, high, integer) in _NUMBERS.items():
+        value = optional_number(body, name, low=low, high=high, integer=integer)
+        if value is not None:
+            payload[name] = value
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or len(stops) > 4 or not all(
+            isinstance(x, str) and 0 < len(x) <= 100 for x in stops
+        ):
+            raise ApiError(400, "stop must be a string or up to 4 strings", param="stop")
+        payload["stop"] = stop
+    # Shadow mode observes and never refuses: a guard that fails there fails open.
+    fail_open = policy.failure_mode == FailureMode.OPEN or target.mode == "shadow"
     setup, failure = None, ""
     if target.mode != "off":
         try:
@@ -143,7 +163,7 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
     return ProxyPlan(
         token=token, constitution=constitution, mode=target.mode, model_name=model_name,
         upstream=UpstreamTarget.of(upstream),
-        upstream_row=upstream, messages=messages, payload=payload, stream=stream,
+        messages=messages, payload=payload, stream=stream,
         setup=setup, config=config, fail_open=fail_open,
         guard_timeout_s=policy.guard_timeout_s, guard_failure=failure,
     )  # fmt: skip
@@ -164,6 +184,10 @@ class ProxyRun:
     conversation_id: int | None = None
     watch: turns.Stopwatch = field(default_factory=turns.Stopwatch)
     prefill: Any = None  # the output scorer being built (a future), until the relay takes it
+    received: list[str] = field(default_factory=list)  # all the upstream's text so far
+    upstream_error: str = ""  # the upstream failed (the reply ends where it stopped)
+    stored: bool = False
+    _store_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -181,7 +205,7 @@ class ProxyRun:
             decision = await asyncio.wait_for(asyncio.wrap_future(future), plan.guard_timeout_s)
         except Exception as exc:  # noqa: BLE001 - any classifier failure is a guard failure
             self._guard_failed(f"the input classifier failed: {_describe(exc, plan)}",
-                               before_reply=True)  # fmt: skip
+                               part="input")  # fmt: skip
             return None
         decision = InputDecision(**{**decision.to_dict(),
                                     "blocked": decision.flagged and plan.mode == "enforce"})  # fmt: skip
@@ -189,18 +213,21 @@ class ProxyRun:
         self.result.would_block = decision.flagged and plan.mode == "shadow"
         return decision
 
-    def _guard_failed(self, why: str, *, before_reply: bool) -> None:
-        """The policy's failure mode: open forwards unguarded, closed refuses."""
+    def _guard_failed(self, why: str, *, part: str) -> None:
+        """The policy's failure mode for one classifier (`part`: "input", decided
+        before the reply, or "output", during it). Open: that classifier is skipped
+        (a failed input classifier leaves the output one guarding the reply).
+        Closed: 503 before the reply; the refusal during it."""
         logger.warning("guard failure on %s: %s", self.plan.model_name, why)
+        failures = [f for f in (self.plan.guard_failure, why) if f]
+        self.plan.guard_failure = "; ".join(failures)
         if self.plan.fail_open:
-            self.plan.guard_failure = why
-            self.plan.setup = None
-            self.guard = None
+            if part == "output":
+                self.guard = None
             return
-        if before_reply:
+        if part == "input":
             raise ApiError(503, f"{why}; this constitution fails closed", code="guard_unavailable")
         self.failed_closed = True
-        self.plan.guard_failure = why
 
     def build_output_guard(self) -> ReplyGuard | None:
         """The output scorer with the prompt prefilled (on a worker thread)."""
@@ -220,9 +247,9 @@ class ProxyRun:
             guard = await asyncio.wait_for(prefill, self.plan.guard_timeout_s)
         except Exception as exc:  # noqa: BLE001
             self._guard_failed(f"the output classifier failed: {_describe(exc, self.plan)}",
-                               before_reply=False)  # fmt: skip
+                               part="output")  # fmt: skip
             return
-        if guard is None or self.plan.setup is None:  # failed open on the input side
+        if guard is None or self.plan.setup is None:
             return
         guard.threshold = self.plan.setup.engine.output_threshold(self.result.input)
         self.guard = guard
@@ -267,6 +294,7 @@ class ProxyRun:
                     text = "".join(arrived)
                     arrived.clear()
                     if text:
+                        self.received.append(text)
                         self.watch.mark_first()
                     guard = self.guard
                     if guard is None or shadow_queue is not None:
@@ -288,6 +316,7 @@ class ProxyRun:
                     raise reader.exception()  # type: ignore[misc]
             finally:
                 reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)  # it ends before the stream closes
                 self.upstream_finish = upstream.finish_reason
                 self.usage = upstream.usage
                 if shadow_queue is not None:
@@ -312,9 +341,12 @@ class ProxyRun:
                                           self.plan.guard_timeout_s)  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             self._guard_failed(f"the output classifier failed: {_describe(exc, self.plan)}",
-                               before_reply=False)  # fmt: skip
-            if self.guard is None:  # failed open: what it held back goes out unscored
-                return guard.text[guard.released :]
+                               part="output")  # fmt: skip
+            if self.guard is None:
+                # Failed open: everything received and not yet delivered goes out
+                # unscored (the proxy's own record: the scorer may never have seen it).
+                sent = sum(len(t) for t in self.delivered)
+                return "".join(self.received)[sent:]
             return ""
 
     async def _score_behind(self, queue: asyncio.Queue[tuple[str, bool] | None]) -> None:
@@ -355,6 +387,7 @@ class ProxyRun:
             result.text = result.generated
             result.finish_reason = (
                 "cancelled" if self.cancelled else
+                "upstream_error" if self.upstream_error else
                 "length" if self.upstream_finish == "length" else "stop"
             )  # fmt: skip
         margin = plan.config.near_margin
@@ -365,34 +398,48 @@ class ProxyRun:
         result.near_threshold = near_input or near_output
         return result
 
-    def store(self) -> int:
-        """Store the conversation (on a worker thread; closes its connection)."""
-        plan, result = self.plan, self.result
+    def store(self) -> int | None:
+        """Store the conversation once (on a worker thread; closes its connection).
+        A failure is logged, never turned into an error for a reply already made."""
+        with self._store_lock:
+            if self.stored:
+                return self.conversation_id
+            self.stored = True
         try:
-            close_old_connections()
-            setup = plan.setup
-            conversation = Conversation.objects.create(
-                user=plan.token.user, constitution=plan.constitution,
-                source=Conversation.Source.API, api_token=plan.token, mode=plan.mode,
-                input_model=setup.input_model if setup else None,
-                output_model=setup.output_model if setup else None,
-                upstream=plan.upstream_row, upstream_name=plan.upstream.name,
-            )  # fmt: skip
-            shadow = None
-            if setup is not None and setup.shadow_engine is not None:
-                try:
-                    shadow = engines.shadow_decision(setup, plan.messages, result.generated)
-                except Exception:  # a broken candidate model must not break live traffic
-                    logger.exception("shadow model failed on conversation %s", conversation.pk)
-            turns.record_turn(
-                conversation=conversation, user_content=last_user_content(plan.messages),
-                result=result, latency_ms=self.watch.elapsed_ms,
-                first_token_ms=self.watch.first, shadow=shadow,
-            )  # fmt: skip
-            self.conversation_id = conversation.pk
-            return conversation.pk
+            return self._store()
+        except Exception:
+            logger.exception("could not store a proxied conversation (%s)", self.plan.model_name)
+            return None
         finally:
             connections.close_all()
+
+    def _store(self) -> int:
+        plan, result = self.plan, self.result
+        _storable(result)
+        close_old_connections()
+        setup = plan.setup
+        conversation = Conversation.objects.create(
+            user=plan.token.user, constitution=plan.constitution,
+            source=Conversation.Source.API, api_token=plan.token, mode=plan.mode,
+            input_model=setup.input_model if setup else None,
+            output_model=setup.output_model if setup else None,
+            # The row may have been deleted meanwhile: the name is what stays.
+            upstream=Upstream.objects.filter(pk=plan.upstream.pk).first(),
+            upstream_name=plan.upstream.name,
+        )  # fmt: skip
+        shadow = None
+        if setup is not None and setup.shadow_engine is not None:
+            try:
+                shadow = engines.shadow_decision(setup, plan.messages, result.generated)
+            except Exception:  # a broken candidate model must not break live traffic
+                logger.exception("shadow model failed on conversation %s", conversation.pk)
+        turns.record_turn(
+            conversation=conversation, user_content=last_user_content(plan.messages),
+            result=result, latency_ms=self.watch.elapsed_ms,
+            first_token_ms=self.watch.first, shadow=shadow,
+        )  # fmt: skip
+        self.conversation_id = conversation.pk
+        return conversation.pk
 
     def guard_payload(self) -> dict[str, Any]:
         setup = self.plan.setup
@@ -407,6 +454,18 @@ class ProxyRun:
             payload["guard_failure"] = self.plan.guard_failure
             payload["failed_open"] = self.plan.fail_open
         return payload
+
+
+def _storable(result: GuardResult) -> None:
+    """Upstream text PostgreSQL can store: no NUL, no lone surrogates (a reply
+    already delivered must not fail to be recorded because of one character)."""
+
+    def clean(text: str) -> str:
+        return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+    result.text, result.generated = clean(result.text), clean(result.generated)
+    for token in result.tokens:
+        token.text = clean(token.text)
 
 
 def _describe(exc: BaseException, plan: ProxyPlan) -> str:
@@ -449,9 +508,13 @@ async def _complete(run: ProxyRun, ident: str, created: int) -> HttpResponse:
         run.result.finish_reason = "blocked"
     else:
         try:
-            async for _ in run.texts():
-                pass
+            async with aclosing(run.texts()) as texts:
+                async for _ in texts:
+                    pass
         except UpstreamFailure as failure:
+            run.upstream_error = failure.message
+            run.close_result()
+            await _store(run)  # the attempt is recorded, then the client hears why
             raise _as_api_error(failure) from None
     result = run.close_result()
     await _store(run)
@@ -490,10 +553,12 @@ async def _stream(run: ProxyRun, ident: str, created: int) -> AsyncIterator[byte
             run.result.finish_reason = "blocked"
         else:
             try:
-                async for text in run.texts():
-                    yield chunk({"content": text})
+                async with aclosing(run.texts()) as texts:
+                    async for text in texts:
+                        yield chunk({"content": text})
             except UpstreamFailure as exc:
                 failure = exc
+                run.upstream_error = exc.message
         result = run.close_result()
         await _store(run)
         ended = True

@@ -48,7 +48,10 @@ STREAM_TTL_S = 600  # an idle stream is forgotten after this long
 _LOCAL_STREAMS = 256  # KV caches kept per process (least recently used go first)
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
-_local: OrderedDict[str, tuple[ReplyGuard, int]] = OrderedDict()  # key -> (guard, chars)
+_LOCAL_TOKENS = 200_000  # KV-cached tokens kept per process, all streams together
+# key -> (guard, chars fed, last use): the scorer of a stream whose next chunk is
+# likely to come to this process again.
+_local: OrderedDict[str, tuple[ReplyGuard, int, float]] = OrderedDict()
 _local_lock = threading.Lock()
 _stream_locks: dict[str, threading.Lock] = {}
 
@@ -66,7 +69,7 @@ class ReplyPlan:
 
     @property
     def key(self) -> str:
-        return f"reply-stream:{self.token.pk}:{self.stream_id}"
+        return _stream_key(self.token, self.stream_id or "")
 
 
 def wants_reply_scoring(body: dict[str, Any]) -> bool:
@@ -77,6 +80,18 @@ def wants_reply_scoring(body: dict[str, Any]) -> bool:
         isinstance(messages, list) and bool(messages) and isinstance(messages[-1], dict)
         and messages[-1].get("role") == "assistant"
     )  # fmt: skip
+
+
+def _stream_key(token: ApiToken, stream_id: str) -> str:
+    return f"reply-stream:{token.pk}:{stream_id}"
+
+
+def continues_a_stream(token: ApiToken, body: dict[str, Any]) -> bool:
+    """A later chunk of a reply stream that exists (rate-limited once, at its start)."""
+    spec = body.get("reply_stream")
+    if not isinstance(spec, dict) or not isinstance(spec.get("id"), str) or not _STREAM_ID.match(spec["id"]):
+        return False
+    return cache.get(_stream_key(token, spec["id"])) is not None
 
 
 def prepare(token: ApiToken, body: dict[str, Any], target: Target) -> ReplyPlan:
@@ -107,7 +122,7 @@ def prepare(token: ApiToken, body: dict[str, Any], target: Target) -> ReplyPlan:
         if not isinstance(text, str) or not isinstance(final, bool):
             raise ApiError(400, "reply_stream.delta must be a string and final true or false",
                            param="reply_stream")  # fmt: skip
-        key = f"reply-stream:{token.pk}:{spec['id']}"
+        key = _stream_key(token, spec["id"])
         state = cache.get(key)
         if state is None:
             if "messages" not in body:
@@ -124,9 +139,9 @@ def prepare(token: ApiToken, body: dict[str, Any], target: Target) -> ReplyPlan:
                 raise ApiError(409, f"reply stream {spec['id']!r} has ended", param="reply_stream",
                                code="stream_ended")  # fmt: skip
             prompt = state["prompt"]
-            if len(state["text"]) + len(text) > MAX_REPLY_CHARS:
-                raise ApiError(413, f"the reply would pass {MAX_REPLY_CHARS} characters",
-                               param="reply_stream", code="reply_too_long")  # fmt: skip
+        if len(state["text"] if state else "") + len(text) > MAX_REPLY_CHARS:
+            raise ApiError(413, f"the reply would pass {MAX_REPLY_CHARS} characters",
+                           param="reply_stream", code="reply_too_long")  # fmt: skip
         plan_kwargs = {"stream_id": spec["id"], "final": final, "state": state}
     try:
         setup = engines.guard_setup(target.constitution, mode=target.mode, with_shadow=False)
@@ -181,7 +196,7 @@ def _score_chunk(plan: ReplyPlan, started: float) -> dict[str, Any]:
         state = {"prompt": plan.prompt, "text": "", "released": 0, "category": category, "done": False}
     with _local_lock:
         local = _local.pop(plan.key, None)
-    if local is not None and local[1] == len(state["text"]):
+    if local is not None and local[1] == len(state["text"]) and state["text"] == local[0].text:
         guard = local[0]
     else:  # another process scored the last chunk: rebuild from the stored text
         guard = _new_guard(plan, state["category"])
@@ -197,13 +212,27 @@ def _score_chunk(plan: ReplyPlan, started: float) -> dict[str, Any]:
     payload = _payload(plan, guard, new)
     payload["stream_id"] = plan.stream_id
     if done:
+        with _local_lock:
+            _stream_locks.pop(plan.key, None)
         payload["conversation_id"] = _store(plan, guard, started)
         return payload
     with _local_lock:
-        _local[plan.key] = (guard, len(guard.text))
-        while len(_local) > _LOCAL_STREAMS:
-            _local.popitem(last=False)
+        _local[plan.key] = (guard, len(guard.text), time.monotonic())
+        _evict()
     return payload
+
+
+def _evict() -> None:
+    """Drop idle scorers (their stream is forgotten in Redis too) and the oldest
+    ones beyond the per-process bounds. Call with _local_lock held."""
+    now = time.monotonic()
+    for key in [k for k, (_, _, used) in _local.items() if now - used > STREAM_TTL_S]:
+        del _local[key]
+        _stream_locks.pop(key, None)
+    tokens = sum(len(g.scorer.token_ids) for g, _, _ in _local.values())
+    while _local and (len(_local) > _LOCAL_STREAMS or tokens > _LOCAL_TOKENS):
+        key, (guard, _, _) = _local.popitem(last=False)
+        tokens -= len(guard.scorer.token_ids)
 
 
 def _payload(plan: ReplyPlan, guard: ReplyGuard, new: list[Any]) -> dict[str, Any]:

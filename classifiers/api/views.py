@@ -136,8 +136,10 @@ def _prepare_classify(request: HttpRequest) -> ClassifyPlan | reply_scoring.Repl
         token, body.get("constitution"), param="constitution"
     )
     target = target_for(token, constitution)
-    check_rate(user_id=token.user_id, scope=constitution.slug,
-               limit=target.policy.requests_per_minute)  # fmt: skip
+    if not reply_scoring.continues_a_stream(token, body):
+        # A reply stream counts once, when it starts: its chunks are one request.
+        check_rate(user_id=token.user_id, scope=constitution.slug,
+                   limit=target.policy.requests_per_minute)  # fmt: skip
     if reply_scoring.wants_reply_scoring(body):
         reply_plan = reply_scoring.prepare(token, body, target)
         touch(token)

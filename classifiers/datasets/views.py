@@ -247,7 +247,6 @@ def template_list(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------------- endpoints
 
 
-@require_http_methods(["GET", "POST"])
 def _require_operator(request: HttpRequest) -> None:
     """Endpoints are infrastructure (#26 item 5): operators (staff) add, change,
     delete and test them; policy authors pick one when they start a dataset."""
@@ -255,6 +254,7 @@ def _require_operator(request: HttpRequest) -> None:
         raise PermissionDenied("only operators (staff) add, change or test endpoints")
 
 
+@require_http_methods(["GET", "POST"])
 def endpoint_list(request: HttpRequest) -> HttpResponse:
     require_role(request)
     form = EndpointForm()

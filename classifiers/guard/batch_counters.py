@@ -11,10 +11,12 @@ processes gone for a day are dropped.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -29,8 +31,14 @@ def _redis() -> Any:
     global _client
     if _client is None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        # Counters are informative: one short try, never redis-py's retries.
+        _client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
     return _client
 
 
@@ -49,9 +57,41 @@ def publish(model: str, stats: Any) -> None:
     _redis().hset(_key(), f"{process_label()}|{model}", json.dumps(value))
 
 
+_latest: dict[str, Any] = {}  # model -> its newest counters, not yet written
+_wake = threading.Event()
+_writer: threading.Thread | None = None
+_writer_lock = threading.Lock()
+
+
 def publisher(model: str) -> Any:
-    """A ContinuousBatcher on_stats callback for the model named `model`."""
-    return lambda stats: publish(model, stats)
+    """A ContinuousBatcher on_stats callback for the model named `model`. It only
+    notes a copy and wakes the writer thread: the decode loop never waits on Redis
+    (down or slow, it would stall every stream)."""
+
+    def note(stats: Any) -> None:
+        global _writer
+        _latest[model] = copy.copy(stats)
+        with _writer_lock:
+            if _writer is None or not _writer.is_alive():
+                _writer = threading.Thread(target=_write_forever, name="batch-counters", daemon=True)
+                _writer.start()
+        _wake.set()
+
+    return note
+
+
+def _write_forever() -> None:
+    while True:
+        _wake.wait()
+        _wake.clear()
+        for model in list(_latest):
+            stats = _latest.pop(model, None)
+            if stats is None:
+                continue
+            try:
+                publish(model, stats)
+            except Exception:  # Redis down: this process's counters wait for the next
+                logger.warning("could not write batching counters", exc_info=True)
 
 
 def read_all() -> list[dict[str, Any]]:

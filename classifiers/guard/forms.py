@@ -63,7 +63,8 @@ class UpstreamForm(forms.ModelForm):
     """Operators' form for an upstream; the stored key is write-only."""
 
     api_key = forms.CharField(
-        required=False, widget=forms.PasswordInput(render_value=False), label="API key",
+        required=False, max_length=500, widget=forms.PasswordInput(render_value=False),
+        label="API key",
         help_text="Stored, never shown again. Leave blank to keep the stored key (a new URL "
         "forgets it). Better: name an environment variable of the server below.",
     )  # fmt: skip

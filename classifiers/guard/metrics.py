@@ -213,7 +213,9 @@ def _refusal(request: HttpRequest) -> HttpResponse | None:
                                 content_type="text/plain")  # fmt: skip
     if settings.METRICS_TOKEN:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), settings.METRICS_TOKEN):
+        # Bytes: compare_digest refuses non-ASCII str (a 500 for "Bearer é").
+        expected = settings.METRICS_TOKEN.encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             response = HttpResponse("send the metrics token: Authorization: Bearer <token>\n",
                                     status=401, content_type="text/plain")  # fmt: skip
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-_semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
+_semaphores: dict[tuple[int, int, int], asyncio.Semaphore] = {}
 _DONE = object()
 
 
@@ -30,9 +30,9 @@ class UpstreamTarget:
     name: str
     base_url: str
     model: str
-    api_key: str
-    timeout_s: float
-    max_concurrency: int
+    api_key: str = field(repr=False)  # never in reprs, debug pages or error locals
+    timeout_s: float = 30.0
+    max_concurrency: int = 8
 
     @property
     def url(self) -> str:
@@ -58,7 +58,8 @@ class UpstreamFailure(Exception):
 
 def _semaphore(target: UpstreamTarget) -> asyncio.Semaphore:
     """The per-process cap on requests in flight to one upstream (per event loop)."""
-    key = (id(asyncio.get_running_loop()), target.pk)
+    # Keyed by the cap too: a changed max_concurrency takes effect at once.
+    key = (id(asyncio.get_running_loop()), target.pk, target.max_concurrency)
     semaphore = _semaphores.get(key)
     if semaphore is None:
         semaphore = _semaphores[key] = asyncio.Semaphore(target.max_concurrency)
@@ -84,7 +85,6 @@ class UpstreamStream:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     upstream_id: str = ""
-    _stack: Any = field(default=None, repr=False)
 
     async def __aenter__(self) -> UpstreamStream:
         target = self.target
@@ -97,40 +97,41 @@ class UpstreamStream:
                 "in flight); try again shortly", "upstream_busy",
             ) from None  # fmt: skip
         self._semaphore = semaphore
+        self._client = None
         headers = {"Accept": "text/event-stream"}
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(target.timeout_s), headers=headers)
         try:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(target.timeout_s), headers=headers)
             request = self._client.build_request("POST", target.url, json=self.payload)
             self._response = await self._client.send(request, stream=True)
+            status = self._response.status_code
+            if status >= 400:
+                try:
+                    raw = await self._response.aread()
+                except httpx.HTTPError:
+                    raw = b""
+                raise upstream_status_failure(target, status, _error_text(raw))
         except BaseException as exc:
+            # Whatever happened (a refusal, a timeout, a cancelled request), the
+            # connection closes and the concurrency permit comes back.
             await self._close()
             raise _failure(target, exc) from None
-        status = self._response.status_code
-        if status >= 400:
-            try:
-                raw = await self._response.aread()
-            except httpx.HTTPError:
-                raw = b""
-            await self._close()
-            said = _error_text(raw)
-            raise UpstreamFailure(
-                status, f"upstream {target.name} answered HTTP {status}"
-                + (f": {said}" if said else ""), "upstream_error",
-            )  # fmt: skip
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
 
     async def _close(self) -> None:
-        response = getattr(self, "_response", None)
-        if response is not None:
-            await response.aclose()
-        await self._client.aclose()
-        self._semaphore.release()
-        self._semaphore = _Released()
+        semaphore, self._semaphore = self._semaphore, _Released()
+        try:
+            response = getattr(self, "_response", None)
+            if response is not None:
+                await response.aclose()
+            if self._client is not None:
+                await self._client.aclose()
+        finally:
+            semaphore.release()
 
     async def pieces(self) -> AsyncIterator[str]:
         """The reply's text deltas, in order; ends at the upstream's [DONE]."""
@@ -199,8 +200,23 @@ class _Released:
         pass
 
 
+def upstream_status_failure(target: UpstreamTarget, status: int, said: str) -> UpstreamFailure:
+    """The upstream's own status where it is about the request (400, 404, 413, 422,
+    429); a 401/403 means the key *we* sent was refused, which must not look to the
+    client as if its Guardweb token were bad: 502, without the upstream's words (its
+    message may quote part of the key). Anything else: 502."""
+    name = target.name
+    if status in (401, 403):
+        return UpstreamFailure(502, f"upstream {name} refused Guardweb's credentials "
+                               f"(HTTP {status}); an operator must fix its key", "upstream_auth")  # fmt: skip
+    shown = f"upstream {name} answered HTTP {status}" + (f": {said}" if said else "")
+    if status in (400, 404, 413, 422, 429):
+        return UpstreamFailure(status, shown, "upstream_error")
+    return UpstreamFailure(502, shown, "upstream_error")
+
+
 def _failure(target: UpstreamTarget, exc: BaseException, *, mid_reply: bool = False) -> BaseException:
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | UpstreamFailure):
         return exc
     where = " mid-reply" if mid_reply else ""
     if isinstance(exc, httpx.TimeoutException):
@@ -215,6 +231,9 @@ def _failure(target: UpstreamTarget, exc: BaseException, *, mid_reply: bool = Fa
     if isinstance(exc, httpx.HTTPError):
         return UpstreamFailure(502, f"upstream {target.name} failed{where}: {type(exc).__name__}",
                                "upstream_unavailable")  # fmt: skip
+    if isinstance(exc, ValueError | TypeError):  # a body httpx cannot encode, say
+        return UpstreamFailure(400, f"the request cannot be sent to upstream {target.name}: "
+                               f"{type(exc).__name__}", "invalid_request")  # fmt: skip
     return exc
 
 
@@ -237,10 +256,7 @@ def stream_text(
             with client.stream("POST", target.url, json=body) as response:
                 if response.status_code >= 400:
                     said = _error_text(response.read())
-                    raise UpstreamFailure(
-                        response.status_code, f"upstream {target.name} answered HTTP "
-                        f"{response.status_code}" + (f": {said}" if said else ""), "upstream_error",
-                    )  # fmt: skip
+                    raise upstream_status_failure(target, response.status_code, said)
                 for line in response.iter_lines():
                     if should_stop is not None and should_stop():
                         return

@@ -17,7 +17,11 @@ from classifiers.models import GuardPolicy, Upstream
 from constitutions.models import Constitution, record
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+# Only variables meant for this: any other name would let whoever edits an upstream
+# send one of the server's own secrets (SECRET_KEY, DATABASE_URL, cloud keys) to
+# an address of their choosing.
+KEY_ENV_PREFIX = "GUARDWEB_UPSTREAM_KEY_"
+_ENV = re.compile(r"^GUARDWEB_UPSTREAM_KEY_[A-Z0-9_]{1,70}$")
 LIMITS = {  # field: (low, high)
     "timeout_s": (0.5, 600.0),
     "max_concurrency": (1, 256),
@@ -53,7 +57,8 @@ def check_fields(fields: dict[str, Any]) -> dict[str, Any]:
         out["model"] = model
     if out.get("api_key_env"):
         if not _ENV.match(out["api_key_env"]):
-            raise UpstreamError("api key env: an environment variable name such as OPENAI_API_KEY")
+            raise UpstreamError(f"api key env: a variable named {KEY_ENV_PREFIX}<NAME> (capitals, "
+                                "digits, _), e.g. GUARDWEB_UPSTREAM_KEY_VLLM")  # fmt: skip
     for name, (low, high) in LIMITS.items():
         if name in out and out[name] is not None:
             value = out[name]
@@ -72,12 +77,15 @@ def add_upstream(**fields: Any) -> Upstream:
 
 
 def change_upstream(upstream: Upstream, **fields: Any) -> Upstream:
-    """Change fields. A new address forgets the stored key unless a key comes with
-    it: a key set by someone for one server is never sent to another."""
+    """Change fields. A new address forgets the stored key and the key variable
+    unless one comes with it: a key set by someone for one server is never sent to
+    another."""
     fields = check_fields(fields)
     moved = "base_url" in fields and fields["base_url"] != upstream.base_url
     if moved and not fields.get("api_key"):
         fields["api_key"] = ""
+    if moved and not fields.get("api_key_env"):
+        fields["api_key_env"] = ""
     for name, value in fields.items():
         setattr(upstream, name, value)
     upstream.save()

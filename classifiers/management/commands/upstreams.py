@@ -43,7 +43,8 @@ class Command(BaseCommand):
             p.add_argument("--url", required=required, help="base URL, e.g. http://127.0.0.1:8001/v1")
             p.add_argument("--model", required=required, help="the upstream's model name")
             p.add_argument("--api-key-env", default=None,
-                           help="environment variable holding the upstream's API key")  # fmt: skip
+                           help="environment variable GUARDWEB_UPSTREAM_KEY_<NAME> holding "
+                           "the upstream's API key")  # fmt: skip
             p.add_argument("--timeout", type=float, default=None,
                            help="seconds to connect, to first byte and between chunks (30)")  # fmt: skip
             p.add_argument("--max-concurrency", type=int, default=None,

@@ -160,12 +160,11 @@ class StreamingScorer:
                 text, add_special_tokens=False, return_offsets_mapping=True
             )
         except NotImplementedError:  # a slow tokenizer has no offsets
+            # Without offsets no prefix of the text is known to be covered by the
+            # tokens scored so far (decoding can differ from the text): nothing is
+            # released before the end (ReplyGuard.finish releases it all then).
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            ends = [
-                min(len(self.tokenizer.decode(ids[: i + 1])), len(text))
-                for i in range(len(ids))
-            ]
-            return ids, ends, None
+            return ids, [0] * len(ids), None
         ids = list(encoded["input_ids"])
         spans = [tuple(span) for span in encoded["offset_mapping"]]
         ends = []
