@@ -181,14 +181,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     setup_django()
+    return run_in_database(_run, args)
+
+
+def run_in_database(run: Any, args: argparse.Namespace) -> Any:
+    """`run(args)` against the configured database, or with `args.scratch_db` a
+    throwaway, freshly migrated one (created and dropped here)."""
     if not args.scratch_db:
-        return _run(args)
+        return run(args)
     from django.db import connection
 
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
-        return _run(args)
+        return run(args)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench.classify import serve_app, setup_django
+from bench.classify import run_in_database, serve_app, setup_django
 
 logger = logging.getLogger(__name__)
 SLUG = "bench-proxy"
@@ -157,16 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     setup_django()
-    if not args.scratch_db:
-        return _run(args)
-    from django.db import connection
-
-    old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        return _run(args)
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    return run_in_database(_run, args)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:

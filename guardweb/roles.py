@@ -39,6 +39,13 @@ def require_role(request: HttpRequest, *roles: str, message: str = "") -> None:
         raise PermissionDenied(message or _refusal(roles))
 
 
+def require_operator(request: HttpRequest, message: str) -> None:
+    """Operators are staff users: they run the infrastructure (generator endpoints,
+    upstream models), which roles alone do not let anyone change. 403 otherwise."""
+    if not getattr(request.user, "is_staff", False):
+        raise PermissionDenied(message)
+
+
 def get_object_for_role(
     request: HttpRequest, queryset: Any, *roles: str, message: str = "", **lookup: Any
 ) -> Any:

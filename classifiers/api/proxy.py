@@ -256,6 +256,14 @@ class ProxyRun:
         if math.isfinite(guard.threshold):
             self.result.output_threshold = guard.threshold
 
+    def settle_blocked(self) -> bool:
+        """Whether the input classifier blocked the prompt (the reply is then the
+        refusal and the upstream is never asked)."""
+        blocked = self.result.input is not None and self.result.input.blocked
+        if blocked:
+            self.result.finish_reason = "blocked"
+        return blocked
+
     # -- the relay -----------------------------------------------------------------------
 
     async def texts(self) -> AsyncIterator[str]:
@@ -504,9 +512,7 @@ async def _store(run: ProxyRun) -> None:
 
 
 async def _complete(run: ProxyRun, ident: str, created: int) -> HttpResponse:
-    if run.result.input is not None and run.result.input.blocked:
-        run.result.finish_reason = "blocked"
-    else:
+    if not run.settle_blocked():
         try:
             async with aclosing(run.texts()) as texts:
                 async for _ in texts:
@@ -549,9 +555,7 @@ async def _stream(run: ProxyRun, ident: str, created: int) -> AsyncIterator[byte
     failure: UpstreamFailure | None = None
     try:
         yield chunk({"role": "assistant", "content": ""})
-        if run.result.input is not None and run.result.input.blocked:
-            run.result.finish_reason = "blocked"
-        else:
+        if not run.settle_blocked():
             try:
                 async with aclosing(run.texts()) as texts:
                     async for text in texts:

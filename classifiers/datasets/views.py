@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -36,6 +35,7 @@ from guardweb.roles import (
     POLICY_AUTHOR,
     get_object_for_role,
     has_role,
+    require_operator,
     require_role,
 )
 
@@ -250,8 +250,7 @@ def template_list(request: HttpRequest) -> HttpResponse:
 def _require_operator(request: HttpRequest) -> None:
     """Endpoints are infrastructure (#26 item 5): operators (staff) add, change,
     delete and test them; policy authors pick one when they start a dataset."""
-    if not request.user.is_staff:
-        raise PermissionDenied("only operators (staff) add, change or test endpoints")
+    require_operator(request, "only operators (staff) add, change or test endpoints")
 
 
 @require_http_methods(["GET", "POST"])

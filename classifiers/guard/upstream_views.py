@@ -9,7 +9,6 @@ Policy authors attach them to a constitution on its guard settings page.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
@@ -17,12 +16,11 @@ from django.views.decorators.http import require_http_methods
 
 from classifiers.guard.forms import UpstreamForm
 from classifiers.models import Upstream
-from guardweb.roles import require_role
+from guardweb.roles import require_operator, require_role
 
 
 def _require_operator(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("only operators (staff) add or change upstream models")
+    require_operator(request, "only operators (staff) add or change upstream models")
 
 
 @require_http_methods(["GET", "POST"])
