@@ -525,7 +525,6 @@ async def _complete(run: ProxyRun, ident: str, created: int) -> HttpResponse:
     result = run.close_result()
     await _store(run)
     filtered = finish_reason(result) == "content_filter"
-    completion_tokens = run.usage.get("completion_tokens") if run.usage else None
     return JsonResponse({
         "id": ident, "object": "chat.completion", "created": created,
         "model": run.plan.model_name,
@@ -535,7 +534,7 @@ async def _complete(run: ProxyRun, ident: str, created: int) -> HttpResponse:
                         "refusal": run.plan.config.refusal if filtered else None},
             "finish_reason": finish_reason(result), "logprobs": None,
         }],
-        "usage": run.usage or {"completion_tokens": completion_tokens or len(result.tokens)},
+        "usage": run.usage or {"completion_tokens": len(result.tokens)},
         "guard": run.guard_payload(),
     })  # fmt: skip
 

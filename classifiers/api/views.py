@@ -269,6 +269,7 @@ class ChatPlan:
     stream: bool
     setup: engines.GuardSetup
     config: GuardConfig
+    prompt_tokens: int  # counted once, by the limit check; reported as usage
 
 
 def _split_model(token: ApiToken, model: Any) -> tuple[str | None, bool]:
@@ -326,7 +327,7 @@ def _prepare_chat(request: HttpRequest) -> ChatPlan | proxy.ProxyPlan:
         setup = engines.guard_setup(constitution, mode=target.mode)
     except engines.GuardUnavailable as exc:
         raise ApiError(503, str(exc), code="classifier_unavailable") from None
-    check_prompt_tokens(messages, policy, setup.engine.tokenizer)
+    prompt_tokens = check_prompt_tokens(messages, policy, setup.engine.tokenizer)
     config = setup.config(max_new_tokens=int(max_tokens) if max_tokens else None)
     config.temperature = float(temperature or 0.0)
     if top_p:
@@ -335,7 +336,7 @@ def _prepare_chat(request: HttpRequest) -> ChatPlan | proxy.ProxyPlan:
         config.seed = int(seed)
     touch(token)
     model_name = constitution.slug + (UNGUARDED_SUFFIX if unguarded else "")
-    return ChatPlan(token, target, model_name, messages, stream, setup, config)
+    return ChatPlan(token, target, model_name, messages, stream, setup, config, prompt_tokens)
 
 
 @dataclass
@@ -366,7 +367,7 @@ def _run_chat(
         if result is None:
             raise RuntimeError("the guard stream ended without a result")
         outcome = ChatOutcome(
-            result, _store_chat(plan, result, watch), _prompt_tokens(plan)
+            result, _store_chat(plan, result, watch), plan.prompt_tokens
         )
         if on_event is not None:
             on_event("end", outcome)
@@ -374,15 +375,6 @@ def _run_chat(
     finally:
         # This thread is ours, not a request's: close its connection ourselves.
         connections.close_all()
-
-
-def _prompt_tokens(plan: ChatPlan) -> int:
-    from classifiers.ml.output.encoding import prompt_token_ids
-
-    try:
-        return len(prompt_token_ids(plan.setup.engine.tokenizer, plan.messages))
-    except Exception:  # usage is informative; never fail a reply over it
-        return 0
 
 
 def _store_chat(
