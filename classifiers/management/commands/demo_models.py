@@ -2,10 +2,19 @@
 
 Runs through the same service code as the UI (classifiers.datasets to generate,
 classifiers.training to train), in this process, with the embedded SmolLM2. First
-it generates one shared pool of everyday requests (generate_traffic), which every
-demo dataset mixes in as benign traffic: without it the guard has never seen an
-ordinary request and blocks them. Cached: the pool is built once, and a
-constitution that already has an active input AND output model is skipped.
+it imports one shared pool of real everyday traffic: opening messages users shared
+from ChatGPT, with the replies they got (ShareGPT, `manage.py import_traffic
+--sharegpt`), which every demo dataset mixes in as benign traffic: without it the
+guard has never seen an ordinary request and blocks them. Cached: the pool is
+imported once, and a constitution that already has an active input AND output
+model is skipped.
+
+Why real traffic and not the generator's (`manage.py generate_traffic`, the
+recipe of sessions 14-15): SmolLM2's everyday requests are short, clean and alike,
+and 300 of them took 7 minutes on 2 cores; thresholds calibrated on them let the
+output classifier halt 4% of everyday replies and 30% of sensitive ones from
+outside (docs/BENCHMARKS.md, session 15). Thousands of real messages cost seconds
+and calibrate on the traffic a guard will see.
 """
 
 from __future__ import annotations
@@ -15,12 +24,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifiers.core.model_cache import local_generator
 from classifiers.datasets.config import StartError, generate_config
 from classifiers.datasets.export import format_eta, throttled
 from classifiers.datasets.run import run_dataset
 from classifiers.datasets.services import dataset_start
-from classifiers.datasets.traffic import TrafficError, everyday_config, generate_traffic
+from classifiers.datasets.traffic import TrafficError, import_sharegpt
 from classifiers.models import Dataset, TrafficPool
 from classifiers.training.registry import active_model
 from classifiers.training.run import run_training_job
@@ -55,10 +63,18 @@ DEMO_DATASET = {
     "max_rounds": 2,
     "batch_size": 24,
 }
-# The shared everyday pool: ~6 requests on each of 50 topics, all mixed in.
-DEMO_TRAFFIC_POOL = "everyday (generated)"
-DEMO_TRAFFIC_PER_TOPIC = 6
-DEMO_TRAFFIC_LIMIT = 400
+# The shared everyday pool: real messages from ShareGPT's "dev" part (its
+# "holdout" part is kept for reports). Each dataset mixes in DEMO_TRAFFIC_LIMIT of
+# them, spread over the splits (calibration: ~35%, enough benign prompts for a 1%
+# target). The output classifier learns from replies to DEMO_GENERATED_REPLIES of
+# them in SmolLM2's own style (the model the playground serves) and from the
+# recorded ChatGPT replies of DEMO_RECORDED_REPLIES others; each reply is a forward
+# of the scoring model in training, which bounds both.
+DEMO_TRAFFIC_POOL = "everyday (ShareGPT)"
+DEMO_TRAFFIC_PROMPTS = 4000
+DEMO_TRAFFIC_LIMIT = 1500
+DEMO_GENERATED_REPLIES = 160
+DEMO_RECORDED_REPLIES = 400
 DEMO_TRAINING = {
     "input_mode": "fast",
     "output_mode": "fast",
@@ -75,7 +91,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--slug", action="append", default=None,
                             help="only this constitution (repeatable)")  # fmt: skip
-        parser.add_argument("--per-category", type=int, default=DEMO_DATASET["per_category"])
+        parser.add_argument(
+            "--per-category", type=int, default=DEMO_DATASET["per_category"]
+        )
         parser.add_argument("--force", action="store_true",
                             help="train again even when active models exist")  # fmt: skip
 
@@ -88,7 +106,9 @@ class Command(BaseCommand):
                 continue
             live = [active_model(constitution, kind) for kind in ("input", "output")]
             if all(live) and not options["force"]:
-                self.stdout.write(f"{slug}: active models #{live[0].pk} and #{live[1].pk}, skipped")
+                self.stdout.write(
+                    f"{slug}: active models #{live[0].pk} and #{live[1].pk}, skipped"
+                )
                 continue
             pool = pool or self._traffic_pool()
             started = time.monotonic()
@@ -101,21 +121,18 @@ class Command(BaseCommand):
     def _traffic_pool(self) -> TrafficPool:
         pool = TrafficPool.objects.filter(name=DEMO_TRAFFIC_POOL).first()
         if pool is not None and pool.stats.get("total"):
-            self.stdout.write(f"everyday traffic: reusing pool #{pool.pk} ({pool.stats['total']} requests)")
+            self.stdout.write(
+                f"everyday traffic: reusing pool #{pool.pk} ({pool.stats['total']} requests)"
+            )
             return pool
-        self.stdout.write("everyday traffic: generating a shared pool (once)")
+        self.stdout.write(
+            "everyday traffic: importing real user messages from ShareGPT (once)"
+        )
         started = time.monotonic()
-
-        def line(stage: str, done: int, total: int, eta: float | None) -> None:
-            self.stdout.write(f"  {stage:<16} {done}/{total}")
-
-        echo = throttled(line, 3.0)
         try:
-            pool = generate_traffic(
-                name=DEMO_TRAFFIC_POOL, generator=local_generator(), cfg=everyday_config(),
-                per_topic=DEMO_TRAFFIC_PER_TOPIC,
-                on_progress=lambda *, stage, done, total, **_: echo(stage, done, total, None),
-            )  # fmt: skip
+            pool = import_sharegpt(
+                name=DEMO_TRAFFIC_POOL, user=None, limit=DEMO_TRAFFIC_PROMPTS
+            )
         except TrafficError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
@@ -131,6 +148,8 @@ class Command(BaseCommand):
         config = generate_config(**{
             **DEMO_DATASET, "per_category": per_category, "traffic_pools": [pool.pk],
             "traffic_limit": DEMO_TRAFFIC_LIMIT,
+            "traffic_generated_replies": DEMO_GENERATED_REPLIES,
+            "traffic_recorded_replies": DEMO_RECORDED_REPLIES,
         })  # fmt: skip
         # Reuse a finished demo dataset of this version with this config (cache).
         cached = Dataset.objects.filter(
@@ -153,7 +172,9 @@ class Command(BaseCommand):
 
         dataset = run_dataset(dataset.pk, echo=throttled(line, 3.0))
         if dataset.status != "done":
-            raise CommandError(f"dataset #{dataset.pk} {dataset.status}: {dataset.error}")
+            raise CommandError(
+                f"dataset #{dataset.pk} {dataset.status}: {dataset.error}"
+            )
         self.stdout.write(
             f"  dataset #{dataset.pk}: {dataset.counts.get('total', '?')} examples "
             f"in {time.monotonic() - started:.0f} s"
@@ -161,7 +182,6 @@ class Command(BaseCommand):
         return dataset
 
     def _train(self, dataset: Any) -> None:
-
         run = training_start(
             dataset=dataset, config=DEMO_TRAINING, user=None, activate_when_done=True,
             enqueue=False,

