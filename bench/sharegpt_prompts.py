@@ -32,9 +32,13 @@ def main(argv: list[str]) -> dict[str, Any]:
     from classifiers.ml.data.sharegpt import ShareGPTMissing, openers
 
     parser = argparse.ArgumentParser(prog="python -m bench sharegpt_prompts")
-    parser.add_argument("--out", required=True, help="where to write the JSONL (under var/)")
+    parser.add_argument(
+        "--out", required=True, help="where to write the JSONL (under var/)"
+    )
     parser.add_argument("--part", choices=("dev", "holdout"), default="holdout")
-    parser.add_argument("--limit", type=int, default=600, help="at most this many, in file order")
+    parser.add_argument(
+        "--limit", type=int, default=600, help="at most this many, in file order"
+    )
     parser.add_argument("--replies", action="store_true",
                         help="only messages with a recorded reply, given as response")  # fmt: skip
     args = parser.parse_args(argv)

@@ -49,7 +49,9 @@ def bench_prompts() -> list[dict[str, Any]]:
 
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench uncensorbench_prompts")
-    parser.add_argument("--out", required=True, help="where to write the JSONL (under var/)")
+    parser.add_argument(
+        "--out", required=True, help="where to write the JSONL (under var/)"
+    )
     parser.add_argument("--topic", action="append", default=None,
                         help="only this topic (repeatable), e.g. fraud")  # fmt: skip
     parser.add_argument("--replies", action="store_true",

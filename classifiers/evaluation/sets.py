@@ -50,7 +50,9 @@ def import_evaluation_set(
     except LabelledSetError as exc:
         raise EvaluationSetError(str(exc)) from None
     if len(prompts) > limit:
-        raise EvaluationSetError(f"{len(prompts)} prompts: import at most {limit} at a time")
+        raise EvaluationSetError(
+            f"{len(prompts)} prompts: import at most {limit} at a time"
+        )
     seen: set[tuple[str, int]] = set()
     unique = []
     for prompt in prompts:
@@ -89,7 +91,10 @@ def import_evaluation_set(
         EvaluationPrompt.objects.bulk_create(
             [
                 EvaluationPrompt(
-                    evaluation_set=evaluation_set, position=i, text=p.text, label=p.label,
+                    evaluation_set=evaluation_set,
+                    position=i,
+                    text=p.text,
+                    label=p.label,
                     kind=p.kind[:64],
                 )  # fmt: skip
                 for i, p in enumerate(unique)

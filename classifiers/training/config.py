@@ -61,7 +61,9 @@ def normalize_config(raw: dict[str, Any] | None) -> dict[str, Any]:
         cfg["target_fpr"] = float(cfg["target_fpr"])
         cfg["output_max_length"] = int(cfg["output_max_length"])
     except (TypeError, ValueError) as exc:
-        raise TrainingError("seed, target_fpr and output_max_length must be numbers") from exc
+        raise TrainingError(
+            "seed, target_fpr and output_max_length must be numbers"
+        ) from exc
     if not 0.0 < cfg["target_fpr"] < 1.0 or not math.isfinite(cfg["target_fpr"]):
         raise TrainingError("target_fpr must be between 0 and 1 (exclusive)")
     try:
