@@ -334,6 +334,25 @@ def saved_upload(upload: Any) -> Iterator[str]:
         yield handle.name
 
 
+class ShareGPTImportForm(forms.Form):
+    """Real opening messages from the packaged ShareGPT conversations into a pool."""
+
+    # Reading the packaged file and deduplicating stays within seconds at this size.
+    MAX_COUNT = 20_000
+
+    name = forms.CharField(max_length=100, label="Pool name", initial="everyday (ShareGPT)")
+    count = forms.IntegerField(
+        label="Messages", min_value=1, max_value=MAX_COUNT, initial=4000,
+        help_text=f"1 to {MAX_COUNT:,} (about 7,000 are available)",
+    )  # fmt: skip
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name or "\x00" in name:
+            raise forms.ValidationError("give the pool a name")
+        return name
+
+
 class TrafficImportForm(forms.Form):
     """Upload a file of prompts into a (new or existing) traffic pool."""
 

@@ -8,12 +8,13 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifiers.datasets.forms import TrafficImportForm, saved_upload
+from classifiers.datasets.forms import ShareGPTImportForm, TrafficImportForm, saved_upload
 from classifiers.datasets.traffic import (
     WEB_IMPORT_PROMPTS,
     TrafficError,
+    import_sharegpt,
     import_traffic,
 )
 from classifiers.models import TrafficPool
@@ -70,9 +71,33 @@ def traffic_pools(request: HttpRequest) -> HttpResponse:
             "form": form,
             "shadowed": shadowed,
             "can_start": has_role(request.user, POLICY_AUTHOR),
+            "sharegpt_form": ShareGPTImportForm(),
         },
         status=status,
     )
+
+
+@require_POST
+def traffic_from_sharegpt(request: HttpRequest) -> HttpResponse:
+    """Real everyday traffic in one action: opening messages users shared from
+    ChatGPT, with their replies (datasets/traffic.py import_sharegpt)."""
+    require_role(request, POLICY_AUTHOR)
+    form = ShareGPTImportForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+        return HttpResponse(errors, status=400, content_type="text/plain")
+    try:
+        pool = import_sharegpt(
+            name=form.cleaned_data["name"], user=request.user, limit=form.cleaned_data["count"]
+        )
+    except TrafficError as err:
+        messages.error(request, str(err))
+        return redirect("classifiers:traffic_pools")
+    last = pool.stats.get("last_import", {})
+    messages.success(
+        request, f"{pool.name}: {last.get('kept', 0)} of {last.get('read', 0)} real messages added."
+    )
+    return redirect(pool)
 
 
 @require_GET
@@ -103,4 +128,5 @@ def traffic_pool(request: HttpRequest, pk: int) -> HttpResponse:
 urlpatterns = [
     path("traffic/", traffic_pools, name="traffic_pools"),
     path("traffic/<int:pk>/", traffic_pool, name="traffic_pool"),
+    path("traffic/from-sharegpt/", traffic_from_sharegpt, name="traffic_from_sharegpt"),
 ]
