@@ -404,10 +404,16 @@ def test_an_author_adds_real_traffic_from_the_pools_page_and_a_viewer_cannot(
     url = reverse("classifiers:traffic_from_sharegpt")
     response = client.post(url, {"name": "real traffic", "count": 25})
     pool = TrafficPool.objects.get(name="real traffic")
-    assert response.status_code == 302 and response["Location"] == pool.get_absolute_url()
+    assert (
+        response.status_code == 302 and response["Location"] == pool.get_absolute_url()
+    )
     assert pool.prompts.count() == 25 and pool.created_by == alice
     # Bad input is a 400 that says why, and changes nothing.
-    for bad in ({"name": "x", "count": 0}, {"name": "x", "count": 10**9}, {"name": "", "count": 5}):
+    for bad in (
+        {"name": "x", "count": 0},
+        {"name": "x", "count": 10**9},
+        {"name": "", "count": 5},
+    ):
         response = client.post(url, bad)
         assert response.status_code == 400 and response.content
     assert TrafficPool.objects.count() == 1

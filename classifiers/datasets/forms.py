@@ -340,7 +340,9 @@ class ShareGPTImportForm(forms.Form):
     # Reading the packaged file and deduplicating stays within seconds at this size.
     MAX_COUNT = 20_000
 
-    name = forms.CharField(max_length=100, label="Pool name", initial="everyday (ShareGPT)")
+    name = forms.CharField(
+        max_length=100, label="Pool name", initial="everyday (ShareGPT)"
+    )
     count = forms.IntegerField(
         label="Messages", min_value=1, max_value=MAX_COUNT, initial=4000,
         help_text=f"1 to {MAX_COUNT:,} (about 7,000 are available)",

@@ -10,7 +10,11 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifiers.datasets.forms import ShareGPTImportForm, TrafficImportForm, saved_upload
+from classifiers.datasets.forms import (
+    ShareGPTImportForm,
+    TrafficImportForm,
+    saved_upload,
+)
 from classifiers.datasets.traffic import (
     WEB_IMPORT_PROMPTS,
     TrafficError,
@@ -88,14 +92,17 @@ def traffic_from_sharegpt(request: HttpRequest) -> HttpResponse:
         return HttpResponse(errors, status=400, content_type="text/plain")
     try:
         pool = import_sharegpt(
-            name=form.cleaned_data["name"], user=request.user, limit=form.cleaned_data["count"]
+            name=form.cleaned_data["name"],
+            user=request.user,
+            limit=form.cleaned_data["count"],
         )
     except TrafficError as err:
         messages.error(request, str(err))
         return redirect("classifiers:traffic_pools")
     last = pool.stats.get("last_import", {})
     messages.success(
-        request, f"{pool.name}: {last.get('kept', 0)} of {last.get('read', 0)} real messages added."
+        request,
+        f"{pool.name}: {last.get('kept', 0)} of {last.get('read', 0)} real messages added.",
     )
     return redirect(pool)
 
