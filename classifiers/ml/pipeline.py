@@ -67,7 +67,13 @@ class PipelineConfig:
     target_fpr: float = 0.01  # thresholds are calibrated to this false-positive rate
     output_loss: str = "running_max"  # or "window"
     probe_layers: tuple[int, ...] = (-1,)  # generator layers the value head reads
-    output_max_length: int = 256  # tokens of prompt + response scored per example
+    output_max_length: int = 256  # tokens of prompt + response trained on per example
+    # Tokens of prompt + response scored when calibrating and reporting. The guard
+    # scores whole replies and its running maximum only grows with length: a
+    # threshold set on replies cut at the training length let cbrn-demo's output
+    # classifier halt 2.7% of real (longer) everyday replies at a 1% target
+    # (docs/BENCHMARKS.md, session 17). Scoring is a forward only, so longer is cheap.
+    output_calibration_max_length: int = 512
     train_output: bool = True
     # Loss weight of examples whose label a person corrected (see data.is_correction).
     correction_weight: float = 1.0
@@ -514,8 +520,9 @@ def _train_output(
     )  # fmt: skip
     tracker.check()
     tracker.report("calibrate output", 0, 1)
+    scored_length = max(cfg.output_calibration_max_length, output_cfg.max_length)
     per_token = score_responses(
-        result.model, result.tokenizer, calibration, max_length=output_cfg.max_length
+        result.model, result.tokenizer, calibration, max_length=scored_length
     )
     thresholds = calibrate_thresholds(
         final_scores(per_token),
@@ -533,7 +540,7 @@ def _train_output(
     }
     reports = _output_reports(
         result.model, result.tokenizer, labelled, thresholds, cfg.target_fpr,
-        output_cfg.max_length, tracker,
+        scored_length, tracker,
         predict_categories=predict_categories if thresholds.per_category else None,
     )  # fmt: skip
     return TrainedClassifier(

@@ -26,6 +26,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "output_loss": "running_max",
     "probe_layers": [-1],
     "output_max_length": 256,
+    # Calibration and reports score replies this long (ml/pipeline.py says why).
+    "output_calibration_max_length": 512,
     "train_output": True,
     # Loss weight of training examples whose label a person corrected (a label
     # audit's flips, review-queue feedback): the hard negatives and positives that
@@ -35,6 +37,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 MAX_CORRECTION_WEIGHT = 100.0
+MAX_SCORED_TOKENS = 4096  # bounds a calibration forward's memory
 
 
 class TrainingError(ValueError):
@@ -60,10 +63,16 @@ def normalize_config(raw: dict[str, Any] | None) -> dict[str, Any]:
         cfg["seed"] = int(cfg["seed"])
         cfg["target_fpr"] = float(cfg["target_fpr"])
         cfg["output_max_length"] = int(cfg["output_max_length"])
+        cfg["output_calibration_max_length"] = int(cfg["output_calibration_max_length"])
     except (TypeError, ValueError) as exc:
         raise TrainingError(
-            "seed, target_fpr and output_max_length must be numbers"
+            "seed, target_fpr, output_max_length and output_calibration_max_length "
+            "must be numbers"
         ) from exc
+    if not 32 <= cfg["output_calibration_max_length"] <= MAX_SCORED_TOKENS:
+        raise TrainingError(
+            f"output_calibration_max_length must be between 32 and {MAX_SCORED_TOKENS}"
+        )
     if not 0.0 < cfg["target_fpr"] < 1.0 or not math.isfinite(cfg["target_fpr"]):
         raise TrainingError("target_fpr must be between 0 and 1 (exclusive)")
     try:

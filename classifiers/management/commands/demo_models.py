@@ -38,8 +38,12 @@ from constitutions.models import Constitution
 DEMO_SLUGS = ("cbrn-demo", "fraud-demo")
 DEMO_DATASET = {
     # Small on purpose: the author's 4-5 examples per category plus a few generated
-    # ones keep the first `make demo` to minutes on 2 CPU cores.
-    "per_category": 8,
+    # ones keep the first `make demo` to minutes on 2 CPU cores. Permitted
+    # categories are the sensitive-but-benign look-alikes of the restricted ones
+    # ("What should I do if someone opened a credit card in my name?"): with 8 each,
+    # fraud-demo's input classifier blocked 7 of 30 such outside prompts while
+    # refusing 0.5% of real everyday traffic (docs/BENCHMARKS.md, session 17).
+    "per_category": 16,
     # Restricted categories get three times as many: with 8, fraud-demo trained on
     # 20 harmful rows against ~130 benign ones and its guard blocked 18% of
     # StrongREJECT's fraud-like prompts (dev half); 24 took it to 30% there and to
@@ -82,6 +86,9 @@ DEMO_TRAINING = {
     "output_epochs": 3,
     "target_fpr": 0.01,
     "output_max_length": 160,
+    # Thresholds set on replies this long: the playground's replies and real
+    # upstream ones run longer than the 40 tokens generated here.
+    "output_calibration_max_length": 384,
 }
 
 
