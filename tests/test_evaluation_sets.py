@@ -243,6 +243,13 @@ def test_an_output_classifier_is_scored_on_the_replies_of_a_file(
         and report["overall"]["recall"]["rate"] == 1.0
     )
     assert report["per_kind"]["everyday"]["fpr"]["n"] == 2
+    # Lines labelled as replies are not prompts: an input model and an evaluation
+    # set refuse them.
+    input_model = ModelVersion.objects.get(kind="input", constitution=constitution)
+    with pytest.raises(CommandError, match="carry a response"):
+        call_command("evaluate", model=input_model.pk, file=str(source))
+    with pytest.raises(CommandError, match="carry a response"):
+        call_command("evaluate", import_file=str(source), set_name="replies")
     # A line without a reply is refused before anything is scored.
     write_jsonl(source, [*rows, {"text": "no reply", "label": 0}])
     with pytest.raises(CommandError, match="1 line.* no response"):

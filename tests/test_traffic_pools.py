@@ -327,13 +327,12 @@ def test_real_sharegpt_messages_become_a_pool_with_their_recorded_replies(capsys
     assert pool.stats["last_import"][
         "dropped_before_import"
     ]  # fragments, long pastes...
-    # Only the package's dev part is imported: its holdout part stays for reports.
+    # Only the package's dev part is imported: no holdout prompt is in the pool.
     from classifiers.ml.data.sharegpt import openers
 
-    dev_ids = {o.text: o.conversation_id for o in openers(part="dev", limit=40).openers}
-    assert {r.text for r in rows} <= set(dev_ids) and all(
-        part_of(cid) == "dev" for cid in dev_ids.values()
-    )
+    holdout = {o.text for o in openers(part="holdout", limit=400).openers}
+    assert holdout and not holdout & {r.text for r in rows}
+    assert all(part_of(r.text) == "dev" for r in rows)
     with pytest.raises(CommandError, match="one of them"):
         call_command("import_traffic", "real", "file.jsonl", sharegpt=5)
     with pytest.raises(CommandError, match="between 1 and"):
@@ -375,7 +374,7 @@ def test_a_dataset_generates_some_pool_replies_and_uses_recorded_ones_for_others
     assert len(mixed) == 40
     recorded = [m for m in mixed if m.response.startswith("A recorded answer")]
     generated = [m for m in mixed if m.response and m not in recorded]
-    assert 5 <= len(generated) <= 7 and 18 <= len(recorded) <= 22
+    assert len(generated) == 6 and len(recorded) == 20  # the caps, exactly
     assert len(set(asked) & set(EVERYDAY)) == len(
         generated
     )  # only those were asked for
@@ -386,6 +385,13 @@ def test_a_dataset_generates_some_pool_replies_and_uses_recorded_ones_for_others
     assert all(
         m.response == f"A recorded answer about {m.prompt_text}" for m in recorded
     )
+    with pytest.raises(StartError, match="need a cap on generated ones"):
+        dataset_start(
+            version=dataset.constitution_version,
+            config=generate_config(per_category=2, traffic_pools=[pool.pk],
+                                   traffic_recorded_replies=5),
+            user=alice, enqueue=False,
+        )  # fmt: skip
     with pytest.raises(StartError, match="generated replies must be between"):
         dataset_start(
             version=dataset.constitution_version,
@@ -420,3 +426,30 @@ def test_an_author_adds_real_traffic_from_the_pools_page_and_a_viewer_cannot(
     client.force_login(victor)
     assert client.post(url, {"name": "y", "count": 5}).status_code == 403
     assert TrafficPool.objects.count() == 1
+
+
+def test_a_recorded_reply_is_never_evicted_by_the_generators_replies(
+    alice, monkeypatch
+):
+    """Replies are kept per generator settings, the oldest making room; the reply
+    recorded with an imported prompt is data, and stays."""
+    from classifiers.datasets.traffic import MAX_REPLY_KEYS, RECORDED_REPLY, add_prompts
+    from classifiers.ml.eval.labelled_sets import LabelledPrompt
+
+    monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
+    texts = EVERYDAY[:6]
+    pool = add_prompts(
+        name="real", prompts=[LabelledPrompt(t, 0, "everyday") for t in texts], user=None,
+        source=TrafficPool.Source.IMPORTED,
+        recorded_replies={t: f"recorded: {t}" for t in texts},
+    )  # fmt: skip
+    for seed in range(MAX_REPLY_KEYS + 2):
+        config = generate_config(per_category=2, traffic_pools=[pool.pk], seed=seed)
+        dataset = dataset_start(
+            version=published_constitution(f"shop-{seed}", user=alice, categories=SHOP),
+            config=config, user=alice, enqueue=False,
+        )  # fmt: skip
+        assert run.run_dataset(dataset.pk).status == "done"
+    for row in pool.prompts.all():
+        assert row.replies[RECORDED_REPLY] == f"recorded: {row.text}"
+        assert len(row.replies) == MAX_REPLY_KEYS + 1

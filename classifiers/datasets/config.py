@@ -141,6 +141,14 @@ def _traffic_problems(config: dict[str, Any]) -> list[str]:
         or not (1 <= limit <= MAX_TRAFFIC_LIMIT)
     ):
         return [f"prompts per traffic pool must be between 1 and {MAX_TRAFFIC_LIMIT}"]
+    if (
+        config.get("traffic_recorded_replies") is not None
+        and config.get("traffic_generated_replies") is None
+    ):
+        return [
+            "recorded traffic replies need a cap on generated ones too (without one, "
+            "every pool prompt gets the generator's reply)"
+        ]
     for name in ("traffic_generated_replies", "traffic_recorded_replies"):
         cap = config.get(name)
         if cap is not None and (

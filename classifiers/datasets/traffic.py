@@ -162,11 +162,12 @@ def add_prompts(
     """Add prompts (with .text, .label, .kind) to the pool `name`, created if new,
     without duplicates; all in one transaction. `recorded_replies` maps a prompt's
     text to the reply that came with it (kept under RECORDED_REPLY)."""
-    recorded = {
-        text_hash(text): reply
-        for text, reply in (recorded_replies or {}).items()
-        if reply
-    }
+    # Keyed like the pool's rows (the normalised text's hash); the first prompt of
+    # a hash is the one deduplication keeps, so its reply is the one kept.
+    recorded: dict[str, str] = {}
+    for text, reply in (recorded_replies or {}).items():
+        if reply:
+            recorded.setdefault(text_hash(" ".join(str(text).split())), reply)
     with transaction.atomic():
         pool, _ = TrafficPool.objects.select_for_update().get_or_create(
             name=name,
@@ -334,8 +335,11 @@ def _add_replies(
         if row is None:
             continue
         replies = {k: v for k, v in (row.replies or {}).items() if k != key}
-        while len(replies) >= MAX_REPLY_KEYS:
-            replies.pop(next(iter(replies)))
+        # The generator's oldest settings make room; the recorded reply is source
+        # data, not a cache entry, and is never evicted.
+        generated = [k for k in replies if k != RECORDED_REPLY]
+        while len(generated) >= MAX_REPLY_KEYS:
+            replies.pop(generated.pop(0))
         row.replies = {**replies, key: example.response}
         changed.append(row)
     TrafficPrompt.objects.bulk_update(changed, ["replies"], batch_size=SAVE_BATCH)
@@ -365,9 +369,20 @@ def _spread(
     by_split: dict[str, list[int]] = {}
     for i in sorted(range(len(entries)), key=lambda i: entries[i][1]):
         by_split.setdefault(entries[i][2].meta.get("split", ""), []).append(i)
-    chosen: set[int] = set()
-    for members in by_split.values():
-        chosen.update(members[: round(count * len(members) / len(entries))])
+    # Largest remainders: exactly `count` in all, each split its fair share.
+    exact = {
+        split: count * len(members) / len(entries)
+        for split, members in by_split.items()
+    }
+    shares = {split: int(value) for split, value in exact.items()}
+    leftover = count - sum(shares.values())
+    for split in sorted(exact, key=lambda s: exact[s] - shares[s], reverse=True)[
+        :leftover
+    ]:
+        shares[split] += 1
+    chosen = {
+        i for split, members in by_split.items() for i in members[: shares[split]]
+    }
     return (
         [e for i, e in enumerate(entries) if i in chosen],
         [e for i, e in enumerate(entries) if i not in chosen],

@@ -61,6 +61,12 @@ def traffic_pools(request: HttpRequest) -> HttpResponse:
                     )
                     return redirect(pool)
         status = 400
+    return _pools_page(request, form, status=status)
+
+
+def _pools_page(
+    request: HttpRequest, form: TrafficImportForm, *, status: int
+) -> HttpResponse:
     # Constitutions with shadow-mode conversations, for the "from shadow traffic" form.
     shadowed = (
         Constitution.objects.filter(conversations__mode="shadow")
@@ -88,8 +94,10 @@ def traffic_from_sharegpt(request: HttpRequest) -> HttpResponse:
     require_role(request, POLICY_AUTHOR)
     form = ShareGPTImportForm(request.POST)
     if not form.is_valid():
-        errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
-        return HttpResponse(errors, status=400, content_type="text/plain")
+        for field, errors in form.errors.items():
+            for error in errors:
+                messages.error(request, f"Real everyday traffic: {field}: {error}")
+        return _pools_page(request, TrafficImportForm(), status=400)
     try:
         pool = import_sharegpt(
             name=form.cleaned_data["name"],

@@ -53,6 +53,14 @@ def import_evaluation_set(
         raise EvaluationSetError(
             f"{len(prompts)} prompts: import at most {limit} at a time"
         )
+    with_reply = sum(1 for p in prompts if p.response)
+    if with_reply:
+        # Its labels are the replies', not the prompts': scored as prompts, a
+        # refusal to a harmful request would count as a false positive.
+        raise EvaluationSetError(
+            f"{with_reply} line(s) carry a response: an evaluation set holds prompts. "
+            "Score replies with an output classifier: manage.py evaluate --model N --file FILE"
+        )
     seen: set[tuple[str, int]] = set()
     unique = []
     for prompt in prompts:

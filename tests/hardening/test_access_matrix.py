@@ -67,6 +67,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "classifiers:traffic_pools": (READ, AUTHOR),
     "classifiers:traffic_pool": (READ, AUTH_405),
     "classifiers:traffic_from_shadow": (AUTH_405, AUTHOR),
+    "classifiers:traffic_from_sharegpt": (AUTH_405, AUTHOR),
     "classifiers:evaluation_sets": (READ, AUTHOR),
     "classifiers:evaluation_set": (READ, AUTH_405),
     "classifiers:evaluation_start": (AUTH_405, AUTHOR),

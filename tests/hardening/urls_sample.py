@@ -41,6 +41,7 @@ SAMPLE_URLS: dict[str, str] = {
     "classifiers:traffic_pools": K + "/traffic/",
     "classifiers:traffic_pool": K + "/traffic/{w.traffic_pool}/",
     "classifiers:traffic_from_shadow": K + "/traffic/from-shadow/",
+    "classifiers:traffic_from_sharegpt": K + "/traffic/from-sharegpt/",
     "classifiers:evaluation_sets": K + "/evaluation-sets/",
     "classifiers:evaluation_set": K + "/evaluation-sets/{w.evaluation_set}/",
     "classifiers:evaluation_start": K + "/evaluation-sets/{w.evaluation_set}/score/",

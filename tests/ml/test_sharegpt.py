@@ -73,25 +73,49 @@ def test_which_openers_are_kept(text, reason):  # type: ignore[no-untyped-def]
 
 
 def test_openers_keep_the_first_user_message_and_its_reply_by_part(tmp_path):
-    records = [conversation(f"id-{i}", f"Plan a trip to city number {i} please", f"Day 1 in city {i}")
+    records = [conversation(f"id{i}_0", f"Plan a trip to city number {i} please", f"Day 1 in city {i}")
                for i in range(60)]  # fmt: skip
-    records.append(conversation("bot-first", "Hello, how can I help today?", who="gpt"))
+    # A later piece of a conversation starts mid-conversation: not an opener.
+    records.append(conversation("id3_11", "this is not less code this is java"))
+    records.append(conversation("bot_0", "Hello, how can I help today?", who="gpt"))
+    # Repeats of one opener by different users: the first is kept, in one part.
+    records += [
+        conversation(f"dup{i}_0", "Explain quantum computing in simple terms")
+        for i in range(3)
+    ]
     path = write_cut_off(tmp_path / "sharegpt.json", records)
     every = openers(part="all", path=path)
-    assert len(every.openers) == 60 and every.conversations == 61
-    assert every.dropped == {"no user opener": 1}
+    assert len(every.openers) == 61 and every.conversations == 65
+    assert every.dropped == {
+        "later piece of a conversation": 1, "no user opener": 1, "repeat": 2,
+    }  # fmt: skip
     first = every.openers[0]
     assert (first.text, first.reply) == (
         "Plan a trip to city number 0 please",
         "Day 1 in city 0",
     )
     dev, holdout = openers(part="dev", path=path), openers(part="holdout", path=path)
-    # The parts split the conversations, by id, the same way every time.
-    assert len(dev.openers) + len(holdout.openers) == 60 and holdout.openers
-    assert {o.conversation_id for o in holdout.openers} == {
-        f"id-{i}" for i in range(60) if part_of(f"id-{i}") == "holdout"
-    }
-    assert not {o.text for o in dev.openers} & {o.text for o in holdout.openers}
+    # The parts split the openers by their text, the same way every time.
+    assert (
+        len(dev.openers) + len(holdout.openers) == 61
+        and holdout.openers
+        and dev.openers
+    )
+    assert all(part_of(o.text) == "holdout" for o in holdout.openers)
+    assert all(part_of(o.text) == "dev" for o in dev.openers)
+    # A text and its repeats share a part: no holdout text is ever in dev.
+    assert part_of("Explain quantum computing in simple terms") == part_of(
+        "explain quantum computing   in simple terms!"
+    )
     assert len(openers(part="dev", limit=5, path=path).openers) == 5
     with pytest.raises(ValueError, match="dev, holdout or all"):
         openers(part="test", path=path)
+
+
+def test_a_file_that_is_not_a_json_array_is_a_clear_error(tmp_path):
+    from classifiers.ml.data.sharegpt import ShareGPTMissing
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json at all")
+    with pytest.raises(ShareGPTMissing, match="not a JSON array"):
+        list(sharegpt_conversations(bad))

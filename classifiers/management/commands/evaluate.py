@@ -208,6 +208,13 @@ class Command(BaseCommand):
             flagged = self.score_replies(model, prompts)
             self.report_file(model, prompts, flagged, path, save, json_out)
             return
+        with_reply = sum(1 for p in prompts if p.response)
+        if with_reply:
+            # Their labels are the replies': a refusal to a harmful request is a 0.
+            raise CommandError(
+                f"{with_reply} line(s) carry a response, labelled as replies: score "
+                "them with an output classifier (--model of kind output)"
+            )
         guard = input_guard_for(model)
         flagged = []
         for start in range(0, len(prompts), SCORE_BATCH):

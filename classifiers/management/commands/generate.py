@@ -132,6 +132,15 @@ class Command(BaseCommand):
             "--traffic-limit", type=int, default=None,
             help="at most this many prompts per traffic pool (default 1000)",
         )  # fmt: skip
+        parser.add_argument(
+            "--traffic-generated-replies", type=int, default=None, metavar="N",
+            help="only N pool prompts get the generator's reply (default: all)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--traffic-recorded-replies", type=int, default=None, metavar="N",
+            help="with --traffic-generated-replies: N of the others keep the reply "
+            "recorded with them (a ShareGPT pool's real replies)",
+        )  # fmt: skip
         parser.add_argument("--user", default=None, help="record the run as this user")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -180,6 +189,8 @@ class Command(BaseCommand):
                 only_categories=opts["only_categories"],
                 traffic_pools=pools,
                 traffic_limit=opts["traffic_limit"],
+                traffic_generated_replies=opts["traffic_generated_replies"],
+                traffic_recorded_replies=opts["traffic_recorded_replies"],
                 **opts["splits"],
                 **(
                     {}
