@@ -219,6 +219,9 @@ def pool_counts(pool: TrafficPool) -> dict[str, Any]:
         "splits": dict(splits),
         "labels": dict(labels),
         "kinds": dict(kinds),
+        "recorded_replies": pool.prompts.filter(
+            replies__has_key=RECORDED_REPLY
+        ).count(),
     }
 
 
