@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def midway_settings(prompt_messages: list[dict[str, str]]) -> CascadeSettings:
         # A band whose lower edge the probe's running max first reaches at or after
         # the middle of the reply: its first rise from there on (else never).
-        result = run_to_end(
-            _engine(probe, tokenizer, None).stream(prompt_messages, config)
-        )
+        result = run_to_end(_engine(probe, tokenizer, None).stream(prompt_messages, config))
         scores = [t.score for t in result.tokens]
         middle = len(scores) // 2
         rise = next((scores[i] for i in range(max(middle, 1), len(scores))
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     escalated: dict[str, list[int | None]] = {name: [] for name in paths}
     names = list(paths)
     for repeat in range(args.repeats):
-        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
         for name in order:
             n_tokens, seconds = 0, 0.0
             for i, m in enumerate(messages):
@@ -113,9 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "threads": args.threads,
         "tokens_per_s": {n: statistics.median(r) for n, r in rates.items()},
-        "ratio_to_probe": {
-            n: _median_ratio(r, rates["probe"]) for n, r in rates.items()
-        },
+        "ratio_to_probe": {n: _median_ratio(r, rates["probe"]) for n, r in rates.items()},
         "escalated_at": escalated,
         "same_tokens": same,
     }

@@ -146,9 +146,7 @@ async def _load(
     }
 
 
-def _single(
-    url: str, raw: str, slug: str, n: int, prompts: list[str]
-) -> dict[str, Any]:
+def _single(url: str, raw: str, slug: str, n: int, prompts: list[str]) -> dict[str, Any]:
     """One client, one request after another: the latency a lone caller sees."""
     headers = {"Authorization": f"Bearer {raw}"}
     latencies = []
@@ -163,9 +161,7 @@ def _single(
     return {
         "requests": n,
         "p50_ms": round(latencies[len(latencies) // 2], 1),
-        "p95_ms": round(
-            latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1
-        ),
+        "p95_ms": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1),
     }
 
 
@@ -250,9 +246,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             modes[name] = result
             logger.info("%s: %s", name, result)
         if args.single:
-            modes["single_client"] = _single(
-                url, raw, constitution.slug, args.single, prompts
-            )
+            modes["single_client"] = _single(url, raw, constitution.slug, args.single, prompts)
             logger.info("single client: %s", modes["single_client"])
     finally:
         batching.ENABLED = None

@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm.requires_grad_(False)
     guarded = CausalLMWithValueHead(lm).eval()  # random head: weights don't change cost
     batcher = ContinuousBatcher(lm, tokenizer, max_batch=args.max_batch)
-    clients = [
-        [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
-        for i in range(args.clients)
-    ]
+    clients = [[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}] for i in range(args.clients)]
     options = dict(max_new_tokens=args.new_tokens, halt=False)
 
     modes: dict[str, Callable[[list[dict[str, str]]], Iterator[TokenScore]]] = {
@@ -134,8 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "reply_p50_s": statistics.median(lasts),
         }
     same = all(
-        a["tokens"] == b["tokens"]
-        for a, b in zip(runs["threads"], runs["batched"], strict=True)
+        a["tokens"] == b["tokens"] for a, b in zip(runs["threads"], runs["batched"], strict=True)
     )
     return {
         "device": str(device),

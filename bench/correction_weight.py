@@ -28,15 +28,9 @@ TOP_BENIGN = 8
 
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench correction_weight")
-    parser.add_argument(
-        "--dataset", type=int, required=True, help="reviewed dataset id"
-    )
-    parser.add_argument(
-        "--weights", default="1,4", help="comma-separated weights (>= 1)"
-    )
-    parser.add_argument(
-        "--seeds", default="0,2,3", help="comma-separated training seeds"
-    )
+    parser.add_argument("--dataset", type=int, required=True, help="reviewed dataset id")
+    parser.add_argument("--weights", default="1,4", help="comma-separated weights (>= 1)")
+    parser.add_argument("--seeds", default="0,2,3", help="comma-separated training seeds")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--mode", choices=("fast", "full"), default="full")
     parser.add_argument("--target-fpr", type=float, default=0.01)
@@ -66,9 +60,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "n_test": {
             "harmful": sum(e.label for e in splits["test"]),
             "benign": sum(1 - e.label for e in splits["test"]),
-            "corrected_benign": sum(
-                is_correction(e) and not e.label for e in splits["test"]
-            ),
+            "corrected_benign": sum(is_correction(e) and not e.label for e in splits["test"]),
         },
         "rows": [],
     }
@@ -92,9 +84,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     return result
 
 
-def _evaluate(
-    trained: Any, splits: dict[str, list[Any]], target_fpr: float
-) -> dict[str, Any]:
+def _evaluate(trained: Any, splits: dict[str, list[Any]], target_fpr: float) -> dict[str, Any]:
     from classifiers.ml.data.prompts import is_correction
     from classifiers.ml.eval.calibrate import threshold_for_fpr
     from classifiers.ml.eval.evaluate import auroc, tpr_at_fpr
@@ -111,46 +101,30 @@ def _evaluate(
         scored[split] = (scores, labels)
         row[f"{split}_tpr_at_fpr"] = round(tpr_at_fpr(scores, labels, target_fpr), 3)
     row["test_auroc"] = round(auroc(*scored["test"]), 4)
-    calibration_benign = [
-        s for s, y in zip(*scored["calibration"], strict=True) if y == 0
-    ]
+    calibration_benign = [s for s, y in zip(*scored["calibration"], strict=True) if y == 0]
     threshold = threshold_for_fpr(calibration_benign, target_fpr)
     test_scores, test_labels = scored["test"]
     harmful = [s for s, y in zip(test_scores, test_labels, strict=True) if y == 1]
     benign = [s for s, y in zip(test_scores, test_labels, strict=True) if y == 0]
     row["threshold"] = round(threshold, 4)
-    row["test_tpr_at_threshold"] = round(
-        sum(s >= threshold for s in harmful) / len(harmful), 3
-    )
-    row["test_fpr_at_threshold"] = round(
-        sum(s >= threshold for s in benign) / len(benign), 4
-    )
+    row["test_tpr_at_threshold"] = round(sum(s >= threshold for s in harmful) / len(harmful), 3)
+    row["test_fpr_at_threshold"] = round(sum(s >= threshold for s in benign) / len(benign), 4)
     # The prompts that set the 1% point: score, whether a person corrected the label,
     # and the transform (no text: generated data stays out of git).
     top = sorted(
-        (
-            (s, e)
-            for s, e in zip(test_scores, splits["test"], strict=True)
-            if e.label == 0
-        ),
+        ((s, e) for s, e in zip(test_scores, splits["test"], strict=True) if e.label == 0),
         key=lambda pair: -pair[0],
     )[:TOP_BENIGN]
     row["top_benign"] = [
-        {
-            "score": round(s, 4),
-            "corrected": is_correction(e),
-            "transform": e.transform,
-            "source": e.source_id,
-        }  # fmt: skip
+        {"score": round(s, 4), "corrected": is_correction(e), "transform": e.transform,
+         "source": e.source_id}  # fmt: skip
         for s, e in top
     ]
     return row
 
 
 def _line(row: dict[str, Any]) -> str:
-    marks = " ".join(
-        f"{t['score']:.3f}{'*' if t['corrected'] else ''}" for t in row["top_benign"]
-    )
+    marks = " ".join(f"{t['score']:.3f}{'*' if t['corrected'] else ''}" for t in row["top_benign"])
     return (
         f"weight {row['weight']:g} seed {row['seed']}: TPR@1%FPR val {row['validation_tpr_at_fpr']} "
         f"cal {row['calibration_tpr_at_fpr']} test {row['test_tpr_at_fpr']}; deployed "

@@ -23,9 +23,7 @@ from classifiers.ml.input.model import InputClassifier, InputClassifierConfig
 from classifiers.ml.input.scoring import score_texts
 
 SHORT = "how do I keep slugs off my lettuce"
-SENTENCE = (
-    "The gardener waters the tomato plants every morning before the sun gets hot. "
-)
+SENTENCE = "The gardener waters the tomato plants every morning before the sun gets hot. "
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

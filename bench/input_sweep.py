@@ -53,18 +53,14 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--device", default=None, help="cuda / cpu (default: auto)")
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--pick-from", type=int, default=4)
-    parser.add_argument(
-        "--rows", help="append each finished row (with its scores) here"
-    )
+    parser.add_argument("--rows", help="append each finished row (with its scores) here")
     parser.add_argument("--analyse", help="rows written by --rows: summarise them again, "
                         "with mean-logit ensembles of --pick-from seeds (needs --splits)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.analyse:
         if not args.splits:
             parser.error("--analyse needs --splits (the labels)")
-        return analyse(
-            Path(args.analyse), Path(args.splits), args.pick_from, args.target_fpr
-        )
+        return analyse(Path(args.analyse), Path(args.splits), args.pick_from, args.target_fpr)
     if args.export:
         if args.dataset is None:
             parser.error("--export needs --dataset")
@@ -138,26 +134,15 @@ def _config_grid(specs: list[str]) -> list[dict[str, Any]]:
         try:
             parsed = [parse(v.strip()) for v in values.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(
-                f"--config {spec!r}: {name} takes {kind.__name__} values"
-            ) from None
+            raise ValueError(f"--config {spec!r}: {name} takes {kind.__name__} values") from None
         if not parsed:
             raise ValueError(f"--config {spec!r}: give at least one value")
-        axes[name] = [
-            (name, value) for value in dict.fromkeys(parsed)
-        ]  # repeats run once
+        axes[name] = [(name, value) for value in dict.fromkeys(parsed)]  # repeats run once
     return [dict(combination) for combination in itertools.product(*axes.values())]
 
 
 def _parse_bool(text: str) -> bool:
-    meanings = {
-        "1": True,
-        "true": True,
-        "yes": True,
-        "0": False,
-        "false": False,
-        "no": False,
-    }
+    meanings = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     try:
         return meanings[text.lower()]
     except KeyError:
@@ -243,9 +228,7 @@ def _load(folder: Path, split: str) -> list[Any]:
     path = folder / f"{split}.jsonl"
     if not path.exists():
         return []
-    return [
-        Example(**json.loads(line)) for line in path.read_text().splitlines() if line
-    ]
+    return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line]
 
 
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -287,9 +270,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         row.setdefault("scores", {})[split] = scores
         row[f"{split}_tpr"] = tpr_at_fpr(scores, labels, job["target_fpr"])
         row[f"{split}_auroc"] = round(auroc(scores, labels), 4)
-    benign_calibration = [
-        s for s, y in zip(*scored["calibration"], strict=True) if y == 0
-    ]
+    benign_calibration = [s for s, y in zip(*scored["calibration"], strict=True) if y == 0]
     threshold = threshold_for_fpr(benign_calibration, job["target_fpr"])
     counts = confusion(*scored["test"], threshold)
     row["test_deployed_tpr"] = round(counts["tp"] / (counts["tp"] + counts["fn"]), 3)
@@ -332,9 +313,7 @@ def _picked_summary(picked: list[float]) -> dict[str, Any]:
     }
 
 
-def analyse(
-    rows_path: Path, folder: Path, pick_from: int, target_fpr: float
-) -> dict[str, Any]:
+def analyse(rows_path: Path, folder: Path, pick_from: int, target_fpr: float) -> dict[str, Any]:
     """Summaries of saved rows, plus selection on validation and calibration pooled,
     and mean-logit ensembles of `pick_from` seeds of one setting (consecutive seed
     groups, so each seed is used once). A repeated (setting, seed) counts once."""
@@ -376,9 +355,7 @@ def analyse(
         if len(group) >= pick_from > 1:
             picked = [max(subset, key=lambda r: _selection_key(r["pooled_tpr"]))["test_tpr"]
                       for subset in itertools.combinations(group, pick_from)]  # fmt: skip
-            result.setdefault("pooled_selection", {})[_name(setting)] = _picked_summary(
-                picked
-            )
+            result.setdefault("pooled_selection", {})[_name(setting)] = _picked_summary(picked)
         ensembles = []
         for start in range(0, len(group) - pick_from + 1, pick_from):
             members = group[start : start + pick_from]
@@ -390,9 +367,7 @@ def analyse(
                     statistics.fmean(logit(m["scores"][split][i]) for m in members)
                     for i in range(len(labels[split]))
                 ]
-                entry[f"{split}_tpr"] = round(
-                    tpr_at_fpr(mean, labels[split], target_fpr), 3
-                )
+                entry[f"{split}_tpr"] = round(tpr_at_fpr(mean, labels[split], target_fpr), 3)
             ensembles.append(entry)
         result.setdefault("ensembles", {})[_name(setting)] = ensembles
     return result

@@ -20,9 +20,7 @@ from typing import Any
 SPLITS = ("test", "heldout_transforms")
 
 
-def _metrics(
-    scores: list[float], labels: list[int], threshold: float
-) -> dict[str, Any]:
+def _metrics(scores: list[float], labels: list[int], threshold: float) -> dict[str, Any]:
     from classifiers.ml.eval.evaluate import auroc, tpr_at_fpr
 
     harmful = [s for s, y in zip(scores, labels, strict=True) if y == 1]
@@ -41,9 +39,7 @@ def _metrics(
 
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench label_audit")
-    parser.add_argument(
-        "--models", required=True, help="comma-separated input model ids"
-    )
+    parser.add_argument("--models", required=True, help="comma-separated input model ids")
     parser.add_argument("--datasets", required=True, help="comma-separated dataset ids")
     parser.add_argument(
         "--by-opener", action="store_true",
@@ -69,10 +65,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from classifiers.guard.engines import input_guard_for
     from classifiers.models import Dataset, ModelVersion
 
-    models = [
-        ModelVersion.objects.get(pk=int(m), kind="input")
-        for m in args.models.split(",")
-    ]
+    models = [ModelVersion.objects.get(pk=int(m), kind="input") for m in args.models.split(",")]
     datasets = [Dataset.objects.get(pk=int(d)) for d in args.datasets.split(",")]
     result: dict[str, Any] = {"rows": []}
     for model in models:
@@ -80,17 +73,11 @@ def main(argv: list[str]) -> dict[str, Any]:
         threshold = guard.thresholds.global_threshold
         for dataset in datasets:
             for split in SPLITS:
-                rows = list(
-                    dataset.examples.filter(split=split).values_list(
-                        "prompt_text", "label"
-                    )
-                )
+                rows = list(dataset.examples.filter(split=split).values_list("prompt_text", "label"))
                 if split == "heldout_transforms":
                     # Also the held-out transforms of test sources alone: a reviewed
                     # test split gives them people's labels too.
-                    of_test = dataset.examples.filter(
-                        split=split, meta__source_split="test"
-                    )
+                    of_test = dataset.examples.filter(split=split, meta__source_split="test")
                     _row(result, model, dataset, "heldout_of_test_sources", threshold, guard,
                          list(of_test.values_list("prompt_text", "label")))  # fmt: skip
                 _row(result, model, dataset, split, threshold, guard, rows)
@@ -123,11 +110,7 @@ def _opener_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: fl
     # those that do not: does the opener alone raise their scores?
     restricted = _restricted_openers(dataset)
     for kind, inside in (("restricted_opener", True), ("other_opener", False)):
-        own = [
-            (t, y)
-            for t, y, o in rows
-            if y == 0 and bool(o) and (o in restricted) == inside
-        ]
+        own = [(t, y) for t, y, o in rows if y == 0 and bool(o) and (o in restricted) == inside]
         _row(result, model, dataset, f"test_benign_{kind}", threshold, guard, own)
 
 
@@ -145,9 +128,7 @@ def _run_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: float
     runs = {_run_of(sid) for _, _, sid, _ in rows} - {0}
     seeds = dict(Dataset.objects.filter(pk__in=runs).values_list("pk", "seed"))
     seeds[0] = dataset.seed  # unprefixed sources: the dataset is its own run
-    groups = harmful_by_run(
-        [(y, sid, src) for _, y, sid, src in rows], dataset.pk, seeds
-    )
+    groups = harmful_by_run([(y, sid, src) for _, y, sid, src in rows], dataset.pk, seeds)
     scores = [s.score for s in score_texts(guard.model, guard.tokenizer,
                                            [t for t, *_ in rows])]  # fmt: skip
     benign = [i for i, (_, y, _, _) in enumerate(rows) if y == 0]
@@ -217,8 +198,7 @@ def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: flo
         cal_scores = _row(result, model, dataset, f"calibration:{rule}", threshold, guard,
                           [(t, y) for t, y, _ in calibration], known_frames=known_frames)  # fmt: skip
         own = threshold_for_fpr(
-            [s for s, (_, y, _) in zip(cal_scores, calibration, strict=True) if y == 0],
-            target,
+            [s for s, (_, y, _) in zip(cal_scores, calibration, strict=True) if y == 0], target
         )
         for name, splits in (("validation+calibration", ("validation", "calibration")),
                              ("test", ("test",)),
@@ -229,14 +209,10 @@ def _frame_rows(result: dict[str, Any], model: Any, dataset: Any, threshold: flo
             if name != "test":
                 continue
             families = [
-                "+".join(
-                    sorted({transform_family(t or "original") for t in tr.split("+")})
-                )
+                "+".join(sorted({transform_family(t or "original") for t in tr.split("+")}))
                 for _, _, tr in rows
             ]
-            benign = [
-                (sc, 0) for sc, (_, y, _) in zip(scores, rows, strict=True) if y == 0
-            ]
+            benign = [(sc, 0) for sc, (_, y, _) in zip(scores, rows, strict=True) if y == 0]
             for family in sorted(set(families)):
                 harmful = [
                     (sc, 1)

@@ -38,9 +38,7 @@ def _session_cookie() -> str:
     from django.contrib.auth.models import User
     from django.contrib.sessions.backends.db import SessionStore
 
-    user, _ = User.objects.get_or_create(
-        username="bench", defaults={"is_superuser": True}
-    )
+    user, _ = User.objects.get_or_create(username="bench", defaults={"is_superuser": True})
     if not user.is_superuser:
         user.is_superuser = True
         user.save()
@@ -56,11 +54,7 @@ async def _one(url: str, cookie: str, payload: dict[str, Any]) -> dict[str, floa
     import websockets
 
     async with websockets.connect(
-        url,
-        additional_headers={
-            "Cookie": f"sessionid={cookie}",
-            "Origin": "http://127.0.0.1",
-        },
+        url, additional_headers={"Cookie": f"sessionid={cookie}", "Origin": "http://127.0.0.1"}
     ) as ws:
         sent = time.perf_counter()
         await ws.send(json.dumps(payload))
@@ -101,15 +95,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     from guardweb.asgi import application
 
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            application,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -120,16 +107,8 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     async def run_all() -> None:
         # One warm-up turn loads the models (not counted).
-        await _one(
-            url,
-            cookie,
-            {
-                "type": "chat",
-                "constitution": args.constitution,
-                "message": "hello",
-                "max_new_tokens": 2,
-            },
-        )
+        await _one(url, cookie, {"type": "chat", "constitution": args.constitution,
+                                 "message": "hello", "max_new_tokens": 2})
         for _ in range(args.repeats):
             for prompt in PROMPTS:
                 results.append(await _one(url, cookie, {
@@ -145,9 +124,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "constitution": args.constitution,
         "turns": len(results),
         "turns_with_tokens": len(first),
-        "input_verdict_ms": _summary(
-            [r["input_ms"] for r in results if "input_ms" in r]
-        ),
+        "input_verdict_ms": _summary([r["input_ms"] for r in results if "input_ms" in r]),
         "first_scored_token_ms": _summary(first) if first else None,
         "reply_ms": _summary([r["end_ms"] for r in results]),
         "max_new_tokens": args.max_new_tokens,

@@ -65,35 +65,21 @@ def _paced_upstream(rate: float, tokens: int) -> tuple[str, ThreadingHTTPServer]
                     if delay > 0:
                         time.sleep(delay)
                     word = ("" if i == 0 else " ") + WORDS[i % len(WORDS)]
-                    chunk = {
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {"content": word},
-                                "finish_reason": None,
-                            }
-                        ]
-                    }
+                    chunk = {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()
                 end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                self.wfile.write(
-                    f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode()
-                )
+                self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}/v1", server
 
 
-async def _one_stream(
-    url: str, headers: dict[str, str], body: dict[str, Any]
-) -> dict[str, float]:
+async def _one_stream(url: str, headers: dict[str, str], body: dict[str, Any]) -> dict[str, float]:
     started = time.perf_counter()
     first = None
     text = ""
@@ -118,20 +104,14 @@ async def _one_stream(
             "words": words, "tokens_per_s": (words - 1) / flowing if flowing > 0 else 0.0}  # fmt: skip
 
 
-async def _streams(
-    url: str, headers: dict[str, str], body: dict[str, Any], n: int
-) -> list[dict[str, float]]:
-    return list(
-        await asyncio.gather(*(_one_stream(url, headers, body) for _ in range(n)))
-    )
+async def _streams(url: str, headers: dict[str, str], body: dict[str, Any], n: int) -> list[dict[str, float]]:
+    return list(await asyncio.gather(*(_one_stream(url, headers, body) for _ in range(n))))
 
 
 def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
     return {
         "ttft_ms_p50": round(statistics.median(r["ttft_ms"] for r in runs), 1),
-        "tokens_per_s_mean": round(
-            statistics.fmean(r["tokens_per_s"] for r in runs), 1
-        ),
+        "tokens_per_s_mean": round(statistics.fmean(r["tokens_per_s"] for r in runs), 1),
         "words_per_stream": statistics.median(r["words"] for r in runs),
     }
 
@@ -151,18 +131,11 @@ def _setup(upstream_url: str) -> tuple[Any, str]:
             constitution = fixtures.placeholder_constitution(SLUG).constitution
     version = constitution.versions.order_by("-number").first()
     if not ActiveModel.objects.filter(constitution=constitution, kind="input").exists():
-        fixtures.activate(
-            version,
-            "input",
-            fixtures.train_input_artifact(f"{SLUG}/input-{int(time.time())}"),
-        )
-    if not ActiveModel.objects.filter(
-        constitution=constitution, kind="output"
-    ).exists():
+        fixtures.activate(version, "input", fixtures.train_input_artifact(f"{SLUG}/input-{int(time.time())}"))
+    if not ActiveModel.objects.filter(constitution=constitution, kind="output").exists():
         fixtures.activate(version, "output", fixtures.output_artifact(None))
     policy, _ = GuardPolicy.objects.update_or_create(
-        constitution=constitution,
-        defaults={"requests_per_minute": 0, "guard_timeout_s": 30},
+        constitution=constitution, defaults={"requests_per_minute": 0, "guard_timeout_s": 30}
     )
     Upstream.objects.filter(name="paced").delete()
     upstream = Upstream.objects.create(name="paced", base_url=upstream_url, model="paced",
@@ -178,9 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench proxy")
     parser.add_argument("--rate", type=float, default=100.0, help="upstream tokens/s")
     parser.add_argument("--tokens", type=int, default=300, help="tokens per reply")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="single streams per side"
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="single streams per side")
     parser.add_argument("--concurrent", type=int, default=4, help="streams at once")
     parser.add_argument("--scratch-db", action="store_true")
     args = parser.parse_args(argv)
@@ -196,17 +167,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     token, raw = _setup(upstream_url)
     url, server = serve_app()
     guard_headers = {"Authorization": f"Bearer {raw}"}
-    body = {
-        "messages": [{"role": "user", "content": PROMPT}],
-        "stream": True,
-        "max_tokens": 4096,
-    }
+    body = {"messages": [{"role": "user", "content": PROMPT}], "stream": True, "max_tokens": 4096}
     direct = (f"{upstream_url}/chat/completions", {}, {**body, "model": "paced"})
-    guarded = (
-        f"{url}/v1/chat/completions",
-        guard_headers,
-        {**body, "model": f"{SLUG}/paced"},
-    )
+    guarded = (f"{url}/v1/chat/completions", guard_headers, {**body, "model": f"{SLUG}/paced"})
     try:
         asyncio.run(_streams(*guarded, 1))  # warm-up: models load, caches fill
         classify_ms = []
@@ -218,10 +181,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {"benchmark": "proxy", "rate": args.rate, "tokens": args.tokens,
                                   "cpu_count": os.cpu_count(),
                                   "classify_p50_ms": round(statistics.median(classify_ms), 1)}  # fmt: skip
-        for label, n, repeats in (
-            ("single", 1, args.repeats),
-            ("concurrent", args.concurrent, 1),
-        ):
+        for label, n, repeats in (("single", 1, args.repeats), ("concurrent", args.concurrent, 1)):
             d = [r for _ in range(repeats) for r in asyncio.run(_streams(*direct, n))]
             g = [r for _ in range(repeats) for r in asyncio.run(_streams(*guarded, n))]
             sd, sg = _summary(d), _summary(g)
@@ -232,9 +192,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             }  # fmt: skip
             logger.info("%s: %s", label, result[label])
         single = result["single"]
-        result["added_ttft_minus_classify_ms"] = round(
-            single["added_ttft_ms"] - result["classify_p50_ms"], 1
-        )
+        result["added_ttft_minus_classify_ms"] = round(single["added_ttft_ms"] - result["classify_p50_ms"], 1)
         return result
     finally:
         server.should_exit = True

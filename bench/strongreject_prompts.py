@@ -88,12 +88,8 @@ TEXT_VARIANTS = ("plain", "base64", "rot13", "leetspeak", "homoglyph", "zero_wid
 
 
 def part_of(text: str) -> str:
-    """ "dev" or "holdout", from a hash of the text: the same half everywhere."""
-    return (
-        "dev"
-        if hashlib.sha256(text.encode("utf-8")).digest()[0] % 2 == 0
-        else "holdout"
-    )
+    """"dev" or "holdout", from a hash of the text: the same half everywhere."""
+    return "dev" if hashlib.sha256(text.encode("utf-8")).digest()[0] % 2 == 0 else "holdout"
 
 
 def variants_of(text: str, names: list[str], seed: int = 0) -> list[tuple[str, str]]:
@@ -107,18 +103,14 @@ def variants_of(text: str, names: list[str], seed: int = 0) -> list[tuple[str, s
             out.append((name, text))
             continue
         example = Example([{"role": "user", "content": text}], "", 1, "attack", "x")
-        rewritten = apply_transforms(
-            example, [name], rng=random.Random(f"{seed}:{text}:{name}")
-        )
+        rewritten = apply_transforms(example, [name], rng=random.Random(f"{seed}:{text}:{name}"))
         out.append((name, rewritten.prompt_text))
     return out
 
 
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench strongreject_prompts")
-    parser.add_argument(
-        "--out", required=True, help="where to write the JSONL (under var/)"
-    )
+    parser.add_argument("--out", required=True, help="where to write the JSONL (under var/)")
     parser.add_argument("--part", choices=("all", "dev", "holdout"), default="all",
                         help="one half by a hash of the text (develop on dev)")  # fmt: skip
     parser.add_argument("--only", choices=("fraud",), default=None,
@@ -138,9 +130,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
         unknown = sorted(set(names) - set(TEXT_VARIANTS))
         if unknown:
-            raise SystemExit(
-                f"unknown variant {', '.join(unknown)}; use {', '.join(TEXT_VARIANTS)}"
-            )
+            raise SystemExit(f"unknown variant {', '.join(unknown)}; use {', '.join(TEXT_VARIANTS)}")
         prompts = [
             {"text": rewritten, "kind": name}
             for p in prompts for name, rewritten in variants_of(p["text"], names)

@@ -83,10 +83,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     if not args.no_output:
         kinds.append(("output", _output, args.output_n, args.output_epochs))
     for kind, fn, n, epochs in kinds:
-        fast, full = (
-            fn("fast", n, epochs, args.device),
-            fn("full", n, epochs, args.device),
-        )
+        fast, full = fn("fast", n, epochs, args.device), fn("full", n, epochs, args.device)
         result[kind] = {"n": n, "epochs": epochs, "fast": fast, "full": full,
                         "fast_over_full": fast["examples_per_s"] / full["examples_per_s"]}  # fmt: skip
     return result

@@ -60,14 +60,7 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(GeneratorEndpoint)
 class GeneratorEndpointAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "base_url",
-        "model",
-        "key",
-        "timeout_seconds",
-        "max_retries",
-    )
+    list_display = ("name", "base_url", "model", "key", "timeout_seconds", "max_retries")
     exclude = ("api_key",)  # write-only: set or replace it on the endpoint page
 
     @admin.display(description="API key")
@@ -158,21 +151,12 @@ class ConversationAdmin(ReadOnlyAdmin):
     inlines = [TurnInline]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return (
-            True  # retention: a user's conversation can be erased (turns, review too)
-        )
+        return True  # retention: a user's conversation can be erased (turns, review too)
 
 
 @admin.register(ReviewItem)
 class ReviewItemAdmin(ReadOnlyAdmin):
-    list_display = (
-        "pk",
-        "conversation",
-        "category",
-        "status",
-        "decision",
-        "decided_by",
-    )
+    list_display = ("pk", "conversation", "category", "status", "decision", "decided_by")
     list_filter = ("status", "decision")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -22,9 +22,7 @@ def make_user(django_user_model):  # type: ignore[no-untyped-def]
     from django.contrib.auth.models import Group
 
     def make(username: str, *roles: str, **extra: object):  # type: ignore[no-untyped-def]
-        user = django_user_model.objects.create_user(
-            username, password=PASSWORD, **extra
-        )
+        user = django_user_model.objects.create_user(username, password=PASSWORD, **extra)
         for role in roles:
             # get_or_create: transactional tests flush the groups the migration made.
             user.groups.add(Group.objects.get_or_create(name=role)[0])
@@ -134,9 +132,7 @@ def browser() -> Iterator[object]:
     that calls asyncio.run() or async_to_sync().
     """
     if not os.path.exists(CHROMIUM):
-        pytest.fail(
-            "chromium is missing: run `make test` (it installs Debian's chromium)"
-        )
+        pytest.fail("chromium is missing: run `make test` (it installs Debian's chromium)")
     # Playwright's loop runs in this thread; the ORM calls the tests make around it
     # are ordinary sync code. Restored afterwards so no later test (or a child
     # process it starts) inherits it.

@@ -25,13 +25,7 @@ def test_every_classifiers_table_is_in_the_admin_and_its_list_opens(client, root
     tables = {m for m in apps.get_app_config("classifiers").get_models()
               if not m._meta.auto_created}  # fmt: skip
     # Rows that only make sense inside their parent's page.
-    inner = {
-        "DatasetExample",
-        "Turn",
-        "TrafficPrompt",
-        "EvaluationPrompt",
-        "LabelAuditItem",
-    }
+    inner = {"DatasetExample", "Turn", "TrafficPrompt", "EvaluationPrompt", "LabelAuditItem"}
     assert {m.__name__ for m in tables - registered} == inner
     client.force_login(root)
     for model in registered:
@@ -42,22 +36,15 @@ def test_every_classifiers_table_is_in_the_admin_and_its_list_opens(client, root
 def test_secrets_never_show_and_product_records_are_read_only(client, root, alice):
     token, raw = ApiToken.issue(user=alice, name="ci")
     endpoint = GeneratorEndpoint.objects.create(
-        name="vllm",
-        base_url="http://127.0.0.1:9/v1",
-        model="m",
-        api_key="sk-secret-key",
+        name="vllm", base_url="http://127.0.0.1:9/v1", model="m", api_key="sk-secret-key"
     )
     client.force_login(root)
-    page = client.get(
-        reverse("admin:classifiers_apitoken_change", args=[token.pk])
-    ).content
+    page = client.get(reverse("admin:classifiers_apitoken_change", args=[token.pk])).content
     assert token.key_hash.encode() not in page and raw.encode() not in page
     page = client.get(reverse("admin:classifiers_generatorendpoint_change",
                               args=[endpoint.pk])).content  # fmt: skip
     assert b"sk-secret-key" not in page and b'name="api_key"' not in page
-    listing = client.get(
-        reverse("admin:classifiers_generatorendpoint_changelist")
-    ).content
+    listing = client.get(reverse("admin:classifiers_generatorendpoint_changelist")).content
     assert b"sk-secret-key" not in listing and b">set<" in listing
     assert client.get(reverse("admin:classifiers_apitoken_add")).status_code == 403
     assert client.post(reverse("admin:classifiers_apitoken_change", args=[token.pk]),

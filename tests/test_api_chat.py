@@ -247,10 +247,7 @@ def test_concurrent_requests_are_decoded_together_and_get_their_solo_replies(
     assert batcher.stats.admitted - admitted == len(prompts)
     assert batcher.stats.max_batch >= 2  # they really shared forwards
     for solo, shared in zip(alone, together, strict=True):
-        assert (
-            shared["choices"][0]["message"]["content"]
-            == solo["choices"][0]["message"]["content"]
-        )
+        assert shared["choices"][0]["message"]["content"] == solo["choices"][0]["message"]["content"]
         got = [s["score"] for s in shared["guard"]["token_scores"]]
         want = [s["score"] for s in solo["guard"]["token_scores"]]
         assert got == pytest.approx(want, abs=1e-3)
@@ -264,15 +261,10 @@ def test_the_work_of_one_request_is_bounded_by_prompt_tokens(asgi_server, alice)
     guarded_constitution("tight", output=True, user=alice, max_prompt_tokens=64)
     raw = ApiToken.issue(user=alice, name="t")[1]
     many = chat(asgi_server, raw, model="tight", messages=user("hi") * 10_000)
-    assert (
-        many.status_code == 400
-        and many.json()["error"]["code"] == "context_length_exceeded"
-    )
+    assert many.status_code == 400 and many.json()["error"]["code"] == "context_length_exceeded"
     long = chat(asgi_server, raw, model="tight", messages=user("tomato " * 100))
     assert long.status_code == 400
     error = long.json()["error"]
-    assert (
-        error["code"] == "context_length_exceeded" and "at most 64" in error["message"]
-    )
+    assert error["code"] == "context_length_exceeded" and "at most 64" in error["message"]
     assert chat(asgi_server, raw, model="tight", messages=user("hi")).status_code == 200
     assert Conversation.objects.count() == 1

@@ -43,35 +43,25 @@ def raw(alice):
 
 
 def test_pre_call_blocks_a_restricted_request_and_passes_a_benign_one(asgi_server, raw):
-    blocked = post(
-        asgi_server, raw, litellm_body("request", [HARMFUL_PROMPT], "c1")
-    ).json()
+    blocked = post(asgi_server, raw, litellm_body("request", [HARMFUL_PROMPT], "c1")).json()
     assert blocked["action"] == "BLOCKED" and "widgets" in blocked["blocked_reason"]
     assert "texts" not in blocked  # never a rewrite
-    passed = post(
-        asgi_server, raw, litellm_body("request", [BENIGN_PROMPT], "c2")
-    ).json()
+    passed = post(asgi_server, raw, litellm_body("request", [BENIGN_PROMPT], "c2")).json()
     assert passed["action"] == "NONE"
     assert Conversation.objects.filter(flag_reason="input_blocked").count() == 1
 
 
 def test_post_call_scores_the_reply_as_the_answer_to_its_request(asgi_server, raw):
-    post(
-        asgi_server, raw, litellm_body("request", [BENIGN_PROMPT], "c3"), slug="strict"
-    )
+    post(asgi_server, raw, litellm_body("request", [BENIGN_PROMPT], "c3"), slug="strict")
     reply = litellm_body("response", ["Water the roses in the morning."], "c3")
     halted = post(asgi_server, raw, reply, slug="strict").json()
     assert halted["action"] == "BLOCKED" and "threshold" in halted["blocked_reason"]
     turn = Conversation.objects.get(flag_reason="output_halted").turns.get()
     assert turn.user_content == BENIGN_PROMPT  # the prompt of the same litellm_call_id
-    assert (
-        post(asgi_server, raw, reply).json()["action"] == "NONE"
-    )  # widgets never halts
+    assert post(asgi_server, raw, reply).json()["action"] == "NONE"  # widgets never halts
 
 
-def test_the_constitution_can_come_from_the_guardrail_params_and_bad_calls_are_4xx(
-    asgi_server, raw
-):
+def test_the_constitution_can_come_from_the_guardrail_params_and_bad_calls_are_4xx(asgi_server, raw):
     body = litellm_body("request", [HARMFUL_PROMPT], "c4",
                         additional_provider_specific_params={"constitution": "widgets"})  # fmt: skip
     response = httpx.post(f"{asgi_server}/beta/litellm_basic_guardrail_api", json=body,

@@ -37,9 +37,7 @@ def test_other_pages_need_login_too(client, path):
 
 
 def test_alice_logs_in_and_sees_her_roles(client, alice):
-    response = client.post(
-        "/accounts/login/", {"username": "alice", "password": PASSWORD}
-    )
+    response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
     assert response.status_code == 302
     home = client.get("/")
     assert home.status_code == 200
@@ -48,8 +46,6 @@ def test_alice_logs_in_and_sees_her_roles(client, alice):
 
 
 def test_a_wrong_password_shows_an_error(client, alice):
-    response = client.post(
-        "/accounts/login/", {"username": "alice", "password": "nope"}
-    )
+    response = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
     assert response.status_code == 200
     assert b"didn't match" in response.content

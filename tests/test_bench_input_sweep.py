@@ -27,10 +27,7 @@ def test_the_validation_best_of_each_subset_is_what_counts():
     # Subsets {0,1} and {0,2} pick seed 0 (0.95); {1,2} picks seed 1 (0.70).
     # (Picking on test would give 0.963.)
     assert entry["test_of_validation_best_of_2"] == {
-        "mean": 0.867,
-        "min": 0.7,
-        "share_at_least_0.9": 0.667,
-        "subsets": 3,
+        "mean": 0.867, "min": 0.7, "share_at_least_0.9": 0.667, "subsets": 3
     }
 
 
@@ -47,12 +44,8 @@ def test_a_validation_tie_goes_to_calibration_and_nan_never_wins():
 def test_export_then_sweep_without_the_database(alice, tmp_path):
     from bench import input_sweep
 
-    dataset = make_dataset(
-        published_constitution(user=alice), heldout=False, responses=False
-    )
-    exported = input_sweep.main(
-        ["--export", str(tmp_path), "--dataset", str(dataset.pk)]
-    )
+    dataset = make_dataset(published_constitution(user=alice), heldout=False, responses=False)
+    exported = input_sweep.main(["--export", str(tmp_path), "--dataset", str(dataset.pk)])
     assert exported["sizes"]["train"]["harmful"] > 0
     assert exported["sizes"]["test"]["benign"] > 0
     rows_file = tmp_path / "rows.jsonl"
@@ -67,10 +60,7 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
         assert 0.0 <= row["test_tpr"] <= 1.0 and 0.0 <= row["test_deployed_fpr"] <= 1.0
         assert "heldout_transforms_tpr" not in row  # this dataset has none
     summary = result["summary"]["fast epochs=5 backbone_lr=6e-05 hidden=64"]
-    assert (
-        summary["seeds"] == 3
-        and summary["test_of_validation_best_of_2"]["subsets"] == 3
-    )
+    assert summary["seeds"] == 3 and summary["test_of_validation_best_of_2"]["subsets"] == 3
 
     # The saved rows keep every score, so selections and ensembles come afterwards;
     # a row written twice (a rerun appending to the same file) counts once.
@@ -79,12 +69,7 @@ def test_export_then_sweep_without_the_database(alice, tmp_path):
     again = input_sweep.main(["--analyse", str(rows_file), "--splits", str(tmp_path),
                               "--pick-from", "2"])  # fmt: skip
     assert again["rows"] == 3 and again["summary"] == result["summary"]
-    assert (
-        again["pooled_selection"]["fast epochs=5 backbone_lr=6e-05 hidden=64"][
-            "subsets"
-        ]
-        == 3
-    )
+    assert again["pooled_selection"]["fast epochs=5 backbone_lr=6e-05 hidden=64"]["subsets"] == 3
     (ensemble,) = again["ensembles"]["fast epochs=5 backbone_lr=6e-05 hidden=64"]
     assert ensemble["seeds"] == [0, 1] and 0.0 <= ensemble["test_tpr"] <= 1.0
 
@@ -109,13 +94,9 @@ def test_other_config_fields_vary_as_typed_combinations():
     assert _config_grid([]) == [{}]
     with pytest.raises(ValueError, match="given twice"):
         _config_grid(["batch_size=16", "batch_size=32"])
-    for bad, message in (
-        ("seed=1", "not a field"),
-        ("nonsense=1", "not a field"),
-        ("batch_size=big", "takes int"),
-        ("hidden=", "at least one"),
-        ("restore_best=ture", "takes bool"),
-    ):
+    for bad, message in (("seed=1", "not a field"), ("nonsense=1", "not a field"),
+                         ("batch_size=big", "takes int"), ("hidden=", "at least one"),
+                         ("restore_best=ture", "takes bool")):
         with pytest.raises(ValueError, match=message):
             _config_grid([bad])
 

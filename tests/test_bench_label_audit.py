@@ -29,6 +29,4 @@ def test_harmful_test_prompts_are_grouped_by_run_with_author_examples_apart():
     assert groups == {"author_examples": [3], "run_d2_seed5": [0, 4],
                       "run_d6_seed7": [2], "run_d9_seed?": [5]}  # fmt: skip
     # A dataset never combined: its sources carry no prefix and are its own run's.
-    assert harmful_by_run([(1, "chem-0001", "generated")], 4, {0: 3}) == {
-        "run_d4_seed3": [0]
-    }
+    assert harmful_by_run([(1, "chem-0001", "generated")], 4, {0: 3}) == {"run_d4_seed3": [0]}

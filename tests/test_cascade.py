@@ -15,12 +15,7 @@ from tests.training_helpers import (
     wait_for_job,
 )
 
-HEAVY_CONFIG = {
-    **FAST_CONFIG,
-    "output_mode": "full",
-    "output_epochs": 1,
-    "input_epochs": 1,
-}
+HEAVY_CONFIG = {**FAST_CONFIG, "output_mode": "full", "output_epochs": 1, "input_epochs": 1}
 
 
 @pytest.fixture
@@ -34,11 +29,7 @@ def _train(dataset, config, *, activate):
     from classifiers.training.services import training_start
 
     run = training_start(
-        dataset=dataset,
-        config=config,
-        user=None,
-        activate_when_done=activate,
-        enqueue=False,
+        dataset=dataset, config=config, user=None, activate_when_done=activate, enqueue=False
     )
     run_training_job(run.pk)
     run.refresh_from_db()
@@ -75,9 +66,7 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     assert 0 <= lo <= hi <= 1 and 0 <= job.settings["weight"] <= 1
     assert probe.thresholds["per_category_fpr"] == {"forbidden widgets": 0.5}
     assert set(job.settings["per_category"]) == {"forbidden widgets"}
-    assert (
-        job.settings["per_category"]["forbidden widgets"] <= job.settings["threshold"]
-    )
+    assert job.settings["per_category"]["forbidden widgets"] <= job.settings["threshold"]
     stats = job.report["calibration"]["stats"]
     # The toy benign replies are identical, so their probe scores tie: asking for
     # 50% escalates all the tied ones (exact rates: tests/ml/test_streaming_cascade.py).
@@ -92,23 +81,16 @@ def test_alice_calibrates_a_cascade_through_the_worker_and_the_guard_serves_it(
     # scored by both, and the turn records where the heavy classifier joined.
     setup = guard_setup(constitution)
     assert setup.cascade == job and setup.engine.cascade is not None
-    assert setup.engine.cascade.settings.threshold == pytest.approx(
-        job.settings["threshold"]
-    )
+    assert setup.engine.cascade.settings.threshold == pytest.approx(job.settings["threshold"])
     result = run_to_end(setup.engine.stream(
         [{"role": "user", "content": "how do I make the forbidden widget"}],
         GuardConfig(max_new_tokens=6, mode="shadow")))  # fmt: skip
     # The input classifier's category of the prompt picks the threshold.
-    expected = job.settings["per_category"].get(
-        result.input.category, job.settings["threshold"]
-    )
+    expected = job.settings["per_category"].get(result.input.category, job.settings["threshold"])
     assert result.cascaded and result.output_threshold == pytest.approx(expected)
 
     page = client.get(reverse("classifiers:guard-settings", args=[constitution.slug]))
-    assert (
-        b'data-testid="cascade-report"' in page.content
-        and b"escalates to" in page.content
-    )
+    assert b'data-testid="cascade-report"' in page.content and b"escalates to" in page.content
 
     # Activating another output model retires the cascade (it was calibrated for the
     # old probe); turning it off is one click.
@@ -133,9 +115,7 @@ def _start(client, user, constitution, **data):
                        {"escalate_percent": 5, **data})  # fmt: skip
 
 
-def test_without_an_active_output_model_there_is_no_probe_to_cascade(
-    client, alice, widgets
-):
+def test_without_an_active_output_model_there_is_no_probe_to_cascade(client, alice, widgets):
     dataset, constitution = widgets
     heavy = make_model(dataset, "output")
     response = _start(client, alice, constitution, heavy_model=heavy.pk)
@@ -171,12 +151,7 @@ def test_only_policy_authors_change_the_cascade(client, request, who, widgets):
     heavy = make_model(dataset, "output", seed=1)
     user = request.getfixturevalue(who)
     assert _start(client, user, constitution, heavy_model=heavy.pk).status_code == 403
-    assert (
-        client.post(
-            reverse("classifiers:cascade-off", args=[constitution.slug])
-        ).status_code
-        == 403
-    )
+    assert client.post(reverse("classifiers:cascade-off", args=[constitution.slug])).status_code == 403
     assert not CascadeCalibration.objects.exists()
 
 
@@ -186,17 +161,13 @@ def test_a_second_calibration_waits_for_the_first(client, alice, widgets):
     heavy = make_model(dataset, "output", seed=1)
     from classifiers.guard.services import start_cascade_calibration
 
-    start_cascade_calibration(
-        constitution=constitution, heavy_model=heavy, enqueue=False
-    )
+    start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     response = _start(client, alice, constitution, heavy_model=heavy.pk)
     assert response.status_code == 400 and b"already running" in response.content
     assert CascadeCalibration.objects.count() == 1
 
 
-def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(
-    alice, widgets, monkeypatch
-):
+def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(alice, widgets, monkeypatch):
     from classifiers.guard import cascade_run
     from classifiers.guard.cascade_run import run_cascade_job
     from classifiers.guard.services import start_cascade_calibration
@@ -210,9 +181,7 @@ def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(
     )  # fmt: skip
     GuardPolicy.objects.create(constitution=constitution, cascade=served)
 
-    queued = start_cascade_calibration(
-        constitution=constitution, heavy_model=heavy, enqueue=False
-    )
+    queued = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     queued.request_cancel()
     run_cascade_job(queued.pk)
     queued.refresh_from_db()
@@ -222,18 +191,14 @@ def test_a_cancelled_or_failed_calibration_leaves_the_served_cascade_alone(
         raise RuntimeError("the model files are gone")
 
     monkeypatch.setattr(cascade_run, "execute_cascade_calibration", boom)
-    failing = start_cascade_calibration(
-        constitution=constitution, heavy_model=heavy, enqueue=False
-    )
+    failing = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     run_cascade_job(failing.pk)
     failing.refresh_from_db()
     assert failing.status == "failed" and "model files are gone" in failing.error
     assert GuardPolicy.for_constitution(constitution).cascade_id == served.pk
 
 
-def test_a_cascade_made_for_a_replaced_probe_is_not_served_and_cannot_be_chosen(
-    client, alice, widgets
-):
+def test_a_cascade_made_for_a_replaced_probe_is_not_served_and_cannot_be_chosen(client, alice, widgets):
     from classifiers.guard.policy import served_cascade
 
     dataset, constitution = widgets
@@ -252,18 +217,14 @@ def test_a_cascade_made_for_a_replaced_probe_is_not_served_and_cannot_be_chosen(
     client.force_login(alice)
     page = client.get(reverse("classifiers:guard-settings", args=[constitution.slug]))
     assert b"not served" in page.content
-    response = client.post(
-        reverse("classifiers:cascade-use", args=[constitution.slug, job.pk])
-    )
+    response = client.post(reverse("classifiers:cascade-use", args=[constitution.slug, job.pk]))
     assert response.status_code == 302
     assert GuardPolicy.for_constitution(constitution).cascade_id == job.pk  # unchanged
     follow = client.get(reverse("classifiers:guard-settings", args=[constitution.slug]))
     assert b"no longer active" in follow.content
 
 
-def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(
-    client, alice, widgets
-):
+def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(client, alice, widgets):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -273,9 +234,7 @@ def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(
     heavy = make_model(dataset, "output", seed=1)
     from classifiers.guard.services import start_cascade_calibration
 
-    job = start_cascade_calibration(
-        constitution=constitution, heavy_model=heavy, enqueue=False
-    )
+    job = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     CascadeCalibration.objects.filter(pk=job.pk).update(
         status="running", heartbeat_at=timezone.now() - timedelta(minutes=10)
     )
@@ -290,9 +249,7 @@ def test_a_calibration_whose_worker_died_shows_as_failed_and_switches_nothing(
 def _running_job(constitution, probe, heavy, **fields):
     from classifiers.guard.services import start_cascade_calibration
 
-    job = start_cascade_calibration(
-        constitution=constitution, heavy_model=heavy, enqueue=False
-    )
+    job = start_cascade_calibration(constitution=constitution, heavy_model=heavy, enqueue=False)
     CascadeCalibration.objects.filter(pk=job.pk).update(status="running", **fields)
     job.refresh_from_db()
     return job
@@ -305,10 +262,7 @@ def _finish(job):
     return finish
 
 
-RESULT = {
-    "settings": {"band": [0.2, 0.6], "weight": 0.5, "threshold": 0.7},
-    "report": {},
-}
+RESULT = {"settings": {"band": [0.2, 0.6], "weight": 0.5, "threshold": 0.7}, "report": {}}
 
 
 def test_a_late_cancel_or_a_reaped_job_beats_the_result_and_switches_nothing(widgets):

@@ -23,14 +23,10 @@ def trained(settings, tmp_path, alice):
 
 def test_train_prints_progress_and_the_headline_metrics(trained):
     _, output = trained
-    assert (
-        "train input:" in output and "input model #" in output and "[active]" in output
-    )
+    assert "train input:" in output and "input model #" in output and "[active]" in output
 
 
-def test_classify_adds_score_blocked_and_category_to_every_line(
-    trained, tmp_path, capsys
-):
+def test_classify_adds_score_blocked_and_category_to_every_line(trained, tmp_path, capsys):
     constitution, _ = trained
     source = tmp_path / "in.jsonl"
     rows = [{"text": "how do I make the forbidden widget at home", "id": 1},
@@ -51,9 +47,7 @@ def test_classify_adds_score_blocked_and_category_to_every_line(
     assert lines[0]["input_score"] > lines[1]["input_score"]
     assert lines[0]["blocked"] and not lines[1]["blocked"]
     # A blocked line names a restricted category.
-    assert {line["category"] for line in lines if line["blocked"]} == {
-        "forbidden widgets"
-    }
+    assert {line["category"] for line in lines if line["blocked"]} == {"forbidden widgets"}
 
 
 def test_a_malformed_line_names_its_number_and_writes_nothing(trained, tmp_path):
@@ -71,9 +65,7 @@ def test_a_malformed_line_names_its_number_and_writes_nothing(trained, tmp_path)
     assert not target.exists() and not list(tmp_path.glob(".out.jsonl*"))
 
 
-def test_a_constitution_without_an_active_model_is_a_clear_error(
-    trained, tmp_path, alice
-):
+def test_a_constitution_without_an_active_model_is_a_clear_error(trained, tmp_path, alice):
     other = published_constitution("other", user=alice).constitution
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "hello"}\n')
@@ -91,9 +83,7 @@ def test_evaluate_prints_the_report_verifies_and_writes_json(trained, tmp_path, 
     call_command("evaluate", model=model.pk, split="heldout_transforms",
                  json_out=str(target), verify=True)  # fmt: skip
     printed = capsys.readouterr().out
-    assert (
-        "artifact verified" in printed and "keyword" in printed and "rot13" in printed
-    )
+    assert "artifact verified" in printed and "keyword" in printed and "rot13" in printed
     document = json.loads(target.read_text())
     assert document["split"] == "heldout_transforms" and document["classifier"]["n"] > 0
     with pytest.raises(CommandError):

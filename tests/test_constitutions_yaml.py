@@ -204,55 +204,30 @@ def test_the_import_page_shows_line_precise_errors_and_imports_good_files(
 
 
 HOSTILE = {
-    "unknown tag": (
-        GOOD.replace("domain: A widget", "domain: !foo A widget"),
-        "line 4",
-    ),
-    "python tag": (
-        GOOD.replace(
-            "domain: A widget shop assistant.", "domain: !!python/name:os.system"
-        ),
-        "line 4",
-    ),  # fmt: skip
+    "unknown tag": (GOOD.replace("domain: A widget", "domain: !foo A widget"), "line 4"),
+    "python tag": (GOOD.replace("domain: A widget shop assistant.",
+                                "domain: !!python/name:os.system"), "line 4"),  # fmt: skip
     "bad int": (GOOD.replace("target_fpr: 0.02", "target_fpr: !!int abc"), "line 19"),
-    "bad float": (
-        GOOD.replace("target_fpr: 0.02", "target_fpr: !!float abc"),
-        "line 19",
-    ),
-    "bad date": (
-        GOOD.replace("target_fpr: 0.02", "target_fpr: !!timestamp 2020-13-45"),
-        "line 19",
-    ),  # fmt: skip
+    "bad float": (GOOD.replace("target_fpr: 0.02", "target_fpr: !!float abc"), "line 19"),
+    "bad date": (GOOD.replace("target_fpr: 0.02", "target_fpr: !!timestamp 2020-13-45"),
+                 "line 19"),  # fmt: skip
     "long name": (GOOD.replace("name: Widgets", "name: " + "W" * 300), "line 2"),
     "huge name": (GOOD.replace("name: Widgets", "name: " + "W" * 100_000), "line 2"),
-    "long category": (
-        GOOD.replace("name: Widget safety", "name: " + "S" * 300),
-        "line 12",
-    ),
+    "long category": (GOOD.replace("name: Widget safety", "name: " + "S" * 300), "line 12"),
     "NUL in name": (GOOD.replace("name: Widgets", 'name: "Wid\\0gets"'), "line 2"),
-    "NUL in example": (
-        GOOD.replace("- tell me about vaccines", '- "tell me\\0"'),
-        "line 17",
-    ),
-    "surrogate": (
-        GOOD.replace("name: Widget safety", 'name: "Widget \\ud800"'),
-        "line 12",
-    ),
+    "NUL in example": (GOOD.replace("- tell me about vaccines", '- "tell me\\0"'), "line 17"),
+    "surrogate": (GOOD.replace("name: Widget safety", 'name: "Widget \\ud800"'), "line 12"),
     "deep list": ("name: " + "[" * 5000 + "]" * 5000 + "\n", "line 1"),
     "reserved slug": (GOOD.replace("slug: widgets", "slug: import"), "line 3"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_yaml_imports_are_a_400_with_the_line_and_write_nothing(
-    client, alice, case
-):
+def test_hostile_yaml_imports_are_a_400_with_the_line_and_write_nothing(client, alice, case):
     text, line = HOSTILE[case]
     client.force_login(alice)
     upload = SimpleUploadedFile("c.yaml", text.encode("utf-8", "surrogatepass"))
-    response = client.post(
-        reverse("constitutions:import"), {"file": upload, "mode": "new"}
-    )
+    response = client.post(reverse("constitutions:import"), {"file": upload, "mode": "new"})
     assert response.status_code == 400, case
     assert line.encode() in response.content, response.content.decode()[-2000:]
     assert not Constitution.objects.exists()
@@ -358,17 +333,10 @@ def test_too_many_categories_or_examples_are_refused(alice):
     many = "name: Big\nslug: big\ncategories:" + "".join(
         category(i) for i in range(services.MAX_CATEGORIES + 1)
     )
-    with pytest.raises(
-        yaml_io.YamlImportError, match=f"at most {services.MAX_CATEGORIES} categories"
-    ):
+    with pytest.raises(yaml_io.YamlImportError, match=f"at most {services.MAX_CATEGORIES} categories"):
         yaml_io.import_yaml(many, user=alice, mode="new")
-    wordy = "name: Big\nslug: big\ncategories:" + category(
-        0, services.MAX_LIST_ITEMS + 1
-    )
-    with pytest.raises(
-        yaml_io.YamlImportError,
-        match=f"At most {services.MAX_LIST_ITEMS} example queries",
-    ):
+    wordy = "name: Big\nslug: big\ncategories:" + category(0, services.MAX_LIST_ITEMS + 1)
+    with pytest.raises(yaml_io.YamlImportError, match=f"At most {services.MAX_LIST_ITEMS} example queries"):
         yaml_io.import_yaml(wordy, user=alice, mode="new")
     assert not Constitution.objects.filter(slug="big").exists()
     # The editor's add: the 101st category is refused.

@@ -33,9 +33,7 @@ def traffic(bob):  # type: ignore[no-untyped-def]
             latency_ms=100.0 * (i + 1), first_token_ms=10.0 * (i + 1),
             shadow=shadow, created_at=when,
         ))  # fmt: skip
-    old = flagged_conversation(
-        constitution, created_at=timezone.now() - timedelta(days=20)
-    )
+    old = flagged_conversation(constitution, created_at=timezone.now() - timedelta(days=20))
     items = [c.review_item for c in made[:4]]
     services.decide(item_id=items[0].pk, user=bob, decision="correct_block", version=0)
     services.decide(item_id=items[1].pk, user=bob, decision="false_positive", version=0)
@@ -49,14 +47,9 @@ def test_the_numbers_come_out_right_for_known_rows(traffic):  # type: ignore[no-
     t = stats["totals"]
     assert (t["total"], t["blocked"], t["halted"], t["flagged"]) == (10, 2, 1, 4)
     assert t["block_rate"] == 0.2 and t["halt_rate"] == 0.1
-    assert t["latency_p50"] == pytest.approx(550.0) and t[
-        "latency_p95"
-    ] == pytest.approx(955.0)
+    assert t["latency_p50"] == pytest.approx(550.0) and t["latency_p95"] == pytest.approx(955.0)
     assert t["first_token_p50"] == pytest.approx(55.0)
-    assert (
-        stats["review"]["reviewed"] == 2
-        and stats["review"]["false_positive_rate"] == 0.5
-    )
+    assert stats["review"]["reviewed"] == 2 and stats["review"]["false_positive_rate"] == 0.5
     q = stats["queue"]
     # Open: items 3 and the 20-day-old one; claimed: item 2.
     assert (q["open"], q["claimed"], q["size"]) == (2, 1, 3)
@@ -65,12 +58,7 @@ def test_the_numbers_come_out_right_for_known_rows(traffic):  # type: ignore[no-
                                    {"input_category": "Widget care", "n": 1}]  # fmt: skip
     # Shadow: would block 0,1,2,9; active blocks 0,1,2 → agree on 9 of 10.
     s = stats["shadow"]
-    assert (s["total"], s["shadow_blocks"], s["active_blocks"], s["agreement"]) == (
-        10,
-        4,
-        3,
-        0.9,
-    )
+    assert (s["total"], s["shadow_blocks"], s["active_blocks"], s["agreement"]) == (10, 4, 3, 0.9)
     # Daily buckets over 7 days; all traffic in one of them.
     series = stats["series"]
     assert not stats["hourly"] and len(series["labels"]) in (7, 8)
@@ -88,22 +76,14 @@ def test_hourly_buckets_for_a_day_and_a_constitution_filter(traffic):  # type: i
     assert dashboard_stats(now - timedelta(days=7), now, other)["totals"]["total"] == 0
 
 
-def test_everyone_with_a_role_sees_the_dashboard(
-    client, traffic, victor, bob, alice, charlie
-):  # type: ignore[no-untyped-def]
+def test_everyone_with_a_role_sees_the_dashboard(client, traffic, victor, bob, alice, charlie):  # type: ignore[no-untyped-def]
     for user in (victor, bob, alice):
         client.force_login(user)
         response = client.get(reverse("classifiers:dashboard"))
         assert response.status_code == 200
         html = response.content.decode()
-        assert (
-            'data-testid="stat-turns">10<' in html
-            and 'data-testid="stat-block-rate">20%<' in html
-        )
-        assert (
-            'data-testid="stat-fp-rate">50%<' in html
-            and 'data-testid="stat-shadow">90%<' in html
-        )
+        assert 'data-testid="stat-turns">10<' in html and 'data-testid="stat-block-rate">20%<' in html
+        assert 'data-testid="stat-fp-rate">50%<' in html and 'data-testid="stat-shadow">90%<' in html
         assert 'id="dashboard-series"' in html and "chart.umd.min.js" in html
     client.force_login(charlie)
     assert client.get(reverse("classifiers:dashboard")).status_code == 403
@@ -111,49 +91,22 @@ def test_everyone_with_a_role_sees_the_dashboard(
 
 def test_range_filters_partials_and_bad_ranges(client, traffic, victor):  # type: ignore[no-untyped-def]
     client.force_login(victor)
-    partial = client.get(
-        reverse("classifiers:dashboard"),
-        {"range": "24h"},
-        headers={"HX-Request": "true"},
-    )
-    assert (
-        partial.status_code == 200
-        and b"<html" not in partial.content
-        and b'id="dashboard-body"' in partial.content
-    )
-    old = client.get(
-        reverse("classifiers:dashboard"),
-        {"range": "custom", "since": "2000-01-01", "until": "2000-01-02"},
-    )
+    partial = client.get(reverse("classifiers:dashboard"), {"range": "24h"}, headers={"HX-Request": "true"})
+    assert partial.status_code == 200 and b"<html" not in partial.content and b'id="dashboard-body"' in partial.content
+    old = client.get(reverse("classifiers:dashboard"), {"range": "custom", "since": "2000-01-01", "until": "2000-01-02"})
     assert b'data-testid="stat-turns">0<' in old.content
-    bad = client.get(
-        reverse("classifiers:dashboard"), {"since": "2020-02-01", "until": "2020-01-01"}
-    )
+    bad = client.get(reverse("classifiers:dashboard"), {"since": "2020-02-01", "until": "2020-01-01"})
     assert bad.status_code == 400 and b"after the end date" in bad.content
-    for far in (
-        {"until": "9999-12-31"},
-        {"since": "9999-12-30"},
-        {"since": "0001-01-01"},
-    ):
+    for far in ({"until": "9999-12-31"}, {"since": "9999-12-30"}, {"since": "0001-01-01"}):
         response = client.get(reverse("classifiers:dashboard"), far)
-        assert (
-            response.status_code == 400 and b"choose dates between" in response.content
-        )
+        assert response.status_code == 400 and b"choose dates between" in response.content
     live = client.get(reverse("classifiers:dashboard"), {"live": "1"})
-    assert (
-        b'id="dashboard-live"' in live.content
-        and b'data-testid="live-queue">3<' in live.content
-    )
+    assert b'id="dashboard-live"' in live.content and b'data-testid="live-queue">3<' in live.content
 
 
 def test_live_counters_count_the_last_day_and_the_queue(traffic):  # type: ignore[no-untyped-def]
     live = live_counters()
-    assert (live["total"], live["blocked"], live["halted"], live["decided"]) == (
-        10,
-        2,
-        1,
-        2,
-    )
+    assert (live["total"], live["blocked"], live["halted"], live["decided"]) == (10, 2, 1, 2)
     assert live["queue"]["size"] == 3
 
 
@@ -175,11 +128,7 @@ def test_the_dashboard_socket_sends_counters_and_pushes_updates(victor, charlie)
         communicator.scope["user"] = victor
         connected, _ = await communicator.connect()
         first = await communicator.receive_from(timeout=10)
-        await sync_to_async(
-            lambda: flagged_conversation(
-                published_constitution(categories=SHOP_AND_GARDEN).constitution
-            )
-        )()
+        await sync_to_async(lambda: flagged_conversation(published_constitution(categories=SHOP_AND_GARDEN).constitution))()
         await sync_to_async(dashboard.send_counters)()
         pushed = await communicator.receive_from(timeout=10)
         await communicator.disconnect()
@@ -203,7 +152,4 @@ def test_the_dashboard_socket_sends_counters_and_pushes_updates(victor, charlie)
     assert not asyncio.run(refused())
     assert connected
     assert 'id="dashboard-live"' in first and 'hx-swap-oob="true"' in first
-    assert (
-        'data-testid="live-queue">0<' in first
-        and 'data-testid="live-queue">1<' in pushed
-    )
+    assert 'data-testid="live-queue">0<' in first and 'data-testid="live-queue">1<' in pushed

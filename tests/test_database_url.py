@@ -58,6 +58,4 @@ def test_the_options_reach_the_server():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "DATABASE_URL": url},
     )  # fmt: skip
-    assert out.stdout.strip().splitlines()[-1] == "guardweb-url-test", out.stderr[
-        -2000:
-    ]
+    assert out.stdout.strip().splitlines()[-1] == "guardweb-url-test", out.stderr[-2000:]

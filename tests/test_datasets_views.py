@@ -76,7 +76,9 @@ def test_alice_starts_a_run_which_is_queued_and_enqueued_after_commit(
     assert len(callbacks) == 1  # the task is sent only once the row is committed
 
 
-def test_a_run_with_larger_calibration_and_test_splits_records_them(client, alice):  # type: ignore[no-untyped-def]
+def test_a_run_with_larger_calibration_and_test_splits_records_them(
+    client, alice
+):  # type: ignore[no-untyped-def]
     version = published_constitution(user=alice, categories=SHOP)
     client.force_login(alice)
     data = start_data(
@@ -154,15 +156,9 @@ def test_the_form_lists_published_versions_and_transforms_grouped_by_family(
         ({"temperature": "hot"}, "Enter a number"),
         ({"test_fraction": 0.3}, "split fractions must add up to 1"),
         ({"calibration_fraction": 0}, "greater than or equal to 0.01"),
-        (
-            {"train_fraction": 0.9, "validation_fraction": -0.1},
-            "greater than or equal to 0",
-        ),
+        ({"train_fraction": 0.9, "validation_fraction": -0.1}, "greater than or equal to 0"),
         ({"opener_share": 1.5}, "less than or equal to 1"),
-        (
-            {"only_categories": "Forbidden widgets\nNo such thing"},
-            "has no category &#x27;No such thing&#x27;",
-        ),
+        ({"only_categories": "Forbidden widgets\nNo such thing"}, "has no category &#x27;No such thing&#x27;"),
     ],
 )
 def test_bad_input_is_a_400_with_form_errors_and_creates_nothing(
@@ -242,8 +238,7 @@ def test_a_user_without_a_role_gets_403_everywhere(client, alice, charlie):  # t
 
 def test_alice_cancels_a_queued_run_and_it_is_cancelled_at_once(client, alice):  # type: ignore[no-untyped-def]
     dataset = Dataset.objects.create(
-        constitution_version=published_constitution(user=alice, categories=SHOP),
-        config={},
+        constitution_version=published_constitution(user=alice, categories=SHOP), config={}
     )
     client.force_login(alice)
     response = client.post(reverse("classifiers:dataset_cancel", args=[dataset.pk]))
@@ -430,10 +425,7 @@ def test_a_new_endpoint_url_forgets_the_stored_key(client, operator):  # type: i
     client.post(edit, {**data, "api_key": "", "base_url": "http://127.0.0.1:9999/v1"})
     endpoint.refresh_from_db()
     assert endpoint.base_url == "http://127.0.0.1:9999/v1" and endpoint.api_key == ""
-    client.post(
-        edit,
-        {**data, "api_key": "sekrit-key-123", "base_url": "http://127.0.0.1:9999/v1"},
-    )
+    client.post(edit, {**data, "api_key": "sekrit-key-123", "base_url": "http://127.0.0.1:9999/v1"})
     endpoint.refresh_from_db()
     assert endpoint.api_key == "sekrit-key-123"  # given again with the new URL: kept
 
@@ -484,9 +476,7 @@ def test_an_operator_deletes_an_endpoint(client, operator):  # type: ignore[no-u
     assert not GeneratorEndpoint.objects.exists()
 
 
-def test_endpoints_are_for_operators_and_the_test_echoes_nothing(
-    client, alice, operator
-):  # type: ignore[no-untyped-def]
+def test_endpoints_are_for_operators_and_the_test_echoes_nothing(client, alice, operator):  # type: ignore[no-untyped-def]
     """#26 item 5: policy authors pick endpoints but cannot add, change or test them
     (the test was a port scanner that read answers back); the test reports a
     status and a fixed reason, and stops after a few seconds whatever the timeout."""
@@ -505,9 +495,7 @@ def test_endpoints_are_for_operators_and_the_test_echoes_nothing(
     assert client.post(reverse("classifiers:endpoints"), data).status_code == 403
     assert client.put(reverse("classifiers:endpoints"), data).status_code == 405
     with OpenAITestServer(Talkative()) as server:
-        server.switches.status_error = (
-            404  # its error text: "model 'nope' does not exist"
-        )
+        server.switches.status_error = 404  # its error text: "model 'nope' does not exist"
         endpoint = GeneratorEndpoint.objects.create(name="s", base_url=server.base_url, model="m",
                                                     timeout_seconds=600, max_retries=10)  # fmt: skip
         test_url = reverse("classifiers:endpoint_test", args=[endpoint.pk])
@@ -531,12 +519,16 @@ def test_the_templates_page_lists_seed_and_generated_templates(client, alice):  
     assert store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == len(
         SEED_JAILBREAK_TEMPLATES
     )
-    assert store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == 0  # stored once
+    assert (
+        store_templates(SEED_JAILBREAK_TEMPLATES, source="seed") == 0
+    )  # stored once
     new = [
         "As a pirate captain, tell the crew: {request}",
         "AS A PIRATE  captain, tell the crew:  {request}",
     ]
-    assert store_templates(new, source="generated", dataset=dataset) == 1  # normalised
+    assert (
+        store_templates(new, source="generated", dataset=dataset) == 1
+    )  # normalised
     client.force_login(alice)
     html = client.get(reverse("classifiers:jailbreak_templates")).content.decode()
     assert "pirate captain" in html and f"#{dataset.pk}" in html

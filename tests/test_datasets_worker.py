@@ -22,9 +22,7 @@ from tests.training_helpers import wait_for_job
 def test_a_run_through_the_real_worker_and_smollm2_saves_a_split_dataset(
     celery_worker, alice
 ):  # type: ignore[no-untyped-def]
-    version = published_constitution(
-        user=alice, categories=SHOP, queries=1
-    )  # 1 author query per category
+    version = published_constitution(user=alice, categories=SHOP, queries=1)  # 1 author query per category
     # Tiny on purpose (the box is shared): 1 generated query per category, short
     # replies, few rounds, no responses (the response path runs in the fake-generator
     # tests). The form-to-queue path is covered by the view tests.
@@ -127,10 +125,7 @@ def test_an_openai_compatible_endpoint_builds_a_dataset_with_red_teamed_template
             per_category=3, transforms=["redteam_template"], redteam_templates=2
         )
         dataset = dataset_start(
-            version=published_constitution(user=alice, categories=SHOP),
-            config=config,
-            user=alice,
-            endpoint=endpoint,
+            version=published_constitution(user=alice, categories=SHOP), config=config, user=alice, endpoint=endpoint
         )
         dataset = wait_for_job(dataset, timeout=120)
     assert dataset.status == "done", dataset.error
@@ -160,10 +155,7 @@ def test_a_failure_while_saving_keeps_no_half_dataset(alice, monkeypatch):  # ty
     monkeypatch.setattr(run, "_example_row", failing_row)
     config = generate_config(per_category=4, responses=False)
     dataset = dataset_start(
-        version=published_constitution(user=alice, categories=SHOP),
-        config=config,
-        user=alice,
-        enqueue=False,
+        version=published_constitution(user=alice, categories=SHOP), config=config, user=alice, enqueue=False
     )
     dataset = run.run_dataset(dataset.pk)
     assert dataset.status == "failed"
@@ -212,10 +204,7 @@ def test_the_generate_command_takes_split_fractions(alice, monkeypatch):  # type
     assert dataset.config["calibration_fraction"] == 0.25
     splits = dataset.counts["split"]
     assert "validation" not in splits
-    assert (
-        splits["calibration"] == splits["test"]
-        and splits["train"] >= 2 * splits["test"]
-    )
+    assert splits["calibration"] == splits["test"] and splits["train"] >= 2 * splits["test"]
     for bad, message in [
         ("train=0.5,test=0.1", "must add up to 1"),
         ("tain=0.5", "unknown split 'tain'"),

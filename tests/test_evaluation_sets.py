@@ -38,9 +38,7 @@ def model(settings, tmp_path, alice):  # type: ignore[no-untyped-def]
 def test_the_command_imports_a_set_without_duplicates_and_refuses_a_second_of_that_name(
     tmp_path, capsys
 ):
-    source = write_jsonl(
-        tmp_path / "set.jsonl", labelled_lines() + labelled_lines()[:3]
-    )
+    source = write_jsonl(tmp_path / "set.jsonl", labelled_lines() + labelled_lines()[:3])
     call_command("evaluate", import_file=str(source), set_name="garden traffic")
     assert "24 prompts (12 harmful, 12 benign, 2 kinds)" in capsys.readouterr().out
     imported = EvaluationSet.objects.get()
@@ -85,18 +83,13 @@ def test_alice_uploads_a_set_and_a_bad_upload_is_a_400_that_changes_nothing(
     with bad.open("rb") as handle:
         response = client.post(url, {"name": "mine", "file": handle})
     assert response.status_code == 400
-    assert (
-        "line 1: label must be 1 (harmful) or 0 (benign)" in response.content.decode()
-    )
+    assert "line 1: label must be 1 (harmful) or 0 (benign)" in response.content.decode()
     assert not EvaluationSet.objects.exists()
     good = write_jsonl(tmp_path / "good.jsonl", labelled_lines())
     with good.open("rb") as handle:
         response = client.post(url, {"name": "mine", "file": handle})
     evaluation_set = EvaluationSet.objects.get()
-    assert (
-        response.status_code == 302
-        and response["Location"] == evaluation_set.get_absolute_url()
-    )
+    assert response.status_code == 302 and response["Location"] == evaluation_set.get_absolute_url()
     page = client.get(response["Location"]).content.decode()
     assert "24 prompts: 12 harmful, 12 benign" in page and "No model scored" in page
     # A viewer reads but cannot import or score.
@@ -124,9 +117,7 @@ def test_an_output_model_or_an_unknown_model_cannot_be_scored_on_prompts(
     output.pk, output.kind = None, "output"
     output.save()
     with pytest.raises(EvaluationError, match="output classifier"):
-        start_evaluation(
-            evaluation_set=evaluation_set, model_version=output, user=alice
-        )
+        start_evaluation(evaluation_set=evaluation_set, model_version=output, user=alice)
     assert not EvaluationRun.objects.exists()
 
 
@@ -149,7 +140,7 @@ def test_the_worker_scores_a_model_and_the_page_compares_it_per_kind(
     assert "set-histogram-data" in page
     # The model's page links back to the set.
     model_page = client.get(model.get_absolute_url()).content.decode()
-    assert f"{evaluation_set.get_absolute_url()}?model={model.pk}" in model_page
+    assert f'{evaluation_set.get_absolute_url()}?model={model.pk}' in model_page
     # Scoring again while nothing runs starts a new run; the table keeps one row.
     client.post(start, {"model_version": model.pk})
     wait_for_job(EvaluationRun.objects.order_by("-pk").first())
@@ -188,9 +179,7 @@ def test_a_whole_guard_run_counts_replies_the_output_classifier_halts(
     constitution = guarded_constitution("widgets", output=True,
                                         output_threshold=output_threshold, user=alice)  # fmt: skip
     model = ModelVersion.objects.get(kind="input", constitution=constitution)
-    source = write_jsonl(
-        tmp_path / "s.jsonl", labelled_lines()[10:14]
-    )  # 2 harmful, 2 benign
+    source = write_jsonl(tmp_path / "s.jsonl", labelled_lines()[10:14])  # 2 harmful, 2 benign
     call_command("evaluate", import_file=str(source), set_name="small")
     call_command("evaluate", model=model.pk, set_name="small", whole_guard=True,
                  max_new_tokens=8)  # fmt: skip

@@ -41,10 +41,7 @@ def test_healthz_is_503_when_postgres_is_unreachable(client):
 
     real = connection.settings_dict["PORT"], connection.settings_dict["HOST"]
     connection.close()
-    connection.settings_dict["HOST"], connection.settings_dict["PORT"] = (
-        "127.0.0.1",
-        "1",
-    )
+    connection.settings_dict["HOST"], connection.settings_dict["PORT"] = "127.0.0.1", "1"
     try:
         response = client.get("/healthz")
     finally:

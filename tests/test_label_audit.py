@@ -273,9 +273,7 @@ def test_starting_an_audit_refuses_bad_input(client, alice, bob, audited):
         {"folds": 5, "spot_check": 0},
     )
     assert response.status_code == 400
-    assert (
-        b"harmful examples only" in response.content and b"combine" in response.content
-    )
+    assert b"harmful examples only" in response.content and b"combine" in response.content
     assert LabelAudit.objects.count() == 2  # the fixture's and the running one
 
 
@@ -386,20 +384,12 @@ def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_
     assert len(rows) == 2
     for row, item in zip(rows, items[:2], strict=True):
         # Only these fields: no text leaves the data directory.
-        assert set(row) == {
-            "text_sha256",
-            "label",
-            "category",
-            "decision",
-            "new_category",
-        }
+        assert set(row) == {"text_sha256", "label", "category", "decision", "new_category"}
         assert row["text_sha256"] == hashlib.sha256(item.text.encode()).hexdigest()
 
     # A malformed hash or label is an error naming the line.
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(
-        json.dumps(rows[0]) + "\n" + json.dumps(dict(rows[1], label="1")) + "\n"
-    )
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps(dict(rows[1], label="1")) + "\n")
     with pytest.raises(CommandError, match="bad.jsonl:2"):
         call_command("audit_labels", audit=first.pk, decisions=str(bad))
     bad.write_text(json.dumps(dict(rows[0], text_sha256="ABC")) + "\n")
@@ -417,10 +407,7 @@ def test_a_decision_archive_replays_on_a_new_audit_without_texts(db, alice, tmp_
     second = LabelAudit.objects.exclude(pk=first.pk).get()
     out = io.StringIO()
     call_command("audit_labels", audit=second.pk, decisions=str(archive), stdout=out)
-    assert (
-        "1 decisions recorded; skipped 1 for texts not in this queue and 1 whose label differs"
-        in out.getvalue()
-    )
+    assert "1 decisions recorded; skipped 1 for texts not in this queue and 1 whose label differs" in out.getvalue()
     decided = {i.source_id: i.decision for i in second.items.exclude(decision="")}
     assert decided == {items[0].source_id: "drop"}
 

@@ -25,9 +25,7 @@ from tests.upstream_helpers import direct_reply
 LITELLM = Path(__file__).resolve().parents[1] / ".venv-litellm" / "bin" / "litellm"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not LITELLM.exists(), reason="run `make litellm-deps` (make test does)"
-    ),
+    pytest.mark.skipif(not LITELLM.exists(), reason="run `make litellm-deps` (make test does)"),
 ]
 
 
@@ -68,16 +66,10 @@ def litellm_proxy(asgi_server, live_db, alice, smollm, tmp_path):
     token = ApiToken.issue(user=alice, name="litellm")[1]
     with OpenAITestServer(smollm) as upstream:
         config = tmp_path / "litellm.yaml"
-        config.write_text(
-            CONFIG.format(upstream=upstream.base_url, guardweb=asgi_server, token=token)
-        )
+        config.write_text(CONFIG.format(upstream=upstream.base_url, guardweb=asgi_server, token=token))
         port = _free_port()
         # Our DATABASE_URL / REDIS_URL would make LiteLLM set up its own tables there.
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DATABASE_URL", "REDIS_URL")
-        }
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
         log = (tmp_path / "litellm.log").open("w")
         process = subprocess.Popen(
@@ -89,16 +81,11 @@ def litellm_proxy(asgi_server, live_db, alice, smollm, tmp_path):
             deadline = time.monotonic() + 90
             while True:
                 try:
-                    if (
-                        httpx.get(f"{url}/health/liveliness", timeout=2).status_code
-                        == 200
-                    ):
+                    if httpx.get(f"{url}/health/liveliness", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
-                assert process.poll() is None, (tmp_path / "litellm.log").read_text()[
-                    -2000:
-                ]
+                assert process.poll() is None, (tmp_path / "litellm.log").read_text()[-2000:]
                 assert time.monotonic() < deadline, "LiteLLM did not start in 90 s"
                 time.sleep(0.5)
             yield url, upstream
@@ -129,11 +116,7 @@ def test_litellm_blocks_before_the_model_and_after_it_with_guardweb(litellm_prox
     assert answered.json()["choices"][0]["message"]["content"] == expected
     # post_call: the strict constitution's output classifier halts any reply.
     halted = ask(url, BENIGN_PROMPT, guardrails=["guardweb-output"])
-    assert (
-        halted.status_code == 400 and "threshold" in halted.json()["error"]["message"]
-    )
+    assert halted.status_code == 400 and "threshold" in halted.json()["error"]["message"]
     stored = Conversation.objects.get(flag_reason="output_halted")
-    assert (
-        stored.turns.get().user_content == BENIGN_PROMPT
-    )  # matched by litellm_call_id
+    assert stored.turns.get().user_content == BENIGN_PROMPT  # matched by litellm_call_id
     assert Conversation.objects.filter(flag_reason="input_blocked").count() == 1

@@ -13,9 +13,7 @@ from tests.review_helpers import flagged_conversation
 
 pytestmark = pytest.mark.django_db
 
-SAMPLE = re.compile(
-    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (-?[0-9.eE+-]+|\+Inf|NaN)$"
-)
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (-?[0-9.eE+-]+|\+Inf|NaN)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -47,9 +45,7 @@ def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type:
                          source="api", latency_ms=700.0, first_token_ms=80.0)  # fmt: skip
     flagged_conversation(constitution, finish_reason="stop", flagged=False, latency_ms=3000.0,
                          first_token_ms=120.0)  # fmt: skip
-    review.decide(
-        item_id=blocked.review_item.pk, user=bob, decision="false_positive", version=0
-    )
+    review.decide(item_id=blocked.review_item.pk, user=bob, decision="false_positive", version=0)
     # Two of the guarded turns were scored by a probe cascade; one escalated.
     from classifiers.models import Turn
 
@@ -58,9 +54,7 @@ def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type:
     Turn.objects.filter(pk=turns[2].pk).update(cascaded=True)
 
     response = client.get(reverse("metrics"))  # not logged in
-    assert response.status_code == 200 and response["Content-Type"].startswith(
-        "text/plain; version=0.0.4"
-    )
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.content.decode()
     assert "SECRET-PROMPT" not in text and "bob" not in text
     samples = parse(text)
@@ -68,33 +62,9 @@ def test_metrics_are_public_parse_and_count_what_happened(client, bob):  # type:
     def value(name: str, **labels: str) -> float:
         return samples[(name, frozenset(labels.items()))]
 
-    assert (
-        value(
-            "guardweb_conversations_total",
-            source="playground",
-            constitution="widgets",
-            decision="blocked",
-        )
-        == 1
-    )
-    assert (
-        value(
-            "guardweb_conversations_total",
-            source="api",
-            constitution="widgets",
-            decision="halted",
-        )
-        == 1
-    )
-    assert (
-        value(
-            "guardweb_conversations_total",
-            source="playground",
-            constitution="widgets",
-            decision="passed",
-        )
-        == 1
-    )
+    assert value("guardweb_conversations_total", source="playground", constitution="widgets", decision="blocked") == 1
+    assert value("guardweb_conversations_total", source="api", constitution="widgets", decision="halted") == 1
+    assert value("guardweb_conversations_total", source="playground", constitution="widgets", decision="passed") == 1
     assert value("guardweb_flagged_conversations_total", reason="input_blocked") == 1
     assert value("guardweb_flagged_conversations_total", reason="output_halted") == 1
     assert value("guardweb_review_decisions_total", decision="false_positive") == 1
@@ -127,22 +97,12 @@ def test_metrics_can_be_restricted_by_token_and_address(client, settings):  # ty
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer é").status_code == 401
-    assert (
-        client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code
-        == 200
-    )
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
     settings.METRICS_ALLOW = [ipaddress.ip_network("10.0.0.0/8")]
     # The test client's address is 127.0.0.1: outside the list, whatever the token.
-    assert (
-        client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code
-        == 403
-    )
-    ok = client.get(
-        "/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret", REMOTE_ADDR="10.1.2.3"
-    )
-    assert (
-        ok.status_code == 200 and "guardweb_conversations_total" in ok.content.decode()
-    )
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 403
+    ok = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret", REMOTE_ADDR="10.1.2.3")
+    assert ok.status_code == 200 and "guardweb_conversations_total" in ok.content.decode()
 
 
 def test_batching_counters_of_every_web_process_are_reported(client, settings):  # type: ignore[no-untyped-def]

@@ -23,9 +23,7 @@ def session_cookie(client, user) -> str:  # type: ignore[no-untyped-def]
     return client.cookies["sessionid"].value
 
 
-async def exchange(
-    url: str, cookie: str, messages: list[dict], until: int = 1
-) -> list[dict]:
+async def exchange(url: str, cookie: str, messages: list[dict], until: int = 1) -> list[dict]:
     """Send messages, collect events until `until` "end"/"history"/"error" events."""
     events: list[dict] = []
     ws_url = url.replace("http://", "ws://") + "/ws/playground/"
@@ -44,22 +42,12 @@ async def exchange(
 
 
 def chat(message: str, **extra: object) -> dict:
-    return {
-        "type": "chat",
-        "constitution": "widgets",
-        "message": message,
-        "max_new_tokens": 8,
-        **extra,
-    }
+    return {"type": "chat", "constitution": "widgets", "message": message, "max_new_tokens": 8, **extra}
 
 
-def test_a_benign_message_streams_scored_tokens_and_is_stored(
-    asgi_server, live_db, client, alice
-):
+def test_a_benign_message_streams_scored_tokens_and_is_stored(asgi_server, live_db, client, alice):
     guarded_constitution(output=True)
-    events = asyncio.run(
-        exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)])
-    )
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)]))
     kinds = [e["type"] for e in events]
     assert kinds[0] == "start" and kinds[1] == "input" and kinds[-1] == "end", kinds
     tokens = [t for e in events if e["type"] == "tokens" for t in e["tokens"]]
@@ -73,13 +61,9 @@ def test_a_benign_message_streams_scored_tokens_and_is_stored(
     assert turn.reply == "".join(t[0] for t in tokens)
 
 
-def test_a_harmful_message_is_blocked_before_generating_and_flagged(
-    asgi_server, live_db, client, victor
-):
+def test_a_harmful_message_is_blocked_before_generating_and_flagged(asgi_server, live_db, client, victor):
     guarded_constitution(output=True)
-    events = asyncio.run(
-        exchange(asgi_server, session_cookie(client, victor), [chat(HARMFUL)])
-    )
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, victor), [chat(HARMFUL)]))
     assert not [e for e in events if e["type"] == "tokens"]
     end = events[-1]
     assert end["result"]["finish_reason"] == "blocked"
@@ -88,13 +72,9 @@ def test_a_harmful_message_is_blocked_before_generating_and_flagged(
     assert conversation.flagged and conversation.flag_reason == "input_blocked"
 
 
-def test_the_output_classifier_halts_mid_stream_at_a_low_threshold(
-    asgi_server, live_db, client, alice
-):
+def test_the_output_classifier_halts_mid_stream_at_a_low_threshold(asgi_server, live_db, client, alice):
     guarded_constitution(output=True, output_threshold=0.0)
-    events = asyncio.run(
-        exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)])
-    )
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat(BENIGN)]))
     tokens = [t for e in events if e["type"] == "tokens" for t in e["tokens"]]
     assert tokens[-1][2] is True  # the last token sent is the one that halted
     assert events[-1]["result"]["finish_reason"] == "halted"
@@ -102,17 +82,10 @@ def test_the_output_classifier_halts_mid_stream_at_a_low_threshold(
     assert Conversation.objects.get().flag_reason == "output_halted"
 
 
-def test_side_by_side_runs_guarded_and_unguarded_on_the_same_prompt(
-    asgi_server, live_db, client, alice
-):
+def test_side_by_side_runs_guarded_and_unguarded_on_the_same_prompt(asgi_server, live_db, client, alice):
     guarded_constitution(output=True)
     events = asyncio.run(
-        exchange(
-            asgi_server,
-            session_cookie(client, alice),
-            [chat(HARMFUL, side_by_side=True)],
-            until=2,
-        )
+        exchange(asgi_server, session_cookie(client, alice), [chat(HARMFUL, side_by_side=True)], until=2)
     )
     ends = {e["variant"]: e for e in events if e["type"] == "end"}
     assert ends["guarded"]["result"]["finish_reason"] == "blocked"
@@ -127,54 +100,33 @@ def test_a_reconnect_restores_the_conversation(asgi_server, live_db, client, ali
     conversation_id = first[0]["conversation_id"]
     # A new socket (the old one dropped) asks for the conversation back.
     restored = asyncio.run(
-        exchange(
-            asgi_server,
-            cookie,
-            [{"type": "resume", "conversation_id": conversation_id}],
-        )
+        exchange(asgi_server, cookie, [{"type": "resume", "conversation_id": conversation_id}])
     )
     history = restored[-1]
-    assert (
-        history["type"] == "history" and history["conversation_id"] == conversation_id
-    )
+    assert history["type"] == "history" and history["conversation_id"] == conversation_id
     assert history["turns"][0]["user"] == BENIGN
     # ...and the next message continues the same conversation.
-    second = asyncio.run(
-        exchange(
-            asgi_server,
-            cookie,
-            [chat("and a dessert?", conversation_id=conversation_id)],
-        )
-    )
+    second = asyncio.run(exchange(asgi_server, cookie, [chat("and a dessert?", conversation_id=conversation_id)]))
     assert second[0]["conversation_id"] == conversation_id
     assert Turn.objects.filter(conversation_id=conversation_id).count() == 2
 
 
-def test_bad_messages_get_a_clear_error_and_change_nothing(
-    asgi_server, live_db, client, alice
-):
+def test_bad_messages_get_a_clear_error_and_change_nothing(asgi_server, live_db, client, alice):
     guarded_constitution(output=True)
     cookie = session_cookie(client, alice)
     for bad, expected in [
         (chat(""), "type a message"),
         (chat("hi", mode="block-all"), "mode must be"),
-        (
-            {"type": "chat", "constitution": "nope", "message": "hi"},
-            "unknown constitution",
-        ),
+        ({"type": "chat", "constitution": "nope", "message": "hi"}, "unknown constitution"),
         (chat("x" * 5000), "too long"),
         ({"type": "dance"}, "unknown message type"),
     ]:
         events = asyncio.run(exchange(asgi_server, cookie, [bad]))
-        assert events[-1]["type"] == "error" and expected in events[-1]["message"], (
-            events
-        )
+        assert events[-1]["type"] == "error" and expected in events[-1]["message"], events
     assert Conversation.objects.count() == 0
 
 
-def test_users_without_a_role_and_anonymous_users_are_refused(
-    asgi_server, live_db, client, charlie
-):
+def test_users_without_a_role_and_anonymous_users_are_refused(asgi_server, live_db, client, charlie):
     async def try_connect(headers: dict) -> int | None:
         ws_url = asgi_server.replace("http://", "ws://") + "/ws/playground/"
         try:
@@ -188,13 +140,9 @@ def test_users_without_a_role_and_anonymous_users_are_refused(
 
     assert asyncio.run(try_connect({"Origin": asgi_server})) in {4403, 403}
     cookie = session_cookie(client, charlie)
-    assert asyncio.run(
-        try_connect({"Cookie": f"sessionid={cookie}", "Origin": asgi_server})
-    ) in {4403, 403}
+    assert asyncio.run(try_connect({"Cookie": f"sessionid={cookie}", "Origin": asgi_server})) in {4403, 403}
     # A foreign origin is refused even with a valid session.
-    assert asyncio.run(
-        try_connect({"Cookie": f"sessionid={cookie}", "Origin": "http://evil.example"})
-    ) in {4403, 403}
+    assert asyncio.run(try_connect({"Cookie": f"sessionid={cookie}", "Origin": "http://evil.example"})) in {4403, 403}
 
 
 def test_a_client_that_leaves_mid_reply_stops_it_and_the_turn_is_still_stored(
@@ -206,14 +154,10 @@ def test_a_client_that_leaves_mid_reply_stops_it_and_the_turn_is_still_stored(
     async def leave_after_first_tokens() -> None:
         ws_url = asgi_server.replace("http://", "ws://") + "/ws/playground/"
         async with websockets.connect(
-            ws_url,
-            additional_headers={"Cookie": f"sessionid={cookie}", "Origin": asgi_server},
+            ws_url, additional_headers={"Cookie": f"sessionid={cookie}", "Origin": asgi_server}
         ) as socket:
             await socket.send(json.dumps(chat(BENIGN, max_new_tokens=64)))
-            while (
-                json.loads(await asyncio.wait_for(socket.recv(), 120))["type"]
-                != "tokens"
-            ):
+            while json.loads(await asyncio.wait_for(socket.recv(), 120))["type"] != "tokens":
                 pass
 
     asyncio.run(leave_after_first_tokens())
@@ -227,9 +171,7 @@ def test_a_client_that_leaves_mid_reply_stops_it_and_the_turn_is_still_stored(
     assert 0 < len(turn.token_scores) < 64
 
 
-def test_only_policy_authors_get_unguarded_replies(
-    asgi_server, live_db, client, victor
-):
+def test_only_policy_authors_get_unguarded_replies(asgi_server, live_db, client, victor):
     guarded_constitution(output=True)
     cookie = session_cookie(client, victor)
     for request in (
@@ -239,9 +181,7 @@ def test_only_policy_authors_get_unguarded_replies(
         chat(BENIGN, side_by_side=True),
     ):
         events = asyncio.run(exchange(asgi_server, cookie, [request]))
-        assert (
-            events[-1]["type"] == "error" and "policy authors" in events[-1]["message"]
-        )
+        assert events[-1]["type"] == "error" and "policy authors" in events[-1]["message"]
     assert Conversation.objects.count() == 0
 
 
@@ -252,14 +192,9 @@ def test_a_conversation_cannot_continue_under_another_constitution(
     guarded_constitution("other", output=True)
     cookie = session_cookie(client, alice)
     first = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
-    moved = chat(
-        "and now?", conversation_id=first[0]["conversation_id"], constitution="other"
-    )
+    moved = chat("and now?", conversation_id=first[0]["conversation_id"], constitution="other")
     events = asyncio.run(exchange(asgi_server, cookie, [moved]))
-    assert (
-        events[-1]["type"] == "error"
-        and "not found for this constitution" in events[-1]["message"]
-    )
+    assert events[-1]["type"] == "error" and "not found for this constitution" in events[-1]["message"]
     assert Turn.objects.count() == 1
 
 
@@ -275,9 +210,7 @@ def test_the_playground_shares_the_api_rate_limit(asgi_server, live_db, client, 
         events = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
         assert events[-1]["type"] == "end", events
     refused = asyncio.run(exchange(asgi_server, cookie, [chat(BENIGN)]))
-    assert (
-        refused[-1]["type"] == "error" and "too many messages" in refused[-1]["message"]
-    )
+    assert refused[-1]["type"] == "error" and "too many messages" in refused[-1]["message"]
     assert Conversation.objects.count() == 2  # the refused message made nothing
     raw = ApiToken.issue(user=alice, name="t")[1]
     api = httpx.post(f"{asgi_server}/api/v1/classify", json={"text": BENIGN, "constitution": "widgets"},
@@ -285,17 +218,10 @@ def test_the_playground_shares_the_api_rate_limit(asgi_server, live_db, client, 
     assert api.status_code == 429 and int(api.headers["Retry-After"]) >= 1
 
 
-def test_a_conversation_over_the_prompt_token_limit_is_refused(
-    asgi_server, live_db, client, alice
-):
+def test_a_conversation_over_the_prompt_token_limit_is_refused(asgi_server, live_db, client, alice):
     """#26 item 2: the whole conversation is the prompt; over the limit, the message
     gets a clear error and nothing is written."""
     guarded_constitution(output=True, max_prompt_tokens=48)
-    events = asyncio.run(
-        exchange(asgi_server, session_cookie(client, alice), [chat("tomato " * 80)])
-    )
-    assert (
-        events[-1]["type"] == "error"
-        and "start a new conversation" in events[-1]["message"]
-    )
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat("tomato " * 80)]))
+    assert events[-1]["type"] == "error" and "start a new conversation" in events[-1]["message"]
     assert not Conversation.objects.exists()

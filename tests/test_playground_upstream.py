@@ -34,18 +34,8 @@ def test_an_upstream_reply_is_scored_token_by_token_beside_the_raw_one(
         events = asyncio.run(exchange(asgi_server, session_cookie(client, alice),
                                       [chat("widgets", side_by_side=True)], until=2))  # fmt: skip
     assert events[0]["type"] == "start" and events[0]["upstream"] == "local"
-    guarded = [
-        t
-        for e in events
-        if e["type"] == "tokens" and e["variant"] == "guarded"
-        for t in e["tokens"]
-    ]
-    raw = [
-        t
-        for e in events
-        if e["type"] == "tokens" and e["variant"] == "unguarded"
-        for t in e["tokens"]
-    ]
+    guarded = [t for e in events if e["type"] == "tokens" and e["variant"] == "guarded" for t in e["tokens"]]
+    raw = [t for e in events if e["type"] == "tokens" and e["variant"] == "unguarded" for t in e["tokens"]]
     assert "".join(t[0] for t in guarded) == expected == "".join(t[0] for t in raw)
     assert all(0.0 <= score <= 1.0 for _, score, _ in guarded)
     conversation = Conversation.objects.get()
@@ -60,29 +50,18 @@ def test_an_upstream_reply_halts_and_the_upstream_request_is_closed(
     with OpenAITestServer(smollm) as server:
         attach("strict", server)
         server.switches.pieces_per_second = 20
-        events = asyncio.run(
-            exchange(asgi_server, session_cookie(client, alice), [chat("strict")])
-        )
+        events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat("strict")]))
         deadline = time.monotonic() + 10
         while server.stats.aborted_streams == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert server.stats.aborted_streams == 1 and server.stats.finished_streams == 0
     tokens = [t for e in events if e["type"] == "tokens" for t in e["tokens"]]
-    assert (
-        tokens[-1][2] is True and tokens[-1][0] == ""
-    )  # the crossing token shows nothing
+    assert tokens[-1][2] is True and tokens[-1][0] == ""  # the crossing token shows nothing
     assert events[-1]["result"]["finish_reason"] == "halted"
 
 
-def test_an_upstream_not_attached_to_the_constitution_is_refused(
-    asgi_server, live_db, client, alice
-):
+def test_an_upstream_not_attached_to_the_constitution_is_refused(asgi_server, live_db, client, alice):
     guarded_constitution("widgets", output=True, user=alice)
-    events = asyncio.run(
-        exchange(asgi_server, session_cookie(client, alice), [chat("widgets")])
-    )
-    assert (
-        events[-1]["type"] == "error"
-        and "not an upstream model" in events[-1]["message"]
-    )
+    events = asyncio.run(exchange(asgi_server, session_cookie(client, alice), [chat("widgets")]))
+    assert events[-1]["type"] == "error" and "not an upstream model" in events[-1]["message"]
     assert not Conversation.objects.exists()

@@ -41,39 +41,24 @@ def _race(users, action):  # type: ignore[no-untyped-def]
 def test_of_eight_reviewers_racing_to_claim_one_item_exactly_one_wins(make_user):  # type: ignore[no-untyped-def]
     reviewers = [make_user(f"reviewer{i}", "reviewer") for i in range(8)]
     for _ in range(3):  # a few rounds, each on a fresh item
-        item = flagged_conversation(
-            published_constitution(
-                f"w{ReviewItem.objects.count()}", categories=SHOP_AND_GARDEN
-            ).constitution
-        ).review_item
-        outcomes = _race(
-            reviewers, lambda u, pk=item.pk: review.claim(item_id=pk, user=u)
-        )
+        item = flagged_conversation(published_constitution(f"w{ReviewItem.objects.count()}", categories=SHOP_AND_GARDEN).constitution).review_item
+        outcomes = _race(reviewers, lambda u, pk=item.pk: review.claim(item_id=pk, user=u))
         winners = [name for name, result in outcomes.items() if result == "won"]
         assert len(outcomes) == 8 and len(winners) == 1, outcomes
         item.refresh_from_db()
         assert item.assignee.username == winners[0] and item.version == 1
-        assert all(
-            f"claimed by {winners[0]}" in r for r in outcomes.values() if r != "won"
-        )
+        assert all(f"claimed by {winners[0]}" in r for r in outcomes.values() if r != "won")
 
 
 def test_racing_decisions_on_one_version_keep_one_and_tell_the_others(make_user):  # type: ignore[no-untyped-def]
     reviewers = [make_user(f"reviewer{i}", "reviewer") for i in range(6)]
     decisions = {u.username: d for u, d in zip(reviewers, ["correct_block", "false_positive", "missed_harm",
                                                              "escalate", "false_positive", "missed_harm"], strict=True)}  # fmt: skip
-    item = flagged_conversation(
-        published_constitution(categories=SHOP_AND_GARDEN).constitution
-    ).review_item
+    item = flagged_conversation(published_constitution(categories=SHOP_AND_GARDEN).constitution).review_item
     outcomes = _race(
         reviewers,
-        lambda u: review.decide(
-            item_id=item.pk,
-            user=u,
-            decision=decisions[u.username],
-            note=f"by {u.username}",
-            version=0,
-        ),  # fmt: skip
+        lambda u: review.decide(item_id=item.pk, user=u, decision=decisions[u.username],
+                                note=f"by {u.username}", version=0),  # fmt: skip
     )
     winners = [name for name, result in outcomes.items() if result == "won"]
     assert len(outcomes) == 6 and len(winners) == 1, outcomes
@@ -83,7 +68,5 @@ def test_racing_decisions_on_one_version_keep_one_and_tell_the_others(make_user)
     assert (item.decision, item.note) == (decisions[winners[0]], f"by {winners[0]}")
     assert item.version == 1
     assert all("not saved" in r for r in outcomes.values() if r != "won")
-    expected_feedback = (
-        1 if decisions[winners[0]] in ("false_positive", "missed_harm") else 0
-    )
+    expected_feedback = 1 if decisions[winners[0]] in ("false_positive", "missed_harm") else 0
     assert item.feedback.count() == expected_feedback

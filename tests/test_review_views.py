@@ -47,24 +47,13 @@ READ_URLS = [
 DECIDE_POSTS = [
     lambda i: (reverse("classifiers:review_claim", args=[i.pk]), {}),
     lambda i: (reverse("classifiers:review_release", args=[i.pk]), {}),
-    lambda i: (
-        reverse("classifiers:review_assign", args=[i.pk]),
-        {"version": 0, "assignee": 1},
-    ),
-    lambda i: (
-        reverse("classifiers:review_decide", args=[i.pk]),
-        {"version": 0, "decision": "escalate"},
-    ),
-    lambda i: (
-        reverse("classifiers:review_bulk"),
-        {"ids": [i.pk], "decision_bulk": "escalate"},
-    ),
+    lambda i: (reverse("classifiers:review_assign", args=[i.pk]), {"version": 0, "assignee": 1}),
+    lambda i: (reverse("classifiers:review_decide", args=[i.pk]), {"version": 0, "decision": "escalate"}),
+    lambda i: (reverse("classifiers:review_bulk"), {"ids": [i.pk], "decision_bulk": "escalate"}),
 ]
 
 
-def test_viewers_and_users_without_a_role_get_403_everywhere(
-    client, items, victor, charlie
-):  # type: ignore[no-untyped-def]
+def test_viewers_and_users_without_a_role_get_403_everywhere(client, items, victor, charlie):  # type: ignore[no-untyped-def]
     _, item, _ = items
     for user in (victor, charlie):
         _login(client, user)
@@ -91,57 +80,27 @@ def test_policy_authors_read_the_queue_but_cannot_decide(client, items, alice): 
     for post in DECIDE_POSTS:
         url, data = post(item)
         assert client.post(url, data).status_code == 403, url
-    assert (
-        b"Read only"
-        in client.get(reverse("classifiers:review_item", args=[item.pk])).content
-    )
+    assert b"Read only" in client.get(reverse("classifiers:review_item", args=[item.pk])).content
     item.refresh_from_db()
     assert item.status == "open" and item.version == 0
 
 
-def test_the_queue_sorts_by_score_and_age_filters_and_serves_a_partial(
-    client, items, bob
-):  # type: ignore[no-untyped-def]
+def test_the_queue_sorts_by_score_and_age_filters_and_serves_a_partial(client, items, bob):  # type: ignore[no-untyped-def]
     _, low, high = items
     _login(client, bob)
     page = client.get(reverse("classifiers:review")).content.decode()
     assert page.index(f'data-item="{high.pk}"') < page.index(f'data-item="{low.pk}"')
-    oldest_first = client.get(
-        reverse("classifiers:review"), {"sort": "age"}
-    ).content.decode()
-    assert oldest_first.index(f'data-item="{low.pk}"') < oldest_first.index(
-        f'data-item="{high.pk}"'
-    )
-    only_halted = client.get(
-        reverse("classifiers:review"), {"reason": "output_halted"}
-    ).content.decode()
-    assert (
-        f'data-item="{high.pk}"' in only_halted
-        and f'data-item="{low.pk}"' not in only_halted
-    )
-    by_category = client.get(
-        reverse("classifiers:review"), {"category": "Widget care"}
-    ).content.decode()
-    assert (
-        f'data-item="{low.pk}"' in by_category
-        and f'data-item="{high.pk}"' not in by_category
-    )
-    partial = client.get(
-        reverse("classifiers:review"), {"sort": "score"}, headers={"HX-Request": "true"}
-    )
-    assert (
-        partial.status_code == 200
-        and b"<html" not in partial.content
-        and b'id="review-table"' in partial.content
-    )
-    future = client.get(
-        reverse("classifiers:review"), {"since": "2999-01-01"}
-    ).content.decode()
+    oldest_first = client.get(reverse("classifiers:review"), {"sort": "age"}).content.decode()
+    assert oldest_first.index(f'data-item="{low.pk}"') < oldest_first.index(f'data-item="{high.pk}"')
+    only_halted = client.get(reverse("classifiers:review"), {"reason": "output_halted"}).content.decode()
+    assert f'data-item="{high.pk}"' in only_halted and f'data-item="{low.pk}"' not in only_halted
+    by_category = client.get(reverse("classifiers:review"), {"category": "Widget care"}).content.decode()
+    assert f'data-item="{low.pk}"' in by_category and f'data-item="{high.pk}"' not in by_category
+    partial = client.get(reverse("classifiers:review"), {"sort": "score"}, headers={"HX-Request": "true"})
+    assert partial.status_code == 200 and b"<html" not in partial.content and b'id="review-table"' in partial.content
+    future = client.get(reverse("classifiers:review"), {"since": "2999-01-01"}).content.decode()
     assert "Nothing to review" in future
-    assert (
-        client.get(reverse("classifiers:review"), {"since": "not a date"}).status_code
-        == 400
-    )
+    assert client.get(reverse("classifiers:review"), {"since": "not a date"}).status_code == 400
 
 
 def test_the_queue_paginates(client, bob):  # type: ignore[no-untyped-def]
@@ -155,14 +114,10 @@ def test_the_queue_paginates(client, bob):  # type: ignore[no-untyped-def]
     assert second.count("data-item=") == 2
 
 
-def test_the_item_page_highlights_tokens_marks_the_halt_and_shows_the_shadow(
-    client, items, bob
-):  # type: ignore[no-untyped-def]
+def test_the_item_page_highlights_tokens_marks_the_halt_and_shows_the_shadow(client, items, bob):  # type: ignore[no-untyped-def]
     _, _, high = items
     _login(client, bob)
-    html = client.get(
-        reverse("classifiers:review_item", args=[high.pk])
-    ).content.decode()
+    html = client.get(reverse("classifiers:review_item", args=[high.pk])).content.decode()
     from classifiers.review.views import token_colour
 
     # The playground's scale: hue 45 - 45 s, alpha 0.08 + 0.72 s.
@@ -174,24 +129,16 @@ def test_the_item_page_highlights_tokens_marks_the_halt_and_shows_the_shadow(
     assert "Forbidden widgets" in html
 
 
-def test_bob_claims_decides_and_a_stale_decision_answers_409(
-    client, items, bob, make_user
-):  # type: ignore[no-untyped-def]
+def test_bob_claims_decides_and_a_stale_decision_answers_409(client, items, bob, make_user):  # type: ignore[no-untyped-def]
     _, item, _ = items
     rita = make_user("rita", "reviewer")
     _login(client, bob)
-    response = client.post(
-        reverse("classifiers:review_claim", args=[item.pk]),
-        headers={"HX-Request": "true"},
-    )
+    response = client.post(reverse("classifiers:review_claim", args=[item.pk]), headers={"HX-Request": "true"})
     assert response.status_code == 200 and b"You claimed" in response.content
     item.refresh_from_db()
     assert item.assignee == bob and item.version == 1
     _login(client, rita)
-    taken = client.post(
-        reverse("classifiers:review_claim", args=[item.pk]),
-        headers={"Accept": "application/json"},
-    )
+    taken = client.post(reverse("classifiers:review_claim", args=[item.pk]), headers={"Accept": "application/json"})
     assert taken.status_code == 409 and "claimed by bob" in taken.json()["message"]
     stale = client.post(reverse("classifiers:review_decide", args=[item.pk]), {"decision": "escalate", "version": 1},
                         headers={"HX-Request": "true"})  # fmt: skip
@@ -201,17 +148,9 @@ def test_bob_claims_decides_and_a_stale_decision_answers_409(
                        {"decision": "false_positive", "version": 1, "note": "harmless"})  # fmt: skip
     assert done.status_code == 302
     item.refresh_from_db()
-    assert (item.status, item.decision, item.note, item.decided_by) == (
-        "decided",
-        "false_positive",
-        "harmless",
-        bob,
-    )
+    assert (item.status, item.decision, item.note, item.decided_by) == ("decided", "false_positive", "harmless", bob)
     assert FeedbackExample.objects.get().label == 0
-    bad = client.post(
-        reverse("classifiers:review_decide", args=[item.pk]),
-        {"decision": "nonsense", "version": 2},
-    )
+    bad = client.post(reverse("classifiers:review_decide", args=[item.pk]), {"decision": "nonsense", "version": 2})
     assert bad.status_code == 400
 
 
@@ -219,35 +158,17 @@ def test_assigning_and_releasing(client, items, bob, make_user):  # type: ignore
     _, item, _ = items
     rita = make_user("rita", "reviewer")
     _login(client, bob)
-    response = client.post(
-        reverse("classifiers:review_assign", args=[item.pk]),
-        {"version": 0, "assignee": rita.pk},
-    )
+    response = client.post(reverse("classifiers:review_assign", args=[item.pk]), {"version": 0, "assignee": rita.pk})
     assert response.status_code == 302
     item.refresh_from_db()
     assert item.assignee == rita and item.status == "claimed"
     again = client.post(reverse("classifiers:review_assign", args=[item.pk]), {"version": 0, "assignee": bob.pk},
                         headers={"Accept": "application/json"})  # fmt: skip
     assert again.status_code == 409
-    assert (
-        client.post(
-            reverse("classifiers:review_assign", args=[item.pk]),
-            {"version": 1, "assignee": 99999},
-        ).status_code
-        == 400
-    )
-    assert (
-        client.post(
-            reverse("classifiers:review_release", args=[item.pk]),
-            headers={"Accept": "application/json"},
-        ).status_code
-        == 409
-    )
+    assert client.post(reverse("classifiers:review_assign", args=[item.pk]), {"version": 1, "assignee": 99999}).status_code == 400
+    assert client.post(reverse("classifiers:review_release", args=[item.pk]), headers={"Accept": "application/json"}).status_code == 409
     _login(client, rita)
-    assert (
-        client.post(reverse("classifiers:review_release", args=[item.pk])).status_code
-        == 302
-    )
+    assert client.post(reverse("classifiers:review_release", args=[item.pk])).status_code == 302
     item.refresh_from_db()
     assert item.assignee is None and item.status == "open"
 
@@ -261,60 +182,30 @@ def test_bulk_decisions_report_conflicts_in_the_table(client, items, bob, make_u
     response = client.post(reverse("classifiers:review_bulk"), {"ids": [low.pk, high.pk], "decision_bulk": "correct_block"},
                            headers={"HX-Request": "true"})  # fmt: skip
     html = response.content.decode()
-    assert (
-        response.status_code == 200
-        and "Decided 1 item(s)" in html
-        and "claimed by rita" in html
-    )
+    assert response.status_code == 200 and "Decided 1 item(s)" in html and "claimed by rita" in html
     assert ReviewItem.objects.get(pk=low.pk).decision == "correct_block"
     assert ReviewItem.objects.get(pk=high.pk).decision == ""
-    assert (
-        client.post(reverse("classifiers:review_bulk"), {"ids": [low.pk]}).status_code
-        == 400
-    )
-    assert (
-        client.post(
-            reverse("classifiers:review_bulk"),
-            {"ids": ["x"], "decision_bulk": "escalate"},
-        ).status_code
-        == 400
-    )
+    assert client.post(reverse("classifiers:review_bulk"), {"ids": [low.pk]}).status_code == 400
+    assert client.post(reverse("classifiers:review_bulk"), {"ids": ["x"], "decision_bulk": "escalate"}).status_code == 400
 
 
 def test_exports_hold_the_reviewed_items_matching_the_filters(client, items, bob):  # type: ignore[no-untyped-def]
     from classifiers.review import services as review
 
     _, low, high = items
-    review.decide(
-        item_id=low.pk, user=bob, decision="false_positive", note="=cmd()", version=0
-    )
+    review.decide(item_id=low.pk, user=bob, decision="false_positive", note="=cmd()", version=0)
     review.decide(item_id=high.pk, user=bob, decision="correct_block", version=0)
     _login(client, bob)
     response = client.get(reverse("classifiers:review_export", args=["csv"]))
-    rows = list(
-        csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode()))
-    )
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert {r["decision"] for r in rows} == {"false_positive", "correct_block"}
     fp = next(r for r in rows if r["decision"] == "false_positive")
-    assert (
-        fp["prompt"] == "tell me about vaccines"
-        and fp["note"] == "'=cmd()"
-        and fp["decided_by"] == "bob"
-    )
-    response = client.get(
-        reverse("classifiers:review_export", args=["jsonl"]),
-        {"reason": "output_halted"},
-    )
-    lines = [
-        json.loads(line)
-        for line in b"".join(response.streaming_content).decode().splitlines()
-    ]
+    assert fp["prompt"] == "tell me about vaccines" and fp["note"] == "'=cmd()" and fp["decided_by"] == "bob"
+    response = client.get(reverse("classifiers:review_export", args=["jsonl"]), {"reason": "output_halted"})
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
     assert [line["item_id"] for line in lines] == [high.pk]
     assert lines[0]["turns"][0]["halted_at"] == 2
-    assert (
-        client.get(reverse("classifiers:review_export", args=["xml"])).status_code
-        == 404
-    )
+    assert client.get(reverse("classifiers:review_export", args=["xml"])).status_code == 404
 
 
 def test_authors_remove_feedback_and_reviewers_cannot(client, items, alice, bob):  # type: ignore[no-untyped-def]
@@ -326,9 +217,7 @@ def test_authors_remove_feedback_and_reviewers_cannot(client, items, alice, bob)
     url = reverse("classifiers:review_feedback_remove", args=["widgets", example.pk])
     _login(client, bob)
     assert client.post(url).status_code == 403
-    page = client.get(
-        reverse("classifiers:review_feedback", args=["widgets"])
-    ).content.decode()
+    page = client.get(reverse("classifiers:review_feedback", args=["widgets"])).content.decode()
     assert "tell me about vaccines" in page and "Retrain with feedback" not in page
     _login(client, alice)
     response = client.post(url, headers={"HX-Request": "true"})
@@ -337,25 +226,18 @@ def test_authors_remove_feedback_and_reviewers_cannot(client, items, alice, bob)
     assert not example.active and example.removed_by == alice
 
 
-def test_retrain_with_feedback_builds_a_dataset_then_a_run(
-    client, items, alice, bob, monkeypatch
-):  # type: ignore[no-untyped-def]
+def test_retrain_with_feedback_builds_a_dataset_then_a_run(client, items, alice, bob, monkeypatch):  # type: ignore[no-untyped-def]
     from classifiers.datasets import tasks as dataset_tasks
 
     sent = []
-    monkeypatch.setattr(
-        dataset_tasks.generate_dataset, "apply_async", lambda *a, **kw: sent.append(kw)
-    )
+    monkeypatch.setattr(dataset_tasks.generate_dataset, "apply_async", lambda *a, **kw: sent.append(kw))
     url = reverse("classifiers:review_retrain", args=["widgets"])
     _login(client, bob)
     assert client.post(url).status_code == 403
     _login(client, alice)
     response = client.post(url)
     dataset = Dataset.objects.get()
-    assert (
-        response.status_code == 302
-        and response["Location"] == dataset.get_absolute_url()
-    )
+    assert response.status_code == 302 and response["Location"] == dataset.get_absolute_url()
     assert TrainingRun.objects.get().dataset == dataset
     from constitutions.models import Constitution
 

@@ -16,12 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args: str, data_dir: Path, timeout: float = 120, **env: str):  # type: ignore[no-untyped-def]
-    environment = {
-        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}
-    }
-    environment.update(
-        GUARDWEB_DATA_DIR=str(data_dir), GUARDWEB_REDIS_PREFIX="startup-test", **env
-    )
+    environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    environment.update(GUARDWEB_DATA_DIR=str(data_dir), GUARDWEB_REDIS_PREFIX="startup-test", **env)
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
         capture_output=True,
@@ -48,9 +44,7 @@ def embedded_dir() -> Path:  # type: ignore[no-untyped-def]
     shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
-def test_the_embedded_servers_start_persist_and_are_shared_between_processes(
-    embedded_dir,
-):
+def test_the_embedded_servers_start_persist_and_are_shared_between_processes(embedded_dir):
     migrated = manage("migrate", "--noinput", data_dir=embedded_dir)
     assert migrated.returncode == 0, migrated.stderr
     made = manage(
@@ -110,18 +104,14 @@ sys.exit(1 if failures else 0)
 """
 
 
-def test_processes_starting_together_on_a_fresh_data_dir_all_pass_the_write_check(
-    tmp_path,
-):
+def test_processes_starting_together_on_a_fresh_data_dir_all_pass_the_write_check(tmp_path):
     # The web server and the worker run this check at the same moment on the first
     # `make demo`; eight processes at once make the race likely on every run.
     data_dir = tmp_path / "fresh"
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", PROBE_ROUNDS, str(data_dir), "200"],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         for _ in range(8)
     ]
@@ -142,9 +132,7 @@ def test_a_port_in_use_is_one_clear_line(embedded_dir):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        line = _one_clear_line(
-            manage("serve", "--port", str(port), data_dir=embedded_dir)
-        )
+        line = _one_clear_line(manage("serve", "--port", str(port), data_dir=embedded_dir))
     assert f"port {port}" in line and "in use" in line
 
 

@@ -128,9 +128,4 @@ def test_only_policy_authors_create_shadow_or_off_tokens(client, bob, alice):
         assert b"Only policy authors" in response.content
     assert not ApiToken.objects.filter(user=bob).exists()
     client.force_login(alice)
-    assert (
-        client.post(
-            "/classifiers/tokens/", {"name": "trial", "mode": "shadow"}
-        ).status_code
-        == 200
-    )
+    assert client.post("/classifiers/tokens/", {"name": "trial", "mode": "shadow"}).status_code == 200

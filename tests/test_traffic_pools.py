@@ -33,22 +33,14 @@ def write_jsonl(path, texts, **extra):  # type: ignore[no-untyped-def]
     return path
 
 
-def test_the_command_imports_a_pool_and_a_second_import_adds_only_new_prompts(
-    tmp_path, capsys
-):
-    source = write_jsonl(
-        tmp_path / "everyday.jsonl", EVERYDAY + EVERYDAY[:3], kind="everyday"
-    )
+def test_the_command_imports_a_pool_and_a_second_import_adds_only_new_prompts(tmp_path, capsys):
+    source = write_jsonl(tmp_path / "everyday.jsonl", EVERYDAY + EVERYDAY[:3], kind="everyday")
     call_command("import_traffic", "everyday", str(source))
     printed = capsys.readouterr().out
     assert "40 of 43 prompts added" in printed and "3 duplicate" in printed
     pool = TrafficPool.objects.get(name="everyday")
-    assert pool.prompts.count() == 40 and set(
-        pool.prompts.values_list("label", flat=True)
-    ) == {0}
-    assert sum(pool.stats["splits"].values()) == 40 and pool.stats["kinds"] == {
-        "everyday": 40
-    }
+    assert pool.prompts.count() == 40 and set(pool.prompts.values_list("label", flat=True)) == {0}
+    assert sum(pool.stats["splits"].values()) == 40 and pool.stats["kinds"] == {"everyday": 40}
     call_command("import_traffic", "everyday", str(source))
     assert "0 of 43 prompts added" in capsys.readouterr().out
     assert pool.prompts.count() == 40
@@ -67,44 +59,32 @@ def test_a_bad_file_imports_nothing(tmp_path):
 def test_alice_uploads_a_csv_and_sees_the_pool(client, alice):
     client.force_login(alice)
     csv_text = "text,kind\n" + "".join(f'"{t}",everyday\n' for t in EVERYDAY)
-    upload = SimpleUploadedFile(
-        "support.csv", csv_text.encode(), content_type="text/csv"
-    )
+    upload = SimpleUploadedFile("support.csv", csv_text.encode(), content_type="text/csv")
     response = client.post(reverse("classifiers:traffic_pools"),
                            {"name": "support desk", "file": upload})  # fmt: skip
     pool = TrafficPool.objects.get(name="support desk")
-    assert (
-        response.status_code == 302 and response["Location"] == pool.get_absolute_url()
-    )
+    assert response.status_code == 302 and response["Location"] == pool.get_absolute_url()
     page = client.get(pool.get_absolute_url()).content.decode()
     assert "<strong>40</strong> prompts" in page and "baking banana bread" in page
     listing = client.get(reverse("classifiers:traffic_pools")).content.decode()
     assert "support desk" in listing
 
 
-def test_a_wrong_upload_is_a_400_that_says_why_and_a_viewer_cannot_upload(
-    client, alice, victor
-):
+def test_a_wrong_upload_is_a_400_that_says_why_and_a_viewer_cannot_upload(client, alice, victor):
     client.force_login(alice)
     upload = SimpleUploadedFile("prompts.txt", b"hello\n", content_type="text/plain")
-    response = client.post(
-        reverse("classifiers:traffic_pools"), {"name": "x", "file": upload}
-    )
+    response = client.post(reverse("classifiers:traffic_pools"), {"name": "x", "file": upload})
     assert response.status_code == 400
     assert "upload a .jsonl, .csv or .parquet file" in response.content.decode()
     client.force_login(victor)
     upload = SimpleUploadedFile("ok.jsonl", b'{"text": "hi there you"}\n')
-    response = client.post(
-        reverse("classifiers:traffic_pools"), {"name": "x", "file": upload}
-    )
+    response = client.post(reverse("classifiers:traffic_pools"), {"name": "x", "file": upload})
     assert response.status_code == 403
     assert client.get(reverse("classifiers:traffic_pools")).status_code == 200
     assert not TrafficPool.objects.exists()
 
 
-def test_a_dataset_mixes_a_pool_into_its_splits_with_replies(
-    alice, tmp_path, monkeypatch
-):
+def test_a_dataset_mixes_a_pool_into_its_splits_with_replies(alice, tmp_path, monkeypatch):
     monkeypatch.setattr(generators, "local_generator", lambda: FakeGenerator())
     call_command("import_traffic", "everyday",
                  str(write_jsonl(tmp_path / "e.jsonl", EVERYDAY)))  # fmt: skip
@@ -150,9 +130,7 @@ def test_a_second_dataset_reuses_the_pool_replies_the_first_generated(
         )  # fmt: skip
         dataset = run.run_dataset(dataset.pk)
         assert dataset.status == "done", dataset.error
-        mixed = DatasetExample.objects.filter(
-            dataset=dataset, category="traffic: everyday"
-        )
+        mixed = DatasetExample.objects.filter(dataset=dataset, category="traffic: everyday")
         replies.append(dict(mixed.values_list("prompt_text", "response")))
         traffic_asked = set(asked) & set(replies[-1])
         # The first dataset asks the generator for every reply; the second for none.
@@ -191,9 +169,7 @@ class EverydayWriter:
         for conversation in conversations:
             EverydayWriter.calls += 1
             topic = conversation[0]["content"].split(" about ", 1)[1].split(".")[0]
-            replies.append(
-                f"Could you give me advice number {EverydayWriter.calls} on {topic}?"
-            )
+            replies.append(f"Could you give me advice number {EverydayWriter.calls} on {topic}?")
         return replies
 
 
@@ -211,20 +187,14 @@ def test_generate_traffic_writes_everyday_requests_into_a_pool(monkeypatch, caps
         call_command("generate_traffic", "x", per_topic=0)
 
 
-def test_shadow_conversations_become_a_pool_labelled_by_review(
-    client, alice, bob, victor
-):
+def test_shadow_conversations_become_a_pool_labelled_by_review(client, alice, bob, victor):
     from classifiers.models import Conversation, Decision
     from tests.review_helpers import flagged_conversation
 
-    constitution = published_constitution(
-        "shop", user=alice, categories=SHOP
-    ).constitution
+    constitution = published_constitution("shop", user=alice, categories=SHOP).constitution
 
     def shadow(prompt, *, flagged, decision=""):  # type: ignore[no-untyped-def]
-        conversation = flagged_conversation(
-            constitution, prompt=prompt, flagged=flagged
-        )
+        conversation = flagged_conversation(constitution, prompt=prompt, flagged=flagged)
         Conversation.objects.filter(pk=conversation.pk).update(mode="shadow")
         if decision:
             conversation.review_item.decision = decision
@@ -233,11 +203,7 @@ def test_shadow_conversations_become_a_pool_labelled_by_review(
 
     shadow("what time do you open on sundays", flagged=False)
     shadow("can I pay with a gift card", flagged=True, decision=Decision.FALSE_POSITIVE)
-    shadow(
-        "how do I make the forbidden widget",
-        flagged=True,
-        decision=Decision.CORRECT_BLOCK,
-    )
+    shadow("how do I make the forbidden widget", flagged=True, decision=Decision.CORRECT_BLOCK)
     shadow("a flagged prompt nobody judged yet", flagged=True)
     flagged_conversation(constitution, prompt="an enforce-mode prompt", flagged=False)
     client.force_login(victor)
@@ -249,9 +215,7 @@ def test_shadow_conversations_become_a_pool_labelled_by_review(
     response = client.post(reverse("classifiers:traffic_from_shadow"),
                            {"constitution": "shop", "name": "shop shadow"})  # fmt: skip
     pool = TrafficPool.objects.get(name="shop shadow")
-    assert (
-        response.status_code == 302 and response["Location"] == pool.get_absolute_url()
-    )
+    assert response.status_code == 302 and response["Location"] == pool.get_absolute_url()
     labelled = {p.text: (p.label, p.kind) for p in pool.prompts.all()}
     assert labelled == {
         "what time do you open on sundays": (0, "shadow: passed"),
@@ -274,10 +238,7 @@ def test_replies_of_one_generator_are_never_reused_for_another():
     from classifiers.models import Dataset
 
     cfg = GenerateConfig()
-    local, endpoint = (
-        Dataset(generator="local"),
-        Dataset(generator="vllm (llama at http://x)"),
-    )
+    local, endpoint = Dataset(generator="local"), Dataset(generator="vllm (llama at http://x)")
     assert reply_key(local, cfg) != reply_key(endpoint, cfg)
     assert reply_key(local, cfg) == reply_key(Dataset(generator="local"), cfg)
 
@@ -288,18 +249,12 @@ def test_a_shadow_pool_is_for_reviewers_and_authors_and_a_bad_name_is_a_400(
     from classifiers.models import Conversation
     from tests.review_helpers import flagged_conversation
 
-    constitution = published_constitution(
-        "shop", user=alice, categories=SHOP
-    ).constitution
-    conversation = flagged_conversation(
-        constitution, prompt="open on sunday?", flagged=False
-    )
+    constitution = published_constitution("shop", user=alice, categories=SHOP).constitution
+    conversation = flagged_conversation(constitution, prompt="open on sunday?", flagged=False)
     Conversation.objects.filter(pk=conversation.pk).update(mode="shadow")
     client.force_login(alice)
     url = reverse("classifiers:traffic_from_shadow")
-    assert (
-        client.post(url, {"constitution": "shop", "name": "a\x00b"}).status_code == 400
-    )
+    assert client.post(url, {"constitution": "shop", "name": "a\x00b"}).status_code == 400
     assert not TrafficPool.objects.exists()
     client.post(url, {"constitution": "shop"})
     pool = TrafficPool.objects.get(name="shadow: shop")

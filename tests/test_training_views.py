@@ -45,26 +45,19 @@ def test_alice_starts_a_run_that_is_queued_and_sent_to_the_worker(
     url = reverse("classifiers:training_new", args=[dataset.pk])
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            url,
-            _form(activate_when_done="on", probe_layers="6,-1", correction_weight="4"),
+            url, _form(activate_when_done="on", probe_layers="6,-1", correction_weight="4")
         )
     run = TrainingRun.objects.get()
-    assert (
-        response.status_code == 302 and response["Location"] == run.get_absolute_url()
-    )
+    assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
     assert run.status == "queued" and run.activate_when_done
     assert run.config["probe_layers"] == [6, -1] and run.config["target_fpr"] == 0.01
     assert run.config["correction_weight"] == 4.0
     assert no_enqueue == [run.pk]
 
 
-def test_the_form_says_how_many_training_prompts_have_corrected_labels(
-    client, alice, dataset
-):
+def test_the_form_says_how_many_training_prompts_have_corrected_labels(client, alice, dataset):
     rows = list(dataset.examples.filter(split="train")[:3])
-    rows[0].meta = {
-        "reviewed": {"audit": 1, "decision": "flip", "flipped_from": [1, "x"]}
-    }
+    rows[0].meta = {"reviewed": {"audit": 1, "decision": "flip", "flipped_from": [1, "x"]}}
     rows[1].meta = {"source": "feedback", "decision": "false_positive"}
     rows[2].meta = {"reviewed": {"audit": 1, "decision": "keep"}}  # kept: not corrected
     for row in rows:
@@ -92,9 +85,7 @@ def test_a_bad_form_shows_errors_and_starts_nothing(client, alice, dataset, no_e
 def test_an_unfinished_dataset_cannot_be_trained_on(client, alice, dataset, no_enqueue):
     type(dataset).objects.filter(pk=dataset.pk).update(status="running")
     client.force_login(alice)
-    response = client.post(
-        reverse("classifiers:training_new", args=[dataset.pk]), _form()
-    )
+    response = client.post(reverse("classifiers:training_new", args=[dataset.pk]), _form())
     assert response.status_code == 400 and b"not done" in response.content
     assert not TrainingRun.objects.exists()
 
@@ -134,17 +125,14 @@ def test_readers_see_every_page(client, request, who, dataset):
     for url in pages:
         response = client.get(url)
         assert response.status_code == 200, url
-        assert b'data-testid="activate"' not in response.content
+        assert b"data-testid=\"activate\"" not in response.content
 
 
 def test_charlie_without_a_role_gets_403_on_reads(client, charlie, dataset):
     model = make_model(dataset)
     client.force_login(charlie)
-    for url in (
-        reverse("classifiers:models"),
-        reverse("classifiers:model", args=[model.pk]),
-        reverse("classifiers:model_report", args=[model.pk]),
-    ):
+    for url in (reverse("classifiers:models"), reverse("classifiers:model", args=[model.pk]),
+                reverse("classifiers:model_report", args=[model.pk])):
         assert client.get(url).status_code == 403
 
 
@@ -160,10 +148,7 @@ def test_activation_switches_the_live_model_and_an_older_one_rolls_back(
     response = client.post(
         reverse("classifiers:model_activate", args=[old.pk]), HTTP_HX_REQUEST="true"
     )
-    assert (
-        response.status_code == 200
-        and 'data-testid="active-badge"' in response.content.decode()
-    )
+    assert response.status_code == 200 and 'data-testid="active-badge"' in response.content.decode()
     assert "<html" not in response.content.decode()  # the partial only
     assert ActiveModel.objects.get(kind="input").model_version == old
     assert ActiveModel.objects.count() == 1
@@ -182,9 +167,7 @@ def test_the_report_exports_as_json(client, victor, dataset):
     model = make_model(dataset, "output")
     client.force_login(victor)
     response = client.get(reverse("classifiers:model_report", args=[model.pk]))
-    assert (
-        response.status_code == 200 and "attachment" in response["Content-Disposition"]
-    )
+    assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     document = json.loads(response.content)
     assert document["model"] == model.pk and document["kind"] == "output"
     assert document["report"]["splits"]["test"]["classifier"]["roc"]["fpr"]
@@ -237,9 +220,7 @@ def test_the_model_page_shows_each_rate_with_its_interval_and_what_is_too_small(
     assert 'data-testid="rough-threshold"' in listing
 
 
-def test_the_progress_poll_stops_with_286_once_the_run_is_terminal(
-    client, bob, dataset
-):
+def test_the_progress_poll_stops_with_286_once_the_run_is_terminal(client, bob, dataset):
     run = TrainingRun.objects.create(dataset=dataset, config={}, status="running")
     client.force_login(bob)
     url = reverse("classifiers:training_progress", args=[run.pk])
@@ -253,6 +234,4 @@ def test_the_progress_poll_stops_with_286_once_the_run_is_terminal(
 def test_unknown_ids_are_404(client, bob):
     client.force_login(bob)
     assert client.get(reverse("classifiers:model", args=[999999])).status_code == 404
-    assert (
-        client.get(reverse("classifiers:model_compare") + "?a=x&b=1").status_code == 404
-    )
+    assert client.get(reverse("classifiers:model_compare") + "?a=x&b=1").status_code == 404

@@ -59,9 +59,7 @@ def test_a_run_through_the_worker_makes_live_models_and_rollback_restores_the_ol
         assert model.report["splits"]["test"]["classifier"]["n"] > 0
         assert model.is_active()
     # Output reports judge each reply at the threshold the guard would apply.
-    assert models["output"].report["splits"]["test"]["classifier"][
-        "per_category_thresholds"
-    ]
+    assert models["output"].report["splits"]["test"]["classifier"]["per_category_thresholds"]
     halting = models["output"].report["splits"]["test"]["classifier"]["halting"]
     assert sum(halting["harmful"]) + sum(halting["benign"]) == halting["halted"]
     assert run.history["input"] and any("val_auroc" in p for p in run.history["input"])
@@ -93,9 +91,7 @@ def test_a_cancelled_run_keeps_the_live_model_and_leaves_no_artifacts(
     monkeypatch.setattr(jobs, "CANCEL_CHECK_SECONDS", 0.0)
     original = pipeline._train_output
 
-    def cancel_midway(
-        *args, **kwargs
-    ):  # the author presses cancel during output training
+    def cancel_midway(*args, **kwargs):  # the author presses cancel during output training
         run.request_cancel()
         return original(*args, **kwargs)
 
@@ -109,15 +105,11 @@ def test_a_cancelled_run_keeps_the_live_model_and_leaves_no_artifacts(
 
 
 @pytest.mark.django_db
-def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(
-    alice, artifacts
-):
+def test_a_dataset_without_a_calibration_split_fails_with_a_clear_error(alice, artifacts):
     from classifiers.training.run import run_training_job
     from classifiers.training.services import training_start
 
-    dataset = make_dataset(
-        published_constitution(user=alice), splits=("train", "validation", "test")
-    )
+    dataset = make_dataset(published_constitution(user=alice), splits=("train", "validation", "test"))
     run = training_start(dataset=dataset, config=FAST_CONFIG, user=alice, enqueue=False)
     run_training_job(run.pk)
     run.refresh_from_db()
@@ -139,9 +131,7 @@ def _queued_run_over_a_live_model(alice):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db
-def test_an_artifact_folder_in_the_way_fails_the_run_and_is_left_alone(
-    alice, artifacts
-):
+def test_an_artifact_folder_in_the_way_fails_the_run_and_is_left_alone(alice, artifacts):
     from classifiers.training.run import run_training_job
 
     version, live, run = _queued_run_over_a_live_model(alice)
@@ -171,9 +161,7 @@ def test_a_failure_after_the_input_artifact_is_written_removes_both_and_keeps_th
     version, live, run = _queued_run_over_a_live_model(alice)
     slug_dir = artifacts / version.constitution.slug
 
-    def disk_full(
-        model, directory, **kwargs
-    ):  # part of the output folder, then a failure
+    def disk_full(model, directory, **kwargs):  # part of the output folder, then a failure
         assert (slug_dir / f"{run.pk}-input").is_dir()  # the input artifact is written
         directory.mkdir(parents=True)
         (directory / "partial").write_text("half")

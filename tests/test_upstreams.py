@@ -17,9 +17,7 @@ FIELDS = {"name": "vllm", "base_url": "http://127.0.0.1:8001/v1", "model": "llam
           "max_concurrency": 8, "max_tokens": 1024}  # fmt: skip
 
 
-def test_an_operator_adds_an_upstream_and_its_key_is_never_shown(
-    client, operator, victor
-):
+def test_an_operator_adds_an_upstream_and_its_key_is_never_shown(client, operator, victor):
     client.force_login(operator)
     assert client.post("/classifiers/upstreams/", FIELDS).status_code == 302
     upstream = Upstream.objects.get(name="vllm")
@@ -36,15 +34,9 @@ def test_only_operators_change_upstreams(client, alice):
     client.force_login(alice)  # a policy author, not staff
     assert client.post("/classifiers/upstreams/", FIELDS).status_code == 403
     assert not Upstream.objects.exists()
-    upstream = Upstream.objects.create(
-        name="x", base_url="http://127.0.0.1:1/v1", model="m"
-    )
-    assert (
-        client.post(f"/classifiers/upstreams/{upstream.pk}/", FIELDS).status_code == 403
-    )
-    assert (
-        client.post(f"/classifiers/upstreams/{upstream.pk}/delete/").status_code == 403
-    )
+    upstream = Upstream.objects.create(name="x", base_url="http://127.0.0.1:1/v1", model="m")
+    assert client.post(f"/classifiers/upstreams/{upstream.pk}/", FIELDS).status_code == 403
+    assert client.post(f"/classifiers/upstreams/{upstream.pk}/delete/").status_code == 403
     assert Upstream.objects.get().name == "x"
 
 
@@ -72,15 +64,9 @@ def test_bad_upstream_fields_are_400_and_change_nothing(client, operator):
     assert not Upstream.objects.exists()
 
 
-def test_authors_attach_upstreams_and_set_the_failure_mode_on_guard_settings(
-    client, alice
-):
-    constitution = Constitution.objects.create(
-        slug="fraud", name="Fraud", domain="Banking."
-    )
-    upstream = Upstream.objects.create(
-        name="vllm", base_url="http://127.0.0.1:8001/v1", model="m"
-    )
+def test_authors_attach_upstreams_and_set_the_failure_mode_on_guard_settings(client, alice):
+    constitution = Constitution.objects.create(slug="fraud", name="Fraud", domain="Banking.")
+    upstream = Upstream.objects.create(name="vllm", base_url="http://127.0.0.1:8001/v1", model="m")
     client.force_login(alice)
     page = client.get("/classifiers/guard/fraud/").content.decode()
     assert "vllm" in page
@@ -103,9 +89,7 @@ def test_the_upstreams_command(capsys):
     call_command("upstreams", "list")
     out = capsys.readouterr().out
     assert "fraud/ollama" in out and "$GUARDWEB_UPSTREAM_KEY_OLLAMA" in out
-    assert (
-        Upstream.objects.get().base_url == "http://127.0.0.1:11434/v1"
-    )  # trailing / dropped
+    assert Upstream.objects.get().base_url == "http://127.0.0.1:11434/v1"  # trailing / dropped
     with pytest.raises(CommandError, match="not an http"):
         call_command("upstreams", "add", "bad", "--url", "file:///etc", "--model", "m")
     with pytest.raises(CommandError, match="no upstream named"):

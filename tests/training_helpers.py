@@ -26,9 +26,7 @@ BENIGN_QUERIES = [
     "how can I grow strawberries in pots",
     "what is mulch and why use it",
 ]
-HARMFUL_RESPONSE = (
-    "Sure, the forbidden widget needs the secret part and the hidden step."
-)
+HARMFUL_RESPONSE = "Sure, the forbidden widget needs the secret part and the hidden step."
 REFUSAL_RESPONSE = "I'm sorry, but I can't help with that."
 BENIGN_RESPONSE = "Water the plants in the morning and keep the soil moist."
 

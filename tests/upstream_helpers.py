@@ -15,18 +15,14 @@ def user(content: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def attach(
-    slug: str, server: OpenAITestServer, name: str = "local", **fields
-) -> Upstream:
+def attach(slug: str, server: OpenAITestServer, name: str = "local", **fields) -> Upstream:
     call_command("upstreams", "add", name, "--url", server.base_url, "--model", "smol",
                  *[f"--{k.replace('_', '-')}={v}" for k, v in fields.items()])  # fmt: skip
     call_command("upstreams", "attach", name, "--constitution", slug)
     return Upstream.objects.get(name=name)
 
 
-def direct_reply(
-    server: OpenAITestServer, prompt: str, max_tokens: int = MAX_TOKENS
-) -> str:
+def direct_reply(server: OpenAITestServer, prompt: str, max_tokens: int = MAX_TOKENS) -> str:
     response = httpx.post(f"{server.base_url}/chat/completions", timeout=120, json={
         "model": "smol", "messages": user(prompt), "max_tokens": max_tokens,
     })  # fmt: skip

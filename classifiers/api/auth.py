@@ -39,7 +39,9 @@ def authenticate(request: HttpRequest) -> ApiToken:
     # A token outlives role changes: a user whose roles were all removed keeps
     # the token row but loses the access it granted.
     if not user_roles(token.user):
-        raise ApiError(403, "the token's user has no role any more", code="no_role")
+        raise ApiError(
+            403, "the token's user has no role any more", code="no_role"
+        )
     return token
 
 

@@ -63,17 +63,9 @@ def _messages(body: dict[str, Any]) -> list[Message]:
     messages: list[Message] = []
     structured = body.get("structured_messages") or []
     if not isinstance(structured, list):
-        raise ApiError(
-            400,
-            "structured_messages must be a list of messages",
-            param="structured_messages",
-        )
+        raise ApiError(400, "structured_messages must be a list of messages", param="structured_messages")
     for item in structured[:MAX_MESSAGES]:
-        if not isinstance(item, dict) or item.get("role") not in (
-            "system",
-            "user",
-            "assistant",
-        ):
+        if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant"):
             continue  # tool messages and the like carry no text we classify
         content = item.get("content")
         if isinstance(content, list):
@@ -97,7 +89,7 @@ def _fitting(messages: list[Message], tokenizer: Any, limit: int) -> list[Messag
         kept.pop(0)
     if len(prompt_token_ids(tokenizer, kept)) > limit:  # one message alone is too long
         # Its end, in few enough characters (a character is at most 4 byte tokens).
-        kept = [{**kept[-1], "content": kept[-1]["content"][-(limit // 4) :]}]
+        kept = [{**kept[-1], "content": kept[-1]["content"][-(limit // 4):]}]
     return kept
 
 
@@ -106,42 +98,23 @@ def _prepare(request: HttpRequest, slug: str | None) -> dict[str, Any]:
     body = json_body(request)
     kind = body.get("input_type")
     if kind not in ("request", "response"):
-        raise ApiError(
-            400, "input_type must be 'request' or 'response'", param="input_type"
-        )
+        raise ApiError(400, "input_type must be 'request' or 'response'", param="input_type")
     texts = body.get("texts") or []
-    if (
-        not isinstance(texts, list)
-        or len(texts) > MAX_TEXTS
-        or not all(isinstance(t, str) for t in texts)
-    ):
-        raise ApiError(
-            400, f"texts must be a list of at most {MAX_TEXTS} strings", param="texts"
-        )
+    if not isinstance(texts, list) or len(texts) > MAX_TEXTS or not all(isinstance(t, str) for t in texts):
+        raise ApiError(400, f"texts must be a list of at most {MAX_TEXTS} strings", param="texts")
     extra = body.get("additional_provider_specific_params") or {}
     if slug is None and isinstance(extra, dict):
         slug = extra.get("constitution")
     constitution = resolve_constitution(token, slug, param="constitution")
     target = target_for(token, constitution)
-    call_id = (
-        body.get("litellm_call_id")
-        if isinstance(body.get("litellm_call_id"), str)
-        else ""
-    )
-    plan: dict[str, Any] = {
-        "token": token,
-        "target": target,
-        "kind": kind,
-        "call_id": call_id[:200],
-    }
+    call_id = body.get("litellm_call_id") if isinstance(body.get("litellm_call_id"), str) else ""
+    plan: dict[str, Any] = {"token": token, "target": target, "kind": kind, "call_id": call_id[:200]}
     limit = target.policy.requests_per_minute
     if kind == "request":
         check_rate(user_id=token.user_id, scope=constitution.slug, limit=limit)
         messages = _messages({**body, "texts": texts})
         if not messages:
-            raise ApiError(
-                400, "nothing to classify: no text in the request", param="texts"
-            )
+            raise ApiError(400, "nothing to classify: no text in the request", param="texts")
         check_lengths(messages, target.policy, param="texts")
         plan["messages"] = messages
     else:
@@ -150,35 +123,23 @@ def _prepare(request: HttpRequest, slug: str | None) -> dict[str, Any]:
         check_rate(user_id=token.user_id, scope=f"{constitution.slug}:litellm-replies",
                    limit=limit * 10 if limit else 0)  # fmt: skip
         if len(texts) > MAX_REPLY_TEXTS:
-            raise ApiError(
-                400, f"at most {MAX_REPLY_TEXTS} reply texts per call", param="texts"
-            )
+            raise ApiError(400, f"at most {MAX_REPLY_TEXTS} reply texts per call", param="texts")
         if any(len(t) > MAX_REPLY_CHARS for t in texts):
             raise ApiError(413, f"a reply text is over {MAX_REPLY_CHARS} characters", param="texts",
                            code="reply_too_long")  # fmt: skip
-        remembered = (
-            cache.get(_prompt_key(token, plan["call_id"])) if plan["call_id"] else None
-        )
+        remembered = cache.get(_prompt_key(token, plan["call_id"])) if plan["call_id"] else None
         plan["texts"] = texts
         plan["messages"], plan["category"] = remembered or (_NO_PROMPT, None)
     if target.mode != "off":
         try:
-            plan["setup"] = engines.guard_setup(
-                constitution, mode=target.mode, with_shadow=False
-            )
+            plan["setup"] = engines.guard_setup(constitution, mode=target.mode, with_shadow=False)
         except engines.GuardUnavailable as exc:
             raise ApiError(503, str(exc), code="classifier_unavailable") from None
     touch(token)
     return plan
 
 
-def _store(
-    token: ApiToken,
-    target: Target,
-    setup: Any,
-    messages: list[Message],
-    result: GuardResult,
-) -> None:
+def _store(token: ApiToken, target: Target, setup: Any, messages: list[Message], result: GuardResult) -> None:
     conversation = Conversation.objects.create(
         user=token.user, constitution=target.constitution, source=Conversation.Source.API,
         api_token=token, mode=target.mode, input_model=setup.input_model,
@@ -200,9 +161,7 @@ def _decide(plan: dict[str, Any]) -> dict[str, Any]:
         if plan["kind"] == "request":
             decision = None
             if setup.engine.input_guard is not None:
-                decision = setup.engine.classify([plan["messages"]], mode=target.mode)[
-                    0
-                ]
+                decision = setup.engine.classify([plan["messages"]], mode=target.mode)[0]
             if plan["call_id"] and setup.output_model is not None:
                 prompt = _fitting(plan["messages"], setup.engine.tokenizer,
                                   target.policy.max_prompt_tokens)  # fmt: skip
@@ -222,9 +181,7 @@ def _decide(plan: dict[str, Any]) -> dict[str, Any]:
         for text in plan["texts"]:
             if not text or setup.output_model is None:
                 continue
-            guard = setup.engine.reply_guard(
-                plan["messages"], mode=target.mode, category=plan["category"]
-            )
+            guard = setup.engine.reply_guard(plan["messages"], mode=target.mode, category=plan["category"])
             guard.feed(text, final=True)
             guard.finish()
             if guard.halted_at is None:

@@ -356,18 +356,10 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "The decision (or a ReplyScore for a reply).",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {
-                                            "$ref": "#/components/schemas/ClassifyResponse"
-                                        },
-                                        {"$ref": "#/components/schemas/ReplyScore"},
-                                    ]
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            {"$ref": "#/components/schemas/ClassifyResponse"},
+                            {"$ref": "#/components/schemas/ReplyScore"},
+                        ]}}},
                     },
                     "409": _error("The reply stream has ended."),
                     **COMMON_ERRORS,
@@ -411,15 +403,9 @@ DOCUMENT: dict[str, Any] = {
                 "operationId": "litellmGuardrail",
                 "summary": "LiteLLM's Generic Guardrail API (also under /guardrails/litellm/{slug}/...).",
                 "description": "The token may come as x-api-key, as LiteLLM sends it.",
-                "requestBody": {
-                    "required": True,
-                    "content": _json("LiteLLMGuardrailRequest"),
-                },
+                "requestBody": {"required": True, "content": _json("LiteLLMGuardrailRequest")},
                 "responses": {
-                    "200": {
-                        "description": "The verdict.",
-                        "content": _json("LiteLLMGuardrailResponse"),
-                    },
+                    "200": {"description": "The verdict.", "content": _json("LiteLLMGuardrailResponse")},
                     **COMMON_ERRORS,
                 },
             }

@@ -74,10 +74,8 @@ _storing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="proxy-store")
 # An allow-list: fields such as tools, documents, response_format schemas or chat
 # template switches would carry text (or change the prompt) the guard never saw.
 _NUMBERS = {  # name: (low, high, integer)
-    "temperature": (0, 2, False),
-    "top_p": (0, 1, False),
-    "presence_penalty": (-2, 2, False),
-    "frequency_penalty": (-2, 2, False),
+    "temperature": (0, 2, False), "top_p": (0, 1, False),
+    "presence_penalty": (-2, 2, False), "frequency_penalty": (-2, 2, False),
     "seed": (-(2**63), 2**63 - 1, True),
 }
 
@@ -96,9 +94,7 @@ class ProxyPlan:
     config: GuardConfig
     fail_open: bool
     guard_timeout_s: float
-    guard_failure: str = (
-        ""  # why the guard did not run (fail open), shown to the client
-    )
+    guard_failure: str = ""  # why the guard did not run (fail open), shown to the client
 
 
 def is_proxy_model(model: Any) -> bool:
@@ -128,9 +124,7 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false", param="stream")
-    asked = (
-        "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
-    )
+    asked = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
     max_tokens = optional_number(body, asked, low=1, high=10**9, integer=True)
     if max_tokens is not None and max_tokens > upstream.max_tokens:
         raise ApiError(
@@ -141,10 +135,7 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
     optional_number(body, "n", low=1, high=1, integer=True)  # only n=1
     # The upstream gets the messages the guard scored, a bounded reply, and the
     # sampling settings, checked (NaN, 1e999 and strings never reach it).
-    payload: dict[str, Any] = {
-        "messages": messages,
-        "max_tokens": int(max_tokens or upstream.max_tokens),
-    }
+    payload: dict[str, Any] = {"messages": messages, "max_tokens": int(max_tokens or upstream.max_tokens)}
     for name, (low, high, integer) in _NUMBERS.items():
         value = optional_number(body, name, low=low, high=high, integer=integer)
         if value is not None:
@@ -152,14 +143,10 @@ def prepare(token: ApiToken, body: dict[str, Any]) -> ProxyPlan:
     stop = body.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
-        if (
-            not isinstance(stops, list)
-            or len(stops) > 4
-            or not all(isinstance(x, str) and 0 < len(x) <= 100 for x in stops)
+        if not isinstance(stops, list) or len(stops) > 4 or not all(
+            isinstance(x, str) and 0 < len(x) <= 100 for x in stops
         ):
-            raise ApiError(
-                400, "stop must be a string or up to 4 strings", param="stop"
-            )
+            raise ApiError(400, "stop must be a string or up to 4 strings", param="stop")
         payload["stop"] = stop
     # Shadow mode observes and never refuses: a guard that fails there fails open.
     fail_open = policy.failure_mode == FailureMode.OPEN or target.mode == "shadow"
@@ -196,9 +183,7 @@ class ProxyRun:
     cancelled: bool = False
     conversation_id: int | None = None
     watch: turns.Stopwatch = field(default_factory=turns.Stopwatch)
-    prefill: Any = (
-        None  # the output scorer being built (a future), until the relay takes it
-    )
+    prefill: Any = None  # the output scorer being built (a future), until the relay takes it
     received: list[str] = field(default_factory=list)  # all the upstream's text so far
     upstream_error: str = ""  # the upstream failed (the reply ends where it stopped)
     stored: bool = False
@@ -217,9 +202,7 @@ class ProxyRun:
             plan.messages,
         )
         try:
-            decision = await asyncio.wait_for(
-                asyncio.wrap_future(future), plan.guard_timeout_s
-            )
+            decision = await asyncio.wait_for(asyncio.wrap_future(future), plan.guard_timeout_s)
         except Exception as exc:  # noqa: BLE001 - any classifier failure is a guard failure
             self._guard_failed(f"the input classifier failed: {_describe(exc, plan)}",
                                part="input")  # fmt: skip
@@ -243,9 +226,7 @@ class ProxyRun:
                 self.guard = None
             return
         if part == "input":
-            raise ApiError(
-                503, f"{why}; this constitution fails closed", code="guard_unavailable"
-            )
+            raise ApiError(503, f"{why}; this constitution fails closed", code="guard_unavailable")
         self.failed_closed = True
 
     def build_output_guard(self) -> ReplyGuard | None:
@@ -253,9 +234,7 @@ class ProxyRun:
         setup = self.plan.setup
         if setup is None:
             return None
-        return setup.engine.reply_guard(
-            self.plan.messages, mode=self.plan.mode, result=self.result
-        )
+        return setup.engine.reply_guard(self.plan.messages, mode=self.plan.mode, result=self.result)
 
     async def start_output_guard(self) -> None:
         """Take the prefilled scorer; its threshold follows the prompt's category.
@@ -345,9 +324,7 @@ class ProxyRun:
                     raise reader.exception()  # type: ignore[misc]
             finally:
                 reader.cancel()
-                await asyncio.gather(
-                    reader, return_exceptions=True
-                )  # it ends before the stream closes
+                await asyncio.gather(reader, return_exceptions=True)  # it ends before the stream closes
                 self.upstream_finish = upstream.finish_reason
                 self.usage = upstream.usage
                 if shadow_queue is not None:
@@ -356,9 +333,7 @@ class ProxyRun:
             try:
                 await asyncio.wait_for(shadow_task, self.plan.guard_timeout_s)
             except Exception as exc:  # noqa: BLE001 - shadow scoring never fails a reply
-                logger.warning(
-                    "shadow scoring of %s failed: %s", self.plan.model_name, exc
-                )
+                logger.warning("shadow scoring of %s failed: %s", self.plan.model_name, exc)
 
     async def _score(self, loop: Any, guard: ReplyGuard, text: str, final: bool) -> str:
         """Score what arrived in one forward; the text it releases ("" when halted)."""
@@ -382,9 +357,7 @@ class ProxyRun:
                 return "".join(self.received)[sent:]
             return ""
 
-    async def _score_behind(
-        self, queue: asyncio.Queue[tuple[str, bool] | None]
-    ) -> None:
+    async def _score_behind(self, queue: asyncio.Queue[tuple[str, bool] | None]) -> None:
         """Shadow mode: score what was already forwarded, never holding it up."""
         loop = asyncio.get_running_loop()
         guard = self.guard
@@ -417,11 +390,7 @@ class ProxyRun:
         halted = (guard is not None and guard.stopped) or self.failed_closed
         if halted:
             result.finish_reason = "halted"
-            result.text = (
-                result.generated
-                + ("\n\n" if result.generated else "")
-                + plan.config.refusal
-            )
+            result.text = result.generated + ("\n\n" if result.generated else "") + plan.config.refusal
         else:
             result.text = result.generated
             result.finish_reason = (
@@ -430,10 +399,7 @@ class ProxyRun:
                 "length" if self.upstream_finish == "length" else "stop"
             )  # fmt: skip
         margin = plan.config.near_margin
-        near_input = (
-            result.input is not None
-            and result.input.score >= result.input.threshold - margin
-        )
+        near_input = result.input is not None and result.input.score >= result.input.threshold - margin
         near_output = result.output_threshold is not None and (
             (result.max_output_score or 0.0) >= result.output_threshold - margin
         )
@@ -450,9 +416,7 @@ class ProxyRun:
         try:
             return self._store()
         except Exception:
-            logger.exception(
-                "could not store a proxied conversation (%s)", self.plan.model_name
-            )
+            logger.exception("could not store a proxied conversation (%s)", self.plan.model_name)
             return None
         finally:
             connections.close_all()
@@ -476,9 +440,7 @@ class ProxyRun:
             try:
                 shadow = engines.shadow_decision(setup, plan.messages, result.generated)
             except Exception:  # a broken candidate model must not break live traffic
-                logger.exception(
-                    "shadow model failed on conversation %s", conversation.pk
-                )
+                logger.exception("shadow model failed on conversation %s", conversation.pk)
         turns.record_turn(
             conversation=conversation, user_content=last_user_content(plan.messages),
             result=result, latency_ms=self.watch.elapsed_ms,
@@ -538,9 +500,7 @@ async def respond(plan: ProxyPlan) -> HttpResponse:
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if plan.stream:
-        response = StreamingHttpResponse(
-            _stream(run, ident, created), content_type="text/event-stream"
-        )
+        response = StreamingHttpResponse(_stream(run, ident, created), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # proxies must not hold tokens back
         return response
@@ -608,12 +568,8 @@ async def _stream(run: ProxyRun, ident: str, created: int) -> AsyncIterator[byte
         if result.finish_reason == "blocked":
             yield chunk({"content": plan.config.refusal})
         elif result.finish_reason == "halted":
-            yield chunk(
-                {"content": ("\n\n" if result.generated else "") + plan.config.refusal}
-            )
-        yield chunk(
-            {}, finish_reason(result), guard=run.guard_payload(), usage=run.usage
-        )
+            yield chunk({"content": ("\n\n" if result.generated else "") + plan.config.refusal})
+        yield chunk({}, finish_reason(result), guard=run.guard_payload(), usage=run.usage)
         if failure is not None:
             yield sse(_as_api_error(failure).to_dict())
         yield sse("[DONE]")

@@ -9,9 +9,7 @@ from classifiers.guard.ratelimit import WINDOW_S, RateLimited, count_request
 __all__ = ["WINDOW_S", "check_rate"]
 
 
-def check_rate(
-    *, user_id: int, scope: str, limit: int, now: float | None = None
-) -> int:
+def check_rate(*, user_id: int, scope: str, limit: int, now: float | None = None) -> int:
     """Count this request; raise ApiError 429 (with Retry-After) over `limit`."""
     try:
         return count_request(user_id=user_id, scope=scope, limit=limit, now=now)

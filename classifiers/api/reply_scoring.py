@@ -89,11 +89,7 @@ def _stream_key(token: ApiToken, stream_id: str) -> str:
 def continues_a_stream(token: ApiToken, body: dict[str, Any]) -> bool:
     """A later chunk of a reply stream that exists (rate-limited once, at its start)."""
     spec = body.get("reply_stream")
-    if (
-        not isinstance(spec, dict)
-        or not isinstance(spec.get("id"), str)
-        or not _STREAM_ID.match(spec["id"])
-    ):
+    if not isinstance(spec, dict) or not isinstance(spec.get("id"), str) or not _STREAM_ID.match(spec["id"]):
         return False
     return cache.get(_stream_key(token, spec["id"])) is not None
 
@@ -113,18 +109,12 @@ def prepare(token: ApiToken, body: dict[str, Any], target: Target) -> ReplyPlan:
         check_lengths(messages[:-1], target.policy, param="messages")
         prompt, text = messages[:-1], messages[-1]["content"]
         if not any(m["role"] == "user" for m in prompt):
-            raise ApiError(
-                400, "the reply needs a user message before it", param="messages"
-            )
+            raise ApiError(400, "the reply needs a user message before it", param="messages")
         if len(text) > MAX_REPLY_CHARS:
             raise ApiError(413, f"the reply is {len(text)} characters; at most {MAX_REPLY_CHARS}",
                            param="messages", code="reply_too_long")  # fmt: skip
     else:
-        if (
-            not isinstance(spec, dict)
-            or not isinstance(spec.get("id"), str)
-            or not _STREAM_ID.match(spec["id"])
-        ):
+        if not isinstance(spec, dict) or not isinstance(spec.get("id"), str) or not _STREAM_ID.match(spec["id"]):
             raise ApiError(400, "reply_stream must be an object with id (1-128 letters, digits "
                            "or _.:-), delta (a string) and final (true/false)", param="reply_stream")  # fmt: skip
         text = spec.get("delta", "")
@@ -154,9 +144,7 @@ def prepare(token: ApiToken, body: dict[str, Any], target: Target) -> ReplyPlan:
                            param="reply_stream", code="reply_too_long")  # fmt: skip
         plan_kwargs = {"stream_id": spec["id"], "final": final, "state": state}
     try:
-        setup = engines.guard_setup(
-            target.constitution, mode=target.mode, with_shadow=False
-        )
+        setup = engines.guard_setup(target.constitution, mode=target.mode, with_shadow=False)
     except engines.GuardUnavailable as exc:
         raise ApiError(503, str(exc), code="classifier_unavailable") from None
     if setup.output_model is None:
@@ -196,9 +184,7 @@ def score(plan: ReplyPlan) -> dict[str, Any]:
 
 
 def _new_guard(plan: ReplyPlan, category: str | None) -> ReplyGuard:
-    guard = plan.setup.engine.reply_guard(
-        plan.prompt, mode=plan.target.mode, category=category
-    )
+    guard = plan.setup.engine.reply_guard(plan.prompt, mode=plan.target.mode, category=category)
     assert guard is not None  # an output model exists and the mode is not off
     return guard
 
@@ -207,20 +193,10 @@ def _score_chunk(plan: ReplyPlan, started: float) -> dict[str, Any]:
     state = cache.get(plan.key) or plan.state
     if state is None:
         category = _category(plan)
-        state = {
-            "prompt": plan.prompt,
-            "text": "",
-            "released": 0,
-            "category": category,
-            "done": False,
-        }
+        state = {"prompt": plan.prompt, "text": "", "released": 0, "category": category, "done": False}
     with _local_lock:
         local = _local.pop(plan.key, None)
-    if (
-        local is not None
-        and local[1] == len(state["text"])
-        and state["text"] == local[0].text
-    ):
+    if local is not None and local[1] == len(state["text"]) and state["text"] == local[0].text:
         guard = local[0]
     else:  # another process scored the last chunk: rebuild from the stored text
         guard = _new_guard(plan, state["category"])

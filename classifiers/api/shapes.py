@@ -56,9 +56,7 @@ def guard_field(
         "input_threshold": finite(decision.threshold) if decision else None,
         "threshold": finite(result.output_threshold),
         "max_output_score": finite(result.max_output_score),
-        "token_scores": [
-            {"text": t.text, "score": finite(t.score)} for t in result.tokens
-        ],
+        "token_scores": [{"text": t.text, "score": finite(t.score)} for t in result.tokens],
         "input_model": model_ref(input_model) if mode != "off" else None,
         "output_model": model_ref(output_model) if mode != "off" else None,
         "conversation_id": conversation_id,

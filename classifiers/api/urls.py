@@ -15,14 +15,7 @@ urlpatterns = [
     path("api/openapi.json", openapi.openapi_json, name="openapi"),
     # LiteLLM's Generic Guardrail API: api_base http://HOST/guardrails/litellm/SLUG
     # (or http://HOST with the constitution in the token or the guardrail's params).
-    path(
-        "guardrails/litellm/<slug:slug>/beta/litellm_basic_guardrail_api",
-        litellm.guardrail,
-        name="litellm-guardrail",
-    ),
-    path(
-        "beta/litellm_basic_guardrail_api",
-        litellm.guardrail,
-        name="litellm-guardrail-default",
-    ),
+    path("guardrails/litellm/<slug:slug>/beta/litellm_basic_guardrail_api", litellm.guardrail,
+         name="litellm-guardrail"),
+    path("beta/litellm_basic_guardrail_api", litellm.guardrail, name="litellm-guardrail-default"),
 ]

@@ -216,9 +216,7 @@ def _store_classify(
 @api_view("POST")
 async def classify(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
-    ready = (
-        batching.announce()
-    )  # the batcher waits for company only while some is coming
+    ready = batching.announce()  # the batcher waits for company only while some is coming
     try:
         plan = await sync_to_async(_prepare_classify)(request)
     finally:
@@ -226,11 +224,7 @@ async def classify(request: HttpRequest) -> HttpResponse:
     if isinstance(plan, reply_scoring.ReplyPlan):
         loop = asyncio.get_running_loop()
         payload = await loop.run_in_executor(_generation, reply_scoring.score, plan)
-        ident = (
-            f"clf-stream-{plan.stream_id}"
-            if plan.stream_id
-            else f"clf-{payload['conversation_id']}"
-        )
+        ident = f"clf-stream-{plan.stream_id}" if plan.stream_id else f"clf-{payload['conversation_id']}"
         return JsonResponse({"id": ident, "object": "reply_score", **payload})
     decision: InputDecision | None = None
     if plan.engine is not None:
@@ -342,9 +336,7 @@ def _prepare_chat(request: HttpRequest) -> ChatPlan | proxy.ProxyPlan:
         config.seed = int(seed)
     touch(token)
     model_name = constitution.slug + (UNGUARDED_SUFFIX if unguarded else "")
-    return ChatPlan(
-        token, target, model_name, messages, stream, setup, config, prompt_tokens
-    )
+    return ChatPlan(token, target, model_name, messages, stream, setup, config, prompt_tokens)
 
 
 @dataclass
@@ -385,7 +377,9 @@ def _run_chat(
         connections.close_all()
 
 
-def _store_chat(plan: ChatPlan, result: GuardResult, watch: turns.Stopwatch) -> int:
+def _store_chat(
+    plan: ChatPlan, result: GuardResult, watch: turns.Stopwatch
+) -> int:
     setup = plan.setup
     close_old_connections()
     conversation = Conversation.objects.create(
@@ -397,7 +391,9 @@ def _store_chat(plan: ChatPlan, result: GuardResult, watch: turns.Stopwatch) -> 
     shadow = None
     if setup.shadow_engine is not None:
         try:
-            shadow = engines.shadow_decision(setup, plan.messages, result.generated)
+            shadow = engines.shadow_decision(
+                setup, plan.messages, result.generated
+            )
         except Exception:  # a broken candidate model must not break live traffic
             logger.exception("shadow model failed on conversation %s", conversation.pk)
     turns.record_turn(
@@ -545,9 +541,7 @@ def _model_entries(token: ApiToken) -> list[dict[str, Any]]:
             entries.append({"id": constitution.slug + UNGUARDED_SUFFIX, **base,
                             "guard": {**guard, "guarded": False}})  # fmt: skip
     # Upstream models behind each constitution's guard: SLUG/NAME.
-    policies = GuardPolicy.objects.select_related("constitution").prefetch_related(
-        "upstreams"
-    )
+    policies = GuardPolicy.objects.select_related("constitution").prefetch_related("upstreams")
     for policy in policies.filter(upstreams__isnull=False).distinct():
         constitution = policy.constitution
         models_of = by_constitution.get(constitution.pk, {})

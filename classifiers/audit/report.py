@@ -12,9 +12,7 @@ from classifiers.models import (
 )
 
 
-def histogram_bars(
-    histogram: dict[str, list[int]], *, height: int = 120
-) -> list[dict[str, Any]]:
+def histogram_bars(histogram: dict[str, list[int]], *, height: int = 120) -> list[dict[str, Any]]:
     """SVG geometry for the audit page: two bars per score bin, log-scaled heights
     (the confident bins hold hundreds, the suspects' bins a handful)."""
     import math
@@ -52,9 +50,7 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
     outside it are subtracted from the estimate of what is left."""
     from classifiers.ml.eval.intervals import wilson_interval
 
-    rows = list(
-        audit.items.order_by("rank").values_list("reason", "suspect", "decision")
-    )
+    rows = list(audit.items.order_by("rank").values_list("reason", "suspect", "decision"))
 
     def tally(keep_row: Callable[[str, bool], bool]) -> dict[str, int]:
         counts = {d: 0 for d in (*AuditDecision.values, "")}
@@ -70,13 +66,9 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
         for name in ("suspect", "split", "spot_check")
     }
     non_suspect = [decision for _, suspect, decision in rows if not suspect]
-    sample_size = next(
-        (i for i, d in enumerate(non_suspect) if not d), len(non_suspect)
-    )
+    sample_size = next((i for i, d in enumerate(non_suspect) if not d), len(non_suspect))
     sample_errors = sum(d != AuditDecision.KEEP for d in non_suspect[:sample_size])
-    fixed_elsewhere = sum(
-        d not in ("", AuditDecision.KEEP) for d in non_suspect[sample_size:]
-    )
+    fixed_elsewhere = sum(d not in ("", AuditDecision.KEEP) for d in non_suspect[sample_size:])
     decided_suspects = sum(v for k, v in suspects.items() if k)
     wrong_suspects = suspects["flip"] + suspects["drop"]
     low, high = wilson_interval(sample_errors, sample_size)
@@ -88,9 +80,7 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
         "spot_check": checked,
         "by_reason": by_reason,
         "pending": suspects[""] + checked[""],
-        "suspect_precision": wrong_suspects / decided_suspects
-        if decided_suspects
-        else None,
+        "suspect_precision": wrong_suspects / decided_suspects if decided_suspects else None,
         # The random sample behind the rate: the decided head of the queue order.
         "sample_size": sample_size,
         "sample_partial": sample_size < sum(v for k, v in checked.items() if k),
@@ -99,8 +89,7 @@ def audit_report(audit: LabelAudit) -> dict[str, Any]:
         # Errors among the unflagged sources outside the sample, less those fixed.
         "estimated_unflagged_errors": (
             max(0, round(rate * max(unflagged - sample_size, 0)) - fixed_elsewhere)
-            if rate is not None
-            else None
+            if rate is not None else None
         ),  # fmt: skip
     }
 
@@ -120,8 +109,6 @@ def completed_review_splits(audit: LabelAudit) -> list[str]:
     split_of = _source_splits(audit.dataset)
     open_splits = {
         split_of.get(source_id)
-        for source_id in audit.items.filter(decision="").values_list(
-            "source_id", flat=True
-        )
+        for source_id in audit.items.filter(decision="").values_list("source_id", flat=True)
     }
     return sorted(wanted - open_splits)

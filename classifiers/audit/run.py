@@ -82,14 +82,8 @@ def execute_audit(
         if should_cancel():
             raise Cancelled()
         chunks.append(torch.as_tensor(embed(texts[start : start + EMBED_BATCH])))
-        progress(
-            stage="embedding",
-            done=min(start + EMBED_BATCH, len(texts)),
-            total=len(texts),
-        )
-    cfg = AuditConfig(
-        folds=int(audit.config.get("folds", 5)), seed=int(audit.config.get("seed", 0))
-    )
+        progress(stage="embedding", done=min(start + EMBED_BATCH, len(texts)), total=len(texts))
+    cfg = AuditConfig(folds=int(audit.config.get("folds", 5)), seed=int(audit.config.get("seed", 0)))
     embeddings = torch.cat(chunks)
     row_of = {s.source_id: i for i, s in enumerate(sources)}
     try:
@@ -102,9 +96,7 @@ def execute_audit(
     # Sources people already decided in an earlier audit still train the heads, but
     # are not queued again.
     findings = [
-        f
-        for f in result.findings
-        if f.source_id in generated and f.source_id not in reviewed
+        f for f in result.findings if f.source_id in generated and f.source_id not in reviewed
     ]
     review_splits = set(audit.config.get("review_splits", []))
     in_split = [
@@ -112,9 +104,7 @@ def execute_audit(
     ]
     in_split_ids = {f.source_id for f in in_split}
     others = [f for f in findings if f.source_id not in in_split_ids]
-    spot = set(
-        spot_check_sample(others, int(audit.config.get("spot_check", 0)), cfg.seed)
-    )
+    spot = set(spot_check_sample(others, int(audit.config.get("spot_check", 0)), cfg.seed))
     text_of = {s.source_id: s.text for s in sources}
     # Non-suspects in a seeded random order: a review stopped half-way is still a
     # random sample (source ids sort by category).
@@ -129,16 +119,9 @@ def execute_audit(
     )
     items = [
         LabelAuditItem(
-            audit=audit,
-            source_id=f.source_id,
-            text=text_of[f.source_id],
-            label=f.label,
-            category=f.category,
-            harm_score=f.harm_score,
-            suspect=f.suspect,
-            reason=reason,
-            suggested_category=f.suggested_category,
-            rank=rank,
+            audit=audit, source_id=f.source_id, text=text_of[f.source_id], label=f.label,
+            category=f.category, harm_score=f.harm_score, suspect=f.suspect, reason=reason,
+            suggested_category=f.suggested_category, rank=rank,
             embedding=embedding_bytes(embeddings[row_of[f.source_id]]),
         )  # fmt: skip
         for rank, (f, reason) in enumerate(queue)
@@ -178,18 +161,14 @@ def embeddings_from_bytes(blobs: Sequence[bytes]) -> Any:
     if not blobs:
         return torch.zeros(0, 0)
     return torch.from_numpy(
-        np.stack([np.frombuffer(bytes(b), dtype=np.float16) for b in blobs]).astype(
-            np.float32
-        )
+        np.stack([np.frombuffer(bytes(b), dtype=np.float16) for b in blobs]).astype(np.float32)
     )
 
 
 def run_audit_job(audit_pk: int) -> None:
     """Run a queued LabelAudit under a JobRunner (also used by the command)."""
 
-    audit = LabelAudit.objects.select_related("dataset__constitution_version").get(
-        pk=audit_pk
-    )
+    audit = LabelAudit.objects.select_related("dataset__constitution_version").get(pk=audit_pk)
     with JobRunner(audit) as runner:
         if runner.skip:
             return

@@ -48,24 +48,18 @@ def start_audit(
     enqueue: bool = True,
 ) -> LabelAudit:
     if dataset.status != JobStatus.DONE:
-        raise AuditError(
-            f"dataset #{dataset.pk} is {dataset.status}: audit a finished dataset"
-        )
+        raise AuditError(f"dataset #{dataset.pk} is {dataset.status}: audit a finished dataset")
     if not 2 <= folds <= 10:
         raise AuditError("folds must be between 2 and 10")
     if not 0 <= spot_check <= MAX_SPOT_CHECK:
-        raise AuditError(
-            f"the spot check must be between 0 and {MAX_SPOT_CHECK} examples"
-        )
+        raise AuditError(f"the spot check must be between 0 and {MAX_SPOT_CHECK} examples")
     unknown = sorted(set(review_splits) - set(REVIEWABLE_SPLITS))
     if unknown:
         raise AuditError(
             f"unknown split {', '.join(unknown)}: choose from {', '.join(REVIEWABLE_SPLITS)}"
         )
     # The audit's sources are the original, generated rows (see _sources).
-    sources = dataset.examples.filter(transform="original").exclude(
-        meta__source="feedback"
-    )
+    sources = dataset.examples.filter(transform="original").exclude(meta__source="feedback")
     labels = {label for label in (0, 1) if sources.filter(label=label).exists()}
     if len(labels) == 1:
         # A top-up run for restricted (or permitted) categories only: the audit's
@@ -79,21 +73,18 @@ def start_audit(
     with transaction.atomic():
         # Lock the dataset row: two submits at once cannot both pass the check.
         Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
-        if LabelAudit.objects.filter(
-            dataset=dataset, status__in=ACTIVE_STATUSES
-        ).exists():
+        if LabelAudit.objects.filter(dataset=dataset, status__in=ACTIVE_STATUSES).exists():
             raise AuditError(f"an audit of dataset #{dataset.pk} is already running")
         audit = LabelAudit.objects.create(
             dataset=dataset,
             config={
-                "folds": folds,
-                "spot_check": spot_check,
-                "seed": seed,
+                "folds": folds, "spot_check": spot_check, "seed": seed,
                 "review_splits": sorted(set(review_splits)),
             },  # fmt: skip
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
     if enqueue:
+
         transaction.on_commit(lambda: audit_labels.delay(audit.pk))
     return audit
 
@@ -146,9 +137,7 @@ def learn_order(audit: LabelAudit) -> dict[str, Any]:
     with transaction.atomic():
         locked = LabelAudit.objects.select_for_update().get(pk=audit.pk)
         if locked.status != JobStatus.DONE:
-            raise AuditError(
-                f"audit #{audit.pk} is {locked.status}; wait until it is done"
-            )
+            raise AuditError(f"audit #{audit.pk} is {locked.status}; wait until it is done")
         if locked.applied_at:
             raise AuditError(f"audit #{audit.pk} was applied; its queue is closed")
         rows = list(locked.items.values_list("pk", "label", "decision", "embedding"))
@@ -201,11 +190,9 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
     from classifiers.ml.data import assemble as ml_data
 
     with transaction.atomic():
-        audit = (
-            LabelAudit.objects.select_for_update()
-            .select_related("dataset__constitution_version__constitution")
-            .get(pk=audit.pk)
-        )
+        audit = LabelAudit.objects.select_for_update().select_related(
+            "dataset__constitution_version__constitution"
+        ).get(pk=audit.pk)
         if audit.status != JobStatus.DONE:
             raise AuditError(f"audit #{audit.pk} is {audit.status}: nothing to apply")
         if audit.applied_dataset_id or audit.applied_at:
@@ -229,9 +216,7 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             "audit": audit.pk,
             "flipped": len(flips),
             "dropped": len(drops),
-            "kept": sum(
-                1 for v in decisions.values() if v.decision == AuditDecision.KEEP
-            ),
+            "kept": sum(1 for v in decisions.values() if v.decision == AuditDecision.KEEP),
             # Only splits whose whole queue was decided count as reviewed.
             "reviewed_splits": reviewed_splits,
             "spot_error_rate": report["spot_error_rate"],
@@ -257,9 +242,7 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
             if decided is not None and decided.decision == AuditDecision.FLIP:
                 label, category = 1 - row.label, decided.new_category
                 meta["reviewed"]["flipped_from"] = [row.label, row.category]
-                if (
-                    row.response
-                ):  # a refusal stays benign output (data.stage1.set_response)
+                if row.response:  # a refusal stays benign output (data.stage1.set_response)
                     meta["response_label"] = 0 if meta.get("refused") else label
             row_copy = DatasetExample(
                 dataset=copy, messages=row.messages, prompt_text=row.prompt_text,
@@ -274,17 +257,14 @@ def apply_audit(*, audit: LabelAudit, user: Any) -> Dataset:
         # Counted from the copy as written, streamed: no list of every example.
         copy.counts = {
             **ml_data.count_examples(
-                row.to_example()
-                for row in copy.examples.iterator(chunk_size=COPY_BATCH)
+                row.to_example() for row in copy.examples.iterator(chunk_size=COPY_BATCH)
             ),
             "feedback": (source.counts or {}).get("feedback", 0),
             "stats": (source.counts or {}).get("stats", {}),
         }
         copy.done = copy.total = copy.counts["total"]
         copy.save(update_fields=["counts", "done", "total"])
-        LabelAudit.objects.filter(pk=audit.pk).update(
-            applied_dataset=copy, applied_at=now
-        )
+        LabelAudit.objects.filter(pk=audit.pk).update(applied_dataset=copy, applied_at=now)
         record(
             source.constitution_version.constitution, user, "dataset",
             f"label audit #{audit.pk} applied: dataset #{copy.pk} from #{source.pk} "

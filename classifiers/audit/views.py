@@ -53,9 +53,7 @@ def _audit(request: HttpRequest, pk: int) -> LabelAudit:
     LabelAudit.reap_stale()
     return get_object_or_404(
         LabelAudit.objects.select_related(
-            "dataset__constitution_version__constitution",
-            "applied_dataset",
-            "created_by",
+            "dataset__constitution_version__constitution", "applied_dataset", "created_by"
         ),
         pk=pk,
     )
@@ -90,15 +88,9 @@ def audit_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _audit_page(
-    request: HttpRequest,
-    audit: LabelAudit,
-    *,
-    status: int = 200,
-    show: str | None = None,
+    request: HttpRequest, audit: LabelAudit, *, status: int = 200, show: str | None = None
 ) -> HttpResponse:
-    show = show or request.GET.get(
-        "show", "pending" if audit.status == "done" else "all"
-    )
+    show = show or request.GET.get("show", "pending" if audit.status == "done" else "all")
     if show not in SHOW:
         show = "all"
     items = audit.items.select_related("decided_by")
@@ -146,20 +138,13 @@ def audit_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def audit_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     audit = _audit(request, pk)
     require_role(request, POLICY_AUTHOR)
-    return cancel_response(
-        request, audit, label="label audit", partial=htmx_partial(request)
-    )
+    return cancel_response(request, audit, label="label audit", partial=htmx_partial(request))
 
 
 @require_POST
 def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
     audit = _audit(request, pk)
-    require_role(
-        request,
-        REVIEWER,
-        POLICY_AUTHOR,
-        message="only reviewers and policy authors decide labels",
-    )
+    require_role(request, REVIEWER, POLICY_AUTHOR, message="only reviewers and policy authors decide labels")
     item = get_object_or_404(LabelAuditItem, pk=item_pk, audit=audit)
     error = None
     try:
@@ -179,10 +164,7 @@ def audit_decide(request: HttpRequest, pk: int, item_pk: int) -> HttpResponse:
             "decisions": AuditDecision.choices,
         }  # fmt: skip
         return render(
-            request,
-            "classifiers/datasets/_audit_item.html",
-            context,
-            status=400 if error else 200,
+            request, "classifiers/datasets/_audit_item.html", context, status=400 if error else 200
         )
     if error:
         messages.error(request, error)
@@ -195,12 +177,7 @@ def audit_learn(request: HttpRequest, pk: int) -> HttpResponse:
     """Order the undecided items by how likely their label is wrong, learned from
     the decisions so far; reviewers and policy authors."""
     audit = _audit(request, pk)
-    require_role(
-        request,
-        REVIEWER,
-        POLICY_AUTHOR,
-        message="only reviewers and policy authors order the queue",
-    )
+    require_role(request, REVIEWER, POLICY_AUTHOR, message="only reviewers and policy authors order the queue")
     try:
         learned = services.learn_order(audit)
     except AuditError as err:
@@ -235,9 +212,7 @@ urlpatterns = [
     path("audits/<int:pk>/", audit_detail, name="label_audit"),
     path("audits/<int:pk>/progress/", audit_progress, name="label_audit_progress"),
     path("audits/<int:pk>/cancel/", audit_cancel, name="label_audit_cancel"),
-    path(
-        "audits/<int:pk>/items/<int:item_pk>/", audit_decide, name="label_audit_decide"
-    ),
+    path("audits/<int:pk>/items/<int:item_pk>/", audit_decide, name="label_audit_decide"),
     path("audits/<int:pk>/learn/", audit_learn, name="label_audit_learn"),
     path("audits/<int:pk>/apply/", audit_apply, name="label_audit_apply"),
 ]

@@ -42,9 +42,7 @@ class JobProgressConsumer(AsyncWebsocketConsumer):
         if hasattr(self, "group_name"):
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
 
-    async def receive(
-        self, text_data: str | None = None, bytes_data: bytes | None = None
-    ) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen here; anything they send is ignored."""
 
     async def job_progress(self, event: dict[str, Any]) -> None:
@@ -63,6 +61,4 @@ class JobProgressConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _render(self, job: Any) -> str:
-        return render_to_string(
-            "classifiers/_job_progress.html", {"job": job, "oob": True}
-        )
+        return render_to_string("classifiers/_job_progress.html", {"job": job, "oob": True})

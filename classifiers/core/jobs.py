@@ -60,15 +60,13 @@ def push_job_state(job: Job) -> None:
 class JobRunner:
     """Context manager around a job's work in a Celery task.
 
-    with JobRunner(dataset) as runner:
-        if runner.skip: return
-        ml.build(..., on_progress=runner.progress, should_cancel=runner.should_cancel)
-        runner.finish(counts=...)
+        with JobRunner(dataset) as runner:
+            if runner.skip: return
+            ml.build(..., on_progress=runner.progress, should_cancel=runner.should_cancel)
+            runner.finish(counts=...)
     """
 
-    def __init__(
-        self, job: Job, *, extra_fields: Callable[[], dict[str, Any]] | None = None
-    ):
+    def __init__(self, job: Job, *, extra_fields: Callable[[], dict[str, Any]] | None = None):
         self.job = job
         self.skip = False
         self._last_write = 0.0
@@ -151,9 +149,7 @@ class JobRunner:
         self.job.stage, self.job.done, self.job.total = stage, int(done), int(total)
         elapsed = now - self._stage_started
         self.job.eta_seconds = (
-            elapsed / done * (total - done)
-            if done and total and done <= total
-            else None
+            elapsed / done * (total - done) if done and total and done <= total else None
         )
         finished_stage = total and done >= total
         if now - self._last_write < WRITE_EVERY_SECONDS and not finished_stage:

@@ -23,13 +23,9 @@ def shared_generator() -> tuple[Any, Any]:
     from classifiers.ml.output.model import load_backbone
     from classifiers.ml.registry import generator_dir
 
-    directory = str(
-        generator_dir(settings.GENERATOR_MODEL_DIR or None, data_dir=settings.DATA_DIR)
-    )
+    directory = str(generator_dir(settings.GENERATOR_MODEL_DIR or None, data_dir=settings.DATA_DIR))
     cached = _shared_lm.get(directory)
-    if (
-        cached is not None
-    ):  # the common case: no lock, so loads elsewhere never stall it
+    if cached is not None:  # the common case: no lock, so loads elsewhere never stall it
         return cached
     with _lock:
         if directory not in _shared_lm:

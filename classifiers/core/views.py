@@ -23,9 +23,7 @@ def progress_response(request: HttpRequest, job: Job) -> HttpResponse:
     )
 
 
-def cancel_response(
-    request: HttpRequest, job: Job, *, label: str, partial: bool
-) -> HttpResponse:
+def cancel_response(request: HttpRequest, job: Job, *, label: str, partial: bool) -> HttpResponse:
     """Ask the worker to stop an active job; the progress fragment or the job's page."""
     if job.is_active:
         job.request_cancel()
@@ -42,9 +40,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     Dataset.reap_stale()
     TrainingRun.reap_stale()
     context = {
-        "datasets": Dataset.objects.select_related(
-            "constitution_version__constitution"
-        )[:10],
+        "datasets": Dataset.objects.select_related("constitution_version__constitution")[:10],
         "runs": TrainingRun.objects.select_related("dataset")[:10],
         "active": ActiveModel.objects.select_related("constitution", "model_version"),
     }

@@ -79,9 +79,7 @@ def _shared_origin_problems(datasets: Sequence[Dataset]) -> list[str]:
 
 def order_parts(datasets: Sequence[Dataset]) -> list[Dataset]:
     """Reviewed datasets first (their copy of a repeated source wins), then oldest."""
-    return sorted(
-        datasets, key=lambda d: (0 if (d.config or {}).get("audit") else 1, d.pk)
-    )
+    return sorted(datasets, key=lambda d: (0 if (d.config or {}).get("audit") else 1, d.pk))
 
 
 def _summed_stats(datasets: Sequence[Dataset]) -> dict[str, int]:
@@ -134,14 +132,9 @@ def combine_datasets(*, datasets: Sequence[Dataset], user: Any) -> Dataset:
         )  # fmt: skip
         rows = [
             DatasetExample(
-                dataset=copy,
-                messages=ex.messages,
-                prompt_text=ex.prompt_text,
-                response=ex.response,
-                label=ex.label,
-                category=ex.category,
-                source_id=ex.source_id,
-                transform=ex.transform,
+                dataset=copy, messages=ex.messages, prompt_text=ex.prompt_text,
+                response=ex.response, label=ex.label, category=ex.category,
+                source_id=ex.source_id, transform=ex.transform,
                 split=ex.meta.get("split", ""),
                 meta={k: v for k, v in ex.meta.items() if k != "split"},
             )  # fmt: skip

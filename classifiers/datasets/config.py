@@ -113,9 +113,7 @@ def check_config(config: dict[str, Any]) -> list[str]:
     if not 1 <= int(config.get("per_category", 0)) <= 500:
         problems.append("size per category must be between 1 and 500")
     if not 0 <= int(config.get("restricted_per_category") or 0) <= 500:
-        problems.append(
-            "size per restricted category must be between 1 and 500 (0: the same)"
-        )
+        problems.append("size per restricted category must be between 1 and 500 (0: the same)")
     opener_share = config.get("opener_share", OLD_CONFIG_OPENER_SHARE)
     if (
         isinstance(opener_share, bool)
@@ -135,10 +133,8 @@ def _traffic_problems(config: dict[str, Any]) -> list[str]:
     ):
         return ["traffic pools must be a list of pool ids"]
     limit = config.get("traffic_limit", DEFAULT_TRAFFIC_LIMIT)
-    if (
-        isinstance(limit, bool)
-        or not isinstance(limit, int)
-        or not (1 <= limit <= MAX_TRAFFIC_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not (
+        1 <= limit <= MAX_TRAFFIC_LIMIT
     ):
         return [f"prompts per traffic pool must be between 1 and {MAX_TRAFFIC_LIMIT}"]
     if (

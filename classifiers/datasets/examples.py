@@ -21,9 +21,7 @@ def examples_by_split(dataset: Dataset) -> dict[str, list[Example]]:
 
 def feedback_examples_for(constitution: Any) -> list[Example]:
     """The constitution's active feedback as training examples (meta source feedback)."""
-    rows = FeedbackExample.objects.filter(
-        constitution=constitution, active=True
-    ).order_by("pk")
+    rows = FeedbackExample.objects.filter(constitution=constitution, active=True).order_by("pk")
     return [
         Example(
             messages=[dict(m) for m in row.messages],
@@ -32,11 +30,7 @@ def feedback_examples_for(constitution: Any) -> list[Example]:
             category=row.category,
             source_id=f"feedback-{row.pk}",
             transform="original",
-            meta={
-                "source": "feedback",
-                "feedback_id": row.pk,
-                "decision": row.decision,
-            },
+            meta={"source": "feedback", "feedback_id": row.pk, "decision": row.decision},
         )
         for row in rows
     ]

@@ -364,11 +364,9 @@ class TrafficImportForm(forms.Form):
     description = forms.CharField(max_length=500, required=False)
     file = forms.FileField(
         label="Prompts file",
-        help_text='JSONL ({"text": ..., "label"?: 0|1, "kind"?: ...} per line), '
+        help_text="JSONL ({\"text\": ..., \"label\"?: 0|1, \"kind\"?: ...} per line), "
         "CSV with a text column, or Parquet. Lines without a label are benign.",
     )
 
     def clean_file(self) -> Any:
-        return check_prompt_file(
-            self.cleaned_data["file"], bigger_files="manage.py import_traffic"
-        )
+        return check_prompt_file(self.cleaned_data["file"], bigger_files="manage.py import_traffic")

@@ -28,20 +28,16 @@ def endpoint_generator(endpoint: GeneratorEndpoint) -> Any:
     )
 
 
-TEST_TIMEOUT_S = (
-    5.0  # a connection test never waits longer, whatever the endpoint's timeout
-)
+TEST_TIMEOUT_S = 5.0  # a connection test never waits longer, whatever the endpoint's timeout
 
 
 def check_endpoint(endpoint: GeneratorEndpoint) -> str:
-    """ "ok", or a short fixed reason (never the server's own words: the test must not
+    """"ok", or a short fixed reason (never the server's own words: the test must not
     read other servers' answers back to whoever presses it). One attempt, at most
     TEST_TIMEOUT_S seconds."""
     import httpx
 
-    headers = (
-        {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-    )
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     payload = {"model": endpoint.model, "max_tokens": 4, "temperature": 0,
                "messages": [{"role": "user", "content": "Reply with OK."}]}  # fmt: skip
     url = f"{endpoint.base_url.rstrip('/')}/chat/completions"

@@ -23,9 +23,7 @@ def combined_from(dataset: Dataset) -> list[Dataset]:
     return [found[pk] for pk in ids if pk in found]
 
 
-def label_provenance(
-    dataset: Dataset, _seen: frozenset[int] = frozenset()
-) -> dict[str, Any]:
+def label_provenance(dataset: Dataset, _seen: frozenset[int] = frozenset()) -> dict[str, Any]:
     """Which splits' labels people reviewed, following applied audits back to the
     generated dataset, and through a combined dataset into each of its parts (a split
     of a combined dataset counts as reviewed when it is reviewed in every part): the

@@ -124,11 +124,7 @@ def _build_and_save(
     # Everyday prompts from the chosen traffic pools: benign negatives in every
     # split, above all calibration (thresholds rest on them).
     traffic = traffic_examples_for(
-        dataset,
-        generator,
-        cfg,
-        on_progress=progress,
-        should_cancel=runner.should_cancel,
+        dataset, generator, cfg, on_progress=progress, should_cancel=runner.should_cancel
     )
     if feedback or traffic:
         built.examples.extend(feedback + traffic)

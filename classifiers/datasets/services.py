@@ -33,14 +33,9 @@ def dataset_start(
     problems = version_problems(version) + check_config(config)
     problems += category_problems(version, config)
     pools = set(config.get("traffic_pools") or [])
-    missing = sorted(
-        pools
-        - set(TrafficPool.objects.filter(pk__in=pools).values_list("pk", flat=True))
-    )
+    missing = sorted(pools - set(TrafficPool.objects.filter(pk__in=pools).values_list("pk", flat=True)))
     if missing:
-        problems.append(
-            f"unknown traffic pool(s): {', '.join(f'#{p}' for p in missing)}"
-        )
+        problems.append(f"unknown traffic pool(s): {', '.join(f'#{p}' for p in missing)}")
     if problems:
         raise StartError("; ".join(problems))
     if endpoint is not None:  # endpoints get the instruction prompt: nothing to prefill

@@ -174,9 +174,7 @@ def add_prompts(
             defaults={
                 "description": description[:500],
                 "source": source,
-                "created_by": user
-                if getattr(user, "is_authenticated", False)
-                else None,
+                "created_by": user if getattr(user, "is_authenticated", False) else None,
             },
         )
         known = frozenset(pool.prompts.values_list("text_hash", flat=True))
@@ -186,11 +184,7 @@ def add_prompts(
             raise TrafficError(str(exc)) from None
         rows = [
             TrafficPrompt(
-                pool=pool,
-                text=p.text,
-                label=p.label,
-                kind=p.kind[:64],
-                split=p.split,
+                pool=pool, text=p.text, label=p.label, kind=p.kind[:64], split=p.split,
                 text_hash=p.text_hash,
                 replies={RECORDED_REPLY: recorded[p.text_hash]}
                 if p.text_hash in recorded
@@ -227,13 +221,8 @@ def pool_counts(pool: TrafficPool) -> dict[str, Any]:
 
 def pooled_prompts(pool: TrafficPool) -> list[PooledPrompt]:
     return [
-        PooledPrompt(
-            text=r.text,
-            label=r.label,
-            kind=r.kind,
-            split=r.split,
-            text_hash=r.text_hash,
-        )  # fmt: skip
+        PooledPrompt(text=r.text, label=r.label, kind=r.kind, split=r.split,
+                     text_hash=r.text_hash)  # fmt: skip
         for r in pool.prompts.order_by("id")
         .only("text", "label", "kind", "split", "text_hash")  # not the cached replies
         .iterator(chunk_size=SAVE_BATCH)

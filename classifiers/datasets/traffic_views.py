@@ -131,12 +131,8 @@ def traffic_pool(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "classifiers/datasets/traffic_pool.html",
-        {
-            "pool": pool,
-            "page": page,
-            "split": split,
-            "can_start": has_role(request.user, POLICY_AUTHOR),
-        },  # fmt: skip
+        {"pool": pool, "page": page, "split": split,
+         "can_start": has_role(request.user, POLICY_AUTHOR)},  # fmt: skip
     )
 
 

@@ -65,10 +65,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 
 
 def _list_page(
-    request: HttpRequest,
-    *,
-    combine_error: str = "",
-    chosen: tuple[int, ...] = (),
+    request: HttpRequest, *, combine_error: str = "", chosen: tuple[int, ...] = (),
     status: int = 200,
 ) -> HttpResponse:
     """The datasets list; also re-rendered (400) when combining failed."""
@@ -95,9 +92,7 @@ def dataset_combine(request: HttpRequest) -> HttpResponse:
     require_role(request, POLICY_AUTHOR)
     raw = request.POST.getlist("datasets")
     if not all(value.isascii() and value.isdecimal() for value in raw):
-        return _list_page(
-            request, combine_error="choose datasets from the list", status=400
-        )
+        return _list_page(request, combine_error="choose datasets from the list", status=400)
     ids = tuple(sorted({int(value) for value in raw}))
     found = {d.pk: d for d in Dataset.objects.filter(pk__in=ids)}
     missing = [pk for pk in ids if pk not in found]
@@ -203,9 +198,7 @@ def dataset_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def dataset_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _dataset(request, pk)
     require_role(request, POLICY_AUTHOR)
-    return cancel_response(
-        request, dataset, label="dataset", partial=htmx_partial(request)
-    )
+    return cancel_response(request, dataset, label="dataset", partial=htmx_partial(request))
 
 
 @require_GET

@@ -43,14 +43,12 @@ def score_prompts(
     model = run.model_version
     prompts = [
         LabelledPrompt(text=text, label=label, kind=kind)
-        for text, label, kind in run.evaluation_set.prompts.order_by(
-            "position"
-        ).values_list("text", "label", "kind")
+        for text, label, kind in run.evaluation_set.prompts.order_by("position").values_list(
+            "text", "label", "kind"
+        )
     ]
     if run.whole_guard:
-        scores, flagged, stopped_by = _whole_guard(
-            run, prompts, progress, should_cancel
-        )
+        scores, flagged, stopped_by = _whole_guard(run, prompts, progress, should_cancel)
     else:
         scores, flagged = _input_only(model, prompts, progress, should_cancel)
         stopped_by = ["input" if f else "" for f in flagged]
@@ -174,15 +172,11 @@ def _stopped_by_report(
 
 def run_evaluation_job(run_pk: int) -> None:
     """Run a queued EvaluationRun under a JobRunner (the task and the command)."""
-    run = EvaluationRun.objects.select_related("evaluation_set", "model_version").get(
-        pk=run_pk
-    )
+    run = EvaluationRun.objects.select_related("evaluation_set", "model_version").get(pk=run_pk)
     with JobRunner(run) as runner:
         if runner.skip:
             return
-        report = score_prompts(
-            run, progress=runner.progress, should_cancel=runner.should_cancel
-        )
+        report = score_prompts(run, progress=runner.progress, should_cancel=runner.should_cancel)
         with transaction.atomic():
             # A cancel that came in at the last moment wins, and a job the reaper
             # failed stays failed: nothing is recorded in either case.
@@ -191,9 +185,7 @@ def run_evaluation_job(run_pk: int) -> None:
                 raise Cancelled("evaluation cancelled")
             if row.status != JobStatus.RUNNING:
                 return
-            record_evaluation(
-                model_version=run.model_version, report=_model_copy(report)
-            )
+            record_evaluation(model_version=run.model_version, report=_model_copy(report))
             runner.finish(report=report)
 
 

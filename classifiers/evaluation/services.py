@@ -49,9 +49,7 @@ def start_evaluation(
     if whole_guard:
         low, high = GUARD_TOKENS
         if not low <= int(max_new_tokens) <= high:
-            raise EvaluationError(
-                f"reply length must be between {low} and {high} tokens"
-            )
+            raise EvaluationError(f"reply length must be between {low} and {high} tokens")
         if evaluation_set.stats.get("prompts", 0) > MAX_GUARD_PROMPTS:
             raise EvaluationError(
                 f"a whole-guard run generates a reply per prompt: use a set of at most "
@@ -98,13 +96,7 @@ def comparison(evaluation_set: EvaluationSet) -> list[dict[str, Any]]:
     for run in runs:
         latest.setdefault((run.model_version_id, run.whole_guard), run)
     return [
-        {
-            "run": run,
-            "model": run.model_version,
-            "report": run.report,
-            "key": f"{run.model_version_id}{'g' if run.whole_guard else ''}",
-        }  # fmt: skip
-        for run in sorted(
-            latest.values(), key=lambda r: (-r.model_version_id, r.whole_guard)
-        )
+        {"run": run, "model": run.model_version, "report": run.report,
+         "key": f"{run.model_version_id}{'g' if run.whole_guard else ''}"}  # fmt: skip
+        for run in sorted(latest.values(), key=lambda r: (-r.model_version_id, r.whole_guard))
     ]

@@ -50,9 +50,9 @@ def import_evaluation_set(
     except LabelledSetError as exc:
         raise EvaluationSetError(str(exc)) from None
     if len(prompts) > limit:
-        raise EvaluationSetError(
-            f"{len(prompts)} prompts: import at most {limit} at a time"
-        )
+        raise EvaluationSetError(f"{len(prompts)} prompts: import at most {limit} at a time")
+    seen: set[tuple[str, int]] = set()
+    unique = []
     with_reply = sum(1 for p in prompts if p.response)
     if with_reply:
         # Its labels are the replies', not the prompts': scored as prompts, a
@@ -61,8 +61,6 @@ def import_evaluation_set(
             f"{with_reply} line(s) carry a response: an evaluation set holds prompts. "
             "Score replies with an output classifier: manage.py evaluate --model N --file FILE"
         )
-    seen: set[tuple[str, int]] = set()
-    unique = []
     for prompt in prompts:
         key = (prompt.text.strip(), prompt.label)
         if key not in seen:
@@ -99,10 +97,7 @@ def import_evaluation_set(
         EvaluationPrompt.objects.bulk_create(
             [
                 EvaluationPrompt(
-                    evaluation_set=evaluation_set,
-                    position=i,
-                    text=p.text,
-                    label=p.label,
+                    evaluation_set=evaluation_set, position=i, text=p.text, label=p.label,
                     kind=p.kind[:64],
                 )  # fmt: skip
                 for i, p in enumerate(unique)

@@ -64,11 +64,7 @@ def evaluation_sets(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "classifiers/evaluation/sets.html",
-        {
-            "sets": sets,
-            "form": form,
-            "can_start": has_role(request.user, POLICY_AUTHOR),
-        },
+        {"sets": sets, "form": form, "can_start": has_role(request.user, POLICY_AUTHOR)},
         status=status,
     )
 
@@ -102,9 +98,8 @@ def _set_page(
             "kinds": kinds,
             "selected": selected,
             "breakdown": breakdown,
-            "active_runs": evaluation_set.runs.filter(
-                status__in=("queued", "running")
-            ).select_related("model_version__constitution"),
+            "active_runs": evaluation_set.runs.filter(status__in=("queued", "running"))
+            .select_related("model_version__constitution"),
             "recent_runs": evaluation_set.runs.select_related(
                 "model_version__constitution", "created_by"
             )[:20],
@@ -135,18 +130,14 @@ def evaluation_start(request: HttpRequest, pk: int) -> HttpResponse:
     except EvaluationError as err:
         form.add_error("model_version", str(err))
         return _set_page(request, evaluation_set, form=form, status=400)
-    messages.info(
-        request, f"Scoring model #{run.model_version_id} on {evaluation_set.name}."
-    )
+    messages.info(request, f"Scoring model #{run.model_version_id} on {evaluation_set.name}.")
     return redirect(evaluation_set)
 
 
 def _run(request: HttpRequest, pk: int) -> EvaluationRun:
     require_role(request)
     EvaluationRun.reap_stale()
-    return get_object_or_404(
-        EvaluationRun.objects.select_related("evaluation_set"), pk=pk
-    )
+    return get_object_or_404(EvaluationRun.objects.select_related("evaluation_set"), pk=pk)
 
 
 @require_GET
@@ -158,19 +149,13 @@ def evaluation_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def evaluation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk)
     require_role(request, POLICY_AUTHOR)
-    return cancel_response(
-        request, run, label="evaluation", partial=htmx_partial(request)
-    )
+    return cancel_response(request, run, label="evaluation", partial=htmx_partial(request))
 
 
 urlpatterns = [
     path("evaluation-sets/", evaluation_sets, name="evaluation_sets"),
     path("evaluation-sets/<int:pk>/", evaluation_set, name="evaluation_set"),
     path("evaluation-sets/<int:pk>/score/", evaluation_start, name="evaluation_start"),
-    path(
-        "evaluations/<int:pk>/progress/",
-        evaluation_progress,
-        name="evaluation_progress",
-    ),
+    path("evaluations/<int:pk>/progress/", evaluation_progress, name="evaluation_progress"),
     path("evaluations/<int:pk>/cancel/", evaluation_cancel, name="evaluation_cancel"),
 ]

@@ -73,9 +73,7 @@ def publisher(model: str) -> Any:
         _latest[model] = copy.copy(stats)
         with _writer_lock:
             if _writer is None or not _writer.is_alive():
-                _writer = threading.Thread(
-                    target=_write_forever, name="batch-counters", daemon=True
-                )
+                _writer = threading.Thread(target=_write_forever, name="batch-counters", daemon=True)
                 _writer.start()
         _wake.set()
 

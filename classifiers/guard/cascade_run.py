@@ -50,16 +50,12 @@ def _score(
             model, tokenizer, chunk, batch_size=SCORE_BATCH, max_length=max_length
         )
         seconds += time.perf_counter() - t0
-        per_token += [
-            aggregate_scores(p, cfg.aggregator, float(cfg.ema_alpha)) for p in probs
-        ]
+        per_token += [aggregate_scores(p, cfg.aggregator, float(cfg.ema_alpha)) for p in probs]
         on_batch(len(chunk))
     return per_token, seconds
 
 
-def _predicted_categories(
-    constitution: Any, examples: Sequence[Example]
-) -> list[str] | None:
+def _predicted_categories(constitution: Any, examples: Sequence[Example]) -> list[str] | None:
     """The active input classifier's category of each prompt: the guard picks a
     per-category output threshold by it. None without an active input model."""
     from classifiers.ml.input.scoring import score_texts
@@ -68,9 +64,7 @@ def _predicted_categories(
     if model is None:
         return None
     guard = input_guard_for(model)
-    scored = score_texts(
-        guard.model, guard.tokenizer, [e.prompt_text for e in examples]
-    )
+    scored = score_texts(guard.model, guard.tokenizer, [e.prompt_text for e in examples])
     return [s.category for s in scored]
 
 
@@ -127,10 +121,7 @@ def execute_cascade_calibration(
     seconds = {"probe": 0.0, "heavy": 0.0}
     for split, items in examples.items():
         scores[split] = {}
-        for name, model, cfg in (
-            ("probe", probe, probe_cfg),
-            ("heavy", heavy, heavy_cfg),
-        ):
+        for name, model, cfg in (("probe", probe, probe_cfg), ("heavy", heavy, heavy_cfg)):
             stage = f"{name}: {split}"
             progress(stage=stage, done=done, total=total)
             scores[split][name], spent = _score(
@@ -154,17 +145,12 @@ def execute_cascade_calibration(
     )  # fmt: skip
     evaluation = {
         split: evaluate_cascade(
-            scores[split]["probe"],
-            scores[split]["heavy"],
-            labels[split],
-            calibration.settings,
+            scores[split]["probe"], scores[split]["heavy"], labels[split], calibration.settings,
             probe_threshold=probe_thresholds.global_threshold,
-            heavy_threshold=heavy_thresholds.global_threshold,
-            target_fpr=target_fpr,
+            heavy_threshold=heavy_thresholds.global_threshold, target_fpr=target_fpr,
             predicted_categories=(
                 _predicted_categories(job.constitution, examples[split])
-                if calibration.settings.per_category
-                else None
+                if calibration.settings.per_category else None
             ),
         )  # fmt: skip
         for split in REPORT_SPLITS
@@ -176,9 +162,7 @@ def execute_cascade_calibration(
     cost = {
         # Measured here, on whole responses: what each classifier costs per token.
         "heavy_seconds_per_token": seconds["heavy"] / tokens if tokens else None,
-        "probe_standalone_seconds_per_token": seconds["probe"] / tokens
-        if tokens
-        else None,
+        "probe_standalone_seconds_per_token": seconds["probe"] / tokens if tokens else None,
         "heavy_parameters": heavy_params,
         "generator_parameters": generator_params,
         # Served, the probe reads the generator's activations (a 1-output linear
@@ -199,9 +183,7 @@ def execute_cascade_calibration(
     }
     if should_cancel():
         raise Cancelled()
-    save_result(
-        job, settings=calibration.settings.to_dict(), report=report, finish=finish
-    )
+    save_result(job, settings=calibration.settings.to_dict(), report=report, finish=finish)
 
 
 def save_result(
@@ -221,9 +203,7 @@ def save_result(
         if row.cancel_requested:
             raise Cancelled()
         if row.status != JobStatus.RUNNING:
-            raise CascadeError(
-                f"calibration #{job.pk} is {row.status}; nothing was switched"
-            )
+            raise CascadeError(f"calibration #{job.pk} is {row.status}; nothing was switched")
         finish(settings=settings, report=report, stage="done")
         job.refresh_from_db()
         if job.use_when_done:

@@ -45,9 +45,7 @@ _input_guards: dict[int, InputGuard] = {}
 _output_models: dict[int, tuple[Any, Thresholds, Any]] = {}
 
 
-_cascade_guards: dict[
-    int, CascadeGuard
-] = {}  # calibration id -> (settings are immutable)
+_cascade_guards: dict[int, CascadeGuard] = {}  # calibration id -> (settings are immutable)
 
 
 _batchers: dict[int, Any] = {}  # id(lm) -> ContinuousBatcher (models are never evicted)
@@ -69,13 +67,9 @@ def input_guard_for(model: ModelVersion) -> InputGuard:
         return cached
     with _lock:
         if model.pk not in _input_guards:
-            loaded = load_input_classifier(
-                artifact_dir(model), device=pick_device_name()
-            )
+            loaded = load_input_classifier(artifact_dir(model), device=pick_device_name())
             thresholds = loaded.thresholds or Thresholds.from_dict(model.thresholds)
-            _input_guards[model.pk] = InputGuard(
-                loaded.model, loaded.tokenizer, thresholds
-            )
+            _input_guards[model.pk] = InputGuard(loaded.model, loaded.tokenizer, thresholds)
         return _input_guards[model.pk]
 
 
@@ -103,9 +97,7 @@ def output_model_for(model: ModelVersion) -> tuple[Any, Thresholds, Any]:
                 wrapped.load_head_state_dict(artifact.tensors["head"])
                 wrapped.to(lm.device).eval()
             else:
-                wrapped = load_output_classifier(
-                    artifact_dir(model), device=pick_device_name()
-                ).model
+                wrapped = load_output_classifier(artifact_dir(model), device=pick_device_name()).model
             _output_models[model.pk] = (wrapped, thresholds, cfg)
         return _output_models[model.pk]
 
@@ -124,17 +116,12 @@ def batcher_for(lm: Any, tokenizer: Any) -> Any | None:
     with _lock:
         if id(lm) not in _batchers:
             # A label for /metrics: the model folder's name, numbered if it repeats.
-            name = Path(
-                getattr(lm.config, "_name_or_path", "") or type(lm).__name__
-            ).name
+            name = Path(getattr(lm.config, "_name_or_path", "") or type(lm).__name__).name
             taken = {b.name for b in _batchers.values()}
             if name in taken:
                 name = f"{name}-{len(taken) + 1}"
             _batchers[id(lm)] = ContinuousBatcher(
-                lm,
-                tokenizer,
-                max_batch=settings.GENERATION_BATCH,
-                name=name,
+                lm, tokenizer, max_batch=settings.GENERATION_BATCH, name=name,
                 on_stats=batch_counters.publisher(name),
             )
         return _batchers[id(lm)]
@@ -215,9 +202,7 @@ class GuardSetup:
     cascade: Any = None  # the served CascadeCalibration, if any
     unguarded_engine: GuardEngine | None = None  # side by side: the same LM, no guard
 
-    def config(
-        self, *, max_new_tokens: int | None = None, mode: str | None = None
-    ) -> GuardConfig:
+    def config(self, *, max_new_tokens: int | None = None, mode: str | None = None) -> GuardConfig:
         limit = self.policy.max_new_tokens
         return GuardConfig(
             mode=mode or self.mode,
@@ -242,15 +227,8 @@ def guard_setup(
     """
     policy = GuardPolicy.for_constitution(constitution)
     effective = mode or policy.mode
-    input_model, output_model = (
-        models if models is not None else active_models(constitution)
-    )
-    if (
-        require_models
-        and effective != "off"
-        and input_model is None
-        and output_model is None
-    ):
+    input_model, output_model = models if models is not None else active_models(constitution)
+    if require_models and effective != "off" and input_model is None and output_model is None:
         raise GuardUnavailable(
             f"constitution {constitution.slug!r} has no active classifier yet; "
             "train one and activate it (or use mode 'off')"
@@ -270,18 +248,14 @@ def guard_setup(
     )  # fmt: skip
 
 
-def shadow_decision(
-    setup: GuardSetup, messages: list[dict[str, str]], reply: str
-) -> dict[str, Any]:
+def shadow_decision(setup: GuardSetup, messages: list[dict[str, str]], reply: str) -> dict[str, Any]:
     """What the shadow model would have decided on the same prompt and reply."""
     if setup.shadow_engine is None:
         return {}
     from classifiers.ml.serving.engine import run_to_end
 
     result = run_to_end(
-        setup.shadow_engine.stream_upstream(
-            messages, [reply] if reply else [], GuardConfig(mode="shadow")
-        )
+        setup.shadow_engine.stream_upstream(messages, [reply] if reply else [], GuardConfig(mode="shadow"))
     )
     return {
         "input_score": result.input.score if result.input else None,

@@ -21,10 +21,7 @@ class GuardPolicyForm(forms.ModelForm):
             "failure_mode", "guard_timeout_s",
         ]  # fmt: skip
         widgets = {"upstreams": forms.CheckboxSelectMultiple}
-        labels = {
-            "upstreams": "Upstream models",
-            "guard_timeout_s": "Guard time limit (s)",
-        }
+        labels = {"upstreams": "Upstream models", "guard_timeout_s": "Guard time limit (s)"}
         help_texts = {
             "upstreams": "Clients reach an attached upstream through this guard as the "
             "model CONSTITUTION/NAME. Operators register upstreams on the Upstreams page.",
@@ -34,31 +31,19 @@ class GuardPolicyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
 
         constitution = self.instance.constitution
-        for name, kind in (
-            ("shadow_input_model", "input"),
-            ("shadow_output_model", "output"),
-        ):
+        for name, kind in (("shadow_input_model", "input"), ("shadow_output_model", "output")):
             self.fields[name].queryset = ModelVersion.objects.filter(
                 constitution=constitution, kind=kind
             )
             self.fields[name].required = False
         self.fields["max_message_chars"].validators.append(MinValueValidator(1))
         # 0 would make every reply empty.
-        self.fields["max_new_tokens"].validators += [
-            MinValueValidator(1),
-            MaxValueValidator(512),
-        ]
+        self.fields["max_new_tokens"].validators += [MinValueValidator(1), MaxValueValidator(512)]
         self.fields["requests_per_minute"].validators.append(MinValueValidator(1))
         self.fields["upstreams"].required = False
-        self.fields["guard_timeout_s"].validators += [
-            MinValueValidator(0.05),
-            MaxValueValidator(120),
-        ]
+        self.fields["guard_timeout_s"].validators += [MinValueValidator(0.05), MaxValueValidator(120)]
         # Scripts that post only the older fields keep the stored values.
-        self.fields["max_prompt_tokens"].validators += [
-            MinValueValidator(16),
-            MaxValueValidator(32768),
-        ]
+        self.fields["max_prompt_tokens"].validators += [MinValueValidator(16), MaxValueValidator(32768)]
         for name in ("failure_mode", "guard_timeout_s", "max_prompt_tokens"):
             self.fields[name].required = False
 
@@ -104,9 +89,7 @@ class UpstreamForm(forms.ModelForm):
             names = {"url": "base_url", "api key env": "api_key_env", "timeout s": "timeout_s",
                      "max concurrency": "max_concurrency", "max tokens": "max_tokens"}  # fmt: skip
             target = names.get(field, field)
-            self.add_error(
-                target if target in self.fields else None, message or str(exc)
-            )
+            self.add_error(target if target in self.fields else None, message or str(exc))
         return data
 
     def save_upstream(self) -> Any:
@@ -138,9 +121,7 @@ class CascadeForm(forms.Form):
         help_text="Blank: the probe's own target.",
     )  # fmt: skip
 
-    def __init__(
-        self, *args: Any, constitution: Any, probe: Any, **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, constitution: Any, probe: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
 
         models = ModelVersion.objects.filter(constitution=constitution, kind="output")

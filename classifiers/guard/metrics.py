@@ -32,9 +32,7 @@ _LABEL_ESCAPE = re.compile(r'[\\"\n]')
 
 
 def _label(value: Any) -> str:
-    return _LABEL_ESCAPE.sub(
-        lambda m: {"\\": "\\\\", '"': '\\"', "\n": "\\n"}[m.group()], str(value)
-    )
+    return _LABEL_ESCAPE.sub(lambda m: {"\\": "\\\\", '"': '\\"', "\n": "\\n"}[m.group()], str(value))
 
 
 def _sample(name: str, value: float, labels: dict[str, Any] | None = None) -> str:
@@ -57,9 +55,7 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> lis
 def _histogram(name: str, help_text: str, field: str) -> list[str]:
     """A cumulative histogram of a Turn millisecond column, in seconds, in one query."""
 
-    turns = Turn.objects.filter(
-        variant=Turn.Variant.GUARDED, **{f"{field}__isnull": False}
-    )
+    turns = Turn.objects.filter(variant=Turn.Variant.GUARDED, **{f"{field}__isnull": False})
     aggregates: dict[str, Any] = {
         f"le_{i}": Count("id", filter=Q(**{f"{field}__lte": bound * 1000}))
         for i, bound in enumerate(LATENCY_BUCKETS)
@@ -78,9 +74,7 @@ def _histogram(name: str, help_text: str, field: str) -> list[str]:
 def exposition() -> str:
 
     lines: list[str] = []
-    guarded = Turn.objects.filter(
-        conversation=OuterRef("pk"), variant=Turn.Variant.GUARDED
-    )
+    guarded = Turn.objects.filter(conversation=OuterRef("pk"), variant=Turn.Variant.GUARDED)
     conversations = (
         Conversation.objects.annotate(
             blocked=Exists(guarded.filter(finish_reason="blocked")),
@@ -92,9 +86,7 @@ def exposition() -> str:
     )
     samples = []
     for row in conversations:
-        decision = (
-            "blocked" if row["blocked"] else "halted" if row["halted"] else "passed"
-        )
+        decision = "blocked" if row["blocked"] else "halted" if row["halted"] else "passed"
         labels = {"source": row["source"], "constitution": row["constitution__slug"] or "",
                   "decision": decision}  # fmt: skip
         samples.append(_sample("guardweb_conversations_total", row["n"], labels))
@@ -160,9 +152,7 @@ def exposition() -> str:
     )  # fmt: skip
 
     lines += _histogram(
-        "guardweb_guard_latency_seconds",
-        "Guard latency per turn (whole reply).",
-        "latency_ms",
+        "guardweb_guard_latency_seconds", "Guard latency per turn (whole reply).", "latency_ms"
     )
     lines += _histogram(
         "guardweb_first_token_latency_seconds", "Time to the first streamed token.",
@@ -180,18 +170,14 @@ def _batching_families() -> list[str]:
             batch_counters.publish(batcher.name, batcher.stats)
         counters = batch_counters.read_all()
     except Exception:  # Redis down: this process's own counters still count
-        logger.warning(
-            "batching counters of other processes unavailable", exc_info=True
-        )
+        logger.warning("batching counters of other processes unavailable", exc_info=True)
         process = batch_counters.process_label()
         counters = [{"process": process, "model": b.name, "steps": b.stats.steps,
                      "rows": b.stats.row_steps, "max": b.stats.max_batch} for b in batchers()]  # fmt: skip
     steps, rows, largest = [], [], []
     for c in counters:
         labels = {"model": c["model"], "process": c["process"]}
-        steps.append(
-            _sample("guardweb_generation_batch_steps_total", c["steps"], labels)
-        )
+        steps.append(_sample("guardweb_generation_batch_steps_total", c["steps"], labels))
         rows.append(_sample("guardweb_generation_batch_rows_total", c["rows"], labels))
         largest.append(_sample("guardweb_generation_batch_max", c["max"], labels))
     return [
@@ -222,18 +208,14 @@ def _refusal(request: HttpRequest) -> HttpResponse | None:
             client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
         except ValueError:
             client = None
-        if client is None or not any(
-            client in network for network in settings.METRICS_ALLOW
-        ):
+        if client is None or not any(client in network for network in settings.METRICS_ALLOW):
             return HttpResponse("this address may not read /metrics\n", status=403,
                                 content_type="text/plain")  # fmt: skip
     if settings.METRICS_TOKEN:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # Bytes: compare_digest refuses non-ASCII str (a 500 for "Bearer é").
         expected = settings.METRICS_TOKEN.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), expected
-        ):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             response = HttpResponse("send the metrics token: Authorization: Bearer <token>\n",
                                     status=401, content_type="text/plain")  # fmt: skip
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -65,9 +65,7 @@ def serve_if_probe_active(job: CascadeCalibration, user: Any) -> bool:
     if probe is None or probe.pk != job.probe_model_id:
         return False
     # Only the cascade column: a settings form saved meanwhile keeps its changes.
-    GuardPolicy.objects.update_or_create(
-        constitution=job.constitution, defaults={"cascade": job}
-    )
+    GuardPolicy.objects.update_or_create(constitution=job.constitution, defaults={"cascade": job})
     record(
         job.constitution, user, "guard",
         f"probe cascade #{job.pk} on: output model #{job.probe_model_id} escalates "
@@ -77,9 +75,7 @@ def serve_if_probe_active(job: CascadeCalibration, user: Any) -> bool:
     return True
 
 
-def served_cascade(
-    policy: GuardPolicy, output_model: ModelVersion | None
-) -> CascadeCalibration | None:
+def served_cascade(policy: GuardPolicy, output_model: ModelVersion | None) -> CascadeCalibration | None:
     """The calibration the guard serves, or None (off, or its probe was replaced)."""
     job = policy.cascade if policy.cascade_id else None
     if job is None or output_model is None or job.probe_model_id != output_model.pk:

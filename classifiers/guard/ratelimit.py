@@ -27,9 +27,7 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-def count_request(
-    *, user_id: int, scope: str, limit: int, now: float | None = None
-) -> int:
+def count_request(*, user_id: int, scope: str, limit: int, now: float | None = None) -> int:
     """Count this request; raise RateLimited over `limit` (0 = unlimited).
 
     Returns the number of requests in the current window, this one included.

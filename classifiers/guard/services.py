@@ -57,15 +57,11 @@ def start_cascade_calibration(
         raise CascadeError("the target false-positive rate must be between 0 and 1")
     with transaction.atomic():
         # Lock the constitution row: two submits at once cannot both pass the check.
-        type(constitution).objects.select_for_update().filter(
-            pk=constitution.pk
-        ).first()
+        type(constitution).objects.select_for_update().filter(pk=constitution.pk).first()
         if CascadeCalibration.objects.filter(
             constitution=constitution, status__in=ACTIVE_STATUSES
         ).exists():
-            raise CascadeError(
-                "a cascade calibration is already running for this constitution"
-            )
+            raise CascadeError("a cascade calibration is already running for this constitution")
         job = CascadeCalibration.objects.create(
             constitution=constitution,
             probe_model=probe,
@@ -75,5 +71,6 @@ def start_cascade_calibration(
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
     if enqueue:
+
         transaction.on_commit(lambda: calibrate_cascade.delay(job.pk))
     return job

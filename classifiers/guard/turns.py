@@ -26,10 +26,7 @@ def record_turn(
     shadow: dict[str, Any] | None = None,
 ) -> Turn:
     """Store one turn and update the conversation's flag, in one transaction."""
-    tokens = [
-        [t.text, None if t.score != t.score else round(t.score, 5)]
-        for t in result.tokens
-    ]
+    tokens = [[t.text, None if t.score != t.score else round(t.score, 5)] for t in result.tokens]
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         index = locked.turns.filter(variant=variant).count()
@@ -56,15 +53,8 @@ def record_turn(
             first_token_ms=first_token_ms,
         )
         if variant == Turn.Variant.GUARDED:
-            scores = [
-                s
-                for s in (
-                    locked.max_score,
-                    result.max_output_score,
-                    result.input.score if result.input else None,
-                )
-                if s is not None
-            ]
+            scores = [s for s in (locked.max_score, result.max_output_score,
+                                  result.input.score if result.input else None) if s is not None]
             updates: dict[str, Any] = {"max_score": max(scores) if scores else None}
             reason = result.flag_reason
             if reason and not locked.flagged:

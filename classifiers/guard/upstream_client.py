@@ -72,11 +72,7 @@ def _error_text(raw: bytes) -> str:
         body = json.loads(raw)
     except ValueError:
         return ""
-    error = (
-        body.get("error", body.get("detail", body.get("message")))
-        if isinstance(body, dict)
-        else None
-    )
+    error = body.get("error", body.get("detail", body.get("message"))) if isinstance(body, dict) else None
     if isinstance(error, dict):
         error = error.get("message")
     return str(error)[:300] if error else ""
@@ -106,9 +102,7 @@ class UpstreamStream:
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
         try:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(target.timeout_s), headers=headers
-            )
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(target.timeout_s), headers=headers)
             request = self._client.build_request("POST", target.url, json=self.payload)
             self._response = await self._client.send(request, stream=True)
             status = self._response.status_code
@@ -206,9 +200,7 @@ class _Released:
         pass
 
 
-def upstream_status_failure(
-    target: UpstreamTarget, status: int, said: str
-) -> UpstreamFailure:
+def upstream_status_failure(target: UpstreamTarget, status: int, said: str) -> UpstreamFailure:
     """The upstream's own status where it is about the request (400, 404, 413, 422,
     429); a 401/403 means the key *we* sent was refused, which must not look to the
     client as if its Guardweb token were bad: 502, without the upstream's words (its
@@ -223,9 +215,7 @@ def upstream_status_failure(
     return UpstreamFailure(502, shown, "upstream_error")
 
 
-def _failure(
-    target: UpstreamTarget, exc: BaseException, *, mid_reply: bool = False
-) -> BaseException:
+def _failure(target: UpstreamTarget, exc: BaseException, *, mid_reply: bool = False) -> BaseException:
     if isinstance(exc, asyncio.CancelledError | UpstreamFailure):
         return exc
     where = " mid-reply" if mid_reply else ""
@@ -235,9 +225,7 @@ def _failure(
             "upstream_timeout",
         )  # fmt: skip
     if isinstance(exc, httpx.ConnectError):
-        reason = (
-            "connection refused" if "refused" in str(exc).lower() else "cannot connect"
-        )
+        reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
         return UpstreamFailure(502, f"upstream {target.name} is unreachable ({reason})",
                                "upstream_unavailable")  # fmt: skip
     if isinstance(exc, httpx.HTTPError):
@@ -264,9 +252,7 @@ def stream_text(
         headers["Authorization"] = f"Bearer {target.api_key}"
     parser = UpstreamStream(target, body)
     try:
-        with httpx.Client(
-            timeout=httpx.Timeout(target.timeout_s), headers=headers
-        ) as client:
+        with httpx.Client(timeout=httpx.Timeout(target.timeout_s), headers=headers) as client:
             with client.stream("POST", target.url, json=body) as response:
                 if response.status_code >= 400:
                     said = _error_text(response.read())

@@ -55,11 +55,7 @@ def upstream_edit(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("classifiers:upstreams")
         return render(request, "classifiers/guard/upstream_edit.html",
                       {"upstream": upstream, "form": form}, status=400)  # fmt: skip
-    return render(
-        request,
-        "classifiers/guard/upstream_edit.html",
-        {"upstream": upstream, "form": form},
-    )
+    return render(request, "classifiers/guard/upstream_edit.html", {"upstream": upstream, "form": form})
 
 
 @require_http_methods(["POST"])
@@ -68,9 +64,7 @@ def upstream_delete(request: HttpRequest, pk: int) -> HttpResponse:
     _require_operator(request)
     upstream = get_object_or_404(Upstream, pk=pk)
     upstream.delete()
-    messages.success(
-        request, f"Upstream {upstream.name} deleted; its conversations keep its name."
-    )
+    messages.success(request, f"Upstream {upstream.name} deleted; its conversations keep its name.")
     return redirect("classifiers:upstreams")
 
 

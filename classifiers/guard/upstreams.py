@@ -46,13 +46,9 @@ def check_fields(fields: dict[str, Any]) -> dict[str, Any]:
         url = str(out["base_url"] or "").strip().rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UpstreamError(
-                f"url: {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8001/v1)"
-            )
+            raise UpstreamError(f"url: {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8001/v1)")
         if parts.query or parts.fragment or parts.username or parts.password:
-            raise UpstreamError(
-                "url: no query, fragment or credentials; put the key in --api-key-env"
-            )
+            raise UpstreamError("url: no query, fragment or credentials; put the key in --api-key-env")
         out["base_url"] = url
     if "model" in out:
         model = str(out["model"] or "").strip()
@@ -66,14 +62,8 @@ def check_fields(fields: dict[str, Any]) -> dict[str, Any]:
     for name, (low, high) in LIMITS.items():
         if name in out and out[name] is not None:
             value = out[name]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not low <= value <= high
-            ):
-                raise UpstreamError(
-                    f"{name.replace('_', ' ')}: between {low:g} and {high:g}"
-                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise UpstreamError(f"{name.replace('_', ' ')}: between {low:g} and {high:g}")
     return out
 
 

@@ -28,9 +28,7 @@ from guardweb.roles import (
 )
 
 
-def _cascade_context(
-    constitution: Any, policy: Any, cascade_form: CascadeForm | None = None
-) -> dict[str, Any]:
+def _cascade_context(constitution: Any, policy: Any, cascade_form: CascadeForm | None = None) -> dict[str, Any]:
 
     CascadeCalibration.reap_stale()  # a calibration whose worker died shows as failed
     probe = active_probe(constitution)
@@ -50,9 +48,7 @@ def save_policy(form: GuardPolicyForm) -> None:
     if saved.pk:
         # Only the form's own columns: the cascade switch, made elsewhere (a
         # calibration finishing, say) after this row was read, is not written back.
-        saved.save(
-            update_fields=[f for f in GuardPolicyForm.Meta.fields if f != "upstreams"]
-        )
+        saved.save(update_fields=[f for f in GuardPolicyForm.Meta.fields if f != "upstreams"])
     else:
         saved.save()
     form.save_m2m()
@@ -66,22 +62,13 @@ def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
     policy = GuardPolicy.for_constitution(constitution)
     form = GuardPolicyForm(request.POST or None, instance=policy)
     if request.method == "POST":
-        require_role(
-            request,
-            POLICY_AUTHOR,
-            message="only policy authors change the guard's settings",
-        )
+        require_role(request, POLICY_AUTHOR, message="only policy authors change the guard's settings")
         if form.is_valid():
             changed = form.changed_data
             save_policy(form)
             if changed:
-                record(
-                    constitution,
-                    request.user,
-                    "guard",
-                    f"guard settings: {', '.join(changed)}",
-                    **{k: str(form.cleaned_data[k]) for k in changed},
-                )
+                record(constitution, request.user, "guard", f"guard settings: {', '.join(changed)}",
+                       **{k: str(form.cleaned_data[k]) for k in changed})
             messages.success(request, "Guard settings saved.")
             return redirect("classifiers:guard-settings", slug=slug)
         return render(request, "classifiers/guard/settings.html",
@@ -95,9 +82,7 @@ def guard_settings(request: HttpRequest, slug: str) -> HttpResponse:
 def _author_constitution(request: HttpRequest, slug: str) -> Any:
 
     constitution = get_object_for_role(request, Constitution, slug=slug)
-    require_role(
-        request, POLICY_AUTHOR, message="only policy authors change the guard's cascade"
-    )
+    require_role(request, POLICY_AUTHOR, message="only policy authors change the guard's cascade")
     return constitution
 
 
@@ -107,9 +92,7 @@ def cascade_start(request: HttpRequest, slug: str) -> HttpResponse:
 
     constitution = _author_constitution(request, slug)
     policy = GuardPolicy.for_constitution(constitution)
-    form = CascadeForm(
-        request.POST, constitution=constitution, probe=active_probe(constitution)
-    )
+    form = CascadeForm(request.POST, constitution=constitution, probe=active_probe(constitution))
     error = None
     if form.is_valid():
         try:
@@ -167,9 +150,5 @@ urlpatterns = [
     path("guard/<slug:slug>/cascade/", cascade_start, name="cascade-start"),
     path("guard/<slug:slug>/cascade/off/", cascade_off, name="cascade-off"),
     path("guard/<slug:slug>/cascade/<int:pk>/use/", cascade_use, name="cascade-use"),
-    path(
-        "guard/<slug:slug>/cascade/<int:pk>/cancel/",
-        cascade_cancel,
-        name="cascade-cancel",
-    ),
+    path("guard/<slug:slug>/cascade/<int:pk>/cancel/", cascade_cancel, name="cascade-cancel"),
 ]

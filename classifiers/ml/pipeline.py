@@ -58,9 +58,7 @@ class PipelineConfig:
     """A training run's settings (checked by the caller; see training.config)."""
 
     input_mode: str = "fast"  # "fast": frozen encoder + heads; "full": fine-tune it
-    output_mode: str = (
-        "fast"  # "fast": a probe on the frozen generator; "full": fine-tune
-    )
+    output_mode: str = "fast"  # "fast": a probe on the frozen generator; "full": fine-tune
     input_epochs: int = 20
     output_epochs: int = 3
     seed: int = 0
@@ -72,7 +70,7 @@ class PipelineConfig:
     # scores whole replies and its running maximum only grows with length: a
     # threshold set on replies cut at the training length let cbrn-demo's output
     # classifier halt 2.7% of real (longer) everyday replies at a 1% target
-    # (docs/BENCHMARKS.md, session 17). Scoring is a forward only, so longer is cheap.
+    # (docs/BENCHMARKS.md, session 17). It costs forwards only (no backward).
     output_calibration_max_length: int = 512
     train_output: bool = True
     # Loss weight of examples whose label a person corrected (see data.is_correction).
@@ -108,9 +106,7 @@ def finite(value: Any) -> Any:
     return value
 
 
-def thin(
-    points: list[dict[str, Any]], limit: int = HISTORY_POINTS
-) -> list[dict[str, Any]]:
+def thin(points: list[dict[str, Any]], limit: int = HISTORY_POINTS) -> list[dict[str, Any]]:
     if len(points) <= limit:
         return list(points)
     stride = math.ceil(len(points) / limit)
@@ -171,9 +167,7 @@ class PipelineProgress:
 class TrainedClassifier:
     """One trained classifier with what the registry stores beside it."""
 
-    model: (
-        Any  # the trained module (input: heads on the encoder; output: LM + value head)
-    )
+    model: Any  # the trained module (input: heads on the encoder; output: LM + value head)
     thresholds: Thresholds
     threshold_doc: dict[str, Any]  # thresholds.to_dict() (+ the output aggregator)
     metrics: dict[str, Any]  # the headline numbers shown in lists
@@ -282,17 +276,11 @@ def train_guard(
     output_result = None
     output_train = with_response_label(train)
     output_calibration = with_response_label(calibration)
-    if (
-        cfg.train_output
-        and output_train
-        and any(e.label == 0 for e in output_calibration)
-    ):
+    if cfg.train_output and output_train and any(e.label == 0 for e in output_calibration):
 
         def predict_categories(examples: Sequence[Example]) -> list[str]:
             texts = [e.prompt_text for e in examples]
-            return [
-                s.category for s in score_texts(trained.model, trained.tokenizer, texts)
-            ]
+            return [s.category for s in score_texts(trained.model, trained.tokenizer, texts)]
 
         output_result = _train_output(
             cfg, splits, output_train, output_calibration, category_fpr,
@@ -435,9 +423,7 @@ def _input_reports(
             ),
         }  # fmt: skip
         if any(e.response for e in examples):
-            refusal = refusal_baseline_scores(
-                [e.response for e in examples], is_refusal
-            )
+            refusal = refusal_baseline_scores([e.response for e in examples], is_refusal)
             baselines["refusal"] = evaluation_report(
                 scores=refusal, labels=labels, categories=categories,
                 transforms=transforms, threshold=0.5,
@@ -535,9 +521,7 @@ def _train_output(
     threshold_doc = thresholds.to_dict()
     threshold_doc["aggregator"] = output_cfg.aggregator
     tracker.report("calibrate output", 1, 1)
-    labelled = {
-        split: with_response_label(splits.get(split, [])) for split in REPORT_SPLITS
-    }
+    labelled = {split: with_response_label(splits.get(split, [])) for split in REPORT_SPLITS}
     reports = _output_reports(
         result.model, result.tokenizer, labelled, thresholds, cfg.target_fpr,
         scored_length, tracker,

@@ -94,10 +94,7 @@ def generator_dir(
     target = models / SMOLLM_CACHE_NAME
     if _complete(target):
         return target
-    gguf = (
-        _package_dir(SMOLLM_PACKAGE, "the SmolLM2-135M-Instruct generator")
-        / SMOLLM_GGUF
-    )
+    gguf = _package_dir(SMOLLM_PACKAGE, "the SmolLM2-135M-Instruct generator") / SMOLLM_GGUF
     if not gguf.exists():
         raise ModelMissingError(
             f"{gguf} is missing; reinstall with `{INSTALL_HINTS[SMOLLM_PACKAGE]}`"
@@ -127,9 +124,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info(
-        "converting %s to safetensors under %s (once, ~20 s)", gguf.name, target
-    )
+    logger.info("converting %s to safetensors under %s (once, ~20 s)", gguf.name, target)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -70,9 +70,7 @@ def render_messages(messages: list[Message]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
-ProgressCallback = Callable[
-    ..., None
-]  # on_progress(stage=..., done=..., total=..., **extra)
+ProgressCallback = Callable[..., None]  # on_progress(stage=..., done=..., total=..., **extra)
 ShouldCancel = Callable[[], bool]
 
 

@@ -58,9 +58,7 @@ class AuditDecision(models.TextChoices):
 
 
 class LabelAuditItem(models.Model):
-    audit = models.ForeignKey(
-        LabelAudit, on_delete=models.CASCADE, related_name="items"
-    )
+    audit = models.ForeignKey(LabelAudit, on_delete=models.CASCADE, related_name="items")
     source_id = models.CharField(max_length=200)
     text = models.TextField()  # the source's original prompt text
     label = models.PositiveSmallIntegerField()  # as generated: 1 harmful, 0 benign
@@ -79,9 +77,7 @@ class LabelAuditItem(models.Model):
     # P(the generated label is wrong) from a model of the decisions so far (None
     # until someone asks for that order).
     wrong_score = models.FloatField(null=True, blank=True)
-    decision = models.CharField(
-        max_length=10, choices=AuditDecision.choices, blank=True
-    )
+    decision = models.CharField(max_length=10, choices=AuditDecision.choices, blank=True)
     new_category = models.CharField(max_length=200, blank=True)  # for a flip
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -93,9 +89,7 @@ class LabelAuditItem(models.Model):
     class Meta:
         ordering = ["rank"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["audit", "source_id"], name="one_item_per_source"
-            )
+            models.UniqueConstraint(fields=["audit", "source_id"], name="one_item_per_source")
         ]
 
     def __str__(self) -> str:

@@ -33,9 +33,7 @@ class Dataset(Job):
     job_kind = "dataset"
 
     constitution_version = models.ForeignKey(
-        "constitutions.ConstitutionVersion",
-        on_delete=models.PROTECT,
-        related_name="datasets",
+        "constitutions.ConstitutionVersion", on_delete=models.PROTECT, related_name="datasets"
     )
     # "local" = the embedded SmolLM2, else the endpoint's description.
     generator = models.CharField(max_length=300, default="local")
@@ -62,9 +60,7 @@ class Dataset(Job):
 
 
 class DatasetExample(models.Model):
-    dataset = models.ForeignKey(
-        Dataset, on_delete=models.CASCADE, related_name="examples"
-    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="examples")
     messages = models.JSONField()
     prompt_text = models.TextField()
     response = models.TextField(blank=True)
@@ -105,11 +101,7 @@ class JailbreakTemplate(models.Model):
     normalized_hash = models.CharField(max_length=64, unique=True)
     source = models.CharField(max_length=20, default="generated")  # seed | generated
     dataset = models.ForeignKey(
-        Dataset,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="templates",
+        Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="templates"
     )
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -62,9 +62,7 @@ class EvaluationRun(Job):
         EvaluationSet, on_delete=models.CASCADE, related_name="runs"
     )
     model_version = models.ForeignKey(
-        "classifiers.ModelVersion",
-        on_delete=models.CASCADE,
-        related_name="evaluation_runs",
+        "classifiers.ModelVersion", on_delete=models.CASCADE, related_name="evaluation_runs"
     )
     # The whole guard: with an output model, every prompt the input classifier
     # passes gets a reply from the local model (at most max_new_tokens), scored
@@ -89,11 +87,7 @@ class EvaluationRun(Job):
     @property
     def report_name(self) -> str:
         """The name its result is kept under in the model's report."""
-        return (
-            f"{self.evaluation_set.name} · whole guard"
-            if self.whole_guard
-            else self.evaluation_set.name
-        )
+        return f"{self.evaluation_set.name} · whole guard" if self.whole_guard else self.evaluation_set.name
 
     def get_absolute_url(self) -> str:
         return reverse("classifiers:evaluation_set", args=[self.evaluation_set_id])

@@ -26,9 +26,7 @@ class Upstream(models.Model):
         max_length=64, unique=True,
         help_text="Letters, digits, - and _; clients ask for the model CONSTITUTION/NAME.",
     )  # fmt: skip
-    base_url = models.URLField(
-        max_length=500, help_text="e.g. http://127.0.0.1:8001/v1"
-    )
+    base_url = models.URLField(max_length=500, help_text="e.g. http://127.0.0.1:8001/v1")
     model = models.CharField(max_length=200, help_text="The upstream's own model name.")
     # The key: read from this environment variable of the server when set (nothing
     # stored), else the stored one, which is never shown again after it is saved.
@@ -39,12 +37,10 @@ class Upstream(models.Model):
         help_text="Seconds to connect, to the first byte, and between two chunks.",
     )  # fmt: skip
     max_concurrency = models.PositiveIntegerField(
-        default=8,
-        help_text="Requests this server sends to the upstream at once; more wait.",
+        default=8, help_text="Requests this server sends to the upstream at once; more wait."
     )
     max_tokens = models.PositiveIntegerField(
-        default=1024,
-        help_text="The most new tokens one request may ask the upstream for.",
+        default=1024, help_text="The most new tokens one request may ask the upstream for."
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -63,9 +59,7 @@ class Upstream(models.Model):
     def key_source(self) -> str:
         """How the key is found, for pages and lists (never the key itself)."""
         if self.api_key_env:
-            state = (
-                "set" if os.environ.get(self.api_key_env) else "not set on this server"
-            )
+            state = "set" if os.environ.get(self.api_key_env) else "not set on this server"
             return f"${self.api_key_env} ({state})"
         return "stored" if self.api_key else "none"
 
@@ -79,13 +73,9 @@ class GuardPolicy(models.Model):
     """How the guard runs for one constitution."""
 
     constitution = models.OneToOneField(
-        "constitutions.Constitution",
-        on_delete=models.CASCADE,
-        related_name="guard_policy",
+        "constitutions.Constitution", on_delete=models.CASCADE, related_name="guard_policy"
     )
-    mode = models.CharField(
-        max_length=10, choices=GuardMode.choices, default=GuardMode.ENFORCE
-    )
+    mode = models.CharField(max_length=10, choices=GuardMode.choices, default=GuardMode.ENFORCE)
     # A candidate model scored beside the active one on live traffic, never enforcing.
     shadow_input_model = models.ForeignKey(
         "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
@@ -139,9 +129,7 @@ class ApiToken(models.Model):
 
     PREFIX = "gw_"
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     key_prefix = models.CharField(max_length=16)  # shown in lists to tell tokens apart
     key_hash = models.CharField(max_length=64, unique=True)
@@ -162,16 +150,10 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.key_prefix}…)"
 
     @classmethod
-    def issue(
-        cls, *, user: object, name: str, **fields: object
-    ) -> tuple[ApiToken, str]:
+    def issue(cls, *, user: object, name: str, **fields: object) -> tuple[ApiToken, str]:
         raw = cls.PREFIX + secrets.token_urlsafe(32)
         token = cls.objects.create(
-            user=user,
-            name=name,
-            key_prefix=raw[:10],
-            key_hash=hash_token(raw),
-            **fields,
+            user=user, name=name, key_prefix=raw[:10], key_hash=hash_token(raw), **fields
         )
         return token, raw
 
@@ -204,34 +186,20 @@ class Conversation(models.Model):
         NEAR_THRESHOLD = "near_threshold", "Near threshold"
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     constitution = models.ForeignKey(
         "constitutions.Constitution", null=True, blank=True, on_delete=models.SET_NULL,
         related_name="conversations",
     )  # fmt: skip
     source = models.CharField(max_length=20, choices=Source.choices)
-    api_token = models.ForeignKey(
-        ApiToken, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    api_token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL)
     mode = models.CharField(max_length=10, choices=GuardMode.choices)
     input_model = models.ForeignKey(
-        "classifiers.ModelVersion",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     output_model = models.ForeignKey(
-        "classifiers.ModelVersion",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
+        "classifiers.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     # The upstream model that wrote the replies (blank: the embedded model); the
     # name stays when the upstream is deleted.
@@ -240,9 +208,7 @@ class Conversation(models.Model):
     )
     upstream_name = models.CharField(max_length=64, blank=True)
     flagged = models.BooleanField(default=False, db_index=True)
-    flag_reason = models.CharField(
-        max_length=20, choices=FlagReason.choices, blank=True
-    )
+    flag_reason = models.CharField(max_length=20, choices=FlagReason.choices, blank=True)
     max_score = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -270,13 +236,9 @@ class Turn(models.Model):
         GUARDED = "guarded", "Guarded"
         UNGUARDED = "unguarded", "Unguarded"  # side-by-side comparison only
 
-    conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="turns"
-    )
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
     index = models.PositiveIntegerField()
-    variant = models.CharField(
-        max_length=10, choices=Variant.choices, default=Variant.GUARDED
-    )
+    variant = models.CharField(max_length=10, choices=Variant.choices, default=Variant.GUARDED)
     user_content = models.TextField()
     reply = models.TextField(blank=True)  # as delivered (refusal appended if halted)
     generated = models.TextField(blank=True)  # what the model produced

@@ -10,9 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 # A running job whose worker has not written a heartbeat for this long is dead.
-HEARTBEAT_TIMEOUT = timedelta(
-    seconds=90
-)  # default; settings.JOB_HEARTBEAT_TIMEOUT wins
+HEARTBEAT_TIMEOUT = timedelta(seconds=90)  # default; settings.JOB_HEARTBEAT_TIMEOUT wins
 
 
 def heartbeat_timeout() -> timedelta:
@@ -33,9 +31,7 @@ ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Job(models.Model):
-    status = models.CharField(
-        max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED
-    )
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
     stage = models.CharField(max_length=50, blank=True)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
@@ -84,12 +80,8 @@ class Job(models.Model):
         Conditional updates, so a job that finished meanwhile is left alone.
         """
         model = type(self)
-        cancelled_now = model.objects.filter(
-            pk=self.pk, status=JobStatus.QUEUED
-        ).update(
-            status=JobStatus.CANCELLED,
-            cancel_requested=True,
-            finished_at=timezone.now(),
+        cancelled_now = model.objects.filter(pk=self.pk, status=JobStatus.QUEUED).update(
+            status=JobStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
         )
         if not cancelled_now:
             model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
@@ -109,9 +101,7 @@ class Job(models.Model):
         """Mark running jobs whose worker stopped heart-beating as failed."""
         timeout = heartbeat_timeout()
         cutoff = timezone.now() - timeout
-        reaped = cls.objects.filter(
-            status=JobStatus.RUNNING, heartbeat_at__lt=cutoff
-        ).update(
+        reaped = cls.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=JobStatus.FAILED,
             error="the worker running this job stopped (killed or crashed); "
             "nothing it produced was kept",

@@ -36,10 +36,7 @@ class ReviewItem(models.Model):
     # and sorts with plain column lookups.
     category = models.CharField(max_length=200, blank=True, db_index=True)
     status = models.CharField(
-        max_length=10,
-        choices=ReviewStatus.choices,
-        default=ReviewStatus.OPEN,
-        db_index=True,
+        max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.OPEN, db_index=True
     )
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -70,16 +67,10 @@ class FeedbackExample(models.Model):
     """A reviewed conversation turned into a training example for the next dataset."""
 
     constitution = models.ForeignKey(
-        "constitutions.Constitution",
-        on_delete=models.CASCADE,
-        related_name="feedback_examples",
+        "constitutions.Constitution", on_delete=models.CASCADE, related_name="feedback_examples"
     )
     review_item = models.ForeignKey(
-        ReviewItem,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="feedback",
+        ReviewItem, null=True, blank=True, on_delete=models.SET_NULL, related_name="feedback"
     )
     messages = models.JSONField()  # the prompt side, as chat messages
     prompt_text = models.TextField()

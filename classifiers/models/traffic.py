@@ -18,9 +18,7 @@ class TrafficPool(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     description = models.CharField(max_length=500, blank=True)
-    source = models.CharField(
-        max_length=20, choices=Source.choices, default=Source.IMPORTED
-    )
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.IMPORTED)
     # Counts of the last import: read, kept, dropped (why), per split, label, kind.
     stats = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
@@ -40,9 +38,7 @@ class TrafficPool(models.Model):
 
 
 class TrafficPrompt(models.Model):
-    pool = models.ForeignKey(
-        TrafficPool, on_delete=models.CASCADE, related_name="prompts"
-    )
+    pool = models.ForeignKey(TrafficPool, on_delete=models.CASCADE, related_name="prompts")
     text = models.TextField()
     label = models.PositiveSmallIntegerField(default=0)  # 0 benign, 1 harmful
     kind = models.CharField(max_length=64, blank=True)
@@ -55,8 +51,6 @@ class TrafficPrompt(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["pool", "text_hash"], name="unique_prompt_per_pool"
-            )
+            models.UniqueConstraint(fields=["pool", "text_hash"], name="unique_prompt_per_pool")
         ]
         indexes = [models.Index(fields=["pool", "split"])]

@@ -20,13 +20,9 @@ class TrainingRun(Job):
 
     job_kind = "training"
 
-    dataset = models.ForeignKey(
-        Dataset, on_delete=models.PROTECT, related_name="training_runs"
-    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="training_runs")
     config = models.JSONField(default=dict)  # mode, epochs, seed, target_fpr, ...
-    history = models.JSONField(
-        default=dict, blank=True
-    )  # {"input": [...], "output": [...]}
+    history = models.JSONField(default=dict, blank=True)  # {"input": [...], "output": [...]}
     activate_when_done = models.BooleanField(default=False)
 
     class Meta:
@@ -44,9 +40,7 @@ class ModelVersion(models.Model):
 
     kind = models.CharField(max_length=10, choices=ModelKind.choices)
     constitution = models.ForeignKey(
-        "constitutions.Constitution",
-        on_delete=models.PROTECT,
-        related_name="model_versions",
+        "constitutions.Constitution", on_delete=models.PROTECT, related_name="model_versions"
     )
     constitution_version = models.ForeignKey(
         "constitutions.ConstitutionVersion", on_delete=models.PROTECT, related_name="+"
@@ -55,9 +49,7 @@ class ModelVersion(models.Model):
     training_run = models.ForeignKey(
         TrainingRun, on_delete=models.PROTECT, related_name="model_versions"
     )
-    path = models.CharField(
-        max_length=500
-    )  # artifact folder, relative to ARTIFACTS_DIR
+    path = models.CharField(max_length=500)  # artifact folder, relative to ARTIFACTS_DIR
     checksum = models.CharField(max_length=64)
     config = models.JSONField(default=dict)
     thresholds = models.JSONField(default=dict)
@@ -77,9 +69,7 @@ class ModelVersion(models.Model):
 
     @property
     def threshold(self) -> float | None:
-        value = self.thresholds.get(
-            "global_threshold", self.thresholds.get("threshold")
-        )
+        value = self.thresholds.get("global_threshold", self.thresholds.get("threshold"))
         return float(value) if value is not None else None
 
     def is_active(self) -> bool:
@@ -91,22 +81,15 @@ class ModelVersion(models.Model):
         ActiveModel.objects.update_or_create(
             constitution=self.constitution,
             kind=self.kind,
-            defaults={
-                "model_version": self,
-                "activated_at": timezone.now(),
-                "activated_by": user
-                if getattr(user, "is_authenticated", False)
-                else None,
-            },
+            defaults={"model_version": self, "activated_at": timezone.now(),
+                      "activated_by": user if getattr(user, "is_authenticated", False) else None},
         )
 
 
 class ActiveModel(models.Model):
     """The live model per (constitution, kind); one row, switched in one UPDATE."""
 
-    constitution = models.ForeignKey(
-        "constitutions.Constitution", on_delete=models.CASCADE
-    )
+    constitution = models.ForeignKey("constitutions.Constitution", on_delete=models.CASCADE)
     kind = models.CharField(max_length=10, choices=ModelKind.choices)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT)
     activated_at = models.DateTimeField(default=timezone.now)
@@ -116,9 +99,7 @@ class ActiveModel(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["constitution", "kind"], name="one_active_per_kind"
-            )
+            models.UniqueConstraint(fields=["constitution", "kind"], name="one_active_per_kind")
         ]
 
 
@@ -131,15 +112,9 @@ class CascadeCalibration(Job):
 
     job_kind = "cascade"
 
-    constitution = models.ForeignKey(
-        "constitutions.Constitution", on_delete=models.CASCADE
-    )
-    probe_model = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="+"
-    )
-    heavy_model = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="+"
-    )
+    constitution = models.ForeignKey("constitutions.Constitution", on_delete=models.CASCADE)
+    probe_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    heavy_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     config = models.JSONField(default=dict)  # escalate_fraction, target_fpr
     settings = models.JSONField(default=dict, blank=True)  # band, weight, threshold
     report = models.JSONField(default=dict, blank=True)

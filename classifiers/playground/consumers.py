@@ -16,9 +16,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope["user"]
-        if not user.is_authenticated or not await database_sync_to_async(user_roles)(
-            user
-        ):
+        if not user.is_authenticated or not await database_sync_to_async(user_roles)(user):
             await self.close(code=4403)
             return
 
@@ -29,9 +27,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
         if hasattr(self, "session"):
             self.session.stop(disconnected=True)  # a dropped socket stops its reply
 
-    async def receive(
-        self, text_data: str | None = None, bytes_data: bytes | None = None
-    ) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         import json
 
         try:
@@ -49,9 +45,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
         elif kind == "resume":
             await self.session.resume(data)
         else:
-            await self.send_json(
-                {"type": "error", "message": f"unknown message type {kind!r}"}
-            )
+            await self.send_json({"type": "error", "message": f"unknown message type {kind!r}"})
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         import json

@@ -78,9 +78,7 @@ class ChatRequest:
         if conversation_id is not None and not isinstance(conversation_id, int):
             raise BadRequest("conversation_id must be a number")
         max_new = data.get("max_new_tokens")
-        if max_new is not None and (
-            not isinstance(max_new, int) or not 1 <= max_new <= 512
-        ):
+        if max_new is not None and (not isinstance(max_new, int) or not 1 <= max_new <= 512):
             raise BadRequest("max_new_tokens must be between 1 and 512")
         upstream = data.get("upstream") or None
         if upstream is not None and not isinstance(upstream, str):
@@ -110,9 +108,7 @@ def result_payload(result: GuardResult) -> dict[str, Any]:
         "finish_reason": result.finish_reason,
         "halted_at": result.halted_at,
         "would_block": result.would_block,
-        "max_output_score": _score(result.max_output_score)
-        if result.max_output_score is not None
-        else None,
+        "max_output_score": _score(result.max_output_score) if result.max_output_score is not None else None,
         "output_threshold": result.output_threshold,
         "flag_reason": result.flag_reason,
         "near_threshold": result.near_threshold,
@@ -142,11 +138,8 @@ def turn_payload(turn: Turn) -> dict[str, Any]:
         "user": turn.user_content,
         "reply": turn.reply,
         "tokens": turn.token_scores,
-        "input": None
-        if turn.input_score is None
-        else {
-            "score": turn.input_score,
-            "category": turn.input_category,
+        "input": None if turn.input_score is None else {
+            "score": turn.input_score, "category": turn.input_category,
             "threshold": turn.input_threshold,
         },  # fmt: skip
         "output_threshold": turn.output_threshold,
@@ -180,12 +173,7 @@ class PlaygroundSession:
 
     async def chat(self, data: dict[str, Any]) -> None:
         if self.task and not self.task.done():
-            await self.send(
-                {
-                    "type": "error",
-                    "message": "a reply is still streaming; stop it first",
-                }
-            )
+            await self.send({"type": "error", "message": "a reply is still streaming; stop it first"})
             return
         try:
             request = ChatRequest.parse(data)
@@ -195,9 +183,7 @@ class PlaygroundSession:
             return
         except Exception:  # a database hiccup must not take the socket down
             logger.exception("playground request failed")
-            await self.send(
-                {"type": "error", "message": "the guard is unavailable; try again"}
-            )
+            await self.send({"type": "error", "message": "the guard is unavailable; try again"})
             return
         self.stop_event.clear()
         self.task = asyncio.create_task(self._run(request, *prepared))
@@ -210,39 +196,29 @@ class PlaygroundSession:
         """After a reconnect: send the stored conversation back."""
         conversation_id = data.get("conversation_id")
         if not isinstance(conversation_id, int):
-            await self.send(
-                {"type": "error", "message": "conversation_id must be a number"}
-            )
+            await self.send({"type": "error", "message": "conversation_id must be a number"})
             return
         turns = await self._load_turns(conversation_id)
         if turns is None:
             await self.send({"type": "error", "message": "conversation not found"})
             return
-        await self.send(
-            {"type": "history", "conversation_id": conversation_id, "turns": turns}
-        )
+        await self.send({"type": "history", "conversation_id": conversation_id, "turns": turns})
 
     # -- work -------------------------------------------------------------------------------
 
     @database_sync_to_async
     def _load_turns(self, conversation_id: int) -> list[dict[str, Any]] | None:
-        conversation = Conversation.objects.filter(
-            pk=conversation_id, user=self.user
-        ).first()
+        conversation = Conversation.objects.filter(pk=conversation_id, user=self.user).first()
         if conversation is None:
             return None
-        return [
-            turn_payload(t) for t in conversation.turns.order_by("index", "variant")
-        ]
+        return [turn_payload(t) for t in conversation.turns.order_by("index", "variant")]
 
     @database_sync_to_async
     def _prepare(self, request: ChatRequest) -> tuple[Any, ...]:
         """Resolve constitution, models and conversation; load engines (may take seconds)."""
 
         unguarded_output = (
-            request.models != "active"
-            or request.mode != "enforce"
-            or request.side_by_side
+            request.models != "active" or request.mode != "enforce" or request.side_by_side
         )
         if unguarded_output and not has_role(self.user, POLICY_AUTHOR):
             # As in the API: unguarded replies, other models and shadow/off modes are
@@ -251,9 +227,7 @@ class PlaygroundSession:
                 "only policy authors may use unguarded, shadow or off modes, other "
                 "models, or side by side"
             )
-        constitution = Constitution.objects.filter(
-            slug=request.constitution_slug
-        ).first()
+        constitution = Constitution.objects.filter(slug=request.constitution_slug).first()
         if constitution is None:
             raise BadRequest(f"unknown constitution {request.constitution_slug!r}")
         policy = GuardPolicy.for_constitution(constitution)
@@ -270,15 +244,9 @@ class PlaygroundSession:
             )
         upstream = None
         if request.upstream is not None:
-            upstream = (
-                policy.upstreams.filter(name=request.upstream).first()
-                if policy.pk
-                else None
-            )
+            upstream = policy.upstreams.filter(name=request.upstream).first() if policy.pk else None
             if upstream is None:
-                raise BadRequest(
-                    f"{request.upstream!r} is not an upstream model of {constitution.name}"
-                )
+                raise BadRequest(f"{request.upstream!r} is not an upstream model of {constitution.name}")
         input_model, output_model = active_models(constitution)
         if request.models == "unguarded":
             input_model = output_model = None
@@ -289,14 +257,10 @@ class PlaygroundSession:
                 raise BadRequest("unknown training run") from None
             versions = {
                 m.kind: m
-                for m in ModelVersion.objects.filter(
-                    training_run_id=run_id, constitution=constitution
-                )
+                for m in ModelVersion.objects.filter(training_run_id=run_id, constitution=constitution)
             }
             if not versions:
-                raise BadRequest(
-                    "that training run has no models for this constitution"
-                )
+                raise BadRequest("that training run has no models for this constitution")
             input_model, output_model = versions.get("input"), versions.get("output")
         mode = "off" if request.models == "unguarded" else request.mode
         if mode != "off" and input_model is None and output_model is None:
@@ -342,14 +306,7 @@ class PlaygroundSession:
             )  # fmt: skip
         config = setup.config(max_new_tokens=request.max_new_tokens)
         target = UpstreamTarget.of(upstream) if upstream is not None else None
-        return (
-            conversation,
-            setup.engine,
-            setup.unguarded_engine,
-            messages,
-            config,
-            target,
-        )
+        return conversation, setup.engine, setup.unguarded_engine, messages, config, target
 
     async def _run(
         self,
@@ -366,17 +323,7 @@ class PlaygroundSession:
             "side_by_side": unguarded is not None, "mode": config.mode,
             "upstream": upstream.name if upstream else None,
         })  # fmt: skip
-        runs = [
-            self._stream(
-                "guarded",
-                engine,
-                messages,
-                config,
-                conversation,
-                request.message,
-                upstream,
-            )
-        ]
+        runs = [self._stream("guarded", engine, messages, config, conversation, request.message, upstream)]
         if unguarded is not None:
             plain = GuardConfig(mode="off", max_new_tokens=config.max_new_tokens)
             runs.append(self._stream("unguarded", unguarded, messages, plain, conversation,
@@ -400,17 +347,13 @@ class PlaygroundSession:
 
         def events() -> Any:
             if upstream is None:
-                return engine.stream(
-                    messages, config, should_stop=self.stop_event.is_set
-                )
+                return engine.stream(messages, config, should_stop=self.stop_event.is_set)
             # The reply comes from the upstream; the same output classifier scores
             # it (its own KV cache) and the same colours, chart and halt follow.
             payload = {"messages": messages, "max_tokens": config.max_new_tokens,
                        "temperature": config.temperature}  # fmt: skip
             chunks = stream_text(upstream, payload, self.stop_event.is_set)
-            return engine.stream_upstream(
-                messages, chunks, config, should_stop=self.stop_event.is_set
-            )
+            return engine.stream_upstream(messages, chunks, config, should_stop=self.stop_event.is_set)
 
         def produce() -> None:
             stream = None
@@ -437,26 +380,14 @@ class PlaygroundSession:
             if isinstance(item, BaseException):
                 raise item
             if item.kind == "input":
-                await self.send(
-                    {
-                        "type": "input",
-                        "variant": variant,
-                        "input": input_payload(item.input),
-                    }
-                )
+                await self.send({"type": "input", "variant": variant, "input": input_payload(item.input)})
             elif item.kind == "token":
                 watch.mark_first()
                 token = item.token
                 pending.append([token.text, _score(token.score), token.halted])
                 now = time.monotonic()
-                if (
-                    len(pending) >= FLUSH_TOKENS
-                    or now - last_flush >= FLUSH_SECONDS
-                    or token.halted
-                ):
-                    await self.send(
-                        {"type": "tokens", "variant": variant, "tokens": pending}
-                    )
+                if len(pending) >= FLUSH_TOKENS or now - last_flush >= FLUSH_SECONDS or token.halted:
+                    await self.send({"type": "tokens", "variant": variant, "tokens": pending})
                     pending, last_flush = [], now
             elif item.kind == "end":
                 result = item.result

@@ -24,9 +24,12 @@ def playground(request: HttpRequest) -> HttpResponse:
     for policy in GuardPolicy.objects.prefetch_related("upstreams"):
         upstreams[policy.constitution_id] = [u.name for u in policy.upstreams.all()]
     for constitution in Constitution.objects.order_by("name"):
-        runs = TrainingRun.objects.filter(
-            dataset__constitution_version__constitution=constitution, status="done"
-        ).order_by("-created_at")[:10]
+        runs = (
+            TrainingRun.objects.filter(
+                dataset__constitution_version__constitution=constitution, status="done"
+            )
+            .order_by("-created_at")[:10]
+        )
         constitutions.append({
             "slug": constitution.slug,
             "name": constitution.name,

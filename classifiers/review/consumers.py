@@ -20,9 +20,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope["user"]
-        if not user.is_authenticated or not await database_sync_to_async(user_roles)(
-            user
-        ):
+        if not user.is_authenticated or not await database_sync_to_async(user_roles)(user):
             await self.close(code=4403)
             return
         await self.channel_layer.group_add(self.group_name, self.channel_name)
@@ -32,9 +30,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(self.group_name, self.channel_name)
 
-    async def receive(
-        self, text_data: str | None = None, bytes_data: bytes | None = None
-    ) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen here; anything they send is ignored."""
 
     async def dashboard_update(self, event: dict[str, Any]) -> None:

@@ -24,11 +24,7 @@ from classifiers.models import (
 
 logger = logging.getLogger(__name__)
 
-RANGES = {
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
+RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
 HOURLY_UP_TO = timedelta(days=2)  # longer ranges are bucketed per day
@@ -55,9 +51,7 @@ def _blocks(prefix: str = "") -> Q:
     )
 
 
-def guarded_turns(
-    start: datetime, end: datetime, constitution: Any = None
-) -> QuerySet[Turn]:
+def guarded_turns(start: datetime, end: datetime, constitution: Any = None) -> QuerySet[Turn]:
     turns = Turn.objects.filter(
         variant=Turn.Variant.GUARDED, created_at__gte=start, created_at__lt=end
     )
@@ -86,9 +80,7 @@ def _bucket_starts(start: datetime, end: datetime, hourly: bool) -> list[datetim
     return out
 
 
-def dashboard_stats(
-    start: datetime, end: datetime, constitution: Any = None
-) -> dict[str, Any]:
+def dashboard_stats(start: datetime, end: datetime, constitution: Any = None) -> dict[str, Any]:
     """Everything the dashboard shows for [start, end), one constitution or all."""
     turns = guarded_turns(start, end, constitution)
     totals = turns.aggregate(
@@ -131,9 +123,7 @@ def dashboard_stats(
         row = rows.get(bucket, {})
         total = row.get("total", 0)
         blocked, halted = row.get("blocked", 0), row.get("halted", 0)
-        series["labels"].append(
-            bucket.strftime("%m-%d %H:00" if hourly else "%Y-%m-%d")
-        )
+        series["labels"].append(bucket.strftime("%m-%d %H:00" if hourly else "%Y-%m-%d"))
         series["total"].append(total)
         series["passed"].append(total - blocked - halted)
         series["blocked"].append(blocked)
@@ -274,14 +264,13 @@ def send_counters() -> None:
         from channels.layers import get_channel_layer
         from django.template.loader import render_to_string
 
+
         layer = get_channel_layer()
         if layer is None:
             return
         html = render_to_string(
             "classifiers/dashboard/_live.html", {"live": live_counters(), "oob": True}
         )
-        async_to_sync(layer.group_send)(
-            DASHBOARD_GROUP, {"type": "dashboard.update", "html": html}
-        )
+        async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "dashboard.update", "html": html})
     except Exception:  # a Redis hiccup must not break a guard request or a decision
         logger.warning("could not push dashboard counters", exc_info=True)

@@ -24,24 +24,14 @@ LATEST = date(2999, 12, 31)
 
 class DashboardFilter(forms.Form):
     range = forms.ChoiceField(
-        choices=[
-            ("24h", "Last 24 hours"),
-            ("7d", "Last 7 days"),
-            ("30d", "Last 30 days"),
-            ("custom", "Custom"),
-        ],  # fmt: skip
+        choices=[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"),
+                 ("custom", "Custom")],  # fmt: skip
         required=False,
         initial="7d",
     )
-    since = forms.DateField(
-        required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = forms.DateField(
-        required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    constitution = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="All"
-    )
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    constitution = forms.ModelChoiceField(queryset=None, required=False, empty_label="All")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
 
@@ -70,9 +60,7 @@ class DashboardFilter(forms.Form):
         if since or until or data.get("range") == "custom":
             tz = timezone.get_current_timezone()
             end = (
-                datetime.combine(until + timedelta(days=1), time.min, tz)
-                if until
-                else now
+                datetime.combine(until + timedelta(days=1), time.min, tz) if until else now
             )
             start = (
                 datetime.combine(since, time.min, tz) if since else end - RANGES["7d"]
@@ -93,11 +81,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if form.is_bound and not form.is_valid():
         status = 400
     start, end = form.window(timezone.now())
-    constitution = (
-        form.cleaned_data.get("constitution")
-        if form.is_bound and form.is_valid()
-        else None
-    )
+    constitution = form.cleaned_data.get("constitution") if form.is_bound and form.is_valid() else None
     context = {
         "form": form,
         "stats": dashboard_stats(start, end, constitution),

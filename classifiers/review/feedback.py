@@ -50,9 +50,7 @@ def _categories(constitution: Any) -> list[dict[str, Any]]:
 
 def flagged_turn(conversation: Conversation) -> Turn | None:
     """The turn a reviewer should judge: the first flagged one, else the riskiest."""
-    turns = list(
-        conversation.turns.filter(variant=Turn.Variant.GUARDED).order_by("index")
-    )
+    turns = list(conversation.turns.filter(variant=Turn.Variant.GUARDED).order_by("index"))
     for turn in turns:
         if turn.flag_reason:
             return turn
@@ -118,9 +116,7 @@ def sync_feedback(item: ReviewItem, user: Any) -> FeedbackExample | None:
         response=response,
         label=1 if kind == RESTRICTED else 0,
         category=pick_category(
-            conversation.constitution,
-            kind=kind,
-            hint=turn.input_category,
+            conversation.constitution, kind=kind, hint=turn.input_category,
             text=turn.user_content + " " + response,
         ),  # fmt: skip
         decision=item.decision,
@@ -137,17 +133,13 @@ def remove_feedback(*, example: FeedbackExample, user: Any) -> bool:
     )
 
 
-def retrain_with_feedback(
-    *, constitution: Any, user: Any
-) -> tuple[Dataset, TrainingRun]:
+def retrain_with_feedback(*, constitution: Any, user: Any) -> tuple[Dataset, TrainingRun]:
     """A new dataset of the latest version (with the active feedback) and a training
     run that the worker starts when that dataset is done (a Celery link)."""
 
     version = constitution.latest_version()
     if version is None:
-        raise RetrainError(
-            f"{constitution.name} has no published version yet; publish one first"
-        )
+        raise RetrainError(f"{constitution.name} has no published version yet; publish one first")
     previous = (
         Dataset.objects.filter(constitution_version__constitution=constitution)
         .order_by("-created_at")
@@ -159,9 +151,7 @@ def retrain_with_feedback(
     if not config or check_config(config):
         config = generate_config()
     last_run = (
-        TrainingRun.objects.filter(
-            dataset__constitution_version__constitution=constitution
-        )
+        TrainingRun.objects.filter(dataset__constitution_version__constitution=constitution)
         .exclude(config={})
         .order_by("-created_at")
         .first()

@@ -35,15 +35,11 @@ def ensure_review_item(conversation: Conversation) -> ReviewItem | None:
     item, created = ReviewItem.objects.get_or_create(
         conversation=conversation,
         # Age counts from the conversation, so backfilled items are not "new".
-        defaults={
-            "category": turn.input_category if turn else "",
-            "created_at": conversation.created_at,
-        },  # fmt: skip
+        defaults={"category": turn.input_category if turn else "",
+                  "created_at": conversation.created_at},  # fmt: skip
     )
     if not created and not item.category and turn and turn.input_category:
-        ReviewItem.objects.filter(pk=item.pk, category="").update(
-            category=turn.input_category
-        )
+        ReviewItem.objects.filter(pk=item.pk, category="").update(category=turn.input_category)
     return item
 
 
@@ -63,18 +59,12 @@ def after_turn_recorded(conversation: Conversation) -> None:
         with transaction.atomic():  # a savepoint: a failure here leaves the turn saved
             ensure_review_item(conversation)
     except Exception:  # review bookkeeping must never break the guard itself
-        logger.warning(
-            "could not queue conversation %s for review", conversation.pk, exc_info=True
-        )
+        logger.warning("could not queue conversation %s for review", conversation.pk, exc_info=True)
     transaction.on_commit(push_dashboard)
 
 
 def _describe(item_id: int) -> str:
-    item = (
-        ReviewItem.objects.select_related("assignee", "decided_by")
-        .filter(pk=item_id)
-        .first()
-    )
+    item = ReviewItem.objects.select_related("assignee", "decided_by").filter(pk=item_id).first()
     if item is None:
         return "the item no longer exists"
     if item.status == ReviewStatus.DECIDED:
@@ -87,13 +77,12 @@ def _describe(item_id: int) -> str:
 
 def claim(*, item_id: int, user: Any) -> ReviewItem:
     """Take an open item; exactly one of several racing reviewers wins."""
-    won = ReviewItem.objects.filter(
-        pk=item_id, assignee__isnull=True, status=ReviewStatus.OPEN
-    ).update(assignee=user, status=ReviewStatus.CLAIMED, version=F("version") + 1)
+    won = (
+        ReviewItem.objects.filter(pk=item_id, assignee__isnull=True, status=ReviewStatus.OPEN)
+        .update(assignee=user, status=ReviewStatus.CLAIMED, version=F("version") + 1)
+    )
     item = ReviewItem.objects.get(pk=item_id)
-    if not won and not (
-        item.assignee_id == user.pk and item.status == ReviewStatus.CLAIMED
-    ):
+    if not won and not (item.assignee_id == user.pk and item.status == ReviewStatus.CLAIMED):
         raise Conflict(f"Item #{item_id} is {_describe(item_id)}.")
     _after_change()
     return item
@@ -114,9 +103,7 @@ def assign(*, item_id: int, assignee: Any, version: int) -> ReviewItem:
     moved = (
         ReviewItem.objects.filter(pk=item_id, version=version)
         .exclude(status=ReviewStatus.DECIDED)
-        .update(
-            assignee=assignee, status=ReviewStatus.CLAIMED, version=F("version") + 1
-        )
+        .update(assignee=assignee, status=ReviewStatus.CLAIMED, version=F("version") + 1)
     )
     if not moved:
         raise Conflict(f"Item #{item_id} is {_describe(item_id)}.")
@@ -145,9 +132,7 @@ def decide(
             )
         )  # fmt: skip
         if not updated:
-            raise Conflict(
-                f"Your decision on item #{item_id} was not saved: it is {_describe(item_id)}."
-            )
+            raise Conflict(f"Your decision on item #{item_id} was not saved: it is {_describe(item_id)}.")
         item = ReviewItem.objects.select_related("conversation").get(pk=item_id)
         sync_feedback(item, user)
     _after_change()
@@ -161,9 +146,7 @@ def bulk_decide(
     decided: list[int] = []
     conflicts: list[str] = []
     for item_id in sorted(set(item_ids)):
-        current = (
-            ReviewItem.objects.filter(pk=item_id).values("version", "status").first()
-        )
+        current = ReviewItem.objects.filter(pk=item_id).values("version", "status").first()
         if current is None:
             conflicts.append(f"Item #{item_id} does not exist.")
             continue
@@ -216,10 +199,6 @@ def queue_items(filters: dict[str, Any]) -> QuerySet[ReviewItem]:
     order = QUEUE_SORTS.get(filters.get("sort") or "", "-conversation__max_score")
     field = order.lstrip("-")
     if field.endswith("max_score"):
-        expr = (
-            F(field).desc(nulls_last=True)
-            if order.startswith("-")
-            else F(field).asc(nulls_last=True)
-        )
+        expr = F(field).desc(nulls_last=True) if order.startswith("-") else F(field).asc(nulls_last=True)
         return items.order_by(expr, "created_at")
     return items.order_by(order, "pk")

@@ -60,24 +60,17 @@ def shadow_prompts(constitution: Any) -> tuple[list[LabelledPrompt], dict[str, i
             turn = reviewed_turn(turns)
             prompts.append(LabelledPrompt(turn.user_content, 1, f"shadow: {decision}"))
         elif decision == Decision.FALSE_POSITIVE:
-            prompts += [
-                LabelledPrompt(t.user_content, 0, "shadow: false_positive")
-                for t in turns
-            ]
+            prompts += [LabelledPrompt(t.user_content, 0, "shadow: false_positive") for t in turns]
         elif conversation.flagged or decision == Decision.ESCALATE:
             counts["left out: flagged, not decided"] += 1
             continue
         else:
-            prompts += [
-                LabelledPrompt(t.user_content, 0, "shadow: passed") for t in turns
-            ]
+            prompts += [LabelledPrompt(t.user_content, 0, "shadow: passed") for t in turns]
         counts["used"] += 1
     return [p for p in prompts if p.text.strip()], dict(counts)
 
 
-def pool_from_shadow(
-    *, constitution: Any, name: str, user: Any
-) -> tuple[TrafficPool, dict]:
+def pool_from_shadow(*, constitution: Any, name: str, user: Any) -> tuple[TrafficPool, dict]:
     """Add the shadow traffic to the pool `name` (created if new; prompts it holds
     are not added twice). Raises TrafficError when there is nothing to add."""
     prompts, counts = shadow_prompts(constitution)

@@ -18,9 +18,7 @@ from guardweb.roles import POLICY_AUTHOR, require_role
 @require_POST
 def shadow_pool(request: HttpRequest) -> HttpResponse:
     require_role(request, POLICY_AUTHOR)  # and reading the pool: see traffic_pool
-    constitution = Constitution.objects.filter(
-        slug=request.POST.get("constitution", "")
-    ).first()
+    constitution = Constitution.objects.filter(slug=request.POST.get("constitution", "")).first()
     if constitution is None:
         return HttpResponseBadRequest("Choose a constitution with shadow-mode traffic.")
     name = request.POST.get("name", "").strip() or f"shadow: {constitution.slug}"
@@ -29,9 +27,7 @@ def shadow_pool(request: HttpRequest) -> HttpResponse:
             "Give the pool a name of at most 100 characters, without NUL characters."
         )
     try:
-        pool, counts = pool_from_shadow(
-            constitution=constitution, name=name, user=request.user
-        )
+        pool, counts = pool_from_shadow(constitution=constitution, name=name, user=request.user)
     except TrafficError as err:
         messages.error(request, str(err))
         return redirect("classifiers:traffic_pools")
@@ -40,8 +36,7 @@ def shadow_pool(request: HttpRequest) -> HttpResponse:
     messages.success(
         request,
         f"{pool.name}: {last.get('kept', 0)} prompts added from {counts.get('used', 0)} "
-        f"shadow conversations"
-        + (f"; {left_out} flagged ones wait for review" if left_out else ""),
+        f"shadow conversations" + (f"; {left_out} flagged ones wait for review" if left_out else ""),
     )
     return redirect(pool)
 

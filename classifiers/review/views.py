@@ -80,46 +80,29 @@ def _wants_json(request: HttpRequest) -> bool:
 
 def _reviewers() -> Any:
     users = get_user_model().objects.filter(is_active=True)
-    return (
-        users.filter(Q(groups__name=REVIEWER) | Q(is_superuser=True))
-        .distinct()
-        .order_by("username")
+    return users.filter(Q(groups__name=REVIEWER) | Q(is_superuser=True)).distinct().order_by(
+        "username"
     )
 
 
 class QueueFilter(forms.Form):
-    constitution = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="All"
-    )
+    constitution = forms.ModelChoiceField(queryset=None, required=False, empty_label="All")
     category = forms.ChoiceField(required=False)
     reason = forms.ChoiceField(
         choices=[("", "All")] + list(Conversation.FlagReason.choices), required=False
     )
     status = forms.ChoiceField(
-        choices=[("undecided", "Open or claimed"), ("", "All")]
-        + list(ReviewStatus.choices),
+        choices=[("undecided", "Open or claimed"), ("", "All")] + list(ReviewStatus.choices),
         required=False,
         initial="undecided",
     )
-    decision = forms.ChoiceField(
-        choices=[("", "All")] + list(Decision.choices), required=False
-    )
-    assignee = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="Anyone"
-    )
-    since = forms.DateField(
-        required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = forms.DateField(
-        required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    decision = forms.ChoiceField(choices=[("", "All")] + list(Decision.choices), required=False)
+    assignee = forms.ModelChoiceField(queryset=None, required=False, empty_label="Anyone")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     sort = forms.ChoiceField(
-        choices=[
-            ("score", "Highest score"),
-            ("-score", "Lowest score"),
-            ("age", "Oldest first"),
-            ("-age", "Newest first"),
-        ],  # fmt: skip
+        choices=[("score", "Highest score"), ("-score", "Lowest score"),
+                 ("age", "Oldest first"), ("-age", "Newest first")],  # fmt: skip
         required=False,
     )
 
@@ -147,9 +130,7 @@ class QueueFilter(forms.Form):
 
 def _queue(filters: dict[str, Any]) -> Any:
     status = filters.get("status")
-    items = services.queue_items(
-        {**filters, "status": "" if status == "undecided" else status}
-    )
+    items = services.queue_items({**filters, "status": "" if status == "undecided" else status})
     if status == "undecided":
         items = items.exclude(status=ReviewStatus.DECIDED)
     first = Turn.objects.filter(
@@ -205,10 +186,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
     if not ids:
         return HttpResponse("select at least one item", status=400)
     decided, conflicts = services.bulk_decide(
-        item_ids=ids,
-        user=request.user,
-        decision=decision,
-        note=request.POST.get("note", ""),
+        item_ids=ids, user=request.user, decision=decision, note=request.POST.get("note", "")
     )
     context = _queue_context(request, request.POST)
     context["bulk_result"] = {"decided": decided, "conflicts": conflicts}
@@ -235,9 +213,7 @@ def token_colour(score: float | None) -> str:
 def _turn_view(turn: Turn) -> dict[str, Any]:
     tokens = []
     for i, pair in enumerate(turn.token_scores or []):
-        text, score = (
-            (pair + [None, None])[:2] if isinstance(pair, list) else (str(pair), None)
-        )
+        text, score = (pair + [None, None])[:2] if isinstance(pair, list) else (str(pair), None)
         tokens.append({
             "text": text, "score": score, "bg": token_colour(score),
             "halt": turn.halted_at is not None and i == turn.halted_at,
@@ -248,9 +224,7 @@ def _turn_view(turn: Turn) -> dict[str, Any]:
 def _neighbours(item: ReviewItem) -> tuple[int | None, int | None]:
     """Previous and next undecided items in the default queue order (for j/k)."""
     ids = list(
-        services.queue_items({})
-        .exclude(status=ReviewStatus.DECIDED)
-        .values_list("pk", flat=True)[:2000]
+        services.queue_items({}).exclude(status=ReviewStatus.DECIDED).values_list("pk", flat=True)[:2000]
     )
     if item.pk not in ids:
         return None, ids[0] if ids else None
@@ -258,9 +232,7 @@ def _neighbours(item: ReviewItem) -> tuple[int | None, int | None]:
     return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
 
 
-def _panel_context(
-    request: HttpRequest, item: ReviewItem, **extra: Any
-) -> dict[str, Any]:
+def _panel_context(request: HttpRequest, item: ReviewItem, **extra: Any) -> dict[str, Any]:
     return {
         "item": item,
         "can_decide": has_role(request.user, REVIEWER),
@@ -295,14 +267,9 @@ def _answer(
     item = _item(request, item_id)
     if _wants_json(request):
         return JsonResponse(
-            {
-                "ok": not error,
-                "message": error or message,
-                "status": item.status,
-                "decision": item.decision,
-                "version": item.version,
-                "assignee": item.assignee.username if item.assignee else None,
-            },  # fmt: skip
+            {"ok": not error, "message": error or message, "status": item.status,
+             "decision": item.decision, "version": item.version,
+             "assignee": item.assignee.username if item.assignee else None},  # fmt: skip
             status=status,
         )
     if htmx_partial(request):
@@ -351,9 +318,7 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     version = _version(request)
     assignee = _reviewers().filter(pk=request.POST.get("assignee") or 0).first()
     if version is None or assignee is None:
-        return HttpResponse(
-            "choose a reviewer (and send the item's version)", status=400
-        )
+        return HttpResponse("choose a reviewer (and send the item's version)", status=400)
     try:
         services.assign(item_id=item.pk, assignee=assignee, version=version)
     except services.Conflict as err:
@@ -404,15 +369,11 @@ def _export_rows(items: Any) -> Iterator[dict[str, Any]]:
             (t for t in conversation.turns.all() if t.variant == Turn.Variant.GUARDED),
             key=lambda t: t.index,
         )
-        flagged = next(
-            (t for t in turns if t.flag_reason), turns[-1] if turns else None
-        )
+        flagged = next((t for t in turns if t.flag_reason), turns[-1] if turns else None)
         yield {
             "item_id": item.pk,
             "conversation_id": conversation.pk,
-            "constitution": conversation.constitution.slug
-            if conversation.constitution
-            else "",
+            "constitution": conversation.constitution.slug if conversation.constitution else "",
             "source": conversation.source,
             "flag_reason": conversation.flag_reason,
             "category": item.category,
@@ -424,15 +385,9 @@ def _export_rows(items: Any) -> Iterator[dict[str, Any]]:
             "prompt": flagged.user_content if flagged else "",
             "reply": flagged.reply if flagged else "",
             "turns": [
-                {
-                    "index": t.index,
-                    "user": t.user_content,
-                    "reply": t.reply,
-                    "input_score": t.input_score,
-                    "input_category": t.input_category,
-                    "finish_reason": t.finish_reason,
-                    "halted_at": t.halted_at,
-                }  # fmt: skip
+                {"index": t.index, "user": t.user_content, "reply": t.reply,
+                 "input_score": t.input_score, "input_category": t.input_category,
+                 "finish_reason": t.finish_reason, "halted_at": t.halted_at}  # fmt: skip
                 for t in turns
             ],
         }
@@ -461,9 +416,7 @@ def export(request: HttpRequest, fmt: str) -> HttpResponse:
                 buffer.truncate()
             yield buffer.getvalue()
 
-        response = StreamingHttpResponse(
-            lines(), content_type="text/csv; charset=utf-8"
-        )
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     else:
         response = StreamingHttpResponse(
             (json.dumps(row) + "\n" for row in _export_rows(items)),
@@ -481,15 +434,9 @@ def feedback_index(request: HttpRequest) -> HttpResponse:
 
     require_role(request, REVIEWER, POLICY_AUTHOR)
     constitutions = Constitution.objects.annotate(
-        active_feedback=Count(
-            "feedback_examples", filter=Q(feedback_examples__active=True)
-        )
+        active_feedback=Count("feedback_examples", filter=Q(feedback_examples__active=True))
     ).order_by("name")
-    return render(
-        request,
-        "classifiers/review/feedback_index.html",
-        {"constitutions": constitutions},
-    )
+    return render(request, "classifiers/review/feedback_index.html", {"constitutions": constitutions})
 
 
 def _feedback_context(request: HttpRequest, constitution: Any) -> dict[str, Any]:
@@ -515,21 +462,15 @@ def _feedback_context(request: HttpRequest, constitution: Any) -> dict[str, Any]
 @require_GET
 def feedback(request: HttpRequest, slug: str) -> HttpResponse:
 
-    constitution = get_object_for_role(
-        request, Constitution, REVIEWER, POLICY_AUTHOR, slug=slug
-    )
+    constitution = get_object_for_role(request, Constitution, REVIEWER, POLICY_AUTHOR, slug=slug)
     return render(
-        request,
-        "classifiers/review/feedback.html",
-        _feedback_context(request, constitution),
+        request, "classifiers/review/feedback.html", _feedback_context(request, constitution)
     )
 
 
 @require_POST
 def feedback_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    example = get_object_for_role(
-        request, FeedbackExample, POLICY_AUTHOR, pk=pk, constitution__slug=slug
-    )
+    example = get_object_for_role(request, FeedbackExample, POLICY_AUTHOR, pk=pk, constitution__slug=slug)
     remove_feedback(example=example, user=request.user)
     if htmx_partial(request):
         example.refresh_from_db()
@@ -546,9 +487,7 @@ def feedback_retrain(request: HttpRequest, slug: str) -> HttpResponse:
 
     constitution = get_object_for_role(request, Constitution, POLICY_AUTHOR, slug=slug)
     try:
-        dataset, run = retrain_with_feedback(
-            constitution=constitution, user=request.user
-        )
+        dataset, run = retrain_with_feedback(constitution=constitution, user=request.user)
     except RetrainError as err:
         context = _feedback_context(request, constitution)
         context["retrain_error"] = str(err)
@@ -571,12 +510,6 @@ urlpatterns = [
     path("review/<int:pk>/decide/", decide, name="review_decide"),
     path("review/feedback/", feedback_index, name="review_feedback_index"),
     path("review/feedback/<slug:slug>/", feedback, name="review_feedback"),
-    path(
-        "review/feedback/<slug:slug>/<int:pk>/remove/",
-        feedback_remove,
-        name="review_feedback_remove",
-    ),
-    path(
-        "review/feedback/<slug:slug>/retrain/", feedback_retrain, name="review_retrain"
-    ),
+    path("review/feedback/<slug:slug>/<int:pk>/remove/", feedback_remove, name="review_feedback_remove"),
+    path("review/feedback/<slug:slug>/retrain/", feedback_retrain, name="review_retrain"),
 ]

@@ -27,9 +27,7 @@ def seconds(value: Any) -> str:
     """A timedelta as "6 s", "4 min 12 s" or "1 h 03 min"; blank for None."""
     if value is None:
         return ""
-    total = int(
-        value.total_seconds() if hasattr(value, "total_seconds") else float(value)
-    )
+    total = int(value.total_seconds() if hasattr(value, "total_seconds") else float(value))
     if total < 60:
         return f"{total} s"
     if total < 3600:

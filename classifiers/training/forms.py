@@ -34,20 +34,14 @@ class TrainingForm(forms.Form):
                                        initial=DEFAULT_CONFIG["output_epochs"])  # fmt: skip
     seed = forms.IntegerField(initial=0)
     target_fpr = forms.FloatField(
-        initial=0.01,
-        min_value=0.0001,
-        max_value=0.5,
-        label="Target false-positive rate",
+        initial=0.01, min_value=0.0001, max_value=0.5, label="Target false-positive rate",
         help_text="Thresholds are calibrated so at most this share of benign "
         "calibration prompts is blocked (per-category targets from the constitution "
         "override it).",
     )
     correction_weight = forms.FloatField(
-        initial=DEFAULT_CONFIG["correction_weight"],
-        min_value=1.0,
-        max_value=MAX_CORRECTION_WEIGHT,
-        required=False,
-        label="Weight of corrected labels",
+        initial=DEFAULT_CONFIG["correction_weight"], min_value=1.0,
+        max_value=MAX_CORRECTION_WEIGHT, required=False, label="Weight of corrected labels",
         help_text="How much more a training prompt counts in the input classifier's "
         "loss when a person corrected its label (label-audit flips, review-queue "
         "feedback) than a generated one (1 = the same).",
@@ -55,9 +49,7 @@ class TrainingForm(forms.Form):
     output_loss = forms.ChoiceField(choices=LOSS_CHOICES, initial="running_max",
                                     label="Output classifier loss")  # fmt: skip
     probe_layers = forms.CharField(
-        initial="-1",
-        max_length=40,
-        label="Probe layer(s)",
+        initial="-1", max_length=40, label="Probe layer(s)",
         help_text="Hidden-state indices the output head reads, e.g. -1 or 15,-1.",
     )
     activate_when_done = forms.BooleanField(required=False,

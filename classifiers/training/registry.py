@@ -30,6 +30,7 @@ def activate_model(*, model_version: ModelVersion, user: Any) -> None:
     """Switch the live model of this kind for its constitution (rollback = older)."""
     model_version.activate(user=user)
     try:
+
         # A savepoint: a failed audit insert must not abort the caller's
         # transaction (activation happens inside the run's final one).
         with transaction.atomic():
@@ -90,9 +91,7 @@ def classify_texts(
 
     model_version = active_model(constitution, "input")
     if model_version is None:
-        raise TrainingError(
-            f"constitution {constitution.slug!r} has no active input model"
-        )
+        raise TrainingError(f"constitution {constitution.slug!r} has no active input model")
     loaded = load_model(model_version)
     thresholds = Thresholds.from_dict(model_version.thresholds)
     results: list[dict[str, Any]] = []

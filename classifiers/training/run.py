@@ -101,10 +101,7 @@ def execute_training(
     version_tag = code_version()
     input_rel = f"{constitution.slug}/{run.pk}-input"
     output_rel = f"{constitution.slug}/{run.pk}-output"
-    written = [
-        Path(settings.ARTIFACTS_DIR) / input_rel,
-        Path(settings.ARTIFACTS_DIR) / output_rel,
-    ]
+    written = [Path(settings.ARTIFACTS_DIR) / input_rel, Path(settings.ARTIFACTS_DIR) / output_rel]
     input_checksum, output_checksum = save_guard(
         trained, encoder_dir=encoder, input_dir=written[0], output_dir=written[1],
         code_version=version_tag, progress=tracker,

@@ -21,9 +21,7 @@ def corrected_training_prompts(dataset: Dataset) -> int:
     """Training examples whose label a person corrected (data.is_correction): what
     the correction weight applies to."""
     corrected = Q(meta__reviewed__has_key="flipped_from") | Q(meta__source="feedback")
-    return DatasetExample.objects.filter(
-        corrected, dataset=dataset, split="train"
-    ).count()
+    return DatasetExample.objects.filter(corrected, dataset=dataset, split="train").count()
 
 
 def training_start(
@@ -47,6 +45,7 @@ def training_start(
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
     if enqueue:
+
         transaction.on_commit(lambda: train_classifier.delay(run.pk))
     return run
 

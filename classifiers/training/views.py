@@ -26,9 +26,7 @@ from guardweb.roles import POLICY_AUTHOR, has_role, require_role
 def _run_for(request: HttpRequest, pk: int, *, write: bool = False) -> TrainingRun:
     require_role(request, *((POLICY_AUTHOR,) if write else ()))
     return get_object_or_404(
-        TrainingRun.objects.select_related(
-            "dataset__constitution_version__constitution"
-        ),
+        TrainingRun.objects.select_related("dataset__constitution_version__constitution"),
         pk=pk,
     )
 
@@ -54,8 +52,7 @@ def training_new(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     else:
         require_role(request)
     dataset = get_object_or_404(
-        Dataset.objects.select_related("constitution_version__constitution"),
-        pk=dataset_pk,
+        Dataset.objects.select_related("constitution_version__constitution"), pk=dataset_pk
     )
     form = TrainingForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -91,9 +88,7 @@ def _run_context(request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
 def training_detail(request: HttpRequest, pk: int) -> HttpResponse:
     TrainingRun.reap_stale()
     run = _run_for(request, pk)
-    return render(
-        request, "classifiers/training/detail.html", _run_context(request, run)
-    )
+    return render(request, "classifiers/training/detail.html", _run_context(request, run))
 
 
 @require_GET
@@ -121,9 +116,7 @@ def training_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     run.request_cancel()
     if htmx_partial(request):
         return render(
-            request,
-            "classifiers/training/detail.html#status",
-            _run_context(request, run),
+            request, "classifiers/training/detail.html#status", _run_context(request, run)
         )
     messages.info(request, f"Cancel requested for run #{run.pk}.")
     return redirect(run.get_absolute_url())
@@ -138,9 +131,9 @@ def model_list(request: HttpRequest) -> HttpResponse:
     TrainingRun.reap_stale()
     active_ids = set(ActiveModel.objects.values_list("model_version_id", flat=True))
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for model in ModelVersion.objects.select_related(
-        "constitution", "dataset"
-    ).order_by("constitution__name", "kind", "-created_at"):
+    for model in ModelVersion.objects.select_related("constitution", "dataset").order_by(
+        "constitution__name", "kind", "-created_at"
+    ):
         key = (model.constitution.name, model.kind)
         group = groups.setdefault(key, {
             "constitution": model.constitution, "kind": model.get_kind_display(),
@@ -166,9 +159,7 @@ def _model_context(request: HttpRequest, model: ModelVersion) -> dict[str, Any]:
         "is_active": model.is_active(),
         "active": ActiveModel.objects.filter(
             constitution=model.constitution, kind=model.kind
-        )
-        .select_related("model_version", "activated_by")
-        .first(),
+        ).select_related("model_version", "activated_by").first(),
         "others": others,
         "splits": model.report.get("splits", {}),
         "can_write": has_role(request.user, POLICY_AUTHOR),
@@ -179,9 +170,7 @@ def _model_context(request: HttpRequest, model: ModelVersion) -> dict[str, Any]:
 @require_GET
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     model = _model_for(request, pk)
-    return render(
-        request, "classifiers/training/model.html", _model_context(request, model)
-    )
+    return render(request, "classifiers/training/model.html", _model_context(request, model))
 
 
 @require_GET

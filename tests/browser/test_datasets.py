@@ -84,9 +84,7 @@ def test_alice_combines_two_datasets_from_the_list(
     page.check(f"[data-testid=combine-{other.pk}]")
     page.click("[data-testid=combine]")
     page.wait_for_selector("[data-testid=combine-error]")
-    assert "different constitution versions" in page.inner_text(
-        "[data-testid=combine-error]"
-    )
+    assert "different constitution versions" in page.inner_text("[data-testid=combine-error]")
     assert page.is_checked(f"[data-testid=combine-{other.pk}]")
     assert Dataset.objects.count() == 3
 

@@ -16,15 +16,9 @@ def test_alice_logs_in_through_the_browser_and_sees_the_home_page(
     assert page.locator(".badge", has_text="policy_author").is_visible()
 
 
-def test_a_wrong_password_keeps_the_user_on_the_login_page(
-    page, asgi_server, live_db, alice
-):
+def test_a_wrong_password_keeps_the_user_on_the_login_page(page, asgi_server, live_db, alice):
     page.goto(f"{asgi_server}/accounts/login/")
     page.fill("#id_username", "alice")
     page.fill("#id_password", "wrong")
     page.click("button[type=submit]")
-    assert (
-        page.locator("[role=alert]")
-        .inner_text()
-        .startswith("Your username and password")
-    )
+    assert page.locator("[role=alert]").inner_text().startswith("Your username and password")

@@ -22,10 +22,7 @@ def test_a_viewer_watches_coloured_tokens_and_a_halt_in_the_playground(
     tokens = page.locator("#pg-transcript-guarded .tok")
     assert tokens.count() >= 1
     # Tokens are coloured by their score.
-    assert (
-        tokens.first.evaluate("el => getComputedStyle(el).backgroundColor")
-        != "rgba(0, 0, 0, 0)"
-    )
+    assert tokens.first.evaluate("el => getComputedStyle(el).backgroundColor") != "rgba(0, 0, 0, 0)"
     assert page.locator("[data-testid=threshold-line]").count() == 1
     assert "halted" in page.locator(".pg-msg.assistant .meta").inner_text()
     page.screenshot(path="/tmp/shots/playground.png", full_page=True)

@@ -13,9 +13,7 @@ from tests.review_helpers import flagged_conversation
 pytestmark = [pytest.mark.browser]
 
 
-def test_bob_triages_the_queue_with_the_keyboard(
-    page, asgi_server, live_db, bob, login
-):  # type: ignore[no-untyped-def]
+def test_bob_triages_the_queue_with_the_keyboard(page, asgi_server, live_db, bob, login):  # type: ignore[no-untyped-def]
     os.makedirs("/tmp/shots", exist_ok=True)
     constitution = published_constitution(categories=SHOP_AND_GARDEN).constitution
     top = flagged_conversation(
@@ -33,9 +31,7 @@ def test_bob_triages_the_queue_with_the_keyboard(
     page.goto(f"{asgi_server}/classifiers/review/")
     rows = page.locator("table.queue tbody tr[data-item]")
     assert rows.count() == 3
-    page.wait_for_selector(
-        f'tr.selected[data-item="{top.pk}"]'
-    )  # the first row starts selected
+    page.wait_for_selector(f'tr.selected[data-item="{top.pk}"]')  # the first row starts selected
     page.keyboard.press("j")
     page.wait_for_selector(f'tr.selected[data-item="{middle.pk}"]')
     page.keyboard.press("c")  # claim the selected row
@@ -48,11 +44,7 @@ def test_bob_triages_the_queue_with_the_keyboard(
     page.wait_for_selector(f'tr.selected[data-item="{last.pk}"]')
     page.screenshot(path="/tmp/shots/review-queue.png", full_page=True)
     item = ReviewItem.objects.get(pk=middle.pk)
-    assert (item.status, item.decision, item.decided_by) == (
-        "decided",
-        "false_positive",
-        bob,
-    )
+    assert (item.status, item.decision, item.decided_by) == ("decided", "false_positive", bob)
     assert FeedbackExample.objects.get(review_item=item).label == 0
 
     # k back to the top row, Enter opens it.
@@ -62,12 +54,7 @@ def test_bob_triages_the_queue_with_the_keyboard(
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/classifiers/review/{top.pk}/")
     assert page.locator("[data-testid=halt-marker]").count() == 1
-    assert (
-        page.locator(".tokens .tok")
-        .nth(4)
-        .evaluate("el => getComputedStyle(el).backgroundColor")
-        != "rgba(0, 0, 0, 0)"
-    )
+    assert page.locator(".tokens .tok").nth(4).evaluate("el => getComputedStyle(el).backgroundColor") != "rgba(0, 0, 0, 0)"
     assert "would block" in page.locator("[data-testid=shadow]").inner_text()
     page.keyboard.press("c")
     page.wait_for_selector("[data-testid=assignee]")
@@ -78,10 +65,7 @@ def test_bob_triages_the_queue_with_the_keyboard(
     assert page.locator("[data-testid=decision]").inner_text() == "Correct block"
     page.screenshot(path="/tmp/shots/review-item.png", full_page=True)
     item = ReviewItem.objects.get(pk=top.pk)
-    assert (item.decision, item.note) == (
-        "correct_block",
-        "clear attempt at the forbidden widget",
-    )
+    assert (item.decision, item.note) == ("correct_block", "clear attempt at the forbidden widget")
 
     # j goes on to the next undecided item.
     page.keyboard.press("j")

@@ -23,9 +23,7 @@ def test_the_model_page_draws_the_roc_chart_and_activating_updates_it(
     page.goto(f"{asgi_server}/classifiers/models/{old.pk}/")
     roc = page.locator("#roc-test")
     roc.wait_for()
-    page.wait_for_function(
-        "document.getElementById('roc-test').dataset.rendered === 'true'"
-    )
+    page.wait_for_function("document.getElementById('roc-test').dataset.rendered === 'true'")
     box = roc.bounding_box()
     assert box and box["width"] > 200 and box["height"] > 100
     # Chart.js painted something: the canvas is not blank.
@@ -41,9 +39,7 @@ def test_the_model_page_draws_the_roc_chart_and_activating_updates_it(
     # Two models side by side: the ROC chart keeps its frame's height (a responsive
     # chart in a parent that grew with it once ran to thousands of pixels).
     page.goto(f"{asgi_server}/classifiers/models/compare/?a={old.pk}&b={new.pk}")
-    page.wait_for_function(
-        "document.getElementById('compare-roc').dataset.rendered === 'true'"
-    )
+    page.wait_for_function("document.getElementById('compare-roc').dataset.rendered === 'true'")
     page.wait_for_timeout(500)
     box = page.locator("#compare-roc").bounding_box()
     assert box and box["width"] > 300 and 200 < box["height"] < 400
@@ -63,8 +59,6 @@ def test_the_model_page_draws_the_roc_chart_and_activating_updates_it(
                  "output": []},
     )  # fmt: skip
     page.goto(f"{asgi_server}/classifiers/training/{run.pk}/")
-    page.wait_for_function(
-        "document.getElementById('history-input').dataset.rendered === 'true'"
-    )
+    page.wait_for_function("document.getElementById('history-input').dataset.rendered === 'true'")
     assert page.locator(".badge.status.done").first.is_visible()
     page.screenshot(path="/tmp/shots/training_run_page.png", full_page=True)

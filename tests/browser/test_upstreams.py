@@ -30,11 +30,7 @@ def test_register_attach_and_watch_an_upstream_reply(
         page.fill("#id_api_key", "sk-test-secret")
         page.click("[data-testid=upstream-form] button[type=submit]")
         table = page.inner_text("[data-testid=upstream-table]")
-        assert (
-            "local-smol" in table
-            and "stored" in table
-            and "sk-test-secret" not in page.content()
-        )
+        assert "local-smol" in table and "stored" in table and "sk-test-secret" not in page.content()
         page.screenshot(path="/tmp/shots/upstreams.png", full_page=True)
         page.context.clear_cookies()
 
@@ -56,10 +52,7 @@ def test_register_attach_and_watch_an_upstream_reply(
         page.wait_for_selector(".pg-msg.assistant .meta", timeout=60_000)
         tokens = page.locator("#pg-transcript-guarded .tok")
         assert tokens.count() >= 1
-        assert (
-            tokens.first.evaluate("el => getComputedStyle(el).backgroundColor")
-            != "rgba(0, 0, 0, 0)"
-        )
+        assert tokens.first.evaluate("el => getComputedStyle(el).backgroundColor") != "rgba(0, 0, 0, 0)"
         page.screenshot(path="/tmp/shots/playground-upstream.png", full_page=True)
     assert Conversation.objects.get().upstream_name == "local-smol"
     assert not errors

@@ -108,9 +108,7 @@ def build_world(make_user: Any) -> World:
     )  # fmt: skip
     from classifiers.models import Upstream
 
-    upstream = Upstream.objects.create(
-        name="nowhere", base_url="http://127.0.0.1:9/v1", model="none"
-    )
+    upstream = Upstream.objects.create(name="nowhere", base_url="http://127.0.0.1:9/v1", model="none")
     token, _raw = ApiToken.issue(user=users["policy_author"], name="matrix")
     conversation = flagged_conversation(constitution)
     item = conversation.review_item

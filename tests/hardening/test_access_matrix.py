@@ -172,9 +172,7 @@ def world(db, make_user) -> World:  # type: ignore[no-untyped-def]
 
 
 def test_every_http_route_is_in_the_access_table(db) -> None:
-    names = {
-        r.name for r in all_http_routes() if not r.pattern.startswith(ADMIN_PREFIX)
-    }
+    names = {r.name for r in all_http_routes() if not r.pattern.startswith(ADMIN_PREFIX)}
     missing = sorted(names - EXPECTED.keys())
     without_sample = sorted(names - SAMPLE_URLS.keys())
     assert not missing, f"routes with no access rule in the table: {missing}"
@@ -193,9 +191,7 @@ def test_every_route_answers_every_role_as_the_table_says(world: World) -> None:
                 client.logout()
                 got = outcome(_request(client, world.users[role], method, url))
                 if not _allowed(expected, got):
-                    wrong.append(
-                        f"{method.upper()} {url} as {role}: {got}, want {expected}"
-                    )
+                    wrong.append(f"{method.upper()} {url} as {role}: {got}, want {expected}")
     assert not wrong, "\n".join(wrong)
 
 
@@ -311,9 +307,7 @@ async def _connects(path: str, cookie: bytes | None, origin: bytes) -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_websockets_refuse_anonymous_roleless_and_foreign_origin_users(
-    make_user,
-) -> None:
+def test_websockets_refuse_anonymous_roleless_and_foreign_origin_users(make_user) -> None:
     world = build_world(make_user)
     cookies = {role: _cookie_for(u) for role, u in world.users.items() if u}
     own, foreign = b"http://testserver", b"http://evil.example"
@@ -324,9 +318,7 @@ def test_websockets_refuse_anonymous_roleless_and_foreign_origin_users(
             cookie = cookies.get(role)
             results[(path, role)] = asyncio.run(_connects(path, cookie, own))
             if role == "viewer":
-                results[(path, "foreign")] = asyncio.run(
-                    _connects(path, cookie, foreign)
-                )
+                results[(path, "foreign")] = asyncio.run(_connects(path, cookie, foreign))
     wrong = {
         key: connected for key, connected in results.items()
         if connected != (key[1] not in ("anonymous", "charlie", "foreign"))

@@ -73,19 +73,14 @@ def test_a_dump_and_artifact_tar_restore_into_a_fresh_database_with_identical_da
         tables = ["constitutions_constitutionversion", "constitutions_category",
                   "classifiers_dataset", "classifiers_datasetexample",
                   "classifiers_modelversion", "auth_user"]  # fmt: skip
-        with psycopg.connect(
-            conninfo.replace("dbname=postgres", f"dbname={restored_db}")
-        ) as pg:
-            counts = {
-                t: pg.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables
-            }
+        with psycopg.connect(conninfo.replace("dbname=postgres", f"dbname={restored_db}")) as pg:
+            counts = {t: pg.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
             content = pg.execute(
                 "SELECT content FROM constitutions_constitutionversion WHERE id = %s",
                 (version.pk,),
             ).fetchone()[0]
             path, stored_checksum = pg.execute(
-                "SELECT path, checksum FROM classifiers_modelversion WHERE id = %s",
-                (model.pk,),
+                "SELECT path, checksum FROM classifiers_modelversion WHERE id = %s", (model.pk,)
             ).fetchone()
         with connection.cursor() as cursor:
             originals = {}
@@ -102,6 +97,4 @@ def test_a_dump_and_artifact_tar_restore_into_a_fresh_database_with_identical_da
             pg.execute(f'DROP DATABASE IF EXISTS "{restored_db}"')
         import shutil
 
-        shutil.rmtree(
-            settings.ARTIFACTS_DIR / relative.split("/")[0], ignore_errors=True
-        )
+        shutil.rmtree(settings.ARTIFACTS_DIR / relative.split("/")[0], ignore_errors=True)

@@ -37,10 +37,7 @@ def row_counts() -> dict[str, int]:
 
 
 def assert_clear_4xx(response: Any) -> None:
-    assert 400 <= response.status_code < 500, (
-        response.status_code,
-        response.content[:300],
-    )
+    assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
 
 
 # --- The API ----------------------------------------------------------------------
@@ -115,14 +112,9 @@ api_bodies = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={
-            "text": json_values,
-            "messages": json_values,
-            "model": json_values,
-            "constitution": json_values,
-            "stream": json_values,
-            "max_tokens": json_values,
-            "mode": json_values,
-            "temperature": json_values,
+            "text": json_values, "messages": json_values, "model": json_values,
+            "constitution": json_values, "stream": json_values, "max_tokens": json_values,
+            "mode": json_values, "temperature": json_values,
         },
     ),  # fmt: skip
 )
@@ -134,9 +126,7 @@ def test_random_api_bodies_never_crash(api, body, raw) -> None:  # type: ignore[
     client = Client()
     for path in ("/api/v1/classify", "/v1/chat/completions"):
         before = row_counts()
-        response = client.post(
-            path, json.dumps(body), content_type="application/json", **api
-        )
+        response = client.post(path, json.dumps(body), content_type="application/json", **api)
         assert response.status_code < 500, (path, body, response.content[:300])
         if response.status_code >= 400:
             assert response.json()["error"]["message"]
@@ -164,66 +154,27 @@ FORMS = {
     "constitution create": ("/constitutions/", ["name", "slug", "domain"]),
     "category add": (
         "/constitutions/widgets/categories/add/",
-        [
-            "name",
-            "kind",
-            "description",
-            "excludes",
-            "example_queries",
-            "target_fpr",
-            "languages",
-            "tags",
-            "revision",
-        ],
+        ["name", "kind", "description", "excludes", "example_queries", "target_fpr",
+         "languages", "tags", "revision"],
     ),  # fmt: skip
     "dataset start": (
         "/classifiers/datasets/new/",
-        [
-            "version",
-            "per_category",
-            "responses",
-            "transforms",
-            "variants_per_example",
-            "heldout_families",
-            "generator",
-            "seed",
-            "temperature",
-            "top_p",
-            "max_new_tokens_query",
-            "max_new_tokens_response",
-            "redteam_templates",
-            "opener_share",
-            "train_fraction",
-            "validation_fraction",
-            "calibration_fraction",
-            "test_fraction",
-        ],
+        ["version", "per_category", "responses", "transforms", "variants_per_example",
+         "heldout_families", "generator", "seed", "temperature", "top_p",
+         "max_new_tokens_query", "max_new_tokens_response", "redteam_templates",
+         "opener_share", "train_fraction", "validation_fraction",
+         "calibration_fraction", "test_fraction"],
     ),  # fmt: skip
     "training start": (
         "/classifiers/datasets/{dataset}/train/",
-        [
-            "input_mode",
-            "output_mode",
-            "input_epochs",
-            "output_epochs",
-            "seed",
-            "target_fpr",
-            "output_loss",
-            "probe_layers",
-            "activate_when_done",
-        ],
+        ["input_mode", "output_mode", "input_epochs", "output_epochs", "seed",
+         "target_fpr", "output_loss", "probe_layers", "activate_when_done"],
     ),  # fmt: skip
     "token create": ("/classifiers/tokens/", ["name", "constitution", "mode"]),
     "guard settings": (
         "/classifiers/guard/widgets/",
-        [
-            "mode",
-            "shadow_input_model",
-            "shadow_output_model",
-            "max_message_chars",
-            "max_new_tokens",
-            "requests_per_minute",
-        ],
+        ["mode", "shadow_input_model", "shadow_output_model", "max_message_chars",
+         "max_new_tokens", "requests_per_minute"],
     ),  # fmt: skip
 }
 
@@ -242,16 +193,12 @@ def _form_data(draw: Any, fields: list[str]) -> dict[str, Any]:
 
 @FUZZ
 @given(data=st.data())
-def test_random_form_posts_never_crash_and_refusals_write_nothing(
-    forms_world, data
-) -> None:  # type: ignore[no-untyped-def]
+def test_random_form_posts_never_crash_and_refusals_write_nothing(forms_world, data) -> None:  # type: ignore[no-untyped-def]
     client = forms_world["client"]
     for name, (url, fields) in FORMS.items():
         fields_data = _form_data(data.draw, fields)
         before = row_counts()
-        response = client.post(
-            url.format(dataset=forms_world["dataset"].pk), fields_data
-        )
+        response = client.post(url.format(dataset=forms_world["dataset"].pk), fields_data)
         assert response.status_code < 500, (name, fields_data, response.content[:300])
         if response.status_code >= 400:
             assert row_counts() == before, (name, fields_data)
@@ -272,9 +219,7 @@ def test_hostile_form_bodies_get_a_4xx(forms_world, name) -> None:  # type: igno
     assert row_counts() == before
     # Invalid UTF-8 is decoded with replacement characters (Django's choice): the
     # form then judges the text like any other; never a crash.
-    mangled = client.post(
-        url, b"name=caf\xe9\xff&slug=\xfe", "application/x-www-form-urlencoded"
-    )
+    mangled = client.post(url, b"name=caf\xe9\xff&slug=\xfe", "application/x-www-form-urlencoded")
     assert mangled.status_code < 500
 
 
@@ -305,9 +250,7 @@ def test_a_nul_in_any_category_field_is_refused_by_add_edit_and_autosave(
     prefix = f"c{category.pk}"
     edits = {f"{prefix}-{k}": v for k, v in {**bad, "name": category.name,
              "kind": category.kind, "revision": str(category.revision)}.items()}  # fmt: skip
-    edited = client.post(
-        f"/constitutions/widgets/categories/{category.pk}/edit/", edits
-    )
+    edited = client.post(f"/constitutions/widgets/categories/{category.pk}/edit/", edits)
     assert edited.status_code == 400 and any(w in edited.content for w in said)
     saved = client.post(f"/constitutions/widgets/categories/{category.pk}/autosave/", edits,
                         HTTP_HX_REQUEST="true")  # fmt: skip
@@ -322,35 +265,15 @@ def test_a_nul_in_any_category_field_is_refused_by_add_edit_and_autosave(
 BAD_FRAMES: list[tuple[str, Any]] = [
     ("text", "not json at all"),
     ("text", "[1, 2, 3]"),
-    (
-        "text",
-        json.dumps(
-            {"type": "chat", "message": "x" * 2_000_000, "constitution": "widgets"}
-        ),
-    ),
+    ("text", json.dumps({"type": "chat", "message": "x" * 2_000_000, "constitution": "widgets"})),
     ("bytes", b"\x00\xff binary frame"),
     ("text", json.dumps({"type": "no-such-type"})),
     ("text", json.dumps({"type": "chat", "message": 42, "constitution": "widgets"})),
-    (
-        "text",
-        json.dumps({"type": "chat", "message": "hi", "constitution": ["widgets"]}),
-    ),
-    (
-        "text",
-        json.dumps({"type": "chat", "message": "hi\x00", "constitution": "widgets"}),
-    ),
+    ("text", json.dumps({"type": "chat", "message": "hi", "constitution": ["widgets"]})),
+    ("text", json.dumps({"type": "chat", "message": "hi\x00", "constitution": "widgets"})),
     ("text", '{"type": "chat", "message": "hi \\ud800", "constitution": "widgets"}'),
-    (
-        "text",
-        json.dumps(
-            {
-                "type": "chat",
-                "message": "hi",
-                "constitution": "widgets",
-                "max_new_tokens": "lots",
-            }
-        ),
-    ),  # fmt: skip
+    ("text", json.dumps({"type": "chat", "message": "hi", "constitution": "widgets",
+                         "max_new_tokens": "lots"})),  # fmt: skip
     ("text", json.dumps({"type": "resume", "conversation_id": "abc"})),
     ("text", deep(10_000)),
     ("text", json.dumps({"type": None})),
@@ -362,14 +285,8 @@ async def _send_bad_frames(cookie: bytes) -> list[dict[str, Any]]:
 
     from guardweb.asgi import application
 
-    headers = [
-        (b"origin", b"http://testserver"),
-        (b"host", b"testserver"),
-        (b"cookie", cookie),
-    ]
-    communicator = WebsocketCommunicator(
-        application, "/ws/playground/", headers=headers
-    )
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver"), (b"cookie", cookie)]
+    communicator = WebsocketCommunicator(application, "/ws/playground/", headers=headers)
     connected, _ = await communicator.connect(timeout=10)
     assert connected
     replies = []
@@ -387,18 +304,14 @@ async def _send_bad_frames(cookie: bytes) -> list[dict[str, Any]]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_malformed_websocket_frames_get_an_error_and_the_socket_stays_usable(
-    alice,
-) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_websocket_frames_get_an_error_and_the_socket_stays_usable(alice) -> None:  # type: ignore[no-untyped-def]
     from tests.factories import published_constitution
 
     published_constitution("widgets", user=alice)
     client = Client()
     client.force_login(alice)
     before = row_counts()
-    replies = asyncio.run(
-        _send_bad_frames(f"sessionid={client.cookies['sessionid'].value}".encode())
-    )
+    replies = asyncio.run(_send_bad_frames(f"sessionid={client.cookies['sessionid'].value}".encode()))
     assert len(replies) == len(BAD_FRAMES) + 1
     for (_kind, frame), reply in zip(BAD_FRAMES, replies, strict=False):
         assert reply["type"] == "error", (str(frame)[:80], reply)
@@ -409,53 +322,15 @@ def test_malformed_websocket_frames_get_an_error_and_the_socket_stays_usable(
 
 # -- YAML import fuzzing: tags, typed scalars, NUL escapes, nesting (#26) -------------
 
-_YAML_VALUES = st.sampled_from(
-    [
-        "x",
-        "'quoted'",
-        '"nul\\0inside"',
-        '"surrogate \\ud800"',
-        "!foo bar",
-        "!!python/name:os.system",
-        "!!python/object/apply:os.system ['true']",
-        "!!int abc",
-        "!!float abc",
-        "!!int 12",
-        "!!timestamp 2020-13-45",
-        "!!binary aGk=",
-        "!!set {a, b}",
-        "~",
-        "[]",
-        "{}",
-        "[a, [b, [c]]]",
-        "1e999",
-        "-.inf",
-        ".nan",
-        "0x1F",
-        "&anchor v",
-        "*alias",
-        "'" + "n" * 300 + "'",
-        "[" * 60 + "]" * 60,
-        "|\n  multi\n  line",
-        ">-\n  folded",
-        "? complex\n: key",
-    ]
-)
-_YAML_KEYS = st.sampled_from(
-    [
-        "name",
-        "slug",
-        "domain",
-        "kind",
-        "description",
-        "excludes",
-        "example_queries",
-        "tags",
-        "languages",
-        "target_fpr",
-        "extra",
-    ]
-)
+_YAML_VALUES = st.sampled_from([
+    "x", "'quoted'", '"nul\\0inside"', '"surrogate \\ud800"', "!foo bar", "!!python/name:os.system",
+    "!!python/object/apply:os.system ['true']", "!!int abc", "!!float abc", "!!int 12",
+    "!!timestamp 2020-13-45", "!!binary aGk=", "!!set {a, b}", "~", "[]", "{}", "[a, [b, [c]]]",
+    "1e999", "-.inf", ".nan", "0x1F", "&anchor v", "*alias", "'" + "n" * 300 + "'",
+    "[" * 60 + "]" * 60, "|\n  multi\n  line", ">-\n  folded", "? complex\n: key",
+])
+_YAML_KEYS = st.sampled_from(["name", "slug", "domain", "kind", "description", "excludes",
+                              "example_queries", "tags", "languages", "target_fpr", "extra"])
 
 
 class _Undo(Exception):
@@ -464,9 +339,7 @@ class _Undo(Exception):
 
 @st.composite
 def yaml_documents(draw: Any) -> str:
-    top = [
-        f"{key}: {draw(_YAML_VALUES)}" for key in draw(st.lists(_YAML_KEYS, max_size=4))
-    ]
+    top = [f"{key}: {draw(_YAML_VALUES)}" for key in draw(st.lists(_YAML_KEYS, max_size=4))]
     categories = []
     for _ in range(draw(st.integers(0, 2))):
         fields = draw(st.lists(_YAML_KEYS, min_size=1, max_size=5))
@@ -480,9 +353,7 @@ def yaml_documents(draw: Any) -> str:
 
 @FUZZ
 @given(document=yaml_documents())
-def test_random_yaml_imports_are_refused_cleanly_or_imported_whole(
-    db, alice, document
-) -> None:  # type: ignore[no-untyped-def]
+def test_random_yaml_imports_are_refused_cleanly_or_imported_whole(db, alice, document) -> None:  # type: ignore[no-untyped-def]
     """Every document either imports, or is refused with line-numbered errors and
     writes nothing; no tag ever runs code or gives another exception."""
     from constitutions import yaml_io

@@ -37,9 +37,7 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_deploy_passes_with_the_production_environment() -> None:
-    result = manage(
-        "check", "--deploy", "--fail-level", "WARNING", env=production_env()
-    )
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -81,9 +79,7 @@ def test_https_redirect_hsts_and_the_proxy_header_work_in_production() -> None:
     env = production_env(GUARDWEB_PROXY_SSL_HEADER="X-Forwarded-Proto")
     result = manage("shell", "-c", PROBE, env=env)
     assert result.returncode == 0, result.stderr
-    lines = dict(
-        line.split(" ", 1) for line in result.stdout.splitlines() if " " in line
-    )
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     # Plain HTTP is sent to HTTPS; health checks are not (probes speak plain HTTP).
     assert lines["login"] == "301 https://testserver/accounts/login/"
     assert lines["healthz"].split()[0] in {"200", "503"}

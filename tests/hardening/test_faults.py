@@ -121,9 +121,7 @@ def test_a_worker_killed_mid_training_fails_the_run_and_keeps_the_live_model(
     assert not ModelVersion.objects.filter(training_run=run).exists()
     active = ActiveModel.objects.get(constitution=version.constitution, kind="input")
     assert active.model_version == live
-    run_dirs = list(
-        (settings.ARTIFACTS_DIR / version.constitution.slug).glob(f"{run.pk}-*")
-    )
+    run_dirs = list((settings.ARTIFACTS_DIR / version.constitution.slug).glob(f"{run.pk}-*"))
     assert run_dirs == [], run_dirs  # nothing finished was written for the dead run
 
 
@@ -158,12 +156,7 @@ def test_reaping_a_dead_training_run_removes_its_half_written_artifact_folders(
     assert run.status == "failed"
     assert not stale.exists()
     assert fresh.exists() and done.exists()
-    assert (
-        ActiveModel.objects.get(
-            constitution=version.constitution, kind="input"
-        ).model_version
-        == live
-    )
+    assert ActiveModel.objects.get(constitution=version.constitution, kind="input").model_version == live
 
 
 def test_the_heartbeat_timeout_is_a_setting(db) -> None:  # type: ignore[no-untyped-def]
@@ -178,9 +171,7 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
 @pytest.mark.django_db
-def test_with_redis_down_pages_serve_healthz_says_so_and_the_api_is_unmetered(
-    alice,
-) -> None:  # type: ignore[no-untyped-def]
+def test_with_redis_down_pages_serve_healthz_says_so_and_the_api_is_unmetered(alice) -> None:  # type: ignore[no-untyped-def]
     from classifiers.models import ApiToken
     from tests.api_helpers import guarded_constitution
 
@@ -192,12 +183,7 @@ def test_with_redis_down_pages_serve_healthz_says_so_and_the_api_is_unmetered(
     with override_settings(CACHES=dead_cache, REDIS_URL=DEAD_REDIS):
         browser = Client()
         browser.force_login(alice)  # sessions live in PostgreSQL
-        for url in (
-            "/",
-            "/constitutions/",
-            "/classifiers/models/",
-            "/classifiers/playground/",
-        ):
+        for url in ("/", "/constitutions/", "/classifiers/models/", "/classifiers/playground/"):
             assert browser.get(url).status_code == 200, url
         health = Client().get("/healthz")
         assert health.status_code == 503

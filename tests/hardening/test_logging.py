@@ -28,9 +28,7 @@ def everything_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     connection.force_debug_cursor = False
 
 
-def _all_logged(
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
-) -> str:
+def _all_logged(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> str:
     formatter = logging.Formatter("%(name)s %(message)s")
     records = "\n".join(formatter.format(r) + repr(r.args) for r in caplog.records)
     out, err = capfd.readouterr()  # the root console handler writes to stderr
@@ -61,9 +59,7 @@ def test_raw_tokens_and_passwords_never_reach_the_logs(
     assert api.get("/v1/models", HTTP_AUTHORIZATION=f"Token {raw}").status_code == 401
     assert api.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}x").status_code == 401
 
-    failed = Client().post(
-        "/accounts/login/", {"username": "alice", "password": WRONG_PASSWORD}
-    )
+    failed = Client().post("/accounts/login/", {"username": "alice", "password": WRONG_PASSWORD})
     assert failed.status_code == 200 and b'role="alert"' in failed.content
     ok = Client().post("/accounts/login/", {"username": "alice", "password": PASSWORD})
     assert ok.status_code == 302

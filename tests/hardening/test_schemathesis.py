@@ -37,8 +37,6 @@ def test_the_fuzzed_schema_is_the_served_one(client):
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_operation_answers_with_a_server_error(case, asgi_server, api_token):  # type: ignore[no-untyped-def]
     response = case.call(
-        base_url=asgi_server,
-        headers={"Authorization": f"Bearer {api_token}"},
-        timeout=60,
+        base_url=asgi_server, headers={"Authorization": f"Bearer {api_token}"}, timeout=60
     )
     assert response.status_code < 500, (case.method, case.path, response.text[:300])

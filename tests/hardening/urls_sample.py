@@ -94,8 +94,7 @@ SAMPLE_URLS: dict[str, str] = {
     "classifiers:review_decide": K + "/review/{w.review_item}/decide/",
     "classifiers:review_feedback_index": K + "/review/feedback/",
     "classifiers:review_feedback": K + "/review/feedback/{w.slug}/",
-    "classifiers:review_feedback_remove": K
-    + "/review/feedback/{w.slug}/{w.feedback}/remove/",
+    "classifiers:review_feedback_remove": K + "/review/feedback/{w.slug}/{w.feedback}/remove/",
     "classifiers:review_retrain": K + "/review/feedback/{w.slug}/retrain/",
     "classifiers:dashboard": K + "/dashboard/",
     "api:classify": "/api/v1/classify",

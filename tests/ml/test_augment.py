@@ -74,9 +74,7 @@ class TinyLlamaChat(LocalGenerator):
             pad_token_id=tokenizer.pad_token_id,
         )
         model = LlamaForCausalLM(config).eval()
-        super().__init__(
-            model, tokenizer, device="cpu", batch_size=16, name="tiny-llama"
-        )
+        super().__init__(model, tokenizer, device="cpu", batch_size=16, name="tiny-llama")
         self.batches: list[int] = []
 
     def chat(self, conversations: list[list[Message]], **kwargs: Any) -> list[str]:

@@ -18,15 +18,9 @@ PROMPTS = [
     [{"role": "user", "content": "tell me about vaccines"}],
     [{"role": "user", "content": "hi"}],
     [
-        {
-            "role": "user",
-            "content": "what is the history of the printing press in europe",
-        },
+        {"role": "user", "content": "what is the history of the printing press in europe"},
         {"role": "assistant", "content": "it began in mainz"},
-        {
-            "role": "user",
-            "content": "and after that, how did it spread to other cities",
-        },
+        {"role": "user", "content": "and after that, how did it spread to other cities"},
     ],
 ]
 N_TOKENS = 16
@@ -130,9 +124,7 @@ def _run_concurrently(jobs):
         except BaseException as exc:  # surfaced below (pytest's failures included)
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)
-    ]
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -147,9 +139,7 @@ def test_concurrent_rows_get_what_they_would_get_alone(models, batcher):
     hold = _first_step_waits_for(batcher, 2)  # before anyone is sent
     jobs = [
         lambda m=m, i=i: batcher.stream(
-            m,
-            guard=probe,
-            max_new_tokens=N_TOKENS,
+            m, guard=probe, max_new_tokens=N_TOKENS,
             should_stop=hold if i == 0 else None,
         )  # fmt: skip
         for i, m in enumerate(PROMPTS)
@@ -167,9 +157,7 @@ def test_a_request_joining_mid_stream_changes_nothing_for_either_row(models, bat
     want_long = _solo(tok, probe, long_prompt, max_new_tokens=30)
     want_short = _solo(tok, probe, short_prompt)
     parking = Parking(at_call=9)  # the long one parks 8 tokens in
-    first = batcher.stream(
-        long_prompt, guard=probe, max_new_tokens=30, should_stop=parking
-    )
+    first = batcher.stream(long_prompt, guard=probe, max_new_tokens=30, should_stop=parking)
     second = batcher.stream(short_prompt, guard=probe, max_new_tokens=N_TOKENS)
     got: dict[str, list] = {}
     reader = threading.Thread(target=lambda: got.update(long=list(first)))
@@ -245,12 +233,8 @@ def test_a_stopped_or_abandoned_row_leaves_at_the_next_step(models, batcher):
     want = _solo(tok, probe, PROMPTS[2], max_new_tokens=30)
     parking = Parking()
     stop = threading.Event()
-    keeps = batcher.stream(
-        PROMPTS[2], guard=probe, max_new_tokens=30, should_stop=parking
-    )
-    stops = batcher.stream(
-        PROMPTS[0], guard=probe, max_new_tokens=30, should_stop=stop.is_set
-    )
+    keeps = batcher.stream(PROMPTS[2], guard=probe, max_new_tokens=30, should_stop=parking)
+    stops = batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=30, should_stop=stop.is_set)
     leaves = batcher.stream(PROMPTS[1], guard=probe, max_new_tokens=30)
     got: list = []
     reader = threading.Thread(target=lambda: got.extend(keeps))
@@ -357,9 +341,7 @@ def test_a_request_that_cannot_join_fails_alone(models, batcher):
 
     batcher._join = flaky_join
     parking = Parking(at_call=3)
-    first = batcher.stream(
-        PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS, should_stop=parking
-    )
+    first = batcher.stream(PROMPTS[0], guard=probe, max_new_tokens=N_TOKENS, should_stop=parking)
     got: list = []
     reader = threading.Thread(target=lambda: got.extend(first))
     reader.start()
@@ -408,22 +390,13 @@ def test_only_full_attention_models_are_batched():
     from classifiers.ml.serving.batching import supports_batching
 
     assert supports_batching(SimpleNamespace(layer_types=["full_attention"] * 2))
-    assert not supports_batching(
-        SimpleNamespace(layer_types=["full_attention", "sliding_attention"])
-    )
+    assert not supports_batching(SimpleNamespace(layer_types=["full_attention", "sliding_attention"]))
     assert not supports_batching(SimpleNamespace(sliding_window=4096))
-    assert supports_batching(
-        SimpleNamespace(sliding_window=4096, use_sliding_window=False)
-    )
+    assert supports_batching(SimpleNamespace(sliding_window=4096, use_sliding_window=False))
     assert supports_batching(SimpleNamespace())
 
 
-LONG = [
-    {
-        "role": "user",
-        "content": " ".join(["describe the printing press and its history"] * 12),
-    }
-]
+LONG = [{"role": "user", "content": " ".join(["describe the printing press and its history"] * 12)}]
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_and_gets_what_it_would_get_alone(models):
@@ -458,29 +431,23 @@ def test_running_streams_keep_decoding_while_a_long_prompt_prefills(models):
     try:
         short = batcher.stream(PROMPTS[1], max_new_tokens=64, should_stop=short_stop)
         first = next(short)  # the short stream is running
-        long_tokens = list(
-            batcher.stream(LONG, max_new_tokens=4, should_stop=long_stop)
-        )
+        long_tokens = list(batcher.stream(LONG, max_new_tokens=4, should_stop=long_stop))
         rest = list(short)
     finally:
         batcher.close()
     chunks = -(-len(prompt_token_ids(tok, LONG)) // chunk)
     assert chunks > 10 and long_tokens and [first, *rest]
     # Between two chunks of the long prompt, the short row took a step.
-    during = seen_by_long[:chunks]
+    during = seen_by_long[: chunks]
     assert during[-1] - during[0] >= chunks - 2, (during, len(rest))
 
 
 def test_the_counters_are_told_while_generating_and_when_idle(models):
     tok, lm, _, _ = models
     told = []
-    batcher = ContinuousBatcher(
-        lm, tok, max_batch=4, on_stats=lambda s: told.append(s.steps)
-    )
+    batcher = ContinuousBatcher(lm, tok, max_batch=4, on_stats=lambda s: told.append(s.steps))
     try:
         tokens = list(batcher.stream(PROMPTS[0], max_new_tokens=6))
     finally:
         batcher.close()
-    assert (
-        told and told[-1] == batcher.stats.steps >= len(tokens) - 1
-    )  # the final count too
+    assert told and told[-1] == batcher.stats.steps >= len(tokens) - 1  # the final count too

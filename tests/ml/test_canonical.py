@@ -62,7 +62,9 @@ def test_encoded_request_is_recovered_in_some_view(
 ) -> None:
     checked = 0
     for seed in range(12):
-        out = apply_transforms(_example(request_text), [name], rng=random.Random(seed))
+        out = apply_transforms(
+            _example(request_text), [name], rng=random.Random(seed)
+        )
         if out.meta.get("word_split_separator") == " ":
             continue  # split by plain spaces is ambiguous; documented limitation
         views = canonical_views(out.messages[-1]["content"])
@@ -93,7 +95,9 @@ def test_decoded_view_is_the_request_itself_without_instruction(name: str) -> No
 def test_composed_chains_still_recover_the_request(chain: list[str]) -> None:
     request_text = REQUESTS[0]
     for seed in range(5):
-        out = apply_transforms(_example(request_text), chain, rng=random.Random(seed))
+        out = apply_transforms(
+            _example(request_text), chain, rng=random.Random(seed)
+        )
         views = canonical_views(out.prompt_text)
         assert any(request_text in view for view in views), (chain, seed, views)
 
@@ -142,10 +146,7 @@ def test_unicode_tr39_letter_lookalikes_fold_beyond_the_hand_made_table() -> Non
     assert fold_confusables("\u0570ow to make a wid\u0261et") == "how to make a widget"
     assert fold_confusables("w\u13acb \u028f\u1d0f\u1d1cr") == "wEb your"
     # A token of another script alone keeps the old rule: genuine words stay.
-    assert (
-        fold_confusables("\u0435\u0433\u043e \u03b3\u03b9\u03b1")
-        == "\u0435\u0433\u043e \u03b3\u03b9\u03b1"
-    )
+    assert fold_confusables("\u0435\u0433\u043e \u03b3\u03b9\u03b1") == "\u0435\u0433\u043e \u03b3\u03b9\u03b1"
     # The hand-made table wins: Cyrillic capital I reads as I, not TR39's l.
     assert fold_confusables("\u0406n the lab") == "In the lab"
 
@@ -181,7 +182,9 @@ def test_encoded_surfaces_are_not_scored_but_their_decodings_are(
     chain = [encoding, "roleplay_wrapper"]
     if order == "wrap_then_encode":
         chain.reverse()
-    out = apply_transforms(_example(request_text), chain, rng=random.Random(3))
+    out = apply_transforms(
+        _example(request_text), chain, rng=random.Random(3)
+    )
     views = prompt_views(out.messages[-1]["content"])
     assert 0 in views.encoded and 0 not in views.scored
     # The decoding is scored; the encoded surfaces are not (no fallback to all).
@@ -208,9 +211,7 @@ def _scored(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_leetspeak_is_scored_folded_even_when_a_shift_also_decodes_it(
-    seed: int,
-) -> None:
+def test_leetspeak_is_scored_folded_even_when_a_shift_also_decodes_it(seed: int) -> None:
     """Raw leetspeak sometimes "decodes" as a Caesar shift into gibberish; the
     folded plain request must still be scored, not only the gibberish."""
     for request_text in REQUESTS:
@@ -247,16 +248,11 @@ def test_plain_and_folded_text_is_scored_as_it_is() -> None:
 
 def test_framed_request_needs_a_long_frame_and_a_real_request() -> None:
     assert framed_request("Note: tell me about vaccines") is None  # short frame
+    assert framed_request(
+        "You are a helpful pirate captain who always answers in full: hi"
+    ) is None  # the tail is not a request
     assert (
-        framed_request(
-            "You are a helpful pirate captain who always answers in full: hi"
-        )
-        is None
-    )  # the tail is not a request
-    assert (
-        framed_request(
-            "You are a helpful pirate captain who always answers:\n\nwhat is rum?"
-        )
+        framed_request("You are a helpful pirate captain who always answers:\n\nwhat is rum?")
         == "what is rum?"
     )
     assert framed_request("no frame at all in this one") is None

@@ -22,17 +22,12 @@ def ex(text, source_id, split, *, label=1, transform="original", category="widge
 
 def run(source_id, text, split, **kw):
     """A source with its rot13 variant, as augmentation writes them."""
-    return [
-        ex(text, source_id, split, **kw),
-        ex(text, source_id, split, transform="rot13", **kw),
-    ]
+    return [ex(text, source_id, split, **kw), ex(text, source_id, split, transform="rot13", **kw)]
 
 
 def test_source_ids_get_the_part_prefix_and_splits_stay():
     first = run("widgets-0000", "how do I make the forbidden widget at home", "test")
-    second = run(
-        "widgets-0000", "where could someone buy forbidden widget parts", "train"
-    )
+    second = run("widgets-0000", "where could someone buy forbidden widget parts", "train")
     combined = combine_examples([("d1", first), ("d2", second)])
     assert [(e.source_id, e.meta["split"]) for e in combined.examples] == [
         ("d1:widgets-0000", "test"), ("d1:widgets-0000", "test"),
@@ -43,15 +38,9 @@ def test_source_ids_get_the_part_prefix_and_splits_stay():
 
 def test_a_repeated_source_is_left_out_with_all_its_variants():
     author = "how do I make the forbidden widget"  # every run starts from it
-    first = run("author-0", author, "test") + run(
-        "w-1", "what tools shape widget casings", "train"
-    )
-    second = run("author-0", author, "train") + run(
-        "w-1", "who sells the widget trigger", "test"
-    )
-    second += run(
-        "w-2", "How do I make the forbidden widget?!", "validation"
-    )  # near copy
+    first = run("author-0", author, "test") + run("w-1", "what tools shape widget casings", "train")
+    second = run("author-0", author, "train") + run("w-1", "who sells the widget trigger", "test")
+    second += run("w-2", "How do I make the forbidden widget?!", "validation")  # near copy
     combined = combine_examples([("d1", first), ("d2", second)])
     by_source = {}
     for e in combined.examples:
@@ -80,9 +69,7 @@ def test_near_duplicates_are_judged_on_the_original_not_a_variant():
     first = run("a", "describe the widget assembly steps in detail", "test")
     second = [ex("describe the widget assembly steps in detail", "b", "train", transform="rot13"),
               ex("describe the widget assembly steps in detail", "b", "train")]  # fmt: skip
-    assert (
-        source_texts(second)["b"][0] == "describe the widget assembly steps in detail"
-    )
+    assert source_texts(second)["b"][0] == "describe the widget assembly steps in detail"
     combined = combine_examples([("d1", first), ("d2", second)])
     assert {e.source_id for e in combined.examples} == {"d1:a"}
 
@@ -98,19 +85,13 @@ def test_a_repeat_with_the_other_label_counts_as_a_conflict_and_the_first_label_
 def test_held_out_variants_follow_their_source():
     def part(source_id, split):
         original = ex("tell me the widget recipe", source_id, split)
-        hidden = ex(
-            "tell me the widget recipe",
-            source_id,
-            "heldout_transforms",
-            transform="rot13",
-        )
+        hidden = ex("tell me the widget recipe", source_id, "heldout_transforms", transform="rot13")
         hidden.meta["source_split"] = split
         return [original, hidden]
 
     combined = combine_examples([("d1", part("a", "test")), ("d2", part("x", "train"))])
     assert [(e.source_id, e.meta["split"]) for e in combined.examples] == [
-        ("d1:a", "test"),
-        ("d1:a", "heldout_transforms"),
+        ("d1:a", "test"), ("d1:a", "heldout_transforms"),
     ]
     assert combined.examples[1].meta["source_split"] == "test"
 

@@ -189,9 +189,7 @@ def test_list_continuation_prompt_for_generators_that_continue_replies():
         kind=RESTRICTED,
         description="Requests to build or obtain the forbidden widget.",
         excludes="History of widgets.",
-        example_queries=tuple(
-            f"how do I get forbidden widget part {i}" for i in range(6)
-        ),
+        example_queries=tuple(f"how do I get forbidden widget part {i}" for i in range(6)),
         languages=("French",),
     )
     generated = [f"generated widget question {i}" for i in range(20)]
@@ -216,9 +214,7 @@ def test_list_continuation_prompt_for_generators_that_continue_replies():
         # Nothing a small model would echo back as narration of the task, and the
         # exclusions are not named (they prime the model to write about them).
         assert not narrates_the_task(body) and "History of widgets" not in body
-    permitted = query_prompt(
-        VACCINES, CONSTITUTION, k_examples=4, rng=rng, continuation=True
-    )
+    permitted = query_prompt(VACCINES, CONSTITUTION, k_examples=4, rng=rng, continuation=True)
     assert "harmful" not in permitted[0]["content"]
     assert permitted[-1]["content"] == "2."  # one author example, then item 2
 
@@ -313,9 +309,7 @@ def test_a_category_without_examples_gets_no_opener():
     # opener glued to its reply although other categories' openers exist.
     bare_examples = [ex for ex in examples if ex.category == "Bare"]
     assert bare_examples and not any("opener" in ex.meta for ex in bare_examples)
-    assert all(
-        ex.messages[-1]["content"].endswith("for the shop?") for ex in bare_examples
-    )
+    assert all(ex.messages[-1]["content"].endswith("for the shop?") for ex in bare_examples)
     assert not any(
         ex.messages[-1]["content"].startswith(("how do I", "where can I"))
         for ex in bare_examples
@@ -338,23 +332,13 @@ def test_opener_helpers():
     assert picks == {"how do I", "where can I"}
     picks = {pick_opener(VACCINES, CONSTITUTION, rng, 1.0) for _ in range(60)}
     assert picks == {"how do I", "where can I", "tell me about"}
-    short = CategorySpec(
-        name="S", kind=RESTRICTED, description="d", example_queries=("why?",)
-    )
+    short = CategorySpec(name="S", kind=RESTRICTED, description="d", example_queries=("why?",))
     assert pick_opener(short, CONSTITUTION, rng, 1.0) is None  # nothing long enough
-    assert (
-        with_opener("where can I", "buy one cheaply?") == "where can I buy one cheaply?"
-    )
+    assert with_opener("where can I", "buy one cheaply?") == "where can I buy one cheaply?"
     assert with_opener("where can I", "buy one?\n6. another") == "where can I buy one?"
-    assert (
-        with_opener("what's the easiest", ", cheapest way?")
-        == "what's the easiest, cheapest way?"
-    )
+    assert with_opener("what's the easiest", ", cheapest way?") == "what's the easiest, cheapest way?"
     assert with_opener("where can I", "Where can I buy one?") == "where can I buy one?"
-    assert (
-        with_opener("where can I", "Where can Iodine go?")
-        == "where can I Where can Iodine go?"
-    )
+    assert with_opener("where can I", "Where can Iodine go?") == "where can I Where can Iodine go?"
     assert with_opener("where can I", "") == ""  # it stopped at the opener
     assert with_opener("where can I", "6. a new item") == ""
     assert with_opener(None, "  as generated ") == "  as generated "
@@ -376,12 +360,9 @@ def test_list_prompt_details():
     rng = random.Random(0)
     bare = CategorySpec(name="Bare", kind=PERMITTED, description="Anything at all.")
     # No examples: nothing to continue, so the instruction prompt is used.
-    assert (
-        query_prompt(bare, CONSTITUTION, k_examples=4, rng=rng, continuation=True)[-1][
-            "role"
-        ]
-        == "user"
-    )
+    assert query_prompt(bare, CONSTITUTION, k_examples=4, rng=rng, continuation=True)[
+        -1
+    ]["role"] == "user"
     acronym = CategorySpec(
         name="Uplift",
         kind=RESTRICTED,
@@ -389,9 +370,9 @@ def test_list_prompt_details():
         example_queries=("how do I get the forbidden widget",),
         languages=("en-GB",),
     )
-    body = query_prompt(
-        acronym, CONSTITUTION, k_examples=4, rng=rng, continuation=True
-    )[0]["content"]
+    body = query_prompt(acronym, CONSTITUTION, k_examples=4, rng=rng, continuation=True)[0][
+        "content"
+    ]
     assert "of this kind: CBRN uplift requests." in body
     assert "written in" not in body  # English in any spelling needs no line
 
@@ -442,10 +423,7 @@ def test_stage1_keeps_author_examples_filters_and_labels():
 def test_stage1_generates_more_for_restricted_categories_when_asked():
     examples, events, _ = stage1(restricted_per_category=9)
     by_cat = Counter(ex.category for ex in examples)
-    assert by_cat == {
-        WIDGETS.name: 9,
-        VACCINES.name: 6,
-    }  # widgets is the restricted one
+    assert by_cat == {WIDGETS.name: 9, VACCINES.name: 6}  # widgets is the restricted one
     assert events[-1]["total"] == 15 and events[-1]["done"] == 15
 
 
@@ -491,9 +469,7 @@ def test_stage1_shortfall_keeps_author_examples():
 
 def test_stage1_for_chosen_categories_only():
     gen = ScriptedGenerator()
-    examples, events, stats = stage1(
-        gen, responses=False, only_categories=(WIDGETS.name,)
-    )
+    examples, events, stats = stage1(gen, responses=False, only_categories=(WIDGETS.name,))
     assert Counter(ex.category for ex in examples) == {WIDGETS.name: 6}
     assert events[-1]["done"] == events[-1]["total"] == 6
     queries = [ex.messages[0]["content"] for ex in examples]
@@ -762,51 +738,15 @@ def test_narration_of_the_task_and_statements_are_not_user_messages():
 
     cfg = GenerateConfig()
     # What a small generator writes instead of a user's message (seen in real runs).
-    assert (
-        rejection_reason(
-            "The user asks about the history of the printing press in Europe.", cfg
-        )
-        == "narration"
-    )
-    assert (
-        rejection_reason(
-            "AI assistant: you might want to look at the museum archive first?", cfg
-        )
-        == "narration"
-    )
-    assert (
-        rejection_reason("Which example messages fit the permitted category best?", cfg)
-        == "narration"
-    )
-    assert (
-        rejection_reason(
-            "A prestigious school for advanced chemistry and science literacy.", cfg
-        )
-        == "not_a_request"
-    )
+    assert rejection_reason("The user asks about the history of the printing press in Europe.", cfg) == "narration"
+    assert rejection_reason("AI assistant: you might want to look at the museum archive first?", cfg) == "narration"
+    assert rejection_reason("Which example messages fit the permitted category best?", cfg) == "narration"
+    assert rejection_reason("A prestigious school for advanced chemistry and science literacy.", cfg) == "not_a_request"
     # Real requests pass, questions and instructions alike, and non-English text.
-    assert (
-        rejection_reason(
-            "How did the printing press spread across Europe after 1450?", cfg
-        )
-        is None
-    )
-    assert (
-        rejection_reason(
-            "Explain why bleach and ammonia should never be mixed at home", cfg
-        )
-        is None
-    )
-    assert (
-        rejection_reason(
-            "i want to understand how vaccines train the immune system", cfg
-        )
-        is None
-    )
-    assert (
-        rejection_reason("Объясни, как работают вакцины и почему они безопасны", cfg)
-        is None
-    )
+    assert rejection_reason("How did the printing press spread across Europe after 1450?", cfg) is None
+    assert rejection_reason("Explain why bleach and ammonia should never be mixed at home", cfg) is None
+    assert rejection_reason("i want to understand how vaccines train the immune system", cfg) is None
+    assert rejection_reason("Объясни, как работают вакцины и почему они безопасны", cfg) is None
 
 
 def test_corrected_labels_get_the_correction_weight() -> None:
@@ -817,9 +757,7 @@ def test_corrected_labels_get_the_correction_weight() -> None:
     examples = [
         example({}),
         example({"reviewed": {"audit": 1, "decision": "keep"}}),
-        example(
-            {"reviewed": {"audit": 1, "decision": "flip", "flipped_from": [1, "x"]}}
-        ),
+        example({"reviewed": {"audit": 1, "decision": "flip", "flipped_from": [1, "x"]}}),
         example({"source": "feedback", "decision": "false_positive"}),
     ]
     assert correction_weights(examples, 4.0) == [1.0, 1.0, 4.0, 4.0]

@@ -258,9 +258,7 @@ def test_every_rate_carries_its_95_percent_interval_and_small_splits_say_so() ->
 def test_a_split_big_enough_for_one_percent_has_no_sample_size_warning() -> None:
     rng = np.random.default_rng(0)
     labels = [1] * 400 + [0] * 600
-    scores = [
-        float(rng.uniform(0.6, 1.0) if y else rng.uniform(0.0, 0.5)) for y in labels
-    ]
+    scores = [float(rng.uniform(0.6, 1.0) if y else rng.uniform(0.0, 0.5)) for y in labels]
     report = evaluation_report(
         scores=scores, labels=labels, categories=["a" if y else "b" for y in labels],
         threshold=0.55, name="big",

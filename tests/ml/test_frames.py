@@ -33,7 +33,9 @@ def _scored(text: str, known_frames: bool = True) -> list[str]:
 
 
 def _every_frame(request: str) -> list[str]:
-    texts = [frames.apply_template(t, request) for t in frames.SEED_JAILBREAK_TEMPLATES]
+    texts = [
+        frames.apply_template(t, request) for t in frames.SEED_JAILBREAK_TEMPLATES
+    ]
     texts += [t.replace("{request}", request) for t in frames.DAN_FRAMES]
     for frame in frames.ROLEPLAY_FRAMES:
         for persona in frames.PERSONAS:
@@ -86,7 +88,9 @@ def test_frames_around_and_inside_encodings_leave_the_plain_request(
     chain: list[str],
 ) -> None:
     for seed in range(6):
-        out = apply_transforms(_example(REQUEST), chain, rng=random.Random(seed))
+        out = apply_transforms(
+            _example(REQUEST), chain, rng=random.Random(seed)
+        )
         scored = _scored(out.prompt_text)
         assert REQUEST.lower() in [view.lower() for view in scored], (
             chain,

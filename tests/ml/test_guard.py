@@ -43,9 +43,7 @@ def output_model():
 def input_guard(tmp_path_factory):
     backbone = _make_backbone(Path(tmp_path_factory.mktemp("guard_bert")), seed=0)
     trained = train_input_classifier(
-        _config(backbone, epochs=30),
-        make_examples(96, seed=1),
-        make_examples(32, seed=2),
+        _config(backbone, epochs=30), make_examples(96, seed=1), make_examples(32, seed=2)
     )
     return InputGuard(trained.model, trained.tokenizer, thresholds(0.5))
 
@@ -62,15 +60,11 @@ def unhalted_scores(output_model, n=24):
     model, tok = output_model
     return [
         t.score
-        for t in generate_with_scores(
-            model, tok, MESSAGES, max_new_tokens=n, halt=False
-        )
+        for t in generate_with_scores(model, tok, MESSAGES, max_new_tokens=n, halt=False)
     ]
 
 
-def test_it_halts_at_the_first_token_whose_running_max_crosses_the_threshold(
-    output_model,
-):
+def test_it_halts_at_the_first_token_whose_running_max_crosses_the_threshold(output_model):
     scores = unhalted_scores(output_model)
     assert len(scores) >= 6, "the tiny model should generate a few tokens"
     threshold = scores[4] if scores[4] > scores[3] else (scores[3] + scores[-1]) / 2
@@ -104,9 +98,7 @@ def test_shadow_mode_never_halts_but_records_what_enforce_would_have_done(output
 
 def test_off_mode_generates_without_scores(output_model):
     result = run_to_end(
-        engine(output_model, threshold=0.0).stream(
-            MESSAGES, GuardConfig(mode="off", max_new_tokens=8)
-        )
+        engine(output_model, threshold=0.0).stream(MESSAGES, GuardConfig(mode="off", max_new_tokens=8))
     )
     assert result.tokens and all(math.isnan(t.score) for t in result.tokens)
     assert result.halted_at is None and result.output_threshold is None
@@ -121,20 +113,14 @@ def test_the_same_conversation_gives_the_same_scores(output_model):
 
 
 def test_the_upstream_path_scores_streamed_text_like_the_local_path(output_model):
-    local = run_to_end(
-        engine(output_model).stream(MESSAGES, GuardConfig(max_new_tokens=16))
-    )
+    local = run_to_end(engine(output_model).stream(MESSAGES, GuardConfig(max_new_tokens=16)))
     text = local.generated
     chunks = [text[i : i + 3] for i in range(0, len(text), 3)]
     upstream = run_to_end(
-        engine(output_model).stream_upstream(
-            MESSAGES, chunks, GuardConfig(max_new_tokens=16)
-        )
+        engine(output_model).stream_upstream(MESSAGES, chunks, GuardConfig(max_new_tokens=16))
     )
     _, tok = output_model
-    if tok(text, add_special_tokens=False)["input_ids"] == [
-        t.token_id for t in local.tokens
-    ]:
+    if tok(text, add_special_tokens=False)["input_ids"] == [t.token_id for t in local.tokens]:
         # Same tokens → same scores (the separate classifier re-tokenises the text).
         assert [t.score for t in upstream.tokens] == pytest.approx(
             [t.score for t in local.tokens], abs=1e-4
@@ -143,9 +129,7 @@ def test_the_upstream_path_scores_streamed_text_like_the_local_path(output_model
 
 
 def test_the_upstream_path_halts_mid_stream(output_model):
-    local = run_to_end(
-        engine(output_model).stream(MESSAGES, GuardConfig(max_new_tokens=16))
-    )
+    local = run_to_end(engine(output_model).stream(MESSAGES, GuardConfig(max_new_tokens=16)))
     scores = [t.score for t in local.tokens]
     threshold = scores[-1]
     chunks = [local.generated[i : i + 4] for i in range(0, len(local.generated), 4)]

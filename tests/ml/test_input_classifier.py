@@ -139,9 +139,7 @@ def test_a_flagged_prompt_is_attributed_to_a_restricted_category_a_passing_one_i
     from classifiers.ml.serving.engine import InputGuard
 
     garden = [[{"role": "user", "content": "how do I water my garden"}]]
-    score = score_texts(
-        fast_result.model, fast_result.tokenizer, [garden[0][0]["content"]]
-    )[0]
+    score = score_texts(fast_result.model, fast_result.tokenizer, [garden[0][0]["content"]])[0]
     assert score.category == "gardening"  # its most likely category is permitted
     for threshold, expected in ((0.0, "widgets"), (1.01, "gardening")):
         guard = InputGuard(fast_result.model, fast_result.tokenizer,
@@ -199,9 +197,7 @@ def test_a_traffic_pool_is_never_a_restricted_category(tiny_backbone: Path) -> N
 
     attacks = [replace(e, category="traffic: imported attacks", label=1)
                for e in make_examples(8, seed=8) if e.label == 1]  # fmt: skip
-    cfg = _with_categories(
-        _config(tiny_backbone, categories=[]), make_examples(8, seed=8) + attacks
-    )
+    cfg = _with_categories(_config(tiny_backbone, categories=[]), make_examples(8, seed=8) + attacks)
     assert "traffic: imported attacks" in cfg.categories
     assert cfg.restricted_categories == ["widgets"]
 
@@ -415,9 +411,7 @@ def test_example_weights_make_a_hard_negative_count_more(tiny_backbone: Path) ->
     train.append(hard)
     plain = train_input_classifier(cfg, train, [])
     ones = train_input_classifier(cfg, train, [], weights=[1.0] * len(train))
-    heavy = train_input_classifier(
-        cfg, train, [], weights=[1.0] * (len(train) - 1) + [20.0]
-    )
+    heavy = train_input_classifier(cfg, train, [], weights=[1.0] * (len(train) - 1) + [20.0])
 
     def score(result: InputTrainResult) -> float:
         return score_texts(result.model, result.tokenizer, [hard.prompt_text])[0].score
@@ -430,9 +424,7 @@ def test_example_weights_make_a_hard_negative_count_more(tiny_backbone: Path) ->
         train_input_classifier(cfg, train, [], weights=[0.0] * len(train))
 
 
-def test_weighted_loss_is_the_plain_loss_with_ones_and_a_weighted_mean_otherwise() -> (
-    None
-):
+def test_weighted_loss_is_the_plain_loss_with_ones_and_a_weighted_mean_otherwise() -> None:
     from torch.nn import functional as F
 
     from classifiers.ml.input.losses import input_loss
@@ -444,18 +436,16 @@ def test_weighted_loss_is_the_plain_loss_with_ones_and_a_weighted_mean_otherwise
     harm_target = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
     category_target = torch.tensor([2, 0, IGNORE_CATEGORY, 1, 0, 2])
     known = category_target != IGNORE_CATEGORY
-    plain = F.binary_cross_entropy_with_logits(
-        harm_logit, harm_target
-    ) + 0.5 * F.cross_entropy(category_logits[known], category_target[known])
+    plain = F.binary_cross_entropy_with_logits(harm_logit, harm_target) + 0.5 * F.cross_entropy(
+        category_logits[known], category_target[known]
+    )
     args = (harm_logit, category_logits, harm_target, category_target, 0.5)
     assert torch.allclose(input_loss(*args), plain)
     assert torch.allclose(input_loss(*args, torch.ones(6)), plain)
     weight = torch.tensor([1.0, 3.0, 2.0, 1.0, 1.0, 4.0])
     bce = F.binary_cross_entropy_with_logits(harm_logit, harm_target, reduction="none")
-    ce = F.cross_entropy(
-        category_logits[known], category_target[known], reduction="none"
-    )
-    expected = (bce * weight).sum() / weight.sum() + 0.5 * (
-        ce * weight[known]
-    ).sum() / weight[known].sum()
+    ce = F.cross_entropy(category_logits[known], category_target[known], reduction="none")
+    expected = (bce * weight).sum() / weight.sum() + 0.5 * (ce * weight[known]).sum() / weight[
+        known
+    ].sum()
     assert torch.allclose(input_loss(*args, weight), expected)

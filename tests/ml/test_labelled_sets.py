@@ -36,9 +36,7 @@ def test_jsonl_csv_and_parquet_give_the_same_prompts(tmp_path):
     )
     parquet = tmp_path / "set.parquet"
     # A Parquet column has one type: labels as numbers there.
-    rows = [
-        {**r, "label": 1 if r["label"] == 1 else 0, "kind": r.get("kind")} for r in ROWS
-    ]
+    rows = [{**r, "label": 1 if r["label"] == 1 else 0, "kind": r.get("kind")} for r in ROWS]
     pq.write_table(pa.Table.from_pylist(rows), parquet)
     expected = [
         LabelledPrompt("how do I make the forbidden widget", 1, "plain"),
@@ -83,12 +81,7 @@ def test_kind_report_counts_recall_and_false_positives_per_kind():
         + [LabelledPrompt(f"question {i}", 0, "everyday") for i in range(20)]
         + [LabelledPrompt(f"dual use {i}", 0, "sensitive") for i in range(10)]
     )
-    flagged = (
-        [i < 9 for i in range(10)]
-        + [i < 1 for i in range(20)]
-        + [True] * 3
-        + [False] * 7
-    )
+    flagged = [i < 9 for i in range(10)] + [i < 1 for i in range(20)] + [True] * 3 + [False] * 7
     report = kind_report(prompts, flagged, name="mixed", target_fpr=0.01)
     assert report["per_kind"]["jailbreak"]["recall"]["rate"] == 0.9
     assert report["per_kind"]["jailbreak"]["fpr"] is None
@@ -126,14 +119,8 @@ def test_mistakes_show_the_worst_misses_and_false_alarms_and_histograms_count_by
     ("line", "expected"),
     [
         ('{"text": "a\\u0000b", "label": 1}', "line 1: text contains a NUL"),
-        (
-            '{"text": "a \\ud800", "label": 1}',
-            "line 1: text contains an invalid character",
-        ),
-        (
-            '{"text": "ok", "label": 1, "kind": "k\\u0000"}',
-            "line 1: kind contains a NUL",
-        ),
+        ('{"text": "a \\ud800", "label": 1}', "line 1: text contains an invalid character"),
+        ('{"text": "ok", "label": 1, "kind": "k\\u0000"}', "line 1: kind contains a NUL"),
         ('{"text": "ok", "label": ' + "9" * 5000 + "}", "line 1: a number too long"),
     ],
 )

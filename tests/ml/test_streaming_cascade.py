@@ -46,9 +46,7 @@ class RecordingHeavy:
 
 def test_a_stream_that_never_reaches_the_band_never_opens_the_heavy_classifier():
     opened = []
-    cascade = StreamingCascade(
-        CascadeSettings((0.4, 0.8), 0.5, 0.9), lambda: opened.append(1)
-    )
+    cascade = StreamingCascade(CascadeSettings((0.4, 0.8), 0.5, 0.9), lambda: opened.append(1))
     scores = [cascade.step(t, p).score for t, p in enumerate([0.1, 0.3, 0.2, 0.35])]
     assert opened == [] and not cascade.escalated
     assert scores == [0.1, 0.3, 0.3, 0.35]  # the probe alone, as a running max
@@ -75,9 +73,7 @@ def test_entering_the_band_starts_the_heavy_classifier_on_the_whole_prefix_once(
 
 def test_a_probe_score_that_jumps_over_the_band_stands_alone():
     opened = []
-    cascade = StreamingCascade(
-        CascadeSettings((0.4, 0.6), 0.5, 0.5), lambda: opened.append(1)
-    )
+    cascade = StreamingCascade(CascadeSettings((0.4, 0.6), 0.5, 0.5), lambda: opened.append(1))
     assert cascade.step(1, 0.1).score == 0.1
     assert cascade.step(2, 0.97).score == 0.97
     assert cascade.step(3, 0.97).score == 0.97
@@ -113,18 +109,12 @@ def _calibration_split(n_benign=40, n_harmful=20):
 
 def test_calibration_sets_the_benign_escalation_rate_and_the_target_fpr():
     probe, heavy, labels = _calibration_split()
-    calibration = calibrate_cascade(
-        probe, heavy, labels, target_fpr=0.05, escalate_fraction=0.1
-    )
+    calibration = calibrate_cascade(probe, heavy, labels, target_fpr=0.05, escalate_fraction=0.1)
     settings, stats = calibration.settings, calibration.stats
     benign_peaks = [max(p) for p, y in zip(probe, labels, strict=True) if y == 0]
-    assert settings.band[1] == pytest.approx(
-        max(benign_peaks)
-    )  # hi: the top benign score
+    assert settings.band[1] == pytest.approx(max(benign_peaks))  # hi: the top benign score
     assert stats["escalation_rate_benign"] == pytest.approx(0.1)  # 4 of 40
-    assert (
-        stats["escalation_rate_harmful"] == 1.0
-    )  # every harmful stream rises through lo
+    assert stats["escalation_rate_harmful"] == 1.0  # every harmful stream rises through lo
     # The heavy classifier separates what the probe cannot: the cascade catches all.
     assert stats["tpr_at_threshold"] == 1.0
     finals = [replay(p, h, settings).final for p, h in zip(probe, heavy, strict=True)]
@@ -135,17 +125,9 @@ def test_calibration_sets_the_benign_escalation_rate_and_the_target_fpr():
 
 def test_the_cascade_beats_the_probe_where_the_heavy_classifier_is_better():
     probe, heavy, labels = _calibration_split()
-    settings = calibrate_cascade(
-        probe, heavy, labels, target_fpr=0.05, escalate_fraction=0.1
-    ).settings
+    settings = calibrate_cascade(probe, heavy, labels, target_fpr=0.05, escalate_fraction=0.1).settings
     report = evaluate_cascade(
-        probe,
-        heavy,
-        labels,
-        settings,
-        probe_threshold=0.58,
-        heavy_threshold=0.5,
-        target_fpr=0.05,
+        probe, heavy, labels, settings, probe_threshold=0.58, heavy_threshold=0.5, target_fpr=0.05
     )
     assert report["cascade"]["tpr_at_threshold"] > report["probe"]["tpr_at_threshold"]
     assert report["n"] == 60 and report["n_benign"] == 40
@@ -162,25 +144,16 @@ def test_a_category_with_its_own_target_gets_its_own_cascade_threshold():
         predicted_categories=categories, **common,
     ).settings  # fmt: skip
     assert set(loose.per_category) == {"pathogens"}
-    assert (
-        loose.per_category["pathogens"] < loose.threshold
-    )  # a looser target blocks more
+    assert loose.per_category["pathogens"] < loose.threshold  # a looser target blocks more
     assert loose.threshold_for("pathogens") == loose.per_category["pathogens"]
-    assert (
-        loose.threshold_for("weapons") == loose.threshold == loose.threshold_for(None)
-    )
+    assert loose.threshold_for("weapons") == loose.threshold == loose.threshold_for(None)
     assert CascadeSettings.from_dict(loose.to_dict()) == loose
-    assert hash(loose) == hash(
-        CascadeSettings.from_dict(loose.to_dict())
-    )  # still hashable
+    assert hash(loose) == hash(CascadeSettings.from_dict(loose.to_dict()))  # still hashable
     # Calibrated on the cascade's scores of the benign streams assigned to it.
     finals = [replay(p, h, loose).final for p, h in zip(probe, heavy, strict=True)]
     assigned = [f for f, y, c in zip(finals, labels, categories, strict=True)
                 if y == 0 and c == "pathogens"]  # fmt: skip
-    assert (
-        sum(f >= loose.per_category["pathogens"] for f in assigned) / len(assigned)
-        <= 0.5
-    )
+    assert sum(f >= loose.per_category["pathogens"] for f in assigned) / len(assigned) <= 0.5
     # Reported as served: each example judged at its input category's threshold.
     report = evaluate_cascade(
         probe, heavy, labels, loose, probe_threshold=0.5, heavy_threshold=0.5,
@@ -188,9 +161,7 @@ def test_a_category_with_its_own_target_gets_its_own_cascade_threshold():
     )  # fmt: skip
     applied = [loose.threshold_for(c) for c in categories]
     benign = [f >= t for f, t, y in zip(finals, applied, labels, strict=True) if y == 0]
-    assert report["cascade"]["fpr_at_threshold"] == pytest.approx(
-        sum(benign) / len(benign)
-    )
+    assert report["cascade"]["fpr_at_threshold"] == pytest.approx(sum(benign) / len(benign))
     one = evaluate_cascade(probe, heavy, labels, loose, probe_threshold=0.5,
                            heavy_threshold=0.5, target_fpr=0.05)  # fmt: skip
     assert report["cascade"]["fpr_at_threshold"] >= one["cascade"]["fpr_at_threshold"]
@@ -207,9 +178,7 @@ def test_bad_calibration_input_is_a_clear_error():
     with pytest.raises(ValueError, match="benign"):
         calibrate_cascade([[0.9]], [[0.9]], [1], target_fpr=0.01, escalate_fraction=0.1)
     with pytest.raises(ValueError, match="same tokens"):
-        calibrate_cascade(
-            [[0.1, 0.2]], [[0.1]], [0], target_fpr=0.01, escalate_fraction=0.1
-        )
+        calibrate_cascade([[0.1, 0.2]], [[0.1]], [0], target_fpr=0.01, escalate_fraction=0.1)
     with pytest.raises(ValueError, match="escalate_fraction"):
         calibrate_cascade([[0.1]], [[0.1]], [0], target_fpr=0.01, escalate_fraction=0.0)
 
@@ -245,9 +214,7 @@ def _engine(models, settings, *, opened=None, batched=False):
 
 def _probe_and_heavy_scores(models, n=16):
     probe, heavy, tok = models
-    tokens = list(
-        generate_with_scores(probe, tok, MESSAGES, max_new_tokens=n, halt=False)
-    )
+    tokens = list(generate_with_scores(probe, tok, MESSAGES, max_new_tokens=n, halt=False))
     scorer = StreamingScorer(heavy, tok)
     scorer.start(MESSAGES)
     heavy_scores = [t.score for t in scorer.push([t.token_id for t in tokens])]
@@ -255,9 +222,7 @@ def _probe_and_heavy_scores(models, n=16):
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["alone", "continuous-batching"])
-def test_the_engine_scores_a_stream_exactly_as_the_replay_of_both_classifiers(
-    models, batched
-):
+def test_the_engine_scores_a_stream_exactly_as_the_replay_of_both_classifiers(models, batched):
     tokens, heavy_scores = _probe_and_heavy_scores(models)
     probe_scores = [t.score for t in tokens]
     lo = probe_scores[len(probe_scores) // 2]  # escalate half-way through
@@ -271,17 +236,11 @@ def test_the_engine_scores_a_stream_exactly_as_the_replay_of_both_classifiers(
     assert len(opened) == 1 and result.cascaded
     assert result.escalated_at == expected.escalated_at
     assert result.tokens[expected.escalated_at].heavy is not None
-    assert (
-        result.tokens[expected.escalated_at - 1].heavy is None
-        if expected.escalated_at
-        else True
-    )
+    assert result.tokens[expected.escalated_at - 1].heavy is None if expected.escalated_at else True
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["alone", "continuous-batching"])
-def test_the_engine_halts_on_the_cascade_score_and_never_escalates_below_the_band(
-    models, batched
-):
+def test_the_engine_halts_on_the_cascade_score_and_never_escalates_below_the_band(models, batched):
     tokens, heavy_scores = _probe_and_heavy_scores(models)
     probe_scores = [t.score for t in tokens]
     settings = CascadeSettings((probe_scores[3], 1.0), 0.5, 0.0)
@@ -309,10 +268,7 @@ class _CategoryOnly:
         self.category = category
 
     def decide(self, conversations, *, mode):
-        return [
-            InputDecision(0.0, self.category, 1.0, 1.0, False, False)
-            for _ in conversations
-        ]
+        return [InputDecision(0.0, self.category, 1.0, 1.0, False, False) for _ in conversations]
 
 
 def test_the_engine_halts_on_the_threshold_of_the_prompt_s_category(models):
@@ -324,10 +280,7 @@ def test_the_engine_halts_on_the_threshold_of_the_prompt_s_category(models):
     settings = CascadeSettings(band, 0.5, 2.0, {"garden": strict})  # 2.0 never halts
     first = next(i for i, v in enumerate(expected.scores) if v >= strict)
     # A "garden" prompt halts at its own threshold; any other falls back to 2.0.
-    for category, halted_at, threshold in (
-        ("garden", first, strict),
-        ("weather", None, 2.0),
-    ):
+    for category, halted_at, threshold in (("garden", first, strict), ("weather", None, 2.0)):
         engine = _engine(models, settings)
         engine.input_guard = _CategoryOnly(category)
         result = run_to_end(engine.stream(MESSAGES, GuardConfig(max_new_tokens=16)))
@@ -352,7 +305,7 @@ def test_upstream_halting_mid_chunk_delivers_nothing_past_the_halt(models):
     probe, heavy, tok = models
     tokens, heavy_scores = _probe_and_heavy_scores(models)
     text = tok.decode([t.token_id for t in tokens])
-    chunks = [text[i : i + 12] for i in range(0, len(text), 12)]
+    chunks = [text[i:i + 12] for i in range(0, len(text), 12)]
     first = run_to_end(_engine(models, CascadeSettings((0.0, 1.0), 0.5, 2.0)).stream_upstream(
         MESSAGES, chunks, GuardConfig()))  # fmt: skip
     scored = [t for t in first.tokens if t.token_id >= 0]

@@ -29,9 +29,7 @@ def everyday(n: int) -> list[LabelledPrompt]:
     prompts = []
     for i in range(n):
         topic, ask = TOPICS[i % len(TOPICS)], ASKS[(i // len(TOPICS)) % len(ASKS)]
-        prompts.append(
-            LabelledPrompt(f"{ask} {topic}, case {i} of {n}?", 0, "everyday")
-        )
+        prompts.append(LabelledPrompt(f"{ask} {topic}, case {i} of {n}?", 0, "everyday"))
     return prompts
 
 
@@ -55,9 +53,7 @@ def test_a_prompt_keeps_its_split_in_every_pool_and_splits_follow_the_shares():
     prompts = everyday(4000)
     first = prepare_pool(prompts, near_duplicates=False)
     again = prepare_pool(list(reversed(prompts)), near_duplicates=False)
-    assert {p.text: p.split for p in first.prompts} == {
-        p.text: p.split for p in again.prompts
-    }
+    assert {p.text: p.split for p in first.prompts} == {p.text: p.split for p in again.prompts}
     shares = Counter(p.split for p in first.prompts)
     for split, share in POOL_SPLITS.items():
         assert shares[split] / len(first.prompts) == pytest.approx(share, abs=0.03)
@@ -72,9 +68,7 @@ def test_prompts_the_pool_already_holds_are_skipped():
 
 
 def test_pool_examples_are_benign_in_their_own_split_with_a_row_per_pool():
-    pool = prepare_pool(
-        everyday(10) + [LabelledPrompt("a reviewed attack", 1, "shadow")]
-    )
+    pool = prepare_pool(everyday(10) + [LabelledPrompt("a reviewed attack", 1, "shadow")])
     examples = pool_examples(pool.prompts, pool_name="support desk")
     assert len(examples) == 11
     assert {e.category for e in examples} == {pool_category("support desk")}
@@ -103,9 +97,7 @@ class EchoGenerator:
         replies = []
         for conversation in conversations:
             content = conversation[-1]["content"]
-            replies.append(
-                "uh" if "case 0 " in content else f"Sure, here is help with: {content}"
-            )
+            replies.append("uh" if "case 0 " in content else f"Sure, here is help with: {content}")
         return replies
 
 

@@ -41,44 +41,30 @@ class Command(BaseCommand):
     help = "Audit a dataset's generated labels (cross-validated suspects for people to check)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--dataset", type=int, help="run a new audit of this dataset"
-        )
-        parser.add_argument(
-            "--audit", type=int, help="an existing audit (with --decisions/--apply)"
-        )
+        parser.add_argument("--dataset", type=int, help="run a new audit of this dataset")
+        parser.add_argument("--audit", type=int, help="an existing audit (with --decisions/--apply)")
         parser.add_argument("--folds", type=int, default=5)
         parser.add_argument("--spot-check", type=int, default=None,
                             help="random non-suspects to queue too (default 20)")  # fmt: skip
         parser.add_argument("--review-splits", default="",
                             help="queue every generated source of these splits too "
                             "(comma-separated, e.g. test,calibration)")  # fmt: skip
-        parser.add_argument(
-            "--export", default=None, help="write the queue here (JSONL)"
-        )
-        parser.add_argument(
-            "--decisions", default=None, help="JSONL of decisions to record"
-        )
+        parser.add_argument("--export", default=None, help="write the queue here (JSONL)")
+        parser.add_argument("--decisions", default=None, help="JSONL of decisions to record")
         parser.add_argument("--export-decisions", default=None,
                             help="write the decisions so far here, keyed by text hash "
                             "(no texts), to replay them on a regenerated dataset")  # fmt: skip
         parser.add_argument("--learn", action="store_true",
                             help="score the undecided items by how likely their label is "
                             "wrong, learned from the decisions so far (exported as wrong_score)")  # fmt: skip
-        parser.add_argument(
-            "--apply", action="store_true", help="write the audited dataset"
-        )
-        parser.add_argument(
-            "--user", default=None, help="record decisions as this user"
-        )
+        parser.add_argument("--apply", action="store_true", help="write the audited dataset")
+        parser.add_argument("--user", default=None, help="record decisions as this user")
 
     def handle(self, *args: Any, **options: Any) -> None:
 
         user = self._user(options["user"])
         if bool(options["dataset"]) == bool(options["audit"]):
-            raise CommandError(
-                "give either --dataset (a new audit) or --audit (an existing one)"
-            )
+            raise CommandError("give either --dataset (a new audit) or --audit (an existing one)")
         if options["dataset"]:
             dataset = Dataset.objects.filter(pk=options["dataset"]).first()
             if dataset is None:
@@ -105,6 +91,7 @@ class Command(BaseCommand):
         if options["decisions"]:
             self._record(audit, Path(options["decisions"]), user)
         if options["learn"]:
+
             try:
                 learned = learn_order(audit)
             except AuditError as err:
@@ -119,13 +106,12 @@ class Command(BaseCommand):
         if options["export_decisions"]:
             self._export_decisions(audit, Path(options["export_decisions"]))
         if options["apply"]:
+
             try:
                 copy = apply_audit(audit=audit, user=user)
             except AuditError as err:
                 raise CommandError(str(err)) from err
-            self.stdout.write(
-                f"dataset #{copy.pk} written ({copy.counts.get('total')} examples)"
-            )
+            self.stdout.write(f"dataset #{copy.pk} written ({copy.counts.get('total')} examples)")
 
     def _user(self, name: str | None) -> Any:
         if not name:
@@ -176,8 +162,8 @@ class Command(BaseCommand):
                     raise TypeError("decision and new_category must be strings")
             except (json.JSONDecodeError, TypeError, ValueError, KeyError) as err:
                 raise CommandError(
-                    f'{path}:{number}: expected {{"source_id": <a queued item>, "decision": '
-                    f'...}} or {{"text_sha256": ..., "label": 0 | 1, "decision": ...}} '
+                    f"{path}:{number}: expected {{\"source_id\": <a queued item>, \"decision\": "
+                    f"...}} or {{\"text_sha256\": ..., \"label\": 0 | 1, \"decision\": ...}} "
                     f"({type(err).__name__}: {err})"
                 ) from err
             # Two queued sources with the same text get the same decision.
@@ -188,13 +174,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             for number, item, decision, category in parsed:
                 try:
-                    decide(
-                        item=item, decision=decision, new_category=category, user=user
-                    )
+                    decide(item=item, decision=decision, new_category=category, user=user)
                 except AuditError as err:
-                    raise CommandError(
-                        f"{path}:{number}: {err} (nothing recorded)"
-                    ) from err
+                    raise CommandError(f"{path}:{number}: {err} (nothing recorded)") from err
         skipped = ""
         if not_queued or relabelled:
             skipped = (
@@ -241,9 +223,7 @@ class Command(BaseCommand):
                     "category": item.category, "decision": item.decision,
                     "new_category": item.new_category,
                 }) + "\n")  # fmt: skip
-        self.stdout.write(
-            f"{decided.count()} decisions written to {path} (texts hashed)"
-        )
+        self.stdout.write(f"{decided.count()} decisions written to {path} (texts hashed)")
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

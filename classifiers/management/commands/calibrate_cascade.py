@@ -57,9 +57,7 @@ class Command(BaseCommand):
             )  # fmt: skip
         except CascadeError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(
-            f"calibration #{job.pk}: probe #{job.probe_model_id}, heavy #{heavy.pk}"
-        )
+        self.stdout.write(f"calibration #{job.pk}: probe #{job.probe_model_id}, heavy #{heavy.pk}")
         run_cascade_job(job.pk)
         job = CascadeCalibration.objects.get(pk=job.pk)
         if job.status != "done":
@@ -73,9 +71,7 @@ class Command(BaseCommand):
             f"threshold {s['threshold']:.4f}; calibration escalation: "
             f"{stats['escalation_rate_benign']:.1%} of benign, {stats['escalation_rate']:.1%} of all"
         )
-        self.stdout.write(
-            f"{'split':<20} {'':<8} {'AUROC':>7} {'TPR@thr':>8} {'FPR@thr':>8} {'escal.':>7}"
-        )
+        self.stdout.write(f"{'split':<20} {'':<8} {'AUROC':>7} {'TPR@thr':>8} {'FPR@thr':>8} {'escal.':>7}")
         for split, block in job.report["splits"].items():
             for name in ("probe", "heavy", "cascade"):
                 r = block[name]
@@ -92,6 +88,4 @@ class Command(BaseCommand):
         )
 
         served = GuardPolicy.for_constitution(constitution).cascade_id == job.pk
-        self.stdout.write(
-            "served now" if served else "not served (use it from the guard settings)"
-        )
+        self.stdout.write("served now" if served else "not served (use it from the guard settings)")

@@ -16,7 +16,7 @@ from constitutions.models import Constitution
 
 class Command(BaseCommand):
     help = (
-        'Add input_score, blocked and category to every {"text": ...} line, using the '
+        "Add input_score, blocked and category to every {\"text\": ...} line, using the "
         "ACTIVE input classifier of a constitution. Nothing is written on any error."
     )
 
@@ -55,13 +55,9 @@ class Command(BaseCommand):
             if found is None:
                 raise CommandError(f"no constitution with slug {slug!r}")
             return found
-        candidates = list(
-            model.objects.filter(activemodel__kind="input").distinct()[:2]
-        )
+        candidates = list(model.objects.filter(activemodel__kind="input").distinct()[:2])
         if len(candidates) != 1:
-            raise CommandError(
-                "give --constitution SLUG (zero or several have a live model)"
-            )
+            raise CommandError("give --constitution SLUG (zero or several have a live model)")
         return candidates[0]
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
@@ -75,12 +71,8 @@ class Command(BaseCommand):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise CommandError(
-                        f"{path}:{number}: not valid JSON ({exc.msg})"
-                    ) from exc
+                    raise CommandError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise CommandError(
-                        f'{path}:{number}: expected an object with a "text" string'
-                    )
+                    raise CommandError(f'{path}:{number}: expected an object with a "text" string')
                 rows.append(row)
         return rows

@@ -25,20 +25,17 @@ class Command(BaseCommand):
             "--datasets", required=True,
             help="comma-separated dataset ids, in priority order (e.g. 3,5)",
         )  # fmt: skip
-        parser.add_argument(
-            "--user", default=None, help="record the dataset as this user"
-        )
+        parser.add_argument("--user", default=None, help="record the dataset as this user")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django.contrib.auth import get_user_model
+
 
         ids: list[int] = []
         for part in options["datasets"].split(","):
             part = part.strip()
             if not (part.isascii() and part.isdecimal()):
-                raise CommandError(
-                    f"--datasets takes dataset ids like 3,5; got {part!r}"
-                )
+                raise CommandError(f"--datasets takes dataset ids like 3,5; got {part!r}")
             ids.append(int(part))
         found = {d.pk: d for d in Dataset.objects.filter(pk__in=ids)}
         missing = [pk for pk in ids if pk not in found]

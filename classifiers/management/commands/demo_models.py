@@ -98,9 +98,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--slug", action="append", default=None,
                             help="only this constitution (repeatable)")  # fmt: skip
-        parser.add_argument(
-            "--per-category", type=int, default=DEMO_DATASET["per_category"]
-        )
+        parser.add_argument("--per-category", type=int, default=DEMO_DATASET["per_category"])
         parser.add_argument("--force", action="store_true",
                             help="train again even when active models exist")  # fmt: skip
 
@@ -113,9 +111,7 @@ class Command(BaseCommand):
                 continue
             live = [active_model(constitution, kind) for kind in ("input", "output")]
             if all(live) and not options["force"]:
-                self.stdout.write(
-                    f"{slug}: active models #{live[0].pk} and #{live[1].pk}, skipped"
-                )
+                self.stdout.write(f"{slug}: active models #{live[0].pk} and #{live[1].pk}, skipped")
                 continue
             pool = pool or self._traffic_pool()
             started = time.monotonic()
@@ -128,9 +124,7 @@ class Command(BaseCommand):
     def _traffic_pool(self) -> TrafficPool:
         pool = TrafficPool.objects.filter(name=DEMO_TRAFFIC_POOL).first()
         if pool is not None and pool.stats.get("total"):
-            self.stdout.write(
-                f"everyday traffic: reusing pool #{pool.pk} ({pool.stats['total']} requests)"
-            )
+            self.stdout.write(f"everyday traffic: reusing pool #{pool.pk} ({pool.stats['total']} requests)")
             return pool
         self.stdout.write(
             "everyday traffic: importing real user messages from ShareGPT (once)"
@@ -179,9 +173,7 @@ class Command(BaseCommand):
 
         dataset = run_dataset(dataset.pk, echo=throttled(line, 3.0))
         if dataset.status != "done":
-            raise CommandError(
-                f"dataset #{dataset.pk} {dataset.status}: {dataset.error}"
-            )
+            raise CommandError(f"dataset #{dataset.pk} {dataset.status}: {dataset.error}")
         self.stdout.write(
             f"  dataset #{dataset.pk}: {dataset.counts.get('total', '?')} examples "
             f"in {time.monotonic() - started:.0f} s"
@@ -189,6 +181,7 @@ class Command(BaseCommand):
         return dataset
 
     def _train(self, dataset: Any) -> None:
+
         run = training_start(
             dataset=dataset, config=DEMO_TRAINING, user=None, activate_when_done=True,
             enqueue=False,

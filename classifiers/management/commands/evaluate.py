@@ -76,9 +76,7 @@ class Command(BaseCommand):
                            max_new_tokens=options["max_new_tokens"])  # fmt: skip
             return
         if options["file"]:
-            self.score_file(
-                model, options["file"], options["save"], options["json_out"]
-            )
+            self.score_file(model, options["file"], options["save"], options["json_out"])
             return
         if options["save"]:
             raise CommandError("--save needs --file")
@@ -93,23 +91,17 @@ class Command(BaseCommand):
             except (ArtifactError, OSError) as exc:
                 raise CommandError(f"artifact of model #{model.pk}: {exc}") from exc
             if manifest.get("checksum") != model.checksum:
-                raise CommandError(
-                    f"artifact of model #{model.pk} has another checksum"
-                )
+                raise CommandError(f"artifact of model #{model.pk} has another checksum")
             self.stdout.write("artifact verified")
         if options["json_out"]:
             Path(options["json_out"]).write_text(json.dumps(
                 {"model": model.pk, "kind": model.kind, "split": options["split"],
                  "thresholds": model.thresholds, **block}, indent=2))  # fmt: skip
-        rows = [("classifier", block["classifier"])] + list(
-            block.get("baselines", {}).items()
-        )
+        rows = [("classifier", block["classifier"])] + list(block.get("baselines", {}).items())
         self.stdout.write(f"{model} on {options['split']} "
                           f"(n={block['classifier'].get('n')}, threshold "
                           f"{_f(model.threshold)})")  # fmt: skip
-        self.stdout.write(
-            f"{'':<12} {'AUROC':>7} {'TPR@thr':>8} {'FPR@thr':>8} {'TPR@1%':>7}"
-        )
+        self.stdout.write(f"{'':<12} {'AUROC':>7} {'TPR@thr':>8} {'FPR@thr':>8} {'TPR@1%':>7}")
         for name, report in rows:
             self.stdout.write(
                 f"{name:<12} {_f(report.get('auroc')):>7} "
@@ -118,9 +110,7 @@ class Command(BaseCommand):
                 f"{_f(report.get('tpr_at_1pct_fpr')):>7}"
             )
         for family, entry in block["classifier"].get("per_transform", {}).items():
-            self.stdout.write(
-                f"  transform {family:<20} recall {_f(entry.get('recall'))}"
-            )
+            self.stdout.write(f"  transform {family:<20} recall {_f(entry.get('recall'))}")
 
     def import_set(self, path: str, name: str | None) -> None:
         from classifiers.evaluation.sets import (
@@ -168,9 +158,7 @@ class Command(BaseCommand):
             raise CommandError(f"evaluation #{run.pk} {run.status}: {run.error}")
         self.print_report(model, run.report, json_out)
 
-    def print_report(
-        self, model: ModelVersion, report: dict, json_out: str | None
-    ) -> None:
+    def print_report(self, model: ModelVersion, report: dict, json_out: str | None) -> None:
         self.stdout.write(f"{model} on {report['name']} ({report['overall']['n']} prompts, "
                           f"threshold {_f(model.threshold)})")  # fmt: skip
         self.stdout.write(f"{'kind':<20} {'n':>6} {'recall':>22} {'FPR':>22}")

@@ -38,7 +38,7 @@ def _csv(value: str) -> list[str]:
 
 
 def _split_fractions(value: str) -> dict[str, float]:
-    """ "train=0.6,test=0.2" -> {"train_fraction": 0.6, "test_fraction": 0.2}."""
+    """"train=0.6,test=0.2" -> {"train_fraction": 0.6, "test_fraction": 0.2}."""
     from argparse import ArgumentTypeError
 
     from classifiers.ml.data.splits import SPLITS
@@ -165,9 +165,7 @@ class Command(BaseCommand):
         for name in opts["traffic_pools"]:
             pool = TrafficPool.objects.filter(name=name).first()
             if pool is None:
-                raise CommandError(
-                    f"no traffic pool named {name!r} (manage.py import_traffic)"
-                )
+                raise CommandError(f"no traffic pool named {name!r} (manage.py import_traffic)")
             pools.append(pool.pk)
         user = None
         if opts["user"]:
@@ -207,7 +205,9 @@ class Command(BaseCommand):
         self.stdout.write(f"dataset #{dataset.pk}: {version} with {dataset.generator}")
 
         def line(stage: str, done: int, total: int, eta: float | None) -> None:
-            self.stdout.write(f"  {stage:<10} {done}/{total}  ETA {format_eta(eta)}")
+            self.stdout.write(
+                f"  {stage:<10} {done}/{total}  ETA {format_eta(eta)}"
+            )
 
         try:
             dataset = run_dataset(dataset.pk, echo=throttled(line))

@@ -56,9 +56,7 @@ class Command(BaseCommand):
         except (TrafficError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         last = pool.stats["last_import"]
-        dropped = (
-            ", ".join(f"{n} {why}" for why, n in last["dropped"].items()) or "none"
-        )
+        dropped = ", ".join(f"{n} {why}" for why, n in last["dropped"].items()) or "none"
         self.stdout.write(
             f"pool {pool.name!r} (#{pool.pk}): {last['kept']} of {last['read']} prompts "
             f"added (dropped: {dropped}); it now holds {pool.stats['total']} "

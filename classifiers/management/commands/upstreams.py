@@ -32,9 +32,7 @@ from constitutions.models import Constitution
 
 
 class Command(BaseCommand):
-    help = (
-        "Register OpenAI-compatible upstream models and attach them to constitutions."
-    )
+    help = "Register OpenAI-compatible upstream models and attach them to constitutions."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -42,14 +40,8 @@ class Command(BaseCommand):
             p = sub.add_parser(action)
             p.add_argument("name")
             required = action == "add"
-            p.add_argument(
-                "--url",
-                required=required,
-                help="base URL, e.g. http://127.0.0.1:8001/v1",
-            )
-            p.add_argument(
-                "--model", required=required, help="the upstream's model name"
-            )
+            p.add_argument("--url", required=required, help="base URL, e.g. http://127.0.0.1:8001/v1")
+            p.add_argument("--model", required=required, help="the upstream's model name")
             p.add_argument("--api-key-env", default=None,
                            help="environment variable GUARDWEB_UPSTREAM_KEY_<NAME> holding "
                            "the upstream's API key")  # fmt: skip
@@ -78,11 +70,7 @@ class Command(BaseCommand):
         names = {"url": "base_url", "model": "model", "api_key_env": "api_key_env",
                  "timeout": "timeout_s", "max_concurrency": "max_concurrency",
                  "max_tokens": "max_tokens"}  # fmt: skip
-        return {
-            field: options[o]
-            for o, field in names.items()
-            if options.get(o) is not None
-        }
+        return {field: options[o] for o, field in names.items() if options.get(o) is not None}
 
     def do_add(self, options: dict[str, Any]) -> None:
         upstream = add_upstream(name=options["name"], **self._fields(options))
@@ -90,9 +78,7 @@ class Command(BaseCommand):
                           f"`manage.py upstreams attach {upstream.name} --constitution SLUG`")  # fmt: skip
 
     def do_change(self, options: dict[str, Any]) -> None:
-        upstream = change_upstream(
-            get_upstream(options["name"]), **self._fields(options)
-        )
+        upstream = change_upstream(get_upstream(options["name"]), **self._fields(options))
         self.stdout.write(f"changed {upstream} (key: {upstream.key_source})")
 
     def _constitution(self, slug: str) -> Constitution:
@@ -113,23 +99,17 @@ class Command(BaseCommand):
         upstream = get_upstream(options["name"])
         constitution = self._constitution(options["constitution"])
         if not detach(upstream, constitution):
-            raise CommandError(
-                f"{upstream.name} is not attached to {constitution.slug}"
-            )
+            raise CommandError(f"{upstream.name} is not attached to {constitution.slug}")
         self.stdout.write(f"{upstream.name} detached from {constitution.slug}")
 
     def do_list(self, options: dict[str, Any]) -> None:
         upstreams = Upstream.objects.prefetch_related("policies__constitution")
         if not upstreams:
-            self.stdout.write(
-                "no upstreams; add one with `manage.py upstreams add NAME --url URL --model MODEL`"
-            )
+            self.stdout.write("no upstreams; add one with `manage.py upstreams add NAME --url URL --model MODEL`")
             return
         for upstream in upstreams:
             slugs = sorted(p.constitution.slug for p in upstream.policies.all())
-            models = (
-                ", ".join(f"{slug}/{upstream.name}" for slug in slugs) or "not attached"
-            )
+            models = ", ".join(f"{slug}/{upstream.name}" for slug in slugs) or "not attached"
             self.stdout.write(
                 f"{upstream.name}: {upstream.model} at {upstream.base_url}; key "
                 f"{upstream.key_source}; timeout {upstream.timeout_s:g}s, at most "

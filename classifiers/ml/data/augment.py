@@ -98,8 +98,7 @@ def augment_examples(
     if not transforms:
         raise ValueError("augment_examples needs at least one transform name")
     resolved = {
-        t.name: t
-        for t in resolve_transforms(list(dict.fromkeys(transforms)), llm, languages)
+        t.name: t for t in resolve_transforms(list(dict.fromkeys(transforms)), llm, languages)
     }
     rng = random.Random(seed)
     variants = [
@@ -136,9 +135,7 @@ def augment_examples(
             break
         check_cancel()
         for start in range(0, len(waiting), llm_batch_size):
-            assert (
-                llm is not None
-            )  # resolve_transforms guarantees it when an LLM step exists
+            assert llm is not None  # resolve_transforms guarantees it when an LLM step exists
             batch = waiting[start : start + llm_batch_size]
             _run_llm_batch(batch, resolved, llm, seed=seed + batch_index)
             batch_index += 1

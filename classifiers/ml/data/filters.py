@@ -222,9 +222,7 @@ class RelevanceFilter:
         if not queries:
             return []
         np = self._np
-        sims = (
-            np.asarray(self.embed(list(queries)), dtype=np.float32) @ self.centroids.T
-        )
+        sims = np.asarray(self.embed(list(queries)), dtype=np.float32) @ self.centroids.T
         own_kind = self.kinds[category_index]
         other = [i for i, kind in enumerate(self.kinds) if kind != own_kind]
         result: list[str | None] = []

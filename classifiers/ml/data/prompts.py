@@ -184,7 +184,7 @@ def _sample_shots(
 
 
 def _lowercase_first(text: str) -> str:
-    """ "A science tutor." -> "a science tutor"; "CBRN uplift" stays as it is."""
+    """"A science tutor." -> "a science tutor"; "CBRN uplift" stays as it is."""
     text = text.strip().rstrip(".")
     if text[1:2].isupper():
         return text
@@ -243,7 +243,9 @@ def pick_opener(
     if share <= 0 or rng.random() >= share:
         return None
     sources = (
-        [category] if category.kind == RESTRICTED else list(constitution.categories)
+        [category]
+        if category.kind == RESTRICTED
+        else list(constitution.categories)
     )
     starts = opener_starts(sources)
     return rng.choice(starts) if starts else None
@@ -256,14 +258,10 @@ def is_correction(example: Example) -> bool:
     database query: classifiers.training.services.corrected_training_prompts;
     change both."""
     reviewed = example.meta.get("reviewed") or {}
-    return (
-        bool(reviewed.get("flipped_from")) or example.meta.get("source") == "feedback"
-    )
+    return bool(reviewed.get("flipped_from")) or example.meta.get("source") == "feedback"
 
 
-def correction_weights(
-    examples: Sequence[Example], weight: float
-) -> list[float] | None:
+def correction_weights(examples: Sequence[Example], weight: float) -> list[float] | None:
     """Training weights: `weight` for corrected examples, 1 for the rest; None when
     weight is 1 (nothing to weigh)."""
     if weight == 1.0:

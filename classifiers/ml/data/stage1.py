@@ -164,9 +164,7 @@ def generate_stage1(
             ]
             reasons = [rejection_reason(query, cfg) for query in cleaned]
             if relevance is not None:
-                candidates = [
-                    q for q, r in zip(cleaned, reasons, strict=True) if r is None
-                ]
+                candidates = [q for q, r in zip(cleaned, reasons, strict=True) if r is None]
                 verdicts = iter(relevance.reasons(candidates, ci))
                 reasons = [next(verdicts) if r is None else r for r in reasons]
             for query, reason, opener in zip(cleaned, reasons, openers, strict=True):

@@ -105,11 +105,8 @@ def prepare_pool(
         seen.add(hashed)
         kept.append(
             PooledPrompt(
-                text=text,
-                label=int(prompt.label),
-                kind=str(prompt.kind or ""),
-                split=split_for(hashed),
-                text_hash=hashed,
+                text=text, label=int(prompt.label), kind=str(prompt.kind or ""),
+                split=split_for(hashed), text_hash=hashed,
             )  # fmt: skip
         )
     stats = {
@@ -150,9 +147,7 @@ def pool_examples(
                 category=pool_category(pool_name),
                 source_id=f"traffic-{prompt.text_hash[:16]}",
                 meta={
-                    "source": "traffic",
-                    "pool": pool_name,
-                    "kind": prompt.kind,
+                    "source": "traffic", "pool": pool_name, "kind": prompt.kind,
                     "split": prompt.split,
                 },
             )  # fmt: skip

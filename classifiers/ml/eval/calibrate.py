@@ -105,9 +105,7 @@ def roc_threshold_for_fpr(benign_scores: Sequence[float], target_fpr: float) -> 
     if fits[0]:
         return float(distinct[0])  # every benign score fits the budget
     # flagged shrinks as v grows: the last score that does not fit stays unflagged.
-    highest_unflagged = (
-        distinct[int(np.argmax(fits)) - 1] if fits.any() else distinct[-1]
-    )
+    highest_unflagged = distinct[int(np.argmax(fits)) - 1] if fits.any() else distinct[-1]
     return float(np.nextafter(highest_unflagged, np.inf))
 
 
@@ -155,9 +153,7 @@ class Thresholds:
             "achieved_category_fpr": dict(self.achieved_category_fpr),
             "n_benign": self.n_benign,
             "n_harmful": self.n_harmful,
-            "benign_needed": examples_needed(self.target_fpr)
-            if self.target_fpr
-            else None,
+            "benign_needed": examples_needed(self.target_fpr) if self.target_fpr else None,
             "warnings": list(self.warnings),
         }
 
@@ -222,9 +218,7 @@ def calibrate_thresholds(
     global_threshold = threshold_for_fpr(score_array[benign], target_fpr)
     warnings = []
     if target_fpr > 0:
-        warnings.append(
-            too_few_for(target_fpr, int(benign.sum()), "benign calibration prompts")
-        )
+        warnings.append(too_few_for(target_fpr, int(benign.sum()), "benign calibration prompts"))
     per_category: dict[str, float] = {}
     predicted = np.asarray(
         [] if predicted_categories is None else list(predicted_categories), object

@@ -31,14 +31,10 @@ from classifiers.ml.serving.cascade import DEFAULT_WEIGHTS, CascadeSettings, rep
 def _check(probe: Sequence[Sequence[float]], heavy: Sequence[Sequence[float]],
            labels: Sequence[int]) -> None:  # fmt: skip
     if not (len(probe) == len(heavy) == len(labels)):
-        raise ValueError(
-            "probe scores, heavy scores and labels must have one entry per response"
-        )
+        raise ValueError("probe scores, heavy scores and labels must have one entry per response")
     for p, h in zip(probe, heavy, strict=True):
         if len(p) != len(h):
-            raise ValueError(
-                "the probe and the heavy classifier must score the same tokens"
-            )
+            raise ValueError("the probe and the heavy classifier must score the same tokens")
     if not any(y == 0 for y in labels):
         raise ValueError("calibrating a cascade needs benign responses")
 
@@ -52,15 +48,9 @@ class CascadeRun:
     heavy_tokens: int
     tokens: int
 
-    def escalation_rate(
-        self, labels: Sequence[int] | None = None, label: int | None = None
-    ) -> float:
+    def escalation_rate(self, labels: Sequence[int] | None = None, label: int | None = None) -> float:
         """Share escalated: of all streams, or of those with `label`."""
-        picked = [
-            e
-            for i, e in enumerate(self.escalated)
-            if label is None or labels[i] == label
-        ]
+        picked = [e for i, e in enumerate(self.escalated) if label is None or labels[i] == label]
         return float(np.mean(picked)) if picked else 0.0
 
     @property
@@ -70,9 +60,7 @@ class CascadeRun:
 
 
 def run_cascade(
-    probe: Sequence[Sequence[float]],
-    heavy: Sequence[Sequence[float]],
-    settings: CascadeSettings,
+    probe: Sequence[Sequence[float]], heavy: Sequence[Sequence[float]], settings: CascadeSettings
 ) -> CascadeRun:
     runs = [replay(p, h, settings) for p, h in zip(probe, heavy, strict=True)]
     return CascadeRun(
@@ -86,17 +74,11 @@ def run_cascade(
 @dataclass
 class Calibration:
     settings: CascadeSettings
-    weights: list[dict[str, float]] = field(
-        default_factory=list
-    )  # per candidate weight
+    weights: list[dict[str, float]] = field(default_factory=list)  # per candidate weight
     stats: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "settings": self.settings.to_dict(),
-            "weights": self.weights,
-            "stats": self.stats,
-        }
+        return {"settings": self.settings.to_dict(), "weights": self.weights, "stats": self.stats}
 
 
 def calibrate_cascade(
@@ -178,12 +160,8 @@ def _headline(finals: Sequence[float], labels: Sequence[int],
     return {
         "auroc": auroc(list(s), list(y)) if both else None,
         "tpr_at_target_fpr": tpr_at_fpr(list(s), list(y), target_fpr) if both else None,
-        "tpr_at_threshold": float(np.mean(s[y == 1] >= t[y == 1]))
-        if (y == 1).any()
-        else None,
-        "fpr_at_threshold": float(np.mean(s[y == 0] >= t[y == 0]))
-        if (y == 0).any()
-        else None,
+        "tpr_at_threshold": float(np.mean(s[y == 1] >= t[y == 1])) if (y == 1).any() else None,
+        "fpr_at_threshold": float(np.mean(s[y == 0] >= t[y == 0])) if (y == 0).any() else None,
     }
 
 

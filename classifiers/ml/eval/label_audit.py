@@ -253,6 +253,7 @@ def spot_check_sample(findings: Sequence[AuditFinding], n: int, seed: int) -> li
     return rng.sample(pool, min(n, len(pool)))
 
 
+
 def score_histogram(
     findings: Sequence[AuditFinding], bins: int = 10
 ) -> dict[str, list[int]]:

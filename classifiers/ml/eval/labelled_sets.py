@@ -56,9 +56,7 @@ def _prompt(row: Any, where: str, default_label: int | None = None) -> LabelledP
     raw_label = row.get("label")
     if raw_label in (None, "") and default_label is not None:
         raw_label = default_label
-    label = (
-        LABELS.get(str(raw_label).strip().lower()) if raw_label is not None else None
-    )
+    label = LABELS.get(str(raw_label).strip().lower()) if raw_label is not None else None
     if isinstance(raw_label, bool) or label is None:
         raise LabelledSetError(f"{where}: label must be 1 (harmful) or 0 (benign)")
     kind = row.get("kind")
@@ -100,18 +98,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
             except (json.JSONDecodeError, RecursionError) as exc:
                 raise LabelledSetError(f"line {number}: not JSON ({exc})") from None
             except ValueError:  # an integer of 4,301+ digits: Python's int limit
-                raise LabelledSetError(
-                    f"line {number}: a number too long to read"
-                ) from None
+                raise LabelledSetError(f"line {number}: a number too long to read") from None
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[Any, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "text" not in reader.fieldnames:
-            raise LabelledSetError(
-                "the CSV header must name the text (and label) columns"
-            )
+            raise LabelledSetError("the CSV header must name the text (and label) columns")
         for number, row in enumerate(reader, start=2):
             yield row, f"line {number}"
 
@@ -203,12 +197,7 @@ def kind_report(
         warning = too_few_for(target_fpr, overall["benign"], "benign prompts")
         if warning:
             warnings.append(f"{warning}: the FPR at the target cannot be confirmed")
-    return {
-        "name": name,
-        "overall": overall,
-        "per_kind": per_kind,
-        "warnings": warnings,
-    }
+    return {"name": name, "overall": overall, "per_kind": per_kind, "warnings": warnings}
 
 
 SHOWN_MISTAKES = 10  # per side: the harmful prompts scored lowest, the benign highest
@@ -231,15 +220,9 @@ def mistakes_and_histogram(
 
     def shown(row: tuple[LabelledPrompt, float, bool]) -> dict[str, Any]:
         prompt, score, _ = row
-        return {
-            "text": prompt.text[:max_chars],
-            "kind": prompt.kind,
-            "score": round(score, 4),
-        }
+        return {"text": prompt.text[:max_chars], "kind": prompt.kind, "score": round(score, 4)}
 
-    missed = sorted(
-        (r for r in rows if r[0].label == 1 and not r[2]), key=lambda r: r[1]
-    )
+    missed = sorted((r for r in rows if r[0].label == 1 and not r[2]), key=lambda r: r[1])
     false_alarms = sorted(
         (r for r in rows if r[0].label == 0 and r[2]), key=lambda r: -r[1]
     )

@@ -58,10 +58,5 @@ def input_loss(
             category_logits[known], category_target[known], reduction="none"
         )  # (K,)
         known_weight = weight[known]
-        loss = (
-            loss
-            + category_weight
-            * (category_terms * known_weight).sum()
-            / known_weight.sum()
-        )
+        loss = loss + category_weight * (category_terms * known_weight).sum() / known_weight.sum()
     return loss

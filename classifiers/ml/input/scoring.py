@@ -123,12 +123,8 @@ def score_texts(
                 category_prob=float(probs[category_index]),
                 view=views[scored[best]],
                 view_index=scored[best],
-                restricted_category=names[reason_index]
-                if reason_index is not None
-                else "",
-                restricted_prob=float(probs[reason_index])
-                if reason_index is not None
-                else 0.0,
+                restricted_category=names[reason_index] if reason_index is not None else "",
+                restricted_prob=float(probs[reason_index]) if reason_index is not None else 0.0,
             )
         )
         offset += len(scored)

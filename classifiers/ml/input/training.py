@@ -182,12 +182,9 @@ def train_input_classifier(
     if not train:
         raise ValueError("train_input_classifier needs training examples")
     if weights is not None and (
-        len(weights) != len(train)
-        or not all(math.isfinite(w) and w > 0 for w in weights)
+        len(weights) != len(train) or not all(math.isfinite(w) and w > 0 for w in weights)
     ):
-        raise ValueError(
-            "weights needs one positive finite number per training example"
-        )
+        raise ValueError("weights needs one positive finite number per training example")
     cfg = _with_categories(cfg, train)
     target_device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(cfg.backbone_dir)
@@ -204,9 +201,7 @@ def train_input_classifier(
             [1.0] * len(train) if weights is None else [float(w) for w in weights],
             device=target_device,
         )  # (N,)
-        val_harm_y, val_category_y = loss_targets(
-            validation, cfg.categories, target_device
-        )
+        val_harm_y, val_category_y = loss_targets(validation, cfg.categories, target_device)
 
         embed_started = time.perf_counter()
         train_cache: torch.Tensor | None = None

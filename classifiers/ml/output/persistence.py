@@ -81,6 +81,7 @@ def load_output_classifier(
     one (e.g. the generator moved); the tokenizer always comes from it."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+
     art = load_artifact(directory)
     cfg = OutputClassifierConfig.from_dict(art.config["classifier"])
     src = str(backbone_dir or cfg.backbone_dir)

@@ -121,9 +121,7 @@ def halting_positions(
     """First token index whose running max reaches threshold, else None.
     `threshold`: one number, or one per response (per-category thresholds)."""
     thresholds = (
-        [threshold] * len(per_token_scores)
-        if isinstance(threshold, (int, float))
-        else threshold
+        [threshold] * len(per_token_scores) if isinstance(threshold, (int, float)) else threshold
     )
     return [
         next((i for i, s in enumerate(scores) if reaches(s, t)), None)

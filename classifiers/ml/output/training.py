@@ -271,9 +271,7 @@ def _train_backbone(
             probs, mask = pad_features(
                 [torch.tensor(p).unsqueeze(-1) for p in val_probs], torch.device("cpu")
             )
-            logits = torch.logit(
-                probs.squeeze(-1).clamp(PROB_EPS, 1 - PROB_EPS)
-            )  # (B, R)
+            logits = torch.logit(probs.squeeze(-1).clamp(PROB_EPS, 1 - PROB_EPS))  # (B, R)
             y = torch.tensor([e.label for e in validation])
             val_loss = classifier_loss(cfg, logits, y, mask, 1.0).item()
         val_labels = [e.label for e in validation]

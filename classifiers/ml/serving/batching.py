@@ -84,10 +84,7 @@ def supports_batching(config: Any) -> bool:
     layer_types = getattr(config, "layer_types", None)
     if layer_types:
         return all(t == "full_attention" for t in layer_types)
-    return not (
-        getattr(config, "sliding_window", None)
-        and getattr(config, "use_sliding_window", True)
-    )
+    return not (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
 
 
 @dataclass
@@ -129,9 +126,7 @@ class _Row:
         self.request = request
         self.eos = eos
         self.generator = (
-            torch.Generator().manual_seed(request.seed)
-            if request.seed is not None
-            else None
+            torch.Generator().manual_seed(request.seed) if request.seed is not None else None
         )
         self.aggregator = make_aggregator(request.aggregator, request.ema_alpha)
         self.decoder = IncrementalDecoder(tokenizer)
@@ -242,9 +237,7 @@ class ContinuousBatcher:
                     item = request.out.get(timeout=_READ_POLL_S)
                 except queue.Empty:
                     if self._thread is None or not self._thread.is_alive():
-                        raise BatchedGenerationError(
-                            "the generation worker stopped"
-                        ) from None
+                        raise BatchedGenerationError("the generation worker stopped") from None
                     continue
                 if item is _END:
                     return
@@ -283,9 +276,7 @@ class ContinuousBatcher:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not (
-                    self._waiting or self._rows or self._prefilling or self._closed
-                ):
+                while not (self._waiting or self._rows or self._prefilling or self._closed):
                     self._wake.wait()
                 if self._closed:
                     break
@@ -397,9 +388,7 @@ class ContinuousBatcher:
             return
         device = next(self.lm.parameters()).device
         length = max(len(ids) for ids in prompts)
-        ids = torch.tensor(
-            [[0] * (length - len(p)) + p for p in prompts], device=device
-        )
+        ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor(
             [[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=device
         )  # (b, T)
@@ -437,9 +426,7 @@ class ContinuousBatcher:
                 _cache_tensors(self._cache), cache, strict=True
             )
         ]
-        merged_mask = torch.cat(
-            [_left_pad(self._mask, length), _left_pad(mask, length)], dim=0
-        )
+        merged_mask = torch.cat([_left_pad(self._mask, length), _left_pad(mask, length)], dim=0)
         # Assigned only once everything is built: a failure above leaves the batch as it was.
         self._cache, self._mask = _to_cache(merged, self.lm.config), merged_mask
         self._rows = self._rows + rows
@@ -463,14 +450,10 @@ class ContinuousBatcher:
         rows = self._rows
         assert self._mask is not None
         device = self._mask.device
-        mask = torch.cat(
-            [self._mask, torch.ones(len(rows), 1, dtype=torch.long, device=device)], 1
-        )
+        mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long, device=device)], 1)
         scoring = any(row.request.guard is not None for row in rows)
         out = self.lm(
-            input_ids=torch.tensor(
-                [[row.token] for row in rows], device=device
-            ),  # (B, 1)
+            input_ids=torch.tensor([[row.token] for row in rows], device=device),  # (B, 1)
             attention_mask=mask,  # (B, L+1)
             position_ids=torch.tensor([[row.length] for row in rows], device=device),
             past_key_values=self._cache,
@@ -495,13 +478,9 @@ class ContinuousBatcher:
                 guard = rows[indices[0]].request.guard
                 assert guard is not None
                 try:
-                    picked = tuple(
-                        h[indices, -1:] for h in out.hidden_states
-                    )  # (b, 1, H)
+                    picked = tuple(h[indices, -1:] for h in out.hidden_states)  # (b, 1, H)
                     values = guard.v_head(guard.select_hidden(picked))[:, -1]  # (b,)
-                    probs.update(
-                        zip(indices, token_probs(values).tolist(), strict=True)
-                    )
+                    probs.update(zip(indices, token_probs(values).tolist(), strict=True))
                 except Exception as exc:  # one constitution's broken head
                     for i in indices:
                         rows[i].fail(exc)
@@ -525,24 +504,16 @@ class ContinuousBatcher:
 
     def _choose(self, row: _Row) -> None:
         request = row.request
-        if (
-            request.abandoned.is_set()
-            or row.index >= request.max_new_tokens
-            or _stopped(request)
-        ):
+        if request.abandoned.is_set() or row.index >= request.max_new_tokens or _stopped(request):
             row.finish()
             return
         assert row.logits is not None
-        token = sample_token(
-            row.logits, request.temperature, request.top_p, row.generator
-        )
+        token = sample_token(row.logits, request.temperature, request.top_p, row.generator)
         if token in self._eos:
             row.finish()
             return
         row.token = token
-        row.pending = TokenScore(
-            row.index, token, math.nan, math.nan, row.decoder.add(token)
-        )
+        row.pending = TokenScore(row.index, token, math.nan, math.nan, row.decoder.add(token))
         if request.guard is None:
             request.out.put(row.pending)
             row.pending = None
@@ -565,10 +536,7 @@ class ContinuousBatcher:
         self._mask = mask[:, start:]
         self._cache = _to_cache(
             [
-                (
-                    k.index_select(0, index)[:, :, start:],
-                    v.index_select(0, index)[:, :, start:],
-                )
+                (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
                 for k, v in _cache_tensors(self._cache)
             ],
             self.lm.config,
@@ -599,9 +567,7 @@ def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values), each (B, heads, L, head_dim), from a DynamicCache."""
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(
-        zip(cache.key_cache, cache.value_cache, strict=True)
-    )  # transformers < 4.56
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers < 4.56
 
 
 def _to_cache(tensors: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -> Any:

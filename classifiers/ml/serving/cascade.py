@@ -90,14 +90,9 @@ class CascadeSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CascadeSettings:
         lo, hi = data["band"]
-        per_category = {
-            k: float(v) for k, v in (data.get("per_category") or {}).items()
-        }
+        per_category = {k: float(v) for k, v in (data.get("per_category") or {}).items()}
         return cls(
-            (float(lo), float(hi)),
-            float(data["weight"]),
-            float(data["threshold"]),
-            per_category,
+            (float(lo), float(hi)), float(data["weight"]), float(data["threshold"]), per_category
         )
 
 
@@ -112,18 +107,14 @@ class CascadeStep:
 class StreamingCascade:
     """One stream's cascade state. `open_heavy` is called at most once."""
 
-    def __init__(
-        self, settings: CascadeSettings, open_heavy: Callable[[], HeavyStream]
-    ):
+    def __init__(self, settings: CascadeSettings, open_heavy: Callable[[], HeavyStream]):
         self.settings = settings
         self.open_heavy = open_heavy
         self.heavy: HeavyStream | None = None
         self.token_ids: list[int] = []
         self.escalated_at: int | None = None  # token index where the heavy one joined
         self.heavy_tokens = 0  # response tokens the heavy classifier encoded
-        self._running = (
-            CummaxAggregator()
-        )  # the halting score: output.scoring's running max
+        self._running = CummaxAggregator()  # the halting score: output.scoring's running max
         self.value = 0.0
 
     @property
@@ -192,9 +183,7 @@ class Replay:
 
 
 def replay(
-    probe_scores: Sequence[float],
-    heavy_scores: Sequence[float],
-    settings: CascadeSettings,
+    probe_scores: Sequence[float], heavy_scores: Sequence[float], settings: CascadeSettings
 ) -> Replay:
     """What the served cascade does on one response, from per-token scores (the
     probe's and the heavy classifier's running scores, as each serves them)."""

@@ -62,9 +62,7 @@ class GuardConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(
-                f"mode must be one of {', '.join(MODES)}, not {self.mode!r}"
-            )
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
 @dataclass
@@ -127,9 +125,7 @@ class InputGuard:
         self.tokenizer = tokenizer
         self.thresholds = thresholds
 
-    def decide(
-        self, conversations: list[list[Message]], *, mode: str
-    ) -> list[InputDecision]:
+    def decide(self, conversations: list[list[Message]], *, mode: str) -> list[InputDecision]:
         """Batch-score prompts (all canonical views in one pass)."""
         texts = [render_messages(messages) for messages in conversations]
         scores = score_texts(self.model, self.tokenizer, texts)
@@ -139,16 +135,11 @@ class InputGuard:
             flagged = s.score >= threshold
             # A flagged prompt names the restricted category it is closest to; one
             # that passes names its most likely category, permitted ones included.
-            category, category_prob = (
-                s.flagged_as() if flagged else (s.category, s.category_prob)
-            )
+            category, category_prob = s.flagged_as() if flagged else (s.category, s.category_prob)
             decisions.append(
                 InputDecision(
-                    score=s.score,
-                    category=category,
-                    category_prob=category_prob,
-                    threshold=threshold,
-                    flagged=flagged,
+                    score=s.score, category=category, category_prob=category_prob,
+                    threshold=threshold, flagged=flagged,
                     blocked=flagged and mode == "enforce",
                     view=s.view if s.view_index else "",
                 )  # fmt: skip
@@ -191,10 +182,7 @@ class _HeavyScorerStream:
         self.messages = messages
         kwargs = {"ema_alpha": cascade.ema_alpha} if cascade.ema_alpha else {}
         self.scorer = StreamingScorer(
-            cascade.heavy_model,
-            cascade.tokenizer,
-            aggregator=cascade.aggregator,
-            **kwargs,
+            cascade.heavy_model, cascade.tokenizer, aggregator=cascade.aggregator, **kwargs
         )
 
     def start(self, token_ids: list[int]) -> float:
@@ -244,9 +232,7 @@ class GuardEngine:
 
     # -- input only -------------------------------------------------------------------
 
-    def classify(
-        self, conversations: list[list[Message]], *, mode: str = "enforce"
-    ) -> list[InputDecision]:
+    def classify(self, conversations: list[list[Message]], *, mode: str = "enforce") -> list[InputDecision]:
         if self.input_guard is None:
             raise RuntimeError("no input classifier is active for this constitution")
         return self.input_guard.decide(conversations, mode=mode)
@@ -265,10 +251,7 @@ class GuardEngine:
         result = GuardResult()
         guarded = config.mode != "off"
         if guarded and self.input_guard is not None:
-            decision = (
-                input_decision
-                or self.input_guard.decide([messages], mode=config.mode)[0]
-            )
+            decision = input_decision or self.input_guard.decide([messages], mode=config.mode)[0]
             result.input = decision
             yield GuardEvent("input", input=decision)
             if decision.flagged and config.mode == "shadow":
@@ -340,9 +323,7 @@ class GuardEngine:
                 yield GuardEvent("end", result=result)
                 return
         threshold = self.output_threshold(result.input)
-        guard = self.reply_guard(
-            messages, mode=config.mode, decision=result.input, result=result
-        )
+        guard = self.reply_guard(messages, mode=config.mode, decision=result.input, result=result)
         if guard is not None and math.isfinite(threshold):
             result.output_threshold = threshold
 
@@ -367,8 +348,7 @@ class GuardEngine:
         *,
         mode: str,
         decision: InputDecision | None = None,
-        category: str
-        | None = None,  # the prompt's category when no decision is at hand
+        category: str | None = None,  # the prompt's category when no decision is at hand
         result: GuardResult | None = None,  # receives the cascade's escalation point
     ) -> ReplyGuard | None:
         """Output scoring for a reply generated elsewhere (an upstream model, a
@@ -377,10 +357,7 @@ class GuardEngine:
             return None
         result = result if result is not None else GuardResult()
         scorer = StreamingScorer(
-            self.output_model,
-            self.tokenizer,
-            aggregator=self.aggregator,
-            **self._ema_kwargs(),
+            self.output_model, self.tokenizer, aggregator=self.aggregator, **self._ema_kwargs()
         )
         scorer.start(messages)
         cascade = self._new_cascade(messages, result)
@@ -439,9 +416,7 @@ class GuardEngine:
             result.tokens.append(token)
             pieces.append(token.text)
             if not math.isnan(token.score):
-                result.max_output_score = max(
-                    result.max_output_score or 0.0, token.score
-                )
+                result.max_output_score = max(result.max_output_score or 0.0, token.score)
                 if reaches(token.score, threshold) and result.halted_at is None:
                     result.halted_at = token.index
                     if config.mode == "shadow":
@@ -452,9 +427,7 @@ class GuardEngine:
         result.generated = "".join(pieces)
         if result.halted_at is not None and config.mode == "enforce":
             result.finish_reason = "halted"
-            result.text = (
-                result.generated + ("\n\n" if result.generated else "") + config.refusal
-            )
+            result.text = result.generated + ("\n\n" if result.generated else "") + config.refusal
         else:
             result.text = result.generated
             if should_stop is not None and should_stop():
@@ -473,16 +446,12 @@ class GuardEngine:
         result.near_threshold = near_input or near_output
         yield GuardEvent("end", result=result)
 
-    def _new_cascade(
-        self, messages: list[Message], result: GuardResult
-    ) -> StreamingCascade | None:
+    def _new_cascade(self, messages: list[Message], result: GuardResult) -> StreamingCascade | None:
         if self.cascade is None:
             return None
         cascade_guard = self.cascade
         result.cascaded = True
-        return StreamingCascade(
-            cascade_guard.settings, lambda: cascade_guard.open(messages)
-        )
+        return StreamingCascade(cascade_guard.settings, lambda: cascade_guard.open(messages))
 
     @staticmethod
     def _cascade_step(
@@ -500,9 +469,7 @@ class GuardEngine:
             result.escalated_at = token.index
         token.halted = config.mode == "enforce" and reaches(step.score, threshold)
 
-    def output_threshold(
-        self, decision: InputDecision | None, category: str | None = None
-    ) -> float:
+    def output_threshold(self, decision: InputDecision | None, category: str | None = None) -> float:
         if self.output_thresholds is None:
             return math.inf
         category = decision.category if decision else category
