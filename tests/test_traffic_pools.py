@@ -28,6 +28,20 @@ EVERYDAY = [
 ]  # fmt: skip
 
 
+def recording_generator(monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+    """The fake local generator, recording the last message of every conversation
+    it is asked to answer; returns that list."""
+    asked: list[str] = []
+
+    class Recording(FakeGenerator):
+        def chat(self, conversations, **kwargs):  # type: ignore[no-untyped-def]
+            asked.extend(c[-1]["content"] for c in conversations)
+            return super().chat(conversations, **kwargs)
+
+    monkeypatch.setattr(generators, "local_generator", lambda: Recording())
+    return asked
+
+
 def write_jsonl(path, texts, **extra):  # type: ignore[no-untyped-def]
     path.write_text("".join(json.dumps({"text": t, **extra}) + "\n" for t in texts))
     return path
@@ -109,14 +123,7 @@ def test_a_dataset_mixes_a_pool_into_its_splits_with_replies(alice, tmp_path, mo
 def test_a_second_dataset_reuses_the_pool_replies_the_first_generated(
     alice, tmp_path, monkeypatch
 ):
-    asked: list[str] = []
-
-    class Recording(FakeGenerator):
-        def chat(self, conversations, **kwargs):  # type: ignore[no-untyped-def]
-            asked.extend(c[-1]["content"] for c in conversations)
-            return super().chat(conversations, **kwargs)
-
-    monkeypatch.setattr(generators, "local_generator", lambda: Recording())
+    asked = recording_generator(monkeypatch)
     call_command("import_traffic", "everyday",
                  str(write_jsonl(tmp_path / "e.jsonl", EVERYDAY)))  # fmt: skip
     pool = TrafficPool.objects.get()
@@ -300,14 +307,7 @@ def test_a_dataset_generates_some_pool_replies_and_uses_recorded_ones_for_others
     from classifiers.datasets.traffic import add_prompts
     from classifiers.ml.eval.labelled_sets import LabelledPrompt
 
-    asked: list[str] = []
-
-    class Recording(FakeGenerator):
-        def chat(self, conversations, **kwargs):  # type: ignore[no-untyped-def]
-            asked.extend(c[-1]["content"] for c in conversations)
-            return super().chat(conversations, **kwargs)
-
-    monkeypatch.setattr(generators, "local_generator", lambda: Recording())
+    asked = recording_generator(monkeypatch)
     pool = add_prompts(
         name="real", prompts=[LabelledPrompt(t, 0, "everyday") for t in EVERYDAY], user=None,
         source=TrafficPool.Source.IMPORTED,
