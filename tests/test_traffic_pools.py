@@ -42,6 +42,17 @@ def recording_generator(monkeypatch) -> list[str]:  # type: ignore[no-untyped-de
     return asked
 
 
+def run_shop_dataset(user, config, slug: str = "widgets"):  # type: ignore[no-untyped-def]
+    """Generate a dataset of a new shop constitution with `config`, in process."""
+    dataset = dataset_start(
+        version=published_constitution(slug, user=user, categories=SHOP), config=config,
+        user=user, enqueue=False,
+    )  # fmt: skip
+    dataset = run.run_dataset(dataset.pk)
+    assert dataset.status == "done", dataset.error
+    return dataset
+
+
 def write_jsonl(path, texts, **extra):  # type: ignore[no-untyped-def]
     path.write_text("".join(json.dumps({"text": t, **extra}) + "\n" for t in texts))
     return path
@@ -104,12 +115,7 @@ def test_a_dataset_mixes_a_pool_into_its_splits_with_replies(alice, tmp_path, mo
                  str(write_jsonl(tmp_path / "e.jsonl", EVERYDAY)))  # fmt: skip
     pool = TrafficPool.objects.get()
     config = generate_config(per_category=2, traffic_pools=[pool.pk], traffic_limit=30)
-    dataset = dataset_start(
-        version=published_constitution(user=alice, categories=SHOP), config=config,
-        user=alice, enqueue=False,
-    )  # fmt: skip
-    dataset = run.run_dataset(dataset.pk)
-    assert dataset.status == "done", dataset.error
+    dataset = run_shop_dataset(alice, config)
     mixed = DatasetExample.objects.filter(dataset=dataset, category="traffic: everyday")
     assert 28 <= mixed.count() <= 30 and dataset.counts["traffic"] == mixed.count()
     assert set(mixed.values_list("label", flat=True)) == {0}
@@ -317,12 +323,7 @@ def test_a_dataset_generates_some_pool_replies_and_uses_recorded_ones_for_others
         per_category=2, traffic_pools=[pool.pk], traffic_limit=40,
         traffic_generated_replies=6, traffic_recorded_replies=20,
     )  # fmt: skip
-    dataset = dataset_start(
-        version=published_constitution(user=alice, categories=SHOP), config=config,
-        user=alice, enqueue=False,
-    )  # fmt: skip
-    dataset = run.run_dataset(dataset.pk)
-    assert dataset.status == "done", dataset.error
+    dataset = run_shop_dataset(alice, config)
     mixed = list(
         DatasetExample.objects.filter(dataset=dataset, category="traffic: real")
     )
