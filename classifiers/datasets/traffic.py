@@ -28,6 +28,7 @@ from classifiers.ml.data.traffic import (
     pool_examples,
     prepare_pool,
     sample_per_split,
+    take_per_split,
     text_hash,
 )
 from classifiers.ml.eval.labelled_sets import (
@@ -295,8 +296,14 @@ def _add_replies(
     reply is a forward of the scoring model). Both shares are spread over the
     splits like the entries themselves."""
     if generated_cap is not None and generated_cap < len(entries):
-        chosen, rest = _spread(entries, generated_cap)
-        recorded, _ = _spread(rest, len(rest) if recorded_cap is None else recorded_cap)
+        spread = {
+            "split_of": lambda entry: entry[2].meta.get("split", ""),
+            "order_of": lambda entry: entry[1],  # the text hash: the same every run
+        }
+        chosen, rest = take_per_split(entries, generated_cap, **spread)
+        recorded, _ = take_per_split(
+            rest, len(rest) if recorded_cap is None else recorded_cap, **spread
+        )
         _use_recorded(recorded)
         entries = chosen
         if not entries:
@@ -349,33 +356,3 @@ def _use_recorded(entries: list[tuple[int, str, Example]]) -> None:
         reply = replies.get((pool, hashed))
         if reply:
             set_response(example, reply, "recorded")
-
-
-def _spread(
-    entries: list[tuple[int, str, Example]], count: int
-) -> tuple[list[tuple[int, str, Example]], list[tuple[int, str, Example]]]:
-    """`count` entries taken from each split in proportion (by text hash, so the
-    same ones every run), and the rest."""
-    if count >= len(entries):
-        return list(entries), []
-    by_split: dict[str, list[int]] = {}
-    for i in sorted(range(len(entries)), key=lambda i: entries[i][1]):
-        by_split.setdefault(entries[i][2].meta.get("split", ""), []).append(i)
-    # Largest remainders: exactly `count` in all, each split its fair share.
-    exact = {
-        split: count * len(members) / len(entries)
-        for split, members in by_split.items()
-    }
-    shares = {split: int(value) for split, value in exact.items()}
-    leftover = count - sum(shares.values())
-    for split in sorted(exact, key=lambda s: exact[s] - shares[s], reverse=True)[
-        :leftover
-    ]:
-        shares[split] += 1
-    chosen = {
-        i for split, members in by_split.items() for i in members[: shares[split]]
-    }
-    return (
-        [e for i, e in enumerate(entries) if i in chosen],
-        [e for i, e in enumerate(entries) if i not in chosen],
-    )

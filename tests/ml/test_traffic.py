@@ -113,3 +113,18 @@ def test_replies_are_generated_for_pool_prompts_and_a_degenerate_one_is_dropped(
     stammer = next(e for e in examples if "case 0 " in e.prompt_text)
     assert stammer.response == "" and stammer.meta["response_dropped"] == "degenerate"
     assert all(e.meta["response_label"] == 0 for e in examples if e.response)
+
+
+def test_take_per_split_takes_exactly_the_count_in_proportion_and_the_same_each_time():
+    from classifiers.ml.data.traffic import take_per_split
+
+    items = [(f"{i:03d}", "train" if i % 10 < 4 else "calibration" if i % 10 < 8 else "test")
+             for i in range(30)]  # fmt: skip
+    spread = {"split_of": lambda item: item[1], "order_of": lambda item: item[0][::-1]}
+    for count in (0, 1, 7, 10, 29):
+        taken, rest = take_per_split(items, count, **spread)
+        assert len(taken) == count and sorted(taken + rest) == sorted(items)
+        assert taken == take_per_split(items, count, **spread)[0]
+    taken, _ = take_per_split(items, 10, **spread)
+    assert [s for _, s in taken].count("test") == 2  # 6 of 30 are test: 2 of 10
+    assert take_per_split(items, 99, **spread) == (items, [])

@@ -160,15 +160,15 @@ def openers(
         report.conversations += 1
         turns = record.get("conversations") or []
         record_id = str(record.get("id") or "")
+        text = " ".join(str(turns[0].get("value") or "").split()) if turns else ""
+        its_part = part_of(text)
+        if part != "all" and its_part != part:
+            continue  # before any count: the report's counts are this part's
         if not is_opening_piece(record_id):
             report.dropped["later piece of a conversation"] += 1
             continue
         if not turns or turns[0].get("from") != "human":
             report.dropped["no user opener"] += 1
-            continue
-        text = " ".join(str(turns[0].get("value") or "").split())
-        its_part = part_of(text)
-        if part != "all" and its_part != part:
             continue
         reason = why_not(text)
         hashed = text_hash(text)

@@ -22,7 +22,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from classifiers.ml.data.dedupe import MinHashDeduper, normalise
 from classifiers.ml.data.filters import is_degenerate
@@ -36,6 +36,7 @@ POOL_SPLITS = {"train": 0.40, "validation": 0.10, "calibration": 0.35, "test": 0
 MAX_POOL_PROMPTS = 200_000  # an import larger than this is refused, not truncated
 MAX_PROMPT_CHARS = 20_000
 CATEGORY_PREFIX = "traffic: "
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,30 @@ def sample_per_split(
         share = round(limit * len(members) / len(prompts))
         chosen += members[:share]
     return chosen[:limit]
+
+
+def take_per_split(
+    items: Sequence[T], count: int, *, split_of: Callable[[T], str], order_of: Callable[[T], str]
+) -> tuple[list[T], list[T]]:
+    """Exactly `count` items (all when fewer), each split getting its share by
+    largest remainders, first by `order_of` within a split; returns (taken, rest),
+    each in the items' own order. Datasets use it to choose which pool prompts get
+    a generated reply and which a recorded one (datasets/traffic.py)."""
+    if count >= len(items):
+        return list(items), []
+    by_split: dict[str, list[int]] = {}
+    for i in sorted(range(len(items)), key=lambda i: order_of(items[i])):
+        by_split.setdefault(split_of(items[i]), []).append(i)
+    exact = {split: count * len(members) / len(items) for split, members in by_split.items()}
+    shares = {split: int(value) for split, value in exact.items()}
+    leftover = count - sum(shares.values())
+    for split in sorted(exact, key=lambda s: exact[s] - shares[s], reverse=True)[:leftover]:
+        shares[split] += 1
+    taken = {i for split, members in by_split.items() for i in members[: shares[split]]}
+    return (
+        [item for i, item in enumerate(items) if i in taken],
+        [item for i, item in enumerate(items) if i not in taken],
+    )
 
 
 def add_responses(
